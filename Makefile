@@ -1,0 +1,67 @@
+# Sandpod: `make demo` runs a microVM, `make test` runs every test. Both install what they need.
+SHELL := /bin/bash
+CARGO ?= cargo
+HOST_TARGET := x86_64-unknown-linux-gnu
+AGENT_BIN := target/$(HOST_TARGET)/release/sandpod-agent
+BIN_DIR := build/bin
+STAGE := scripts/stage
+
+.PHONY: all deps build agent kernel initramfs artifacts testhost demo test unit lint \
+        integration bench clean
+
+all: artifacts
+
+deps:
+	@scripts/install-deps.sh
+
+## Host binaries (release) copied to build/bin; the agent is built static (no musl here).
+build:
+	$(CARGO) build --release --workspace --exclude sandpod-agent
+	@mkdir -p $(BIN_DIR)
+	@cp target/release/sandpod-vmm target/release/sandpod target/release/containerd-shim-kata-v2 \
+	    target/release/sandpod-testhost $(BIN_DIR)/
+
+agent:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p sandpod-agent --target $(HOST_TARGET)
+	@mkdir -p $(BIN_DIR) && cp $(AGENT_BIN) $(BIN_DIR)/
+
+kernel:
+	@scripts/build-guest-kernel.sh
+
+initramfs: agent
+	@scripts/build-initramfs.sh $(AGENT_BIN)
+
+## Everything the guest and the test host need, in build/ (shown at /sandpod in the test host).
+artifacts: build kernel initramfs
+	@mkdir -p build/scripts && cp tests/kvm-host/guest/*.sh build/scripts/
+
+testhost:
+	@tests/kvm-host/build-image.sh >/dev/null
+
+demo: deps
+	@$(STAGE) artifacts $(MAKE) -s artifacts
+	@$(STAGE) testhost-image $(MAKE) -s testhost
+	@scripts/demo.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+integration:
+	$(CARGO) test --release -p sandpod-tests --test testhost --test reference_boot -- --test-threads=1
+
+test: deps
+	@$(STAGE) lint $(MAKE) -s lint
+	@$(STAGE) unit-tests $(MAKE) -s unit
+	@$(STAGE) artifacts $(MAKE) -s artifacts
+	@$(STAGE) testhost-image $(MAKE) -s testhost
+	@$(STAGE) testhost-tests $(MAKE) -s integration
+
+bench: deps artifacts testhost
+	@scripts/bench.sh
+
+clean:
+	rm -rf build target/testhost

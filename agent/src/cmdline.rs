@@ -1,0 +1,71 @@
+//! The agent's settings, read from the kernel command line (`sandpod.<key>=<value>`).
+use thiserror::Error;
+
+/// What PID 1 does once the guest is up and the ready line is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AfterReady {
+    /// Keep running (serve the host). The default.
+    #[default]
+    Serve,
+    /// Power the VM off: used by boot tests and the boot benchmark.
+    Poweroff,
+    /// Reboot the VM.
+    Reboot,
+}
+
+/// Agent settings taken from the kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentConfig {
+    pub after_ready: AfterReady,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CmdlineError {
+    #[error("sandpod.after_ready={0:?}: expected serve, poweroff or reboot")]
+    BadAfterReady(String),
+}
+
+impl AgentConfig {
+    /// Parses the `sandpod.*` parameters of a kernel command line; other words are ignored.
+    pub fn from_cmdline(cmdline: &str) -> Result<Self, CmdlineError> {
+        let mut cfg = AgentConfig::default();
+        for word in cmdline.split_ascii_whitespace() {
+            if let Some(v) = word.strip_prefix("sandpod.after_ready=") {
+                cfg.after_ready = match v {
+                    "serve" => AfterReady::Serve,
+                    "poweroff" => AfterReady::Poweroff,
+                    "reboot" => AfterReady::Reboot,
+                    other => return Err(CmdlineError::BadAfterReady(other.to_string())),
+                };
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_to_serve() {
+        let cfg = AgentConfig::from_cmdline("console=ttyS0 quiet").unwrap();
+        assert_eq!(cfg.after_ready, AfterReady::Serve);
+    }
+
+    #[test]
+    fn reads_after_ready() {
+        let cfg = AgentConfig::from_cmdline("console=ttyS0 sandpod.after_ready=poweroff").unwrap();
+        assert_eq!(cfg.after_ready, AfterReady::Poweroff);
+        let cfg = AgentConfig::from_cmdline("sandpod.after_ready=reboot x=y").unwrap();
+        assert_eq!(cfg.after_ready, AfterReady::Reboot);
+    }
+
+    #[test]
+    fn rejects_unknown_after_ready() {
+        assert_eq!(
+            AgentConfig::from_cmdline("sandpod.after_ready=explode"),
+            Err(CmdlineError::BadAfterReady("explode".into()))
+        );
+    }
+}

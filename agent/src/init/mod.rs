@@ -1,0 +1,24 @@
+//! Guest bring-up as PID 1: mounts, console, the ready line, then serve / power off.
+pub mod console;
+pub mod mounts;
+pub mod power;
+pub mod reaper;
+
+use anyhow::Context;
+
+use crate::cmdline::{AfterReady, AgentConfig};
+
+/// Runs PID 1. Returns only on a fatal error.
+pub fn run() -> anyhow::Result<()> {
+    mounts::mount_basics().context("mounting the basic file systems")?;
+    console::ensure_stdio();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
+    let config = AgentConfig::from_cmdline(&cmdline)?;
+    // The host waits for exactly this line: keep its format stable.
+    println!("sandpod-agent ready {}", console::ms_since_boot());
+    match config.after_ready {
+        AfterReady::Poweroff => power::power_off(),
+        AfterReady::Reboot => power::reboot(),
+        AfterReady::Serve => reaper::reap_forever(),
+    }
+}

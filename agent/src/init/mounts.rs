@@ -1,0 +1,47 @@
+//! The file systems every guest needs before anything else runs.
+use std::path::Path;
+
+use anyhow::Context;
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
+
+struct BasicMount {
+    target: &'static str,
+    fstype: &'static str,
+    flags: MsFlags,
+    data: Option<&'static str>,
+}
+
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// In mount order: parents before children.
+const BASIC_MOUNTS: &[BasicMount] = &[
+    BasicMount { target: "/proc", fstype: "proc", flags: NOSUID_NODEV_NOEXEC, data: None },
+    BasicMount { target: "/sys", fstype: "sysfs", flags: NOSUID_NODEV_NOEXEC, data: None },
+    BasicMount { target: "/dev", fstype: "devtmpfs", flags: MsFlags::MS_NOSUID, data: Some("mode=0755") },
+    BasicMount {
+        target: "/dev/pts",
+        fstype: "devpts",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        data: Some("gid=5,mode=620,ptmxmode=666"),
+    },
+    BasicMount { target: "/dev/shm", fstype: "tmpfs", flags: NOSUID_NODEV_NOEXEC, data: Some("mode=1777") },
+    BasicMount { target: "/run", fstype: "tmpfs", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), data: Some("mode=0755") },
+    BasicMount { target: "/tmp", fstype: "tmpfs", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), data: Some("mode=1777") },
+    BasicMount { target: "/sys/fs/cgroup", fstype: "cgroup2", flags: NOSUID_NODEV_NOEXEC, data: Some("nsdelegate") },
+];
+
+/// Mounts /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /run, /tmp and cgroup2.
+/// A file system that is already mounted (EBUSY) is left as it is.
+pub fn mount_basics() -> anyhow::Result<()> {
+    for m in BASIC_MOUNTS {
+        std::fs::create_dir_all(m.target).with_context(|| format!("mkdir {}", m.target))?;
+        match mount(Some(m.fstype), Path::new(m.target), Some(m.fstype), m.flags, m.data) {
+            Ok(()) | Err(Errno::EBUSY) => {}
+            Err(e) => return Err(e).with_context(|| format!("mount {} on {}", m.fstype, m.target)),
+        }
+    }
+    Ok(())
+}
