@@ -72,7 +72,14 @@ fn main() {
         }
         Err(e) => {
             eprintln!("sandpod-testhost: {e}");
-            let code = if matches!(e, TestHostError::CommandTimeout(_) | TestHostError::BootTimeout(..)) { 124 } else { 125 };
+            let code = if matches!(
+                e,
+                TestHostError::CommandTimeout(_) | TestHostError::BootTimeout(..)
+            ) {
+                124
+            } else {
+                125
+            };
             std::process::exit(code);
         }
     }

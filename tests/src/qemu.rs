@@ -9,12 +9,32 @@ use crate::TestHostConfig;
 /// Builds the QEMU command for one run with the given share disk.
 pub fn command(cfg: &TestHostConfig, share_img: &Path) -> Command {
     let img = &cfg.image_dir;
-    let loglevel = if cfg.verbose { "loglevel=7" } else { "quiet loglevel=1" };
+    let loglevel = if cfg.verbose {
+        "loglevel=7"
+    } else {
+        "quiet loglevel=1"
+    };
     let mut cmd = Command::new(&cfg.qemu);
     cmd.args(["-M", "q35", "-accel", "tcg,thread=multi", "-cpu", "max"])
-        .args(["-smp", &cfg.smp.to_string(), "-m", &format!("{}M", cfg.mem_mib)])
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
-        .args(["-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"])
+        .args([
+            "-smp",
+            &cfg.smp.to_string(),
+            "-m",
+            &format!("{}M", cfg.mem_mib),
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .args([
+            "-chardev",
+            "stdio,id=console,signal=off",
+            "-serial",
+            "chardev:console",
+        ])
         .arg("-kernel")
         .arg(img.join("vmlinuz"))
         .arg("-initrd")

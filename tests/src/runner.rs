@@ -49,7 +49,10 @@ pub enum TestHostError {
 impl TestHostError {
     /// A hang: worth one more try.
     fn is_hang(&self) -> bool {
-        matches!(self, TestHostError::BootTimeout(..) | TestHostError::CommandTimeout(_))
+        matches!(
+            self,
+            TestHostError::BootTimeout(..) | TestHostError::CommandTimeout(_)
+        )
     }
 }
 
@@ -85,7 +88,11 @@ impl TestHost {
     }
 
     /// Runs `argv` in the test host, streaming its output to `out` as it comes.
-    pub fn run_streaming(&self, argv: &[String], out: &mut dyn Write) -> Result<Outcome, TestHostError> {
+    pub fn run_streaming(
+        &self,
+        argv: &[String],
+        out: &mut dyn Write,
+    ) -> Result<Outcome, TestHostError> {
         let mut attempt = 1;
         loop {
             match self.run_once(argv, out) {
@@ -111,14 +118,25 @@ impl TestHost {
     fn run_once(&self, argv: &[String], out: &mut dyn Write) -> Result<Outcome, TestHostError> {
         let cfg = &self.config;
         fs::create_dir_all(&cfg.work_dir).map_err(anyhow::Error::from)?;
-        let run_dir = cfg.work_dir.join(format!("run-{}-{}", std::process::id(), share::nonce()));
-        let mut guard = RunGuard { child: None, run_dir: run_dir.clone() };
+        let run_dir = cfg
+            .work_dir
+            .join(format!("run-{}-{}", std::process::id(), share::nonce()));
+        let mut guard = RunGuard {
+            child: None,
+            run_dir: run_dir.clone(),
+        };
         fs::create_dir_all(&run_dir).map_err(anyhow::Error::from)?;
         let nonce = share::nonce();
-        let share_img = share::make_share_disk(&cfg.share_dir, &run_dir, &share::command_script(argv, &nonce))?;
+        let share_img = share::make_share_disk(
+            &cfg.share_dir,
+            &run_dir,
+            &share::command_script(argv, &nonce),
+        )?;
 
         let mut cmd = qemu::command(cfg, &share_img);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
         // which is async-signal-safe; it asks the kernel to kill QEMU if this process dies, so
         // QEMU never outlives the runner.
@@ -171,7 +189,9 @@ impl TestHost {
                     // The marker may follow output that did not end in a newline.
                     if let Some(pos) = find(&line, &exit_marker) {
                         let status = &line[pos + exit_marker.len()..];
-                        code = std::str::from_utf8(status).ok().and_then(|s| s.trim().parse().ok());
+                        code = std::str::from_utf8(status)
+                            .ok()
+                            .and_then(|s| s.trim().parse().ok());
                         emit(out, &mut output, &line[..pos], false)?;
                         break;
                     }
@@ -202,7 +222,12 @@ impl TestHost {
         }
         let qemu_said = stderr_reader.join().unwrap_or_default();
         match code {
-            Some(code) => Ok(Outcome { code, output, boot_time, attempts: 1 }),
+            Some(code) => Ok(Outcome {
+                code,
+                output,
+                boot_time,
+                attempts: 1,
+            }),
             None => Err(TestHostError::NoExitStatus {
                 qemu: qemu_said.trim().to_string(),
                 console: join_tail(&tail),
@@ -211,7 +236,12 @@ impl TestHost {
     }
 }
 
-fn emit(out: &mut dyn Write, acc: &mut Vec<u8>, data: &[u8], newline: bool) -> Result<(), TestHostError> {
+fn emit(
+    out: &mut dyn Write,
+    acc: &mut Vec<u8>,
+    data: &[u8],
+    newline: bool,
+) -> Result<(), TestHostError> {
     acc.extend_from_slice(data);
     out.write_all(data).map_err(TestHostError::Output)?;
     if newline {

@@ -60,7 +60,9 @@ pub fn command_script(argv: &[String], nonce: &str) -> String {
 }
 
 fn tree_size(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.file_type() {
@@ -77,11 +79,23 @@ pub fn make_share_disk(share_dir: &Path, run_dir: &Path, script: &str) -> anyhow
     fs::create_dir_all(&staging)?;
     if share_dir.is_dir() {
         let src = format!("{}/.", share_dir.display());
-        let linked = Command::new("cp").arg("-al").arg(&src).arg(&staging).status();
+        let linked = Command::new("cp")
+            .arg("-al")
+            .arg(&src)
+            .arg(&staging)
+            .status();
         if !matches!(linked, Ok(s) if s.success()) {
-            let copied = Command::new("cp").arg("-a").arg(&src).arg(&staging).status()?;
+            let copied = Command::new("cp")
+                .arg("-a")
+                .arg(&src)
+                .arg(&staging)
+                .status()?;
             if !copied.success() {
-                bail!("copying {} to {} failed", share_dir.display(), staging.display());
+                bail!(
+                    "copying {} to {} failed",
+                    share_dir.display(),
+                    staging.display()
+                );
             }
         }
     }
@@ -90,14 +104,25 @@ pub fn make_share_disk(share_dir: &Path, run_dir: &Path, script: &str) -> anyhow
     let mib = tree_size(&staging) * 5 / 4 / (1024 * 1024) + 32;
     let img = run_dir.join("share.img");
     let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "sandpod-share", "-E", "root_owner=0:0", "-d"])
+        .args([
+            "-q",
+            "-F",
+            "-L",
+            "sandpod-share",
+            "-E",
+            "root_owner=0:0",
+            "-d",
+        ])
         .arg(&staging)
         .arg(&img)
         .arg(format!("{mib}M"))
         .output()
         .context("running mkfs.ext4 (install e2fsprogs)")?;
     if !out.status.success() {
-        bail!("mkfs.ext4 failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "mkfs.ext4 failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let _ = fs::remove_dir_all(&staging);
     Ok(img)
@@ -120,7 +145,10 @@ mod tests {
     #[test]
     fn script_runs_command_then_marker() {
         let s = command_script(&["sh".into(), "-c".into(), "exit 3".into()], "abc");
-        assert_eq!(s, "cd /sandpod\nsh -c 'exit 3' 2>&1\necho \"SANDPOD-TESTHOST-EXIT-abc=$?\"\n");
+        assert_eq!(
+            s,
+            "cd /sandpod\nsh -c 'exit 3' 2>&1\necho \"SANDPOD-TESTHOST-EXIT-abc=$?\"\n"
+        );
     }
 
     #[test]

@@ -11,7 +11,13 @@ pub fn ensure_stdio() {
     }
     // Lowest free fds are taken first, so this fills 0, 1 and 2 in order.
     for _ in 0..3 {
-        if open("/dev/console", OFlag::O_RDWR | OFlag::O_NOCTTY, Mode::empty()).is_err() {
+        if open(
+            "/dev/console",
+            OFlag::O_RDWR | OFlag::O_NOCTTY,
+            Mode::empty(),
+        )
+        .is_err()
+        {
             return;
         }
     }

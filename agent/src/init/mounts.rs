@@ -18,19 +18,54 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
 
 /// In mount order: parents before children.
 const BASIC_MOUNTS: &[BasicMount] = &[
-    BasicMount { target: "/proc", fstype: "proc", flags: NOSUID_NODEV_NOEXEC, data: None },
-    BasicMount { target: "/sys", fstype: "sysfs", flags: NOSUID_NODEV_NOEXEC, data: None },
-    BasicMount { target: "/dev", fstype: "devtmpfs", flags: MsFlags::MS_NOSUID, data: Some("mode=0755") },
+    BasicMount {
+        target: "/proc",
+        fstype: "proc",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: None,
+    },
+    BasicMount {
+        target: "/sys",
+        fstype: "sysfs",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: None,
+    },
+    BasicMount {
+        target: "/dev",
+        fstype: "devtmpfs",
+        flags: MsFlags::MS_NOSUID,
+        data: Some("mode=0755"),
+    },
     BasicMount {
         target: "/dev/pts",
         fstype: "devpts",
         flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
         data: Some("gid=5,mode=620,ptmxmode=666"),
     },
-    BasicMount { target: "/dev/shm", fstype: "tmpfs", flags: NOSUID_NODEV_NOEXEC, data: Some("mode=1777") },
-    BasicMount { target: "/run", fstype: "tmpfs", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), data: Some("mode=0755") },
-    BasicMount { target: "/tmp", fstype: "tmpfs", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), data: Some("mode=1777") },
-    BasicMount { target: "/sys/fs/cgroup", fstype: "cgroup2", flags: NOSUID_NODEV_NOEXEC, data: Some("nsdelegate") },
+    BasicMount {
+        target: "/dev/shm",
+        fstype: "tmpfs",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: Some("mode=1777"),
+    },
+    BasicMount {
+        target: "/run",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: Some("mode=0755"),
+    },
+    BasicMount {
+        target: "/tmp",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: Some("mode=1777"),
+    },
+    BasicMount {
+        target: "/sys/fs/cgroup",
+        fstype: "cgroup2",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: Some("nsdelegate"),
+    },
 ];
 
 /// Mounts /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /run, /tmp and cgroup2.
@@ -38,7 +73,13 @@ const BASIC_MOUNTS: &[BasicMount] = &[
 pub fn mount_basics() -> anyhow::Result<()> {
     for m in BASIC_MOUNTS {
         std::fs::create_dir_all(m.target).with_context(|| format!("mkdir {}", m.target))?;
-        match mount(Some(m.fstype), Path::new(m.target), Some(m.fstype), m.flags, m.data) {
+        match mount(
+            Some(m.fstype),
+            Path::new(m.target),
+            Some(m.fstype),
+            m.flags,
+            m.data,
+        ) {
             Ok(()) | Err(Errno::EBUSY) => {}
             Err(e) => return Err(e).with_context(|| format!("mount {} on {}", m.fstype, m.target)),
         }

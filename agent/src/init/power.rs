@@ -8,7 +8,8 @@ fn end_vm(mode: RebootMode) -> anyhow::Result<()> {
     anyhow::bail!("reboot({mode:?}): {err}")
 }
 
-/// Powers the VM off.
+/// Powers the VM off. A guest without ACPI (ours) has no power-off method: the kernel halts
+/// instead, so VMMs end such a guest on reboot (`reboot=k`); use [`reboot`] to end the VM.
 pub fn power_off() -> anyhow::Result<()> {
     end_vm(RebootMode::RB_POWER_OFF)
 }

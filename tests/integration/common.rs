@@ -1,0 +1,27 @@
+//! Shared by the test-host integration tests.
+use std::path::PathBuf;
+
+use sandpod_testhost::{Outcome, TestHost};
+
+/// The test host, with the build outputs required to exist (run `make artifacts` first: the
+/// Makefile's `test` target does).
+pub fn host() -> TestHost {
+    let host = TestHost::from_env().expect("setting up the KVM test host");
+    let vmlinux: PathBuf = host.config.share_dir.join("guest/vmlinux");
+    assert!(
+        vmlinux.is_file(),
+        "{} is missing: run `make artifacts` before the test-host tests",
+        vmlinux.display()
+    );
+    host
+}
+
+/// Runs `argv` in the test host; panics if the test host itself failed.
+pub fn run(host: &TestHost, argv: &[&str]) -> Outcome {
+    host.run(argv)
+        .unwrap_or_else(|e| panic!("test host run of {argv:?} failed: {e}"))
+}
+
+pub fn text(outcome: &Outcome) -> String {
+    String::from_utf8_lossy(&outcome.output).into_owned()
+}

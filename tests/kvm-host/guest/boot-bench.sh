@@ -1,0 +1,44 @@
+#!/bin/sh
+# Runs inside the KVM test host. Boot benchmark: wall time from VMM process start to the agent's
+# ready line, for each VMM named, alternating VMMs run by run (a run right after another VMM's
+# was seen to be slower under TCG, so alternation spreads that evenly).
+#   boot-bench.sh RUNS VCPUS MEM_MIB VMM...     (VMM: qemu | sandpod)
+# Prints one line per run: `boot <vmm> <ms>` (or `boot <vmm> fail`).
+set -u
+runs=$1 vcpus=$2 mem=$3
+shift 3
+dir=${SANDPOD_DIR:-/sandpod}
+cmdline="console=ttyS0 reboot=t panic=-1 quiet sandpod.after_ready=reboot"
+
+start_vmm() {
+  case $1 in
+    qemu)
+      exec qemu-system-x86_64 -M microvm,x-option-roms=off,isa-serial=on,rtc=off -enable-kvm \
+        -cpu host -smp "$vcpus" -m "${mem}M" -nodefaults -no-user-config -display none \
+        -no-reboot -serial stdio -kernel "$dir/guest/vmlinux" \
+        -initrd "$dir/guest/initramfs.cpio" -append "$cmdline" </dev/null 2>&1 ;;
+    sandpod)
+      exec "$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" \
+        --initrd "$dir/guest/initramfs.cpio" --vcpus "$vcpus" --mem-mib "$mem" \
+        --cmdline "$cmdline" </dev/null 2>&1 ;;
+    *) echo "unknown VMM $1" >&2; exit 2 ;;
+  esac
+}
+
+i=0
+while [ "$i" -lt "$runs" ]; do
+  for vmm in "$@"; do
+    t0=$(date +%s%N)
+    ms=$( (start_vmm "$vmm") | {
+      found=fail
+      while IFS= read -r line; do
+        case $line in
+          *"sandpod-agent ready "*) [ "$found" = fail ] && found=$(( ($(date +%s%N) - t0) / 1000000 )) ;;
+        esac
+      done
+      echo "$found"
+    })
+    echo "boot $vmm $ms"
+  done
+  i=$((i + 1))
+done
