@@ -8,9 +8,15 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2)
 
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
-SANDPOD_TESTHOST_NOBUILD=1 "$REPO_ROOT/tests/kvm-host/run" -- \
-  /sandpod/scripts/boot-bench.sh "$RUNS" 1 128 qemu | tee "$raw" >&2
+SANDPOD_TESTHOST_NOBUILD=1 "$REPO_ROOT/tests/kvm-host/run" -- sh -c \
+  "/sandpod/scripts/boot-bench.sh $RUNS 1 128 sandpod qemu; /sandpod/scripts/vmm-overhead.sh 5" |
+  tee "$raw" >&2
 
-qemu_ms=$(awk '$1=="boot" && $2=="qemu" && $3!="fail" {print $3}' "$raw" | median)
+ours=$(awk '$1=="boot" && $2=="sandpod" && $3!="fail" {print $3}' "$raw" | median)
+theirs=$(awk '$1=="boot" && $2=="qemu" && $3!="fail" {print $3}' "$raw" | median)
 fails=$(awk '$1=="boot" && $3=="fail"' "$raw" | wc -l)
-echo "bench boot_ms qemu=$qemu_ms runs=$RUNS vcpus=1 mem_mib=128 failed=$fails"
+ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { if (b > 0 && a > 0) printf "%.2f", a / b; else print "nan" }')
+echo "bench boot_ms sandpod=$ours qemu=$theirs ratio=$ratio runs=$RUNS vcpus=1 mem_mib=128 failed=$fails"
+rss=$(sed -n 's/^overhead rss_kib=\([0-9]*\) .*/\1/p' "$raw" | median)
+pss=$(sed -n 's/^overhead .*pss_kib=\([0-9]*\)/\1/p' "$raw" | median)
+echo "bench vmm_overhead_kib rss=$rss pss=$pss"

@@ -3,6 +3,7 @@
 //! `init` brings the guest up (mounts, console, ready line, child reaping, power control).
 //! The ttrpc API and the container machinery land with their issues.
 pub mod cmdline;
+pub mod guest;
 pub mod init;
 
 /// The agent's version.

@@ -7,6 +7,7 @@ pub mod reaper;
 use anyhow::Context;
 
 use crate::cmdline::{AfterReady, AgentConfig};
+use crate::guest::info::GuestInfo;
 
 /// Runs PID 1. Returns only on a fatal error.
 pub fn run() -> anyhow::Result<()> {
@@ -16,6 +17,13 @@ pub fn run() -> anyhow::Result<()> {
     let config = AgentConfig::from_cmdline(&cmdline)?;
     // The host waits for exactly this line: keep its format stable.
     println!("sandpod-agent ready {}", console::ms_since_boot());
+    match GuestInfo::read() {
+        Ok(info) => println!(
+            "sandpod-agent guest cpus={} mem_total_kib={}",
+            info.cpus, info.mem_total_kib
+        ),
+        Err(e) => eprintln!("sandpod-agent: reading guest details: {e:#}"),
+    }
     match config.after_ready {
         AfterReady::Poweroff => power::power_off(),
         AfterReady::Reboot => power::reboot(),

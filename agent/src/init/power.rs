@@ -1,20 +1,39 @@
 //! Ending the VM from inside: power-off and reboot.
+//!
+//! An x86 guest without ACPI (ours) has no power-off method, and a reboot looks the same to the
+//! VMM as a kernel panic (`panic=-1` reboots too). So before ending the VM the agent writes its
+//! request to Sandpod's power port (I/O port [`POWER_PORT`], through /dev/port): sandpod-vmm ends
+//! at once with the matching exit status, and a reset that comes without a request is known to
+//! be a crash. Other VMMs ignore the write; the reboot that follows ends the VM there.
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+
 use nix::sys::reboot::{reboot as sys_reboot, RebootMode};
 
-fn end_vm(mode: RebootMode) -> anyhow::Result<()> {
+/// Sandpod's power port (one byte, write-only); must match sandpod-vmm.
+pub const POWER_PORT: u64 = 0x600;
+/// Value written to [`POWER_PORT`] to power off.
+pub const REQUEST_POWER_OFF: u8 = 0;
+/// Value written to [`POWER_PORT`] to reboot.
+pub const REQUEST_REBOOT: u8 = 1;
+
+fn end_vm(request: u8) -> anyhow::Result<()> {
     nix::unistd::sync();
-    // Only returns on failure.
-    let err = sys_reboot(mode).unwrap_err();
-    anyhow::bail!("reboot({mode:?}): {err}")
+    if let Ok(port) = OpenOptions::new().write(true).open("/dev/port") {
+        // Best effort: without the port (another VMM) the reboot below still ends the VM.
+        let _ = port.write_at(&[request], POWER_PORT);
+    }
+    // Only returns on failure. RB_AUTOBOOT, not RB_POWER_OFF: without ACPI the latter halts.
+    let err = sys_reboot(RebootMode::RB_AUTOBOOT).unwrap_err();
+    anyhow::bail!("reboot(2): {err}")
 }
 
-/// Powers the VM off. A guest without ACPI (ours) has no power-off method: the kernel halts
-/// instead, so VMMs end such a guest on reboot (`reboot=k`); use [`reboot`] to end the VM.
+/// Powers the VM off.
 pub fn power_off() -> anyhow::Result<()> {
-    end_vm(RebootMode::RB_POWER_OFF)
+    end_vm(REQUEST_POWER_OFF)
 }
 
-/// Reboots the VM (the VMM treats a guest reboot as the end of the VM).
+/// Reboots the VM (for a VMM, the end of the VM).
 pub fn reboot() -> anyhow::Result<()> {
-    end_vm(RebootMode::RB_AUTOBOOT)
+    end_vm(REQUEST_REBOOT)
 }

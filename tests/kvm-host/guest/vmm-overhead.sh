@@ -1,0 +1,31 @@
+#!/bin/sh
+# Runs inside the KVM test host. Boots sandpod-vmm (1 vCPU, 128 MiB) with the agent left serving,
+# waits for the ready line, and prints the VMM's own memory: RSS and PSS of every mapping except
+# the guest RAM (the memfd named "sandpod-guest-ram"). Repeats RUNS times.
+#   vmm-overhead.sh [RUNS]
+# Prints `overhead rss_kib=<n> pss_kib=<n>` per run.
+set -u
+runs=${1:-3}
+dir=${SANDPOD_DIR:-/sandpod}
+i=0
+while [ "$i" -lt "$runs" ]; do
+  log=$(mktemp)
+  "$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs.cpio" \
+    --vcpus 1 --mem-mib 128 --console "file:$log" \
+    --cmdline "console=ttyS0 reboot=k panic=-1 quiet sandpod.after_ready=serve" </dev/null >/dev/null 2>&1 &
+  pid=$!
+  n=0
+  until grep -q 'sandpod-agent ready' "$log" 2>/dev/null; do
+    sleep 0.2; n=$((n + 1))
+    [ "$n" -gt 600 ] && break
+  done
+  sleep 1
+  awk '/^[0-9a-f]+-[0-9a-f]+ / { guest = ($0 ~ /sandpod-guest-ram/) }
+       /^Rss:/ { if (!guest) rss += $2 }
+       /^Pss:/ { if (!guest) pss += $2 }
+       END { printf "overhead rss_kib=%d pss_kib=%d\n", rss, pss }' "/proc/$pid/smaps"
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  rm -f "$log"
+  i=$((i + 1))
+done
