@@ -1,0 +1,45 @@
+//! The protocol between Sandpod's host runtime and its guest agent: the ttrpc API (generated from
+//! `protos/agent.proto`), the vsock ports and the stdio stream header.
+pub mod ports;
+pub mod stream;
+
+/// Messages of `sandpod.agent.v1` (rust-protobuf).
+#[allow(
+    clippy::all,
+    dead_code,
+    missing_docs,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    unknown_lints,
+    unused_attributes,
+    unused_mut,
+    unused_results
+)]
+#[rustfmt::skip]
+pub mod agent {
+    include!(concat!(env!("OUT_DIR"), "/agent.rs"));
+}
+
+/// The async ttrpc client (`AgentClient`) and service trait (`Agent`, `create_agent`).
+#[allow(
+    clippy::all,
+    dead_code,
+    missing_docs,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    unknown_lints,
+    unused_imports,
+    unused_results
+)]
+#[rustfmt::skip]
+pub mod agent_ttrpc {
+    include!(concat!(env!("OUT_DIR"), "/agent_ttrpc.rs"));
+}
+
+pub use ports::{AGENT_PORT, LOG_PORT, STDIO_PORT};
+pub use stream::{StreamHeader, StreamHeaderError, StreamKind};
+
+/// Re-exported so that users of the protocol need not depend on these crates themselves.
+pub use {protobuf, ttrpc};

@@ -1,0 +1,200 @@
+//! The header that opens every stdio stream connection.
+//!
+//! The host connects to the agent's [`STDIO_PORT`](crate::STDIO_PORT) and writes one line,
+//! `<exec_id> <kind>\n` (kind: `stdin`, `stdout`, `stderr` or `tty`), then raw bytes flow: host to
+//! guest for `stdin`, guest to host for `stdout` and `stderr`, both ways for `tty`. The agent sends
+//! no reply; it closes a connection whose header it rejects.
+use std::fmt;
+use std::str::FromStr;
+
+use thiserror::Error;
+
+/// Longest accepted header line, newline included.
+pub const MAX_HEADER_LEN: usize = 256;
+/// Longest accepted exec id.
+pub const MAX_EXEC_ID_LEN: usize = 128;
+
+/// Which stdio stream of a process a connection carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    Stdin,
+    Stdout,
+    Stderr,
+    /// The terminal of a terminal-mode process: input and output on one connection.
+    Tty,
+}
+
+impl StreamKind {
+    pub const ALL: [StreamKind; 4] = [Self::Stdin, Self::Stdout, Self::Stderr, Self::Tty];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdin => "stdin",
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+            Self::Tty => "tty",
+        }
+    }
+}
+
+impl fmt::Display for StreamKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StreamKind {
+    type Err = StreamHeaderError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| StreamHeaderError::BadKind(s.to_string()))
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum StreamHeaderError {
+    #[error("stream header is not one line of at most {MAX_HEADER_LEN} bytes")]
+    TooLong,
+    #[error("stream header is not UTF-8")]
+    NotUtf8,
+    #[error("stream header {0:?}: expected `<exec_id> <stdin|stdout|stderr|tty>`")]
+    Malformed(String),
+    #[error("stream kind {0:?}: expected stdin, stdout, stderr or tty")]
+    BadKind(String),
+    #[error("exec id {0:?}: expected 1 to {MAX_EXEC_ID_LEN} characters out of [A-Za-z0-9._-]")]
+    BadExecId(String),
+}
+
+/// Checks an exec id: 1 to [`MAX_EXEC_ID_LEN`] characters out of `[A-Za-z0-9._-]`.
+pub fn validate_exec_id(id: &str) -> Result<(), StreamHeaderError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_EXEC_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StreamHeaderError::BadExecId(id.to_string()))
+    }
+}
+
+/// A parsed stream header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHeader {
+    pub exec_id: String,
+    pub kind: StreamKind,
+}
+
+impl StreamHeader {
+    pub fn new(exec_id: impl Into<String>, kind: StreamKind) -> Result<Self, StreamHeaderError> {
+        let exec_id = exec_id.into();
+        validate_exec_id(&exec_id)?;
+        Ok(StreamHeader { exec_id, kind })
+    }
+
+    /// The header line as sent on the wire, newline included.
+    pub fn to_line(&self) -> String {
+        format!("{} {}\n", self.exec_id, self.kind)
+    }
+
+    /// Parses a header line (with or without its trailing `\n`).
+    pub fn parse(line: &[u8]) -> Result<Self, StreamHeaderError> {
+        if line.len() > MAX_HEADER_LEN {
+            return Err(StreamHeaderError::TooLong);
+        }
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        if line.contains(&b'\n') {
+            return Err(StreamHeaderError::TooLong);
+        }
+        let text = std::str::from_utf8(line).map_err(|_| StreamHeaderError::NotUtf8)?;
+        let mut words = text.split(' ');
+        let (Some(id), Some(kind), None) = (words.next(), words.next(), words.next()) else {
+            return Err(StreamHeaderError::Malformed(text.to_string()));
+        };
+        StreamHeader::new(id, kind.parse()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_kind() {
+        for kind in StreamKind::ALL {
+            let h = StreamHeader::new("exec-1.a_b", kind).unwrap();
+            assert_eq!(StreamHeader::parse(h.to_line().as_bytes()).unwrap(), h);
+        }
+        assert_eq!(
+            StreamHeader::new("e1", StreamKind::Tty).unwrap().to_line(),
+            "e1 tty\n"
+        );
+    }
+
+    #[test]
+    fn parses_without_newline() {
+        let h = StreamHeader::parse(b"abc stdout").unwrap();
+        assert_eq!(h.exec_id, "abc");
+        assert_eq!(h.kind, StreamKind::Stdout);
+    }
+
+    #[test]
+    fn rejects_bad_kind() {
+        assert_eq!(
+            StreamHeader::parse(b"abc stdio\n"),
+            Err(StreamHeaderError::BadKind("stdio".into()))
+        );
+        assert_eq!(
+            StreamHeader::parse(b"abc STDIN\n"),
+            Err(StreamHeaderError::BadKind("STDIN".into()))
+        );
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in [&b"\n"[..], b"abc\n", b"abc stdin extra\n", b"abc  stdin\n"] {
+            assert!(StreamHeader::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(matches!(
+            StreamHeader::parse(b"onlyone\n"),
+            Err(StreamHeaderError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_exec_ids() {
+        assert!(matches!(
+            StreamHeader::parse(b" stdin\n"),
+            Err(StreamHeaderError::BadExecId(_))
+        ));
+        assert!(matches!(
+            StreamHeader::parse(b"a/b stdin\n"),
+            Err(StreamHeaderError::BadExecId(_))
+        ));
+        let long = format!("{} stdin\n", "x".repeat(MAX_EXEC_ID_LEN + 1));
+        assert!(matches!(
+            StreamHeader::parse(long.as_bytes()),
+            Err(StreamHeaderError::BadExecId(_))
+        ));
+        let max = format!("{} stdin\n", "x".repeat(MAX_EXEC_ID_LEN));
+        assert!(StreamHeader::parse(max.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn rejects_non_utf8_and_overlong() {
+        assert_eq!(
+            StreamHeader::parse(b"\xff\xfe stdin\n"),
+            Err(StreamHeaderError::NotUtf8)
+        );
+        let huge = vec![b'a'; MAX_HEADER_LEN + 1];
+        assert_eq!(StreamHeader::parse(&huge), Err(StreamHeaderError::TooLong));
+        assert_eq!(
+            StreamHeader::parse(b"a stdin\nb stdout\n"),
+            Err(StreamHeaderError::TooLong)
+        );
+    }
+}
