@@ -1,11 +1,34 @@
 //! `sandpod-agent`: PID 1 of the Sandpod guest. Statically linked, packed as `/init` in the
 //! guest initramfs.
-use sandpod_agent::{init, VERSION};
+//!
+//! Hidden test mode: `sandpod-agent --test-serve unix:///path/base` serves the same API as in
+//! the guest, but on Unix sockets `<base>_1024` (ttrpc) and `<base>_1026` (stdio), sending its
+//! logs to `<base>_1025`, without being PID 1 (CreateSandbox then skips hostname and mounts).
+use sandpod_agent::transport::Transport;
+use sandpod_agent::{init, serve, VERSION};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--version" || a == "-V") {
         println!("sandpod-agent {VERSION}");
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--test-serve") {
+        let transport = match args.get(i + 1).map(|a| Transport::parse_test_addr(a)) {
+            Some(Ok(t)) => t,
+            Some(Err(e)) => {
+                eprintln!("sandpod-agent: --test-serve {e}");
+                std::process::exit(2);
+            }
+            None => {
+                eprintln!("sandpod-agent: --test-serve needs unix:///path/base");
+                std::process::exit(2);
+            }
+        };
+        if let Err(e) = serve::run(transport) {
+            eprintln!("sandpod-agent: fatal: {e:#}");
+            std::process::exit(1);
+        }
         return;
     }
     if std::process::id() != 1 {

@@ -1,13 +1,16 @@
 //! Guest bring-up as PID 1: mounts, console, the ready line, then serve / power off.
+//!
+//! Serving includes reaping: as PID 1 the agent inherits every orphan of the guest, and
+//! `process::reaper` reaps them along with the processes it starts.
 pub mod console;
 pub mod mounts;
 pub mod power;
-pub mod reaper;
 
 use anyhow::Context;
 
 use crate::cmdline::{AfterReady, AgentConfig};
 use crate::guest::info::GuestInfo;
+use crate::transport::Transport;
 
 /// Runs PID 1. Returns only on a fatal error.
 pub fn run() -> anyhow::Result<()> {
@@ -27,6 +30,6 @@ pub fn run() -> anyhow::Result<()> {
     match config.after_ready {
         AfterReady::Poweroff => power::power_off(),
         AfterReady::Reboot => power::reboot(),
-        AfterReady::Serve => reaper::reap_forever(),
+        AfterReady::Serve => crate::serve::run(Transport::Vsock),
     }
 }

@@ -1,0 +1,296 @@
+//! ExecProcess, WaitProcess, SignalProcess, CloseStdin and ResizeTerminal, over the reaper, the
+//! process table and the stream broker.
+use std::os::fd::OwnedFd;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use sandpod_protocol::stream::validate_exec_id;
+use sandpod_protocol::StreamKind;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
+use tokio::sync::{oneshot, watch};
+
+use super::creds::CredsPlan;
+use super::error::ProcessError;
+use super::exit::ExitStatus;
+use super::reaper::{Reaper, SignalOutcome};
+use super::spawn::{spawn_error, ChildStdio, ExecSpec};
+use super::table::{ProcessEntry, ProcessTable};
+use crate::stdio::broker::StreamBroker;
+use crate::stdio::pty::Pty;
+use crate::stdio::{pump, HostStream};
+
+/// How long ExecProcess waits for the streams it was told to expect.
+pub const STREAM_ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The agent's processes. Cheap to clone.
+#[derive(Clone)]
+pub struct ProcessManager {
+    reaper: Reaper,
+    table: ProcessTable,
+    broker: StreamBroker,
+    attach_timeout: Duration,
+}
+
+/// The streams a spec expects, in a fixed order.
+pub fn expected_streams(spec: &ExecSpec) -> Vec<StreamKind> {
+    if spec.terminal {
+        return if spec.stdin || spec.stdout {
+            vec![StreamKind::Tty]
+        } else {
+            vec![]
+        };
+    }
+    [
+        (spec.stdin, StreamKind::Stdin),
+        (spec.stdout, StreamKind::Stdout),
+        (spec.stderr, StreamKind::Stderr),
+    ]
+    .into_iter()
+    .filter_map(|(wanted, kind)| wanted.then_some(kind))
+    .collect()
+}
+
+fn piped_if(wanted: bool) -> Stdio {
+    if wanted {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    }
+}
+
+/// Forks and execs (blocking): returns the child, its exit receiver and its pty.
+fn start(
+    reaper: Reaper,
+    spec: &ExecSpec,
+    creds: CredsPlan,
+) -> Result<(Child, oneshot::Receiver<ExitStatus>, Option<Pty>), ProcessError> {
+    let spawn_err = |e: std::io::Error| ProcessError::Spawn {
+        exec_id: spec.exec_id.clone(),
+        message: spawn_error(spec, &e),
+    };
+    let (stdio, pty) = if spec.terminal {
+        let (pty, slave) = Pty::open().map_err(|e| ProcessError::Spawn {
+            exec_id: spec.exec_id.clone(),
+            message: format!("opening a pty: {e}"),
+        })?;
+        let dup = |f: &std::fs::File| f.try_clone().map(Stdio::from).map_err(spawn_err);
+        let stdio = ChildStdio {
+            stdin: dup(&slave)?,
+            stdout: dup(&slave)?,
+            stderr: dup(&slave)?,
+        };
+        (stdio, Some(pty))
+        // `slave` is dropped here; the command drops its copies after the spawn: the child
+        // then holds the only slave descriptors, and the master reads EOF when it is gone.
+    } else {
+        let stdio = ChildStdio {
+            stdin: piped_if(spec.stdin),
+            stdout: piped_if(spec.stdout),
+            stderr: piped_if(spec.stderr),
+        };
+        (stdio, None)
+    };
+    let mut cmd = spec.command(stdio, creds);
+    let (child, exit) = reaper.spawn(&mut cmd).map_err(spawn_err)?;
+    Ok((child, exit, pty))
+}
+
+impl ProcessManager {
+    pub fn new(reaper: Reaper, broker: StreamBroker) -> Self {
+        ProcessManager {
+            reaper,
+            table: ProcessTable::default(),
+            broker,
+            attach_timeout: STREAM_ATTACH_TIMEOUT,
+        }
+    }
+
+    /// Starts a process once its streams are attached; returns its pid.
+    pub async fn exec(&self, spec: ExecSpec) -> Result<i32, ProcessError> {
+        validate_exec_id(&spec.exec_id)
+            .map_err(|e| ProcessError::InvalidArgument(e.to_string()))?;
+        spec.check()
+            .map_err(|e| ProcessError::InvalidArgument(format!("exec {}: {e}", spec.exec_id)))?;
+        let creds = spec.creds.plan().map_err(ProcessError::PermissionDenied)?;
+        let reservation = self.table.reserve(&spec.exec_id)?;
+        let kinds = expected_streams(&spec);
+        let streams = self
+            .broker
+            .take(&spec.exec_id, &kinds, self.attach_timeout)
+            .await
+            .map_err(|missing| ProcessError::StreamsMissing {
+                exec_id: spec.exec_id.clone(),
+                what: missing
+                    .0
+                    .iter()
+                    .map(|k| format!("the {k} stream"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                secs: self.attach_timeout.as_secs(),
+            })?;
+        let reaper = self.reaper;
+        let (spec, started) = tokio::task::spawn_blocking(move || {
+            let started = start(reaper, &spec, creds);
+            (spec, started)
+        })
+        .await
+        .map_err(|e| ProcessError::Internal(format!("spawn task: {e}")))?;
+        let (child, exit_rx, pty) = started?;
+        let pid = child.id() as i32;
+
+        let (exit_tx, exit) = watch::channel(None);
+        tokio::spawn(async move {
+            if let Ok(status) = exit_rx.await {
+                let _ = exit_tx.send(Some(status));
+            }
+        });
+        let stdin_closer = wire_stdio(&spec, child, pty.clone(), kinds, streams, exit.clone())?;
+        let entry = Arc::new(ProcessEntry::new(
+            spec.exec_id.clone(),
+            pid,
+            exit,
+            stdin_closer,
+            pty,
+        ));
+        reservation.fill(entry);
+        tracing::info!(pid, "exec {} started: {:?}", spec.exec_id, spec.args);
+        Ok(pid)
+    }
+
+    /// Waits for `exec_id` to end; the process is then forgotten.
+    pub async fn wait(&self, exec_id: &str) -> Result<ExitStatus, ProcessError> {
+        let entry = self.table.get(exec_id)?;
+        let status = entry.wait().await?;
+        self.table.remove(&entry);
+        tracing::info!(pid = entry.pid, "exec {exec_id} ended: {status}");
+        Ok(status)
+    }
+
+    /// Sends signal number `signo` to `exec_id`.
+    pub fn signal(&self, exec_id: &str, signo: u32) -> Result<(), ProcessError> {
+        let sig = i32::try_from(signo)
+            .ok()
+            .and_then(|n| Signal::try_from(n).ok())
+            .ok_or_else(|| ProcessError::InvalidArgument(format!("{signo} is not a signal")))?;
+        let entry = self.table.get(exec_id)?;
+        match self.reaper.signal(entry.pid, sig) {
+            Ok(SignalOutcome::Sent) => Ok(()),
+            Ok(SignalOutcome::AlreadyReaped) => Err(ProcessError::Exited(exec_id.to_string())),
+            Err(e) => Err(ProcessError::Internal(format!(
+                "exec {exec_id}: kill({}, {sig}): {e}",
+                entry.pid
+            ))),
+        }
+    }
+
+    /// Closes the stdin of `exec_id` (a terminal gets VEOF). Without stdin, a no-op.
+    pub async fn close_stdin(&self, exec_id: &str) -> Result<(), ProcessError> {
+        let entry = self.table.get(exec_id)?;
+        if let Some(closer) = entry.take_stdin_closer() {
+            let _ = closer.send(());
+        } else if let Some(pty) = &entry.pty {
+            let mut pty = pty.clone();
+            pty.write_all(&[pump::VEOF])
+                .await
+                .map_err(|e| ProcessError::Internal(format!("exec {exec_id}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Resizes the terminal of `exec_id`.
+    pub fn resize(&self, exec_id: &str, rows: u32, cols: u32) -> Result<(), ProcessError> {
+        let entry = self.table.get(exec_id)?;
+        let pty = entry
+            .pty
+            .as_ref()
+            .ok_or_else(|| ProcessError::NoTerminal(exec_id.to_string()))?;
+        let (Ok(rows), Ok(cols)) = (u16::try_from(rows), u16::try_from(cols)) else {
+            return Err(ProcessError::InvalidArgument(format!(
+                "terminal size {rows}x{cols} is out of range"
+            )));
+        };
+        pty.resize(rows, cols)
+            .map_err(|e| ProcessError::Internal(format!("exec {exec_id}: TIOCSWINSZ: {e}")))
+    }
+
+    /// SIGKILLs every process; returns how many were signalled.
+    pub fn kill_all(&self) -> usize {
+        let entries = self.table.all();
+        let mut n = 0;
+        for e in &entries {
+            if let Ok(SignalOutcome::Sent) = self.reaper.signal(e.pid, Signal::SIGKILL) {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// Starts the pumps between the child and its host streams; returns the stdin closer.
+fn wire_stdio(
+    spec: &ExecSpec,
+    mut child: Child,
+    pty: Option<Pty>,
+    kinds: Vec<StreamKind>,
+    streams: Vec<HostStream>,
+    exit: watch::Receiver<Option<ExitStatus>>,
+) -> Result<Option<oneshot::Sender<()>>, ProcessError> {
+    let id = &spec.exec_id;
+    let io_err = |e: std::io::Error| ProcessError::Internal(format!("exec {id}: stdio: {e}"));
+    let mut closer = None;
+    if let Some(pty) = pty {
+        match streams.into_iter().next() {
+            Some(stream) => {
+                let (from_host, to_host) = tokio::io::split(stream);
+                pump::output(format!("{id} tty out"), pty.clone(), to_host);
+                let (tx, rx) = oneshot::channel();
+                pump::input(
+                    format!("{id} tty in"),
+                    from_host,
+                    pty,
+                    rx,
+                    exit,
+                    Some(pump::VEOF),
+                );
+                closer = Some(tx);
+            }
+            // Nobody reads the terminal: drain it so the process never blocks on output.
+            None => {
+                pump::output(format!("{id} tty drain"), pty, tokio::io::sink());
+            }
+        }
+        return Ok(closer);
+    }
+    for (kind, stream) in kinds.into_iter().zip(streams) {
+        match kind {
+            StreamKind::Stdin => {
+                let pipe_fd = OwnedFd::from(child.stdin.take().expect("stdin is piped"));
+                let to_child = pipe::Sender::from_owned_fd(pipe_fd).map_err(io_err)?;
+                let (tx, rx) = oneshot::channel();
+                pump::input(
+                    format!("{id} stdin"),
+                    stream,
+                    to_child,
+                    rx,
+                    exit.clone(),
+                    None,
+                );
+                closer = Some(tx);
+            }
+            StreamKind::Stdout | StreamKind::Stderr => {
+                let fd = if kind == StreamKind::Stdout {
+                    OwnedFd::from(child.stdout.take().expect("stdout is piped"))
+                } else {
+                    OwnedFd::from(child.stderr.take().expect("stderr is piped"))
+                };
+                let from_child = pipe::Receiver::from_owned_fd(fd).map_err(io_err)?;
+                pump::output(format!("{id} {kind}"), from_child, stream);
+            }
+            StreamKind::Tty => unreachable!("tty streams only in terminal mode"),
+        }
+    }
+    Ok(closer)
+}

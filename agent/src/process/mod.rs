@@ -1,0 +1,14 @@
+//! Starting, waiting on and signalling the processes the host asks for.
+pub mod creds;
+pub mod error;
+pub mod exit;
+pub mod manager;
+pub mod reaper;
+pub mod spawn;
+pub mod table;
+
+pub use error::ProcessError;
+pub use exit::ExitStatus;
+pub use manager::ProcessManager;
+pub use reaper::{Reaper, SignalOutcome};
+pub use spawn::ExecSpec;

@@ -1,0 +1,143 @@
+//! The `sandpod.agent.v1.Agent` service.
+use async_trait::async_trait;
+use sandpod_protocol::agent::*;
+use sandpod_protocol::agent_ttrpc::Agent;
+use ttrpc::r#async::TtrpcContext;
+use ttrpc::Code;
+
+use super::convert;
+use super::status::status;
+use crate::guest::info::GuestInfo;
+use crate::process::ProcessManager;
+use crate::sandbox::Sandbox;
+
+/// Implements the API over the process manager and the sandbox.
+#[derive(Clone)]
+pub struct AgentService {
+    pub processes: ProcessManager,
+    pub sandbox: Sandbox,
+}
+
+/// Runs `fut` as a task of its own and waits for it: a call that the client abandons (or whose
+/// deadline passes) drops only the wait, never an ExecProcess or a mount half-way.
+async fn detached<T, F>(fut: F) -> ttrpc::Result<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = ttrpc::Result<T>> + Send + 'static,
+{
+    tokio::spawn(fut)
+        .await
+        .map_err(|e| status(Code::INTERNAL, format!("agent task failed: {e}")))?
+}
+
+#[async_trait]
+impl Agent for AgentService {
+    async fn health(&self, _: &TtrpcContext, _: HealthRequest) -> ttrpc::Result<HealthResponse> {
+        let mut resp = HealthResponse::new();
+        resp.ok = true;
+        resp.version = crate::VERSION.to_string();
+        Ok(resp)
+    }
+
+    async fn guest_details(
+        &self,
+        _: &TtrpcContext,
+        _: GuestDetailsRequest,
+    ) -> ttrpc::Result<GuestDetailsResponse> {
+        let info = GuestInfo::read().map_err(|e| status(Code::INTERNAL, format!("{e:#}")))?;
+        let uts = nix::sys::utsname::uname()
+            .map_err(|e| status(Code::INTERNAL, format!("uname: {e}")))?;
+        let mut resp = GuestDetailsResponse::new();
+        resp.kernel_release = uts.release().to_string_lossy().into_owned();
+        resp.cpus = info.cpus as u32;
+        resp.mem_total_kib = info.mem_total_kib;
+        Ok(resp)
+    }
+
+    async fn create_sandbox(
+        &self,
+        _: &TtrpcContext,
+        req: CreateSandboxRequest,
+    ) -> ttrpc::Result<CreateSandboxResponse> {
+        let sandbox = self.sandbox.clone();
+        let spec = convert::sandbox_spec(req);
+        detached(async move {
+            tokio::task::spawn_blocking(move || sandbox.create(&spec))
+                .await
+                .map_err(|e| status(Code::INTERNAL, e.to_string()))??;
+            Ok(CreateSandboxResponse::new())
+        })
+        .await
+    }
+
+    async fn destroy_sandbox(
+        &self,
+        _: &TtrpcContext,
+        _: DestroySandboxRequest,
+    ) -> ttrpc::Result<DestroySandboxResponse> {
+        let killed = self.processes.kill_all();
+        if self.sandbox.is_guest() {
+            // Also what the agent did not start itself (their children, daemons). PID 1 and the
+            // caller are spared by kill(-1).
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(-1),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        tracing::info!("destroying the sandbox: killed {killed} process(es)");
+        let sandbox = self.sandbox.clone();
+        tokio::task::spawn_blocking(move || sandbox.destroy())
+            .await
+            .map_err(|e| status(Code::INTERNAL, e.to_string()))??;
+        Ok(DestroySandboxResponse::new())
+    }
+
+    async fn exec_process(
+        &self,
+        _: &TtrpcContext,
+        req: ExecProcessRequest,
+    ) -> ttrpc::Result<ExecProcessResponse> {
+        let processes = self.processes.clone();
+        let spec = convert::exec_spec(req);
+        let pid = detached(async move { Ok(processes.exec(spec).await?) }).await?;
+        let mut resp = ExecProcessResponse::new();
+        resp.pid = pid as u32;
+        Ok(resp)
+    }
+
+    async fn wait_process(
+        &self,
+        _: &TtrpcContext,
+        req: WaitProcessRequest,
+    ) -> ttrpc::Result<WaitProcessResponse> {
+        let status = self.processes.wait(&req.exec_id).await?;
+        Ok(convert::wait_response(status))
+    }
+
+    async fn signal_process(
+        &self,
+        _: &TtrpcContext,
+        req: SignalProcessRequest,
+    ) -> ttrpc::Result<SignalProcessResponse> {
+        self.processes.signal(&req.exec_id, req.signal)?;
+        Ok(SignalProcessResponse::new())
+    }
+
+    async fn close_stdin(
+        &self,
+        _: &TtrpcContext,
+        req: CloseStdinRequest,
+    ) -> ttrpc::Result<CloseStdinResponse> {
+        self.processes.close_stdin(&req.exec_id).await?;
+        Ok(CloseStdinResponse::new())
+    }
+
+    async fn resize_terminal(
+        &self,
+        _: &TtrpcContext,
+        req: ResizeTerminalRequest,
+    ) -> ttrpc::Result<ResizeTerminalResponse> {
+        self.processes.resize(&req.exec_id, req.rows, req.cols)?;
+        Ok(ResizeTerminalResponse::new())
+    }
+}

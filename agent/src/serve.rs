@@ -1,0 +1,64 @@
+//! Serving the host: the ttrpc API, the stdio port, child reaping and log forwarding.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use sandpod_protocol::agent_ttrpc::create_agent;
+use sandpod_protocol::{AGENT_PORT, STDIO_PORT};
+use std::sync::Arc;
+
+use crate::logging::LogForwarder;
+use crate::process::{ProcessManager, Reaper};
+use crate::rpc::AgentService;
+use crate::sandbox::{Sandbox, SandboxMode};
+use crate::stdio::broker::StreamBroker;
+use crate::stdio::listener::accept_streams;
+use crate::transport::Transport;
+
+/// Serves until a fatal error. Must run inside a tokio runtime.
+pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<()> {
+    logs.spawn(transport.clone());
+    let reaper = Reaper::start().context("watching SIGCHLD")?;
+    let broker = StreamBroker::new();
+    let mode = match &transport {
+        Transport::Vsock => SandboxMode::Guest,
+        Transport::Unix { base } => {
+            let mut p = base.as_os_str().to_owned();
+            p.push("_resolv.conf");
+            SandboxMode::Test {
+                resolv_conf: PathBuf::from(p),
+            }
+        }
+    };
+    let service = AgentService {
+        processes: ProcessManager::new(reaper, broker.clone()),
+        sandbox: Sandbox::new(mode),
+    };
+
+    let stdio = transport
+        .bind(STDIO_PORT)
+        .with_context(|| format!("listening on the stdio port {STDIO_PORT}"))?;
+    transport.prepare(AGENT_PORT);
+    let addr = transport.ttrpc_addr(AGENT_PORT);
+    let mut server = ttrpc::r#async::Server::new()
+        .bind(&addr)
+        .with_context(|| format!("listening on {addr}"))?
+        .register_service(create_agent(Arc::new(service)));
+    server
+        .start()
+        .await
+        .with_context(|| format!("serving ttrpc on {addr}"))?;
+    tracing::info!("serving the agent API on {addr}, stdio on port {STDIO_PORT}");
+    accept_streams(stdio, broker).await;
+    anyhow::bail!("the stdio listener stopped")
+}
+
+/// Builds the runtime and serves. PID 1 in the guest (vsock), or `--test-serve` (Unix).
+pub fn run(transport: Transport) -> anyhow::Result<()> {
+    let logs = crate::logging::init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sandpod-agent")
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(transport, logs))
+}

@@ -1,0 +1,118 @@
+//! Where the agent listens and how it reaches the host: vsock in the guest, Unix sockets named
+//! like hybrid vsock's (`<base>_<port>`) in host-side test mode.
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sandpod_protocol::ports::HOST_CID;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
+
+use crate::stdio::HostStream;
+
+/// The agent's transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// AF_VSOCK: listen on any CID, reach the host at CID 2.
+    Vsock,
+    /// Test mode: port P is the Unix socket `<base>_P`, both for listening and for reaching the
+    /// host, as a hybrid-vsock VMM names its host-side sockets.
+    Unix { base: PathBuf },
+}
+
+impl Transport {
+    /// Parses a `--test-serve` address: `unix:///path/base`.
+    pub fn parse_test_addr(addr: &str) -> Result<Transport, String> {
+        match addr.strip_prefix("unix://") {
+            Some(path) if Path::new(path).is_absolute() => Ok(Transport::Unix {
+                base: PathBuf::from(path),
+            }),
+            _ => Err(format!(
+                "{addr:?}: expected unix:///absolute/path (the agent uses <path>_<port>)"
+            )),
+        }
+    }
+
+    /// The Unix socket path of `port` under `base`.
+    pub fn unix_path(base: &Path, port: u32) -> PathBuf {
+        let mut s = base.as_os_str().to_owned();
+        s.push(format!("_{port}"));
+        PathBuf::from(s)
+    }
+
+    /// The ttrpc address to serve `port` on.
+    pub fn ttrpc_addr(&self, port: u32) -> String {
+        match self {
+            Transport::Vsock => format!("vsock://-1:{port}"),
+            Transport::Unix { base } => {
+                format!("unix://{}", Self::unix_path(base, port).display())
+            }
+        }
+    }
+
+    /// Removes a stale socket file left by an earlier run (test mode).
+    pub fn prepare(&self, port: u32) {
+        if let Transport::Unix { base } = self {
+            let _ = std::fs::remove_file(Self::unix_path(base, port));
+        }
+    }
+
+    /// Listens on `port` for plain stream connections.
+    pub fn bind(&self, port: u32) -> io::Result<StreamListener> {
+        self.prepare(port);
+        Ok(match self {
+            Transport::Vsock => {
+                StreamListener::Vsock(VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))?)
+            }
+            Transport::Unix { base } => {
+                StreamListener::Unix(UnixListener::bind(Self::unix_path(base, port))?)
+            }
+        })
+    }
+
+    /// Connects to the host's `port`.
+    pub async fn connect_host(&self, port: u32) -> io::Result<HostStream> {
+        Ok(match self {
+            Transport::Vsock => {
+                Box::new(VsockStream::connect(VsockAddr::new(HOST_CID, port)).await?)
+            }
+            Transport::Unix { base } => {
+                Box::new(UnixStream::connect(Self::unix_path(base, port)).await?)
+            }
+        })
+    }
+}
+
+/// A listener of either transport.
+pub enum StreamListener {
+    Vsock(VsockListener),
+    Unix(UnixListener),
+}
+
+impl StreamListener {
+    pub async fn accept(&self) -> io::Result<HostStream> {
+        Ok(match self {
+            StreamListener::Vsock(l) => Box::new(l.accept().await?.0),
+            StreamListener::Unix(l) => Box::new(l.accept().await?.0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_test_addresses() {
+        let t = Transport::parse_test_addr("unix:///tmp/x/agent").unwrap();
+        assert_eq!(
+            t,
+            Transport::Unix {
+                base: "/tmp/x/agent".into()
+            }
+        );
+        assert_eq!(t.ttrpc_addr(1024), "unix:///tmp/x/agent_1024");
+        assert!(Transport::parse_test_addr("unix://rel").is_err());
+        assert!(Transport::parse_test_addr("vsock://-1:1024").is_err());
+        assert_eq!(Transport::Vsock.ttrpc_addr(1024), "vsock://-1:1024");
+    }
+}
