@@ -1,0 +1,240 @@
+//! The agent's ttrpc API from the host, over hybrid vsock.
+use std::time::Duration;
+
+use sandpod_protocol::agent::*;
+use sandpod_protocol::agent_ttrpc;
+use sandpod_protocol::{StreamHeader, StreamKind, AGENT_PORT};
+use tokio::net::UnixStream;
+
+use super::connector::HybridVsockConnector;
+use super::error::AgentError;
+use super::stdio::open_stream;
+
+/// Timeouts of an [`AgentClient`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConfig {
+    /// How long [`AgentClient::connect`] keeps retrying (the VM may still be booting).
+    pub connect_deadline: Duration,
+    /// Limit of each call, except ExecProcess and WaitProcess.
+    pub call_timeout: Duration,
+    /// Limit of ExecProcess, which waits up to 10 s for its streams in the agent.
+    pub exec_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_deadline: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(10),
+            exec_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// How a process ended, as the agent reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// A connected agent. Cheap to clone (clones share the connection).
+#[derive(Clone)]
+pub struct AgentClient {
+    inner: agent_ttrpc::AgentClient,
+    connector: HybridVsockConnector,
+    config: ClientConfig,
+}
+
+/// Runs one call with a deadline both in the agent (ttrpc timeout) and here.
+async fn call<T, F>(method: &'static str, timeout: Option<Duration>, f: F) -> Result<T, AgentError>
+where
+    F: std::future::Future<Output = ttrpc::Result<T>>,
+{
+    let Some(timeout) = timeout else {
+        return f.await.map_err(|e| AgentError::from_ttrpc(method, e));
+    };
+    match tokio::time::timeout(timeout + Duration::from_millis(500), f).await {
+        Ok(r) => r.map_err(|e| AgentError::from_ttrpc(method, e)),
+        Err(_) => Err(AgentError::Timeout { method, timeout }),
+    }
+}
+
+fn ctx(timeout: Option<Duration>) -> ttrpc::context::Context {
+    match timeout {
+        Some(t) => ttrpc::context::with_duration(t),
+        None => ttrpc::context::Context::default(),
+    }
+}
+
+impl AgentClient {
+    /// Connects to the agent, retrying with backoff until `config.connect_deadline`: a
+    /// connection counts once the agent answers Health.
+    pub async fn connect(
+        connector: HybridVsockConnector,
+        config: ClientConfig,
+    ) -> Result<AgentClient, AgentError> {
+        let start = tokio::time::Instant::now();
+        let deadline = start + config.connect_deadline;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let last = match Self::connect_once(&connector, config).await {
+                Ok(client) => return Ok(client),
+                Err(e) => e.to_string(),
+            };
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(AgentError::Unreachable {
+                    waited: now - start,
+                    last,
+                });
+            }
+            tracing::debug!("agent not reachable yet: {last}");
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn connect_once(
+        connector: &HybridVsockConnector,
+        config: ClientConfig,
+    ) -> Result<AgentClient, AgentError> {
+        let stream = connector.connect(AGENT_PORT).await?;
+        let client = AgentClient {
+            inner: agent_ttrpc::AgentClient::new(ttrpc::r#async::Client::new(
+                ttrpc::r#async::transport::Socket::new(stream),
+            )),
+            connector: connector.clone(),
+            config,
+        };
+        client.health().await?;
+        Ok(client)
+    }
+
+    /// The generated ttrpc client, for calls with a custom context.
+    pub fn raw(&self) -> &agent_ttrpc::AgentClient {
+        &self.inner
+    }
+
+    pub fn connector(&self) -> &HybridVsockConnector {
+        &self.connector
+    }
+
+    pub async fn health(&self) -> Result<HealthResponse, AgentError> {
+        let t = Some(self.config.call_timeout);
+        call(
+            "Health",
+            t,
+            self.inner.health(ctx(t), &HealthRequest::new()),
+        )
+        .await
+    }
+
+    pub async fn guest_details(&self) -> Result<GuestDetailsResponse, AgentError> {
+        let t = Some(self.config.call_timeout);
+        let req = GuestDetailsRequest::new();
+        call("GuestDetails", t, self.inner.guest_details(ctx(t), &req)).await
+    }
+
+    pub async fn create_sandbox(&self, req: &CreateSandboxRequest) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        call("CreateSandbox", t, self.inner.create_sandbox(ctx(t), req)).await?;
+        Ok(())
+    }
+
+    pub async fn destroy_sandbox(&self) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        let req = DestroySandboxRequest::new();
+        call(
+            "DestroySandbox",
+            t,
+            self.inner.destroy_sandbox(ctx(t), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Starts a process; returns its guest pid. Open the streams the request asks for with
+    /// [`AgentClient::open_stream`] before or while this runs: the agent waits for them.
+    pub async fn exec_process(&self, req: &ExecProcessRequest) -> Result<u32, AgentError> {
+        let t = Some(self.config.exec_timeout);
+        let resp = call("ExecProcess", t, self.inner.exec_process(ctx(t), req)).await?;
+        Ok(resp.pid)
+    }
+
+    /// Waits for a process to end, without limit (see [`AgentClient::wait_process_timeout`]).
+    pub async fn wait_process(&self, exec_id: &str) -> Result<ExitStatus, AgentError> {
+        self.wait_process_timeout(exec_id, None).await
+    }
+
+    pub async fn wait_process_timeout(
+        &self,
+        exec_id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ExitStatus, AgentError> {
+        let mut req = WaitProcessRequest::new();
+        req.exec_id = exec_id.to_string();
+        let resp = call(
+            "WaitProcess",
+            timeout,
+            self.inner.wait_process(ctx(timeout), &req),
+        )
+        .await?;
+        if resp.has_exit_code() {
+            Ok(ExitStatus::Exited(resp.exit_code()))
+        } else if resp.has_signal() {
+            Ok(ExitStatus::Signaled(resp.signal()))
+        } else {
+            Err(AgentError::Protocol {
+                method: "WaitProcess",
+                message: "neither exit_code nor signal set".into(),
+            })
+        }
+    }
+
+    pub async fn signal_process(&self, exec_id: &str, signal: u32) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = SignalProcessRequest::new();
+        req.exec_id = exec_id.to_string();
+        req.signal = signal;
+        call("SignalProcess", t, self.inner.signal_process(ctx(t), &req)).await?;
+        Ok(())
+    }
+
+    pub async fn close_stdin(&self, exec_id: &str) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = CloseStdinRequest::new();
+        req.exec_id = exec_id.to_string();
+        call("CloseStdin", t, self.inner.close_stdin(ctx(t), &req)).await?;
+        Ok(())
+    }
+
+    pub async fn resize_terminal(
+        &self,
+        exec_id: &str,
+        rows: u32,
+        cols: u32,
+    ) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = ResizeTerminalRequest::new();
+        req.exec_id = exec_id.to_string();
+        req.rows = rows;
+        req.cols = cols;
+        call(
+            "ResizeTerminal",
+            t,
+            self.inner.resize_terminal(ctx(t), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Opens the `kind` stream of `exec_id` (see [`open_stream`]).
+    pub async fn open_stream(
+        &self,
+        exec_id: &str,
+        kind: StreamKind,
+    ) -> Result<UnixStream, AgentError> {
+        open_stream(&self.connector, &StreamHeader::new(exec_id, kind)?).await
+    }
+}

@@ -1,0 +1,187 @@
+//! The guest agent's logs: JSON lines the agent sends to host port 1025, which the VMM forwards
+//! to `<uds>_1025`; re-emitted through `tracing` with target "guest".
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixListener;
+use tracing::Level;
+
+/// One parsed log line of the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestLogLine {
+    pub level: Level,
+    pub msg: String,
+    /// The agent's tracing target (module path).
+    pub target: String,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LogLineError {
+    #[error("not a JSON log line: {0}")]
+    Json(String),
+    #[error("unknown log level {0:?}")]
+    Level(String),
+}
+
+#[derive(Deserialize)]
+struct RawLine {
+    level: String,
+    msg: String,
+    #[serde(default)]
+    target: String,
+}
+
+/// Parses `{"level":"info","msg":"...","target":"..."}`.
+pub fn parse_log_line(line: &str) -> Result<GuestLogLine, LogLineError> {
+    let raw: RawLine =
+        serde_json::from_str(line.trim_end()).map_err(|e| LogLineError::Json(e.to_string()))?;
+    let level = match raw.level.to_ascii_lowercase().as_str() {
+        "error" => Level::ERROR,
+        "warn" | "warning" => Level::WARN,
+        "info" => Level::INFO,
+        "debug" => Level::DEBUG,
+        "trace" => Level::TRACE,
+        _ => return Err(LogLineError::Level(raw.level)),
+    };
+    Ok(GuestLogLine {
+        level,
+        msg: raw.msg,
+        target: raw.target,
+    })
+}
+
+/// Emits a guest line through `tracing` at its level, target "guest".
+pub fn emit(line: &GuestLogLine) {
+    let (t, m) = (line.target.as_str(), line.msg.as_str());
+    match line.level {
+        Level::ERROR => tracing::error!(target: "guest", guest_target = t, "{m}"),
+        Level::WARN => tracing::warn!(target: "guest", guest_target = t, "{m}"),
+        Level::INFO => tracing::info!(target: "guest", guest_target = t, "{m}"),
+        Level::DEBUG => tracing::debug!(target: "guest", guest_target = t, "{m}"),
+        _ => tracing::trace!(target: "guest", guest_target = t, "{m}"),
+    }
+}
+
+type Sink = Arc<dyn Fn(GuestLogLine) + Send + Sync>;
+
+/// Listens on `<uds>_1025` for the agent's log connections. Stops (and removes the socket) on
+/// drop.
+pub struct LogReceiver {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LogReceiver {
+    /// Listens at `path` (the VMM's `<uds>_1025`), emitting lines with [`emit`].
+    pub fn bind(path: impl Into<PathBuf>) -> io::Result<LogReceiver> {
+        Self::bind_with(path, |l| emit(&l))
+    }
+
+    /// Like [`LogReceiver::bind`], handing each parsed line to `sink`.
+    pub fn bind_with(
+        path: impl Into<PathBuf>,
+        sink: impl Fn(GuestLogLine) + Send + Sync + 'static,
+    ) -> io::Result<LogReceiver> {
+        let path = path.into();
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        let sink: Sink = Arc::new(sink);
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(read_lines(stream, sink.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!("guest log listener: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(LogReceiver { path, task })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+async fn read_lines(stream: tokio::net::UnixStream, sink: Sink) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        match parse_log_line(&line) {
+            Ok(l) => sink(l),
+            Err(e) => tracing::warn!(target: "guest", "{e}: {line}"),
+        }
+    }
+}
+
+impl Drop for LogReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[test]
+    fn parses_lines() {
+        let l =
+            parse_log_line(r#"{"level":"warn","msg":"disk \"x\" full","target":"a::b"}"#).unwrap();
+        assert_eq!(
+            l,
+            GuestLogLine {
+                level: Level::WARN,
+                msg: "disk \"x\" full".into(),
+                target: "a::b".into()
+            }
+        );
+        let l = parse_log_line("{\"level\":\"ERROR\",\"msg\":\"m\"}\n").unwrap();
+        assert_eq!((l.level, l.target.as_str()), (Level::ERROR, ""));
+    }
+
+    #[test]
+    fn rejects_bad_lines() {
+        assert!(matches!(
+            parse_log_line("plain text"),
+            Err(LogLineError::Json(_))
+        ));
+        assert!(matches!(
+            parse_log_line(r#"{"msg":"no level"}"#),
+            Err(LogLineError::Json(_))
+        ));
+        assert_eq!(
+            parse_log_line(r#"{"level":"loud","msg":"m"}"#),
+            Err(LogLineError::Level("loud".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn receives_lines_from_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock_1025");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let recv = LogReceiver::bind_with(&path, move |l| {
+            let _ = tx.send(l);
+        })
+        .unwrap();
+        let mut c = tokio::net::UnixStream::connect(&path).await.unwrap();
+        c.write_all(b"{\"level\":\"info\",\"msg\":\"one\",\"target\":\"t\"}\ngarbage\n{\"level\":\"debug\",\"msg\":\"two\",\"target\":\"t\"}\n")
+            .await
+            .unwrap();
+        assert_eq!(rx.recv().await.unwrap().msg, "one");
+        let two = rx.recv().await.unwrap();
+        assert_eq!((two.level, two.msg.as_str()), (Level::DEBUG, "two"));
+        drop(recv);
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,15 @@
+//! The host's client of the guest agent: hybrid-vsock connections ([`HybridVsockConnector`]),
+//! the ttrpc API ([`AgentClient`]), stdio streams ([`open_stream`]) and the agent's logs
+//! ([`LogReceiver`]).
+pub mod client;
+pub mod connector;
+pub mod error;
+pub mod logs;
+pub mod stdio;
+
+pub use client::{AgentClient, ClientConfig, ExitStatus};
+pub use connector::HybridVsockConnector;
+pub use error::{AgentError, ConnectError};
+pub use logs::{parse_log_line, GuestLogLine, LogReceiver};
+pub use sandpod_protocol::{agent as proto, StreamKind};
+pub use stdio::open_stream;
