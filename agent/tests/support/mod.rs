@@ -1,0 +1,177 @@
+//! Test harness: the agent in `--test-serve` mode behind a fake hybrid-vsock front.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sandpod_runtime::agent_client::proto::ExecProcessRequest;
+use sandpod_runtime::agent_client::{
+    AgentClient, AgentError, ClientConfig, ExitStatus, HybridVsockConnector, StreamKind,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// A fake VMM vsock socket at `uds`: answers `CONNECT <port>\n` with `OK 1\n` and splices the
+/// connection to `<uds>_<port>` (where the test-mode agent listens); closes it without a reply
+/// when nothing listens there, as a VMM does when the guest refuses.
+pub fn spawn_fake_hybrid_vsock(uds: &Path) -> tokio::task::JoinHandle<()> {
+    let listener = UnixListener::bind(uds).expect("binding the fake vsock socket");
+    let uds = uds.to_path_buf();
+    tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else {
+                return;
+            };
+            let uds = uds.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(conn);
+                let mut line = String::new();
+                if reader.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let Some(port) = line
+                    .strip_prefix("CONNECT ")
+                    .and_then(|p| p.trim_end().parse::<u32>().ok())
+                else {
+                    return;
+                };
+                let mut target = uds.as_os_str().to_owned();
+                target.push(format!("_{port}"));
+                let Ok(mut guest) = UnixStream::connect(PathBuf::from(target)).await else {
+                    return;
+                };
+                // Nothing was sent after CONNECT before OK: the reader's buffer is empty.
+                let mut host = reader.into_inner();
+                if host.write_all(b"OK 1\n").await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut host, &mut guest).await;
+            });
+        }
+    })
+}
+
+/// The agent process, its directory and the fake front.
+pub struct TestAgent {
+    pub dir: tempfile::TempDir,
+    pub uds: PathBuf,
+    child: Child,
+    front: tokio::task::JoinHandle<()>,
+}
+
+impl TestAgent {
+    /// Starts the front and the agent (`<dir>/vsock.sock` is both the front's socket and the
+    /// agent's base, so the agent's ports are `<uds>_<port>` as behind a real VMM).
+    pub fn start() -> TestAgent {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("vsock.sock");
+        let front = spawn_fake_hybrid_vsock(&uds);
+        let log = std::fs::File::create(dir.path().join("agent.stderr")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sandpod-agent"))
+            .arg("--test-serve")
+            .arg(format!("unix://{}", uds.display()))
+            .env("SANDPOD_AGENT_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting sandpod-agent --test-serve");
+        TestAgent {
+            dir,
+            uds,
+            child,
+            front,
+        }
+    }
+
+    pub fn connector(&self) -> HybridVsockConnector {
+        HybridVsockConnector::new(&self.uds)
+    }
+
+    pub async fn client(&self) -> AgentClient {
+        let config = ClientConfig {
+            connect_deadline: Duration::from_secs(20),
+            ..Default::default()
+        };
+        match AgentClient::connect(self.connector(), config).await {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "connecting to the agent: {e}\nagent stderr:\n{}",
+                self.stderr()
+            ),
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.front.abort();
+    }
+}
+
+/// An ExecProcess request as the current user.
+pub fn exec_req(exec_id: &str, args: &[&str], streams: [bool; 3]) -> ExecProcessRequest {
+    let mut req = ExecProcessRequest::new();
+    req.exec_id = exec_id.into();
+    req.args = args.iter().map(|s| s.to_string()).collect();
+    req.env = vec!["PATH=/usr/local/bin:/usr/bin:/bin".into()];
+    req.uid = nix::unistd::getuid().as_raw();
+    req.gid = nix::unistd::getgid().as_raw();
+    [req.stdin, req.stdout, req.stderr] = streams;
+    req
+}
+
+/// What a finished process gave.
+#[derive(Debug)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: ExitStatus,
+}
+
+/// Runs `args` with all three streams: streams opened first, `input` written then closed, output
+/// read to EOF, exit status awaited.
+pub async fn run(
+    client: &AgentClient,
+    exec_id: &str,
+    args: &[&str],
+    input: Vec<u8>,
+) -> Result<Output, AgentError> {
+    let mut stdin = client.open_stream(exec_id, StreamKind::Stdin).await?;
+    let mut stdout = client.open_stream(exec_id, StreamKind::Stdout).await?;
+    let mut stderr = client.open_stream(exec_id, StreamKind::Stderr).await?;
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&input).await;
+        let _ = stdin.shutdown().await;
+        // Keep the connection until the agent closes it (process gone or stdin done).
+        let mut sink = Vec::new();
+        let _ = stdin.read_to_end(&mut sink).await;
+    });
+    let out = tokio::spawn(async move {
+        let mut v = Vec::new();
+        stdout.read_to_end(&mut v).await.map(|_| v)
+    });
+    let err = tokio::spawn(async move {
+        let mut v = Vec::new();
+        stderr.read_to_end(&mut v).await.map(|_| v)
+    });
+    client
+        .exec_process(&exec_req(exec_id, args, [true, true, true]))
+        .await?;
+    let status = client.wait_process(exec_id).await?;
+    let stdout = out.await.unwrap().expect("reading stdout");
+    let stderr = err.await.unwrap().expect("reading stderr");
+    writer.await.unwrap();
+    Ok(Output {
+        stdout,
+        stderr,
+        status,
+    })
+}
