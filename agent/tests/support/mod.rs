@@ -68,7 +68,11 @@ impl TestAgent {
         let uds = dir.path().join("vsock.sock");
         let front = spawn_fake_hybrid_vsock(&uds);
         let log = std::fs::File::create(dir.path().join("agent.stderr")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sandpod-agent"))
+        // SANDPOD_AGENT_BIN runs the tests against another build (say, the static release one).
+        let bin = std::env::var_os("SANDPOD_AGENT_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sandpod-agent")));
+        let child = Command::new(bin)
             .arg("--test-serve")
             .arg(format!("unix://{}", uds.display()))
             .env("SANDPOD_AGENT_LOG", "debug")
