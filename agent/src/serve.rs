@@ -22,6 +22,11 @@ pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<(
     let mode = match &transport {
         Transport::Vsock => SandboxMode::Guest,
         Transport::Unix { base } => {
+            // Orphans of the processes we start come to us, as they come to PID 1 in the guest,
+            // so test mode reaps orphans too.
+            if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+                tracing::warn!("PR_SET_CHILD_SUBREAPER: {e}");
+            }
             let mut p = base.as_os_str().to_owned();
             p.push("_resolv.conf");
             SandboxMode::Test {

@@ -301,3 +301,94 @@ async fn agent_logs_reach_the_host() {
         found.target
     );
 }
+
+/// `(pid, state, comm)` of `parent`'s children.
+fn children_of(parent: u32) -> Vec<(u32, String, String)> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split at the last ')'.
+        let (Some((head, rest)), Some(open)) = (stat.rsplit_once(')'), stat.find('(')) else {
+            continue;
+        };
+        let comm = head[open + 1..].to_string();
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("").to_string();
+        if fields.next().and_then(|p| p.parse().ok()) == Some(parent) {
+            children.push((pid, state, comm));
+        }
+    }
+    children
+}
+
+#[tokio::test]
+async fn orphans_are_reaped() {
+    let agent = TestAgent::start();
+    let client = agent.client().await;
+    // The shell exits at once; its background children are orphaned to the agent (a child
+    // subreaper in test mode, as PID 1 is in the guest) and exit a moment later.
+    client
+        .exec_process(&exec_req(
+            "orphans",
+            &["sh", "-c", "for i in 1 2 3 4 5; do sleep 1 & done; exit 0"],
+            [false; 3],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.wait_process("orphans").await.unwrap(),
+        ExitStatus::Exited(0)
+    );
+    // (A sleep may not have exec'd yet: count children whatever their name.)
+    let orphans = children_of(agent.pid());
+    assert_eq!(orphans.len(), 5, "not reparented to the agent: {orphans:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let left = children_of(agent.pid());
+        if left.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "unreaped: {left:?}");
+    }
+    // The agent still serves, and still tells exit statuses apart from orphans.
+    let out = run(&client, "after", &["sh", "-c", "exit 4"], vec![])
+        .await
+        .unwrap();
+    assert_eq!(out.status, ExitStatus::Exited(4));
+}
+
+#[tokio::test]
+async fn exec_fails_when_requested_streams_never_attach() {
+    let agent = TestAgent::start();
+    let client = agent.client().await;
+    let started = std::time::Instant::now();
+    let err = client
+        .exec_process(&exec_req("lonely", &["true"], [false, true, false]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ttrpc::Code::DEADLINE_EXCEEDED), "{err}");
+    assert!(err.to_string().contains("stdout stream"), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(9));
+    // The id is free again, and a late stream is used by the retry.
+    let mut stdout = client
+        .open_stream("lonely", StreamKind::Stdout)
+        .await
+        .unwrap();
+    client
+        .exec_process(&exec_req("lonely", &["echo", "late"], [false, true, false]))
+        .await
+        .unwrap();
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).await.unwrap();
+    assert_eq!(out, "late\n");
+    assert_eq!(
+        client.wait_process("lonely").await.unwrap(),
+        ExitStatus::Exited(0)
+    );
+}

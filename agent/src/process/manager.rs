@@ -147,7 +147,15 @@ impl ProcessManager {
                 let _ = exit_tx.send(Some(status));
             }
         });
-        let stdin_closer = wire_stdio(&spec, child, pty.clone(), kinds, streams, exit.clone())?;
+        let stdin_closer = match wire_stdio(&spec, child, pty.clone(), kinds, streams, exit.clone())
+        {
+            Ok(closer) => closer,
+            Err(e) => {
+                // Unregistered, the process would run unseen: end it (the reaper reaps it).
+                let _ = self.reaper.signal(pid, Signal::SIGKILL);
+                return Err(e);
+            }
+        };
         let entry = Arc::new(ProcessEntry::new(
             spec.exec_id.clone(),
             pid,

@@ -89,6 +89,10 @@ impl TestAgent {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn connector(&self) -> HybridVsockConnector {
         HybridVsockConnector::new(&self.uds)
     }
