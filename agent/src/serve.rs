@@ -1,10 +1,11 @@
 //! Serving the host: the ttrpc API, the stdio port, child reaping and log forwarding.
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use sandpod_protocol::agent_ttrpc::create_agent;
 use sandpod_protocol::{AGENT_PORT, STDIO_PORT};
-use std::sync::Arc;
 
 use crate::logging::LogForwarder;
 use crate::process::{ProcessManager, Reaper};
@@ -12,9 +13,34 @@ use crate::rpc::AgentService;
 use crate::sandbox::{Sandbox, SandboxMode};
 use crate::stdio::broker::StreamBroker;
 use crate::stdio::listener::accept_streams;
-use crate::transport::Transport;
+use crate::transport::{StreamListener, Transport};
+
+/// Binds both ports and starts the ttrpc server (which runs as background tasks).
+async fn listen(
+    transport: &Transport,
+    service: &AgentService,
+) -> anyhow::Result<(StreamListener, ttrpc::r#async::Server)> {
+    let stdio = transport
+        .bind(STDIO_PORT)
+        .with_context(|| format!("listening on the stdio port {STDIO_PORT}"))?;
+    transport.prepare(AGENT_PORT);
+    let addr = transport.ttrpc_addr(AGENT_PORT);
+    let mut server = ttrpc::r#async::Server::new()
+        .bind(&addr)
+        .with_context(|| format!("listening on {addr}"))?
+        .register_service(create_agent(Arc::new(service.clone())));
+    server
+        .start()
+        .await
+        .with_context(|| format!("serving ttrpc on {addr}"))?;
+    tracing::info!("serving the agent API on {addr}, stdio on port {STDIO_PORT}");
+    Ok((stdio, server))
+}
 
 /// Serves until a fatal error. Must run inside a tokio runtime.
+///
+/// In the guest, failing to listen (no vsock device yet, say) is not fatal: PID 1 keeps reaping
+/// and retries every few seconds, so the VM stays up and the host's connect times out instead.
 pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<()> {
     logs.spawn(transport.clone());
     let reaper = Reaper::start().context("watching SIGCHLD")?;
@@ -38,21 +64,20 @@ pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<(
         processes: ProcessManager::new(reaper, broker.clone()),
         sandbox: Sandbox::new(mode),
     };
-
-    let stdio = transport
-        .bind(STDIO_PORT)
-        .with_context(|| format!("listening on the stdio port {STDIO_PORT}"))?;
-    transport.prepare(AGENT_PORT);
-    let addr = transport.ttrpc_addr(AGENT_PORT);
-    let mut server = ttrpc::r#async::Server::new()
-        .bind(&addr)
-        .with_context(|| format!("listening on {addr}"))?
-        .register_service(create_agent(Arc::new(service)));
-    server
-        .start()
-        .await
-        .with_context(|| format!("serving ttrpc on {addr}"))?;
-    tracing::info!("serving the agent API on {addr}, stdio on port {STDIO_PORT}");
+    let mut failures = 0u32;
+    let (stdio, _server) = loop {
+        match listen(&transport, &service).await {
+            Ok(listening) => break listening,
+            Err(e) if transport == Transport::Vsock => {
+                if failures == 0 {
+                    tracing::error!("cannot serve the host yet (retrying): {e:#}");
+                }
+                failures += 1;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     accept_streams(stdio, broker).await;
     anyhow::bail!("the stdio listener stopped")
 }

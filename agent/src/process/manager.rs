@@ -164,7 +164,8 @@ impl ProcessManager {
             pty,
         ));
         reservation.fill(entry);
-        tracing::info!(pid, "exec {} started: {:?}", spec.exec_id, spec.args);
+        // argv[0] only: arguments may carry secrets.
+        tracing::info!(pid, "exec {} started: {}", spec.exec_id, spec.args[0]);
         Ok(pid)
     }
 
