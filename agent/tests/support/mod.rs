@@ -1,63 +1,23 @@
 //! Test harness: the agent in `--test-serve` mode behind a fake hybrid-vsock front.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sandpod_runtime::agent_client::proto::ExecProcessRequest;
 use sandpod_runtime::agent_client::{
-    AgentClient, AgentError, ClientConfig, ExitStatus, HybridVsockConnector, StreamKind,
+    AgentClient, AgentError, ClientConfig, ExitStatus, FakeHybridVsock, HybridVsockConnector,
+    StreamKind,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-
-/// A fake VMM vsock socket at `uds`: answers `CONNECT <port>\n` with `OK 1\n` and splices the
-/// connection to `<uds>_<port>` (where the test-mode agent listens); closes it without a reply
-/// when nothing listens there, as a VMM does when the guest refuses.
-pub fn spawn_fake_hybrid_vsock(uds: &Path) -> tokio::task::JoinHandle<()> {
-    let listener = UnixListener::bind(uds).expect("binding the fake vsock socket");
-    let uds = uds.to_path_buf();
-    tokio::spawn(async move {
-        loop {
-            let Ok((conn, _)) = listener.accept().await else {
-                return;
-            };
-            let uds = uds.clone();
-            tokio::spawn(async move {
-                let mut reader = BufReader::new(conn);
-                let mut line = String::new();
-                if reader.read_line(&mut line).await.is_err() {
-                    return;
-                }
-                let Some(port) = line
-                    .strip_prefix("CONNECT ")
-                    .and_then(|p| p.trim_end().parse::<u32>().ok())
-                else {
-                    return;
-                };
-                let mut target = uds.as_os_str().to_owned();
-                target.push(format!("_{port}"));
-                let Ok(mut guest) = UnixStream::connect(PathBuf::from(target)).await else {
-                    return;
-                };
-                // Nothing was sent after CONNECT before OK: the reader's buffer is empty.
-                let mut host = reader.into_inner();
-                if host.write_all(b"OK 1\n").await.is_err() {
-                    return;
-                }
-                let _ = tokio::io::copy_bidirectional(&mut host, &mut guest).await;
-            });
-        }
-    })
-}
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The agent process, its directory and the fake front.
 pub struct TestAgent {
     pub dir: tempfile::TempDir,
     pub uds: PathBuf,
     child: Child,
-    front: tokio::task::JoinHandle<()>,
+    _front: FakeHybridVsock,
 }
 
 impl TestAgent {
@@ -66,7 +26,7 @@ impl TestAgent {
     pub fn start() -> TestAgent {
         let dir = tempfile::tempdir().unwrap();
         let uds = dir.path().join("vsock.sock");
-        let front = spawn_fake_hybrid_vsock(&uds);
+        let front = FakeHybridVsock::start(&uds).expect("binding the fake vsock socket");
         let log = std::fs::File::create(dir.path().join("agent.stderr")).unwrap();
         // SANDPOD_AGENT_BIN runs the tests against another build (say, the static release one).
         let bin = std::env::var_os("SANDPOD_AGENT_BIN")
@@ -85,7 +45,7 @@ impl TestAgent {
             dir,
             uds,
             child,
-            front,
+            _front: front,
         }
     }
 
@@ -120,7 +80,6 @@ impl Drop for TestAgent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.front.abort();
     }
 }
 

@@ -55,6 +55,10 @@ where
         return f.await.map_err(|e| AgentError::from_ttrpc(method, e));
     };
     match tokio::time::timeout(timeout + Duration::from_millis(500), f).await {
+        // ttrpc's own client-side deadline (it has no dedicated error variant).
+        Ok(Err(ttrpc::Error::Others(m))) if m == "Request deadline elapsed" => {
+            Err(AgentError::Timeout { method, timeout })
+        }
         Ok(r) => r.map_err(|e| AgentError::from_ttrpc(method, e)),
         Err(_) => Err(AgentError::Timeout { method, timeout }),
     }

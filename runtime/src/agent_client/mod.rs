@@ -1,15 +1,19 @@
 //! The host's client of the guest agent: hybrid-vsock connections ([`HybridVsockConnector`]),
 //! the ttrpc API ([`AgentClient`]), stdio streams ([`open_stream`]) and the agent's logs
-//! ([`LogReceiver`]).
+//! ([`LogReceiver`]). [`fake_vmm`] stands in for the VMM in host-side tests.
 pub mod client;
+#[cfg(test)]
+mod client_tests;
 pub mod connector;
 pub mod error;
+pub mod fake_vmm;
 pub mod logs;
 pub mod stdio;
 
 pub use client::{AgentClient, ClientConfig, ExitStatus};
 pub use connector::HybridVsockConnector;
 pub use error::{AgentError, ConnectError};
+pub use fake_vmm::FakeHybridVsock;
 pub use logs::{parse_log_line, GuestLogLine, LogReceiver};
 pub use sandpod_protocol::{agent as proto, StreamKind};
 pub use stdio::open_stream;

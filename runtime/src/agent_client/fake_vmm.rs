@@ -1,0 +1,61 @@
+//! Test support: a fake hybrid-vsock VMM socket, for host-side tests without a VM.
+//!
+//! It listens on `uds`, answers `CONNECT <port>\n` with `OK 1\n` and splices the connection to
+//! the Unix socket `<uds>_<port>` (where `sandpod-agent --test-serve unix://<uds>` listens), and
+//! closes the connection without a reply when nothing listens there, as a VMM does when the
+//! guest refuses.
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// The running fake; stops on drop.
+pub struct FakeHybridVsock {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeHybridVsock {
+    /// Starts serving `uds` (inside a tokio runtime).
+    pub fn start(uds: &Path) -> io::Result<FakeHybridVsock> {
+        let listener = UnixListener::bind(uds)?;
+        let uds = uds.to_path_buf();
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(splice(conn, uds.clone()));
+            }
+        });
+        Ok(FakeHybridVsock { task })
+    }
+}
+
+impl Drop for FakeHybridVsock {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn splice(conn: UnixStream, uds: PathBuf) {
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    if reader.read_line(&mut line).await.is_err() {
+        return;
+    }
+    let Some(port) = line
+        .strip_prefix("CONNECT ")
+        .and_then(|p| p.trim_end().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let mut target = uds.into_os_string();
+    target.push(format!("_{port}"));
+    let Ok(mut guest) = UnixStream::connect(PathBuf::from(target)).await else {
+        return;
+    };
+    // The client sends nothing between CONNECT and OK: the reader holds no buffered bytes.
+    let mut host = reader.into_inner();
+    if host.write_all(b"OK 1\n").await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut host, &mut guest).await;
+}
