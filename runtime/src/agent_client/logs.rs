@@ -4,11 +4,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use sandpod_protocol::LOG_PORT;
 use serde::Deserialize;
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixListener;
 use tracing::Level;
+
+use super::connector::HybridVsockConnector;
 
 /// One parsed log line of the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +79,12 @@ pub struct LogReceiver {
 }
 
 impl LogReceiver {
+    /// Listens where the VMM behind `connector` forwards the agent's log connections
+    /// (`<uds>_1025`), emitting lines with [`emit`].
+    pub fn listen(connector: &HybridVsockConnector) -> io::Result<LogReceiver> {
+        Self::bind(connector.host_port_path(LOG_PORT))
+    }
+
     /// Listens at `path` (the VMM's `<uds>_1025`), emitting lines with [`emit`].
     pub fn bind(path: impl Into<PathBuf>) -> io::Result<LogReceiver> {
         Self::bind_with(path, |l| emit(&l))
