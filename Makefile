@@ -48,7 +48,8 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test --workspace --exclude sandpod-tests
+	$(CARGO) test -p sandpod-tests --lib --bins
 
 integration:
 	$(CARGO) test --release -p sandpod-tests --test testhost --test reference_boot -- --test-threads=1
