@@ -3,8 +3,9 @@
 //! Its job is the guest's reboot: Linux (`reboot=k`) writes 0xFE ("pulse reset line") to port
 //! 0x64, which this device reports through its reset callback. Beyond that it answers just
 //! enough of the controller and keyboard protocol for Linux's i8042/atkbd drivers to probe
-//! quickly instead of waiting on timeouts: the status port reads 0 when idle, the data port 0
-//! when empty; there is no AUX (mouse) port. Port 0x61 (normally handled in-kernel by KVM's PIT)
+//! quickly instead of waiting on timeouts: the status port reads 0x10 ("keyboard not
+//! inhibited", else Linux warns "Keylock active") when idle, the data port 0 when empty; there is
+//! no AUX (mouse) port. Port 0x61 (normally handled in-kernel by KVM's PIT)
 //! reads 0.
 
 use std::collections::VecDeque;
@@ -39,6 +40,7 @@ pub const CMD_RESET_CPU: u8 = 0xfe;
 
 const SB_OUT_DATA_AVAIL: u8 = 0x01;
 const SB_I8042_CMD_DATA: u8 = 0x08;
+const SB_KBD_ENABLED: u8 = 0x10;
 const CB_KBD_INT: u8 = 0x01;
 const CB_POST_OK: u8 = 0x04;
 const CB_AUX_DISABLED: u8 = 0x20;
@@ -72,7 +74,7 @@ impl I8042 {
     /// (IRQ 1) for keyboard data.
     pub fn new(on_reset: Box<dyn FnMut() + Send>, kbd_irq: Option<EventFd>) -> Self {
         I8042 {
-            status: 0,
+            status: SB_KBD_ENABLED,
             control: CB_POST_OK | CB_KBD_INT,
             outp: 0x01,
             pending_cmd: None,
@@ -244,11 +246,11 @@ mod tests {
     #[test]
     fn idle_reads_are_zero() {
         let (mut d, _, _) = dev();
-        assert_eq!(rd(&mut d, OFS_STATUS), 0);
+        assert_eq!(rd(&mut d, OFS_STATUS), SB_KBD_ENABLED);
         assert_eq!(rd(&mut d, OFS_DATA), 0);
         assert_eq!(rd(&mut d, 1), 0); // port 0x61
         let mut wide = [0xffu8; 4];
-        d.read(OFS_STATUS, &mut wide);
+        d.read(OFS_DATA, &mut wide);
         assert_eq!(wide, [0; 4]);
         d.write(2, &[1]);
         d.write(OFS_DATA, &[]);
