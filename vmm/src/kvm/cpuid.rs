@@ -3,7 +3,7 @@
 //! The topology presented is one socket with one thread per core and `count` cores; APIC id =
 //! vCPU index. The edits follow what Firecracker and Cloud Hypervisor do.
 
-use kvm_bindings::kvm_cpuid_entry2;
+use kvm_bindings::{kvm_cpuid_entry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
 /// Topology of one vCPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,8 +37,61 @@ fn id_bits(count: u8) -> u32 {
     }
 }
 
-/// Adjusts a copy of the supported CPUID for one vCPU.
-pub fn filter_cpuid(entries: &mut [kvm_cpuid_entry2], topo: VcpuTopology, tsc_deadline: bool) {
+/// The extended topology leaf `function` (0xb or 0x1f) for one vCPU: an SMT level (one thread
+/// per core), a core level holding all vCPUs, and the terminating invalid level.
+pub fn topology_leaf(function: u32, topo: VcpuTopology) -> [kvm_cpuid_entry2; 3] {
+    let apic_id = u32::from(topo.index);
+    let level = |index: u32, eax: u32, ebx: u32, kind: u32| kvm_cpuid_entry2 {
+        function,
+        index,
+        flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+        eax,
+        ebx,
+        ecx: (kind << 8) | index,
+        edx: apic_id,
+        ..Default::default()
+    };
+    [
+        level(0, 0, 1, LEVEL_SMT),
+        level(
+            1,
+            id_bits(topo.count),
+            u32::from(topo.count.max(1)),
+            LEVEL_CORE,
+        ),
+        level(2, 0, 0, 0),
+    ]
+}
+
+/// The supported CPUID adjusted for one vCPU. The extended topology leaves (0xb, and 0x1f when
+/// the host has it) are rebuilt whole: KVM passes the host's through, which may have fewer
+/// levels than the guest's topology needs.
+pub fn filter_cpuid(
+    supported: &[kvm_cpuid_entry2],
+    topo: VcpuTopology,
+    tsc_deadline: bool,
+) -> Vec<kvm_cpuid_entry2> {
+    let max_basic = supported
+        .iter()
+        .find(|e| e.function == 0)
+        .map_or(0, |e| e.eax);
+    let has_1f = supported.iter().any(|e| e.function == 0x1f);
+    let mut entries: Vec<kvm_cpuid_entry2> = supported
+        .iter()
+        .filter(|e| e.function != 0xb && e.function != 0x1f)
+        .copied()
+        .collect();
+    if max_basic >= 0xb {
+        entries.extend(topology_leaf(0xb, topo));
+    }
+    if has_1f && max_basic >= 0x1f {
+        entries.extend(topology_leaf(0x1f, topo));
+    }
+    adjust_entries(&mut entries, topo, tsc_deadline);
+    entries
+}
+
+fn adjust_entries(entries: &mut [kvm_cpuid_entry2], topo: VcpuTopology, tsc_deadline: bool) {
     let apic_id = u32::from(topo.index);
     let count = u32::from(topo.count.max(1));
     let core_bits = id_bits(topo.count);
@@ -71,27 +124,6 @@ pub fn filter_cpuid(entries: &mut [kvm_cpuid_entry2], topo: VcpuTopology, tsc_de
                 e.ebx = 0;
                 e.ecx = 0;
                 e.edx = 0;
-            }
-            0xb | 0x1f => {
-                // Extended topology: SMT level (1 thread per core), then core level.
-                e.edx = apic_id;
-                match e.index {
-                    0 => {
-                        e.eax = 0;
-                        e.ebx = 1;
-                        e.ecx = (LEVEL_SMT << 8) | e.index;
-                    }
-                    1 => {
-                        e.eax = core_bits;
-                        e.ebx = count;
-                        e.ecx = (LEVEL_CORE << 8) | e.index;
-                    }
-                    _ => {
-                        e.eax = 0;
-                        e.ebx = 0;
-                        e.ecx = e.index;
-                    }
-                }
             }
             0x8000_0008 => {
                 // AMD: [15:12] APIC id size, [7:0] number of cores - 1.
@@ -160,8 +192,7 @@ mod tests {
 
     #[test]
     fn leaf1_apic_id_and_hypervisor() {
-        let mut v = sample();
-        filter_cpuid(&mut v, VcpuTopology { index: 3, count: 4 }, true);
+        let v = filter_cpuid(&sample(), VcpuTopology { index: 3, count: 4 }, true);
         let l1 = find(&v, 1, 0);
         assert_eq!(l1.ebx >> 24, 3);
         assert_eq!((l1.ebx >> 16) & 0xff, 4);
@@ -170,8 +201,7 @@ mod tests {
         assert_ne!(l1.ecx & ECX_TSC_DEADLINE, 0);
         assert_ne!(l1.edx & EDX_HTT, 0);
 
-        let mut v = sample();
-        filter_cpuid(&mut v, VcpuTopology { index: 0, count: 1 }, false);
+        let v = filter_cpuid(&sample(), VcpuTopology { index: 0, count: 1 }, false);
         let l1 = find(&v, 1, 0);
         assert_eq!(l1.ebx >> 16, 0x0001);
         assert_eq!(l1.edx & EDX_HTT, 0);
@@ -179,20 +209,30 @@ mod tests {
 
     #[test]
     fn extended_topology() {
-        let mut v = sample();
-        filter_cpuid(&mut v, VcpuTopology { index: 5, count: 6 }, false);
+        // The host reports only one level of leaf 0xb: the guest still gets all three.
+        let mut host = sample();
+        host.retain(|e| !(e.function == 0xb && e.index > 0));
+        let v = filter_cpuid(&host, VcpuTopology { index: 5, count: 6 }, false);
+        assert_eq!(v.iter().filter(|e| e.function == 0xb).count(), 3);
+        assert!(v.iter().all(|e| e.function != 0x1f));
         let smt = find(&v, 0xb, 0);
         assert_eq!((smt.eax, smt.ebx, smt.ecx, smt.edx), (0, 1, 0x100, 5));
         let core = find(&v, 0xb, 1);
         assert_eq!((core.eax, core.ebx, core.ecx, core.edx), (3, 6, 0x201, 5));
         let inval = find(&v, 0xb, 2);
         assert_eq!((inval.eax, inval.ebx, inval.ecx, inval.edx), (0, 0, 2, 5));
+        assert_eq!(core.flags, KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
+        // No leaf 0xb at all when the max basic leaf is below it.
+        let mut low = sample();
+        low[0].eax = 0xa;
+        low.retain(|e| e.function != 0xb);
+        let v = filter_cpuid(&low, VcpuTopology { index: 0, count: 2 }, false);
+        assert!(v.iter().all(|e| e.function != 0xb));
     }
 
     #[test]
     fn cache_and_amd_leaves() {
-        let mut v = sample();
-        filter_cpuid(&mut v, VcpuTopology { index: 2, count: 4 }, false);
+        let v = filter_cpuid(&sample(), VcpuTopology { index: 2, count: 4 }, false);
         let l1d = find(&v, 4, 0);
         assert_eq!(l1d.eax & 0x3fff, 0x121);
         assert_eq!((l1d.eax >> 14) & 0xfff, 0);
@@ -208,8 +248,7 @@ mod tests {
 
     #[test]
     fn leaf6_cleared_and_kvm_leaves_kept() {
-        let mut v = sample();
-        filter_cpuid(&mut v, VcpuTopology { index: 0, count: 1 }, false);
+        let v = filter_cpuid(&sample(), VcpuTopology { index: 0, count: 1 }, false);
         let l6 = find(&v, 6, 0);
         assert_eq!((l6.eax, l6.ebx, l6.ecx, l6.edx), (EAX_ARAT, 0, 0, 0));
         let kvm = find(&v, 0x4000_0000, 0);

@@ -49,8 +49,11 @@ pub fn configure_vcpu(
     tsc_deadline: bool,
     boot: Option<BootEntry>,
 ) -> Result<(), KvmError> {
-    let mut cpuid = supported_cpuid.clone();
-    filter_cpuid(cpuid.as_mut_slice(), topo, tsc_deadline);
+    let entries = filter_cpuid(supported_cpuid.as_slice(), topo, tsc_deadline);
+    let cpuid = CpuId::from_entries(&entries).map_err(|_| KvmError::Ioctl {
+        op: "building the CPUID list",
+        source: kvm_ioctls::Error::new(libc::E2BIG),
+    })?;
     vcpu.set_cpuid2(&cpuid)
         .map_err(KvmError::ioctl("KVM_SET_CPUID2"))?;
 
