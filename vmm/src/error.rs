@@ -30,6 +30,16 @@ pub enum Error {
         /// Extra advice.
         hint: &'static str,
     },
+    /// The kernel's segments end beyond guest RAM.
+    #[error("kernel {} needs at least {need_mib} MiB of guest memory; {mem_mib} MiB given", path.display())]
+    KernelTooLarge {
+        /// Path.
+        path: PathBuf,
+        /// Guest memory size.
+        mem_mib: u32,
+        /// Memory the kernel image needs.
+        need_mib: u64,
+    },
     /// The ELF kernel cannot be loaded.
     #[error("cannot load kernel {} into {mem_mib} MiB of guest memory: {source}", path.display())]
     KernelLoad {
@@ -55,6 +65,18 @@ pub enum Error {
         path: PathBuf,
         /// Initrd size.
         size: u64,
+        /// Guest memory size.
+        mem_mib: u32,
+    },
+    /// The initrd does not fit between the kernel and the top of low memory.
+    #[error("initrd {} ({size} bytes) does not fit in {mem_mib} MiB of guest memory: {avail} bytes free above the kernel", path.display())]
+    InitrdNoRoom {
+        /// Path.
+        path: PathBuf,
+        /// Initrd size.
+        size: u64,
+        /// Free space.
+        avail: u64,
         /// Guest memory size.
         mem_mib: u32,
     },

@@ -1,7 +1,7 @@
 //! Loading the guest: ELF kernel, initrd, command line and the x86 boot structures.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use linux_loader::loader::{load_cmdline, Cmdline, Elf, KernelLoader};
@@ -22,6 +22,8 @@ const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 /// The guest's input files, opened and checked before any KVM work.
 pub struct BootFiles {
     kernel: File,
+    /// End (exclusive) of the kernel's loadable segments in guest physical memory.
+    kernel_end: u64,
     initrd: Option<(File, u64)>,
 }
 
@@ -37,6 +39,15 @@ pub fn open_boot_files(config: &VmConfig) -> Result<BootFiles> {
         return Err(kernel_err(std::io::Error::from_raw_os_error(libc::EISDIR)));
     }
     check_elf(&mut kernel, &config.kernel)?;
+    let kernel_end = elf_load_end(&mut kernel).map_err(kernel_err)?;
+    let low_end = crate::arch::x86_64::layout::low_ram_end(config.mem_bytes());
+    if kernel_end > low_end {
+        return Err(Error::KernelTooLarge {
+            path: config.kernel.clone(),
+            mem_mib: config.mem_mib,
+            need_mib: kernel_end.div_ceil(1 << 20),
+        });
+    }
 
     let initrd = match &config.initrd {
         None => None,
@@ -58,6 +69,16 @@ pub fn open_boot_files(config: &VmConfig) -> Result<BootFiles> {
                     mem_mib: config.mem_mib,
                 });
             }
+            if let Err(crate::arch::x86_64::BootError::InitrdTooLarge { avail, .. }) =
+                initrd_address(config.mem_bytes(), kernel_end, size)
+            {
+                return Err(Error::InitrdNoRoom {
+                    path: path.clone(),
+                    size,
+                    avail,
+                    mem_mib: config.mem_mib,
+                });
+            }
             Some((file, size))
         }
     };
@@ -68,7 +89,52 @@ pub fn open_boot_files(config: &VmConfig) -> Result<BootFiles> {
             max: CMDLINE_MAX_SIZE - 1,
         });
     }
-    Ok(BootFiles { kernel, initrd })
+    Ok(BootFiles {
+        kernel,
+        kernel_end,
+        initrd,
+    })
+}
+
+/// Reads an ELF64 little-endian x86_64 image's program headers and returns the end of its
+/// highest PT_LOAD segment (physical address + memory size).
+fn elf_load_end(f: &mut File) -> std::io::Result<u64> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let mut ehdr = [0u8; 64];
+    f.seek(SeekFrom::Start(0))?;
+    f.read_exact(&mut ehdr)?;
+    if ehdr[4] != 2 || ehdr[5] != 1 {
+        return Err(bad("not a 64-bit little-endian ELF image"));
+    }
+    if u16::from_le_bytes([ehdr[18], ehdr[19]]) != 62 {
+        return Err(bad("not an x86_64 ELF image"));
+    }
+    let phoff = u64::from_le_bytes(ehdr[32..40].try_into().unwrap_or_default());
+    let phentsize = u16::from_le_bytes([ehdr[54], ehdr[55]]);
+    let phnum = u16::from_le_bytes([ehdr[56], ehdr[57]]);
+    if phentsize != 56 {
+        return Err(bad("unexpected ELF program header size"));
+    }
+    f.seek(SeekFrom::Start(phoff))?;
+    let mut end = 0u64;
+    for _ in 0..phnum {
+        let mut ph = [0u8; 56];
+        f.read_exact(&mut ph)?;
+        let p_type = u32::from_le_bytes(ph[0..4].try_into().unwrap_or_default());
+        let paddr = u64::from_le_bytes(ph[24..32].try_into().unwrap_or_default());
+        let memsz = u64::from_le_bytes(ph[40..48].try_into().unwrap_or_default());
+        if p_type == 1 {
+            let seg_end = paddr
+                .checked_add(memsz)
+                .ok_or_else(|| bad("ELF segment address overflows"))?;
+            end = end.max(seg_end);
+        }
+    }
+    if end == 0 {
+        return Err(bad("ELF image has no loadable segment"));
+    }
+    f.seek(SeekFrom::Start(0))?;
+    Ok(end)
 }
 
 fn check_elf(kernel: &mut File, path: &Path) -> Result<()> {
@@ -103,7 +169,11 @@ fn check_elf(kernel: &mut File, path: &Path) -> Result<()> {
 
 /// Loads everything into guest memory and returns the boot vCPU's entry state.
 pub fn load_guest(config: &VmConfig, files: BootFiles, mem: &GuestMem) -> Result<BootEntry> {
-    let BootFiles { mut kernel, initrd } = files;
+    let BootFiles {
+        mut kernel,
+        kernel_end,
+        initrd,
+    } = files;
     let loaded =
         Elf::load(mem, None, &mut kernel, Some(GuestAddress(HIMEM_START))).map_err(|source| {
             Error::KernelLoad {
@@ -113,6 +183,7 @@ pub fn load_guest(config: &VmConfig, files: BootFiles, mem: &GuestMem) -> Result
             }
         })?;
     let entry = loaded.kernel_load.0;
+    debug_assert_eq!(loaded.kernel_end, kernel_end);
     tracing::debug!(
         "kernel loaded: entry {entry:#x}, end {:#x}",
         loaded.kernel_end
@@ -199,15 +270,67 @@ mod tests {
         std::fs::remove_file(p2).unwrap();
     }
 
+    /// A minimal x86_64 ELF with one PT_LOAD segment at `paddr` of `memsz` bytes.
+    fn tiny_elf(paddr: u64, memsz: u64) -> Vec<u8> {
+        let mut e = vec![0u8; 64 + 56];
+        e[..4].copy_from_slice(b"\x7fELF");
+        e[4] = 2; // 64-bit
+        e[5] = 1; // little endian
+        e[6] = 1;
+        e[16] = 2; // ET_EXEC
+        e[18] = 62; // x86_64
+        e[24..32].copy_from_slice(&paddr.to_le_bytes()); // entry
+        e[32..40].copy_from_slice(&64u64.to_le_bytes()); // phoff
+        e[52] = 64; // ehsize
+        e[54] = 56; // phentsize
+        e[56] = 1; // phnum
+        let ph = &mut e[64..];
+        ph[0] = 1; // PT_LOAD
+        ph[24..32].copy_from_slice(&paddr.to_le_bytes());
+        ph[40..48].copy_from_slice(&memsz.to_le_bytes());
+        e
+    }
+
+    #[test]
+    fn kernel_larger_than_memory() {
+        let k = temp("bigelf", &tiny_elf(0x100_0000, 0x80_0000));
+        let mut c = VmConfig::new(&k);
+        c.mem_mib = 16;
+        let e = open_boot_files(&c).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "kernel {} needs at least 24 MiB of guest memory; 16 MiB given",
+                k.display()
+            )
+        );
+        c.mem_mib = 24;
+        assert!(open_boot_files(&c).is_ok());
+        let mut not_x86 = tiny_elf(0x100_0000, 1);
+        not_x86[18] = 183;
+        let k2 = temp("arm", &not_x86);
+        assert!(open_boot_files(&VmConfig::new(&k2)).is_err());
+        std::fs::remove_file(k).unwrap();
+        std::fs::remove_file(k2).unwrap();
+    }
+
     #[test]
     fn initrd_larger_than_memory() {
-        let k = temp("elf", b"\x7fELF\x02\x01\x01");
+        let k = temp("elf", &tiny_elf(0x10_0000, 0x1000));
         let i = temp("initrd", &vec![0u8; 9 << 20]);
         let mut c = VmConfig::new(&k);
         c.mem_mib = 8;
         c.initrd = Some(i.clone());
         let e = open_boot_files(&c).err().unwrap();
         assert!(e.to_string().contains("larger than guest memory"), "{e}");
+        // Smaller than memory but not fitting between the kernel and the top of RAM.
+        let k2 = temp("elf2", &tiny_elf(0x10_0000, 0x70_0000));
+        let mut c2 = c.clone();
+        c2.kernel = k2.clone();
+        c2.initrd = Some(temp("initrd2", &vec![0u8; 2 << 20]));
+        let e = open_boot_files(&c2).err().unwrap();
+        assert!(e.to_string().contains("does not fit"), "{e}");
+        std::fs::remove_file(k2).unwrap();
         c.initrd = Some("/nonexistent/initrd".into());
         assert!(open_boot_files(&c).is_err());
         c.initrd = None;
