@@ -10,7 +10,8 @@ use sandpod_vmm::{ConsoleConfig, ExitReason, VmConfig, Vmm};
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
-  0    the guest rebooted (how a guest without ACPI ends the VM) or powered off
+  0    the guest rebooted (how a guest without ACPI ends the VM) or powered off; a guest
+       kernel panic with panic=-1 reboots too, so it also ends with 0
   1    VMM error: bad input, KVM unavailable, KVM internal error
   2    the guest crashed or triple-faulted
   2    invalid command-line usage (from the argument parser)
@@ -20,7 +21,7 @@ Logs go to stderr (RUST_LOG=debug for more); the guest's ttyS0 goes to --console
 
 /// Sandpod microVM monitor: boots a Linux guest (ELF vmlinux + initramfs) on KVM.
 #[derive(Parser, Debug)]
-#[command(name = "sandpod-vmm", version = sandpod_vmm::VERSION, about, after_help = EXIT_STATUS_HELP)]
+#[command(name = "sandpod-vmm", version = sandpod_vmm::VERSION, after_help = EXIT_STATUS_HELP)]
 struct Cli {
     /// Uncompressed ELF kernel image (vmlinux).
     #[arg(long, value_name = "PATH")]

@@ -95,4 +95,18 @@ mod tests {
         // Out-of-range accesses are errors, not crashes.
         assert!(mem.read_obj::<u32>(GuestAddress(16 << 20)).is_err());
     }
+
+    #[test]
+    fn memory_above_the_gap_shares_one_file() {
+        // Sparse: nothing is allocated until touched.
+        let mem = create_guest_memory(4 << 30).unwrap();
+        assert_eq!(mem.num_regions(), 2);
+        let high = mem.find_region(GuestAddress(1 << 32)).unwrap();
+        assert_eq!(high.len(), 1 << 30);
+        assert_eq!(high.file_offset().unwrap().start(), 3 << 30);
+        // The MMIO gap is not RAM.
+        assert!(mem.find_region(GuestAddress(0xd000_0000)).is_none());
+        mem.write_obj(7u8, GuestAddress((1 << 32) + 5)).unwrap();
+        assert_eq!(mem.read_obj::<u8>(GuestAddress((1 << 32) + 5)).unwrap(), 7);
+    }
 }

@@ -122,9 +122,29 @@ pub fn install_kick_handler() -> Result<(), KvmError> {
     result
 }
 
+/// Makes sure the VM stops if a vCPU thread ends without a requested exit (e.g. a panic), so
+/// the VMM never waits forever on a dead vCPU.
+struct EndGuard<'a> {
+    exit: &'a ExitState,
+    index: u8,
+}
+
+impl Drop for EndGuard<'_> {
+    fn drop(&mut self) {
+        IMMEDIATE_EXIT.with(|p| p.set(std::ptr::null_mut()));
+        if !self.exit.is_stopping() {
+            self.exit.request(ExitReason::Error(format!(
+                "vCPU {} thread ended unexpectedly",
+                self.index
+            )));
+        }
+    }
+}
+
 /// Runs a vCPU until the VM stops. Every outcome is reported through `exit`; nothing the guest
 /// does makes this panic.
 pub fn run_vcpu(mut vcpu: VcpuFd, index: u8, pio: Arc<Bus>, mmio: Arc<Bus>, exit: Arc<ExitState>) {
+    let _guard = EndGuard { exit: &exit, index };
     let immediate_exit: *mut u8 = &mut vcpu.get_kvm_run().immediate_exit;
     IMMEDIATE_EXIT.with(|p| p.set(immediate_exit));
     while !exit.is_stopping() {
@@ -150,7 +170,6 @@ pub fn run_vcpu(mut vcpu: VcpuFd, index: u8, pio: Arc<Bus>, mmio: Arc<Bus>, exit
             break;
         }
     }
-    IMMEDIATE_EXIT.with(|p| p.set(std::ptr::null_mut()));
 }
 
 const INTERNAL_ERROR: &str = "internal error";
@@ -204,6 +223,21 @@ fn handle_exit(run_exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Option<ExitReas
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_vcpu_thread_stops_the_vm() {
+        let exit = Arc::new(ExitState::new());
+        let e = exit.clone();
+        let t = std::thread::spawn(move || {
+            let _guard = EndGuard { exit: &e, index: 3 };
+            panic!("simulated vCPU bug");
+        });
+        assert!(t.join().is_err());
+        assert_eq!(
+            exit.reason(),
+            Some(ExitReason::Error("vCPU 3 thread ended unexpectedly".into()))
+        );
+    }
 
     #[test]
     fn exits_map_to_reasons() {
