@@ -132,6 +132,11 @@ impl Vmm {
         tracing::info!("VM stopping: {reason}");
         stop_threads(threads);
         lock(&self.serial).flush();
+        tracing::debug!(
+            "unhandled guest accesses: {} port I/O, {} MMIO",
+            self.pio.unknown_accesses(),
+            self.mmio.unknown_accesses()
+        );
         Ok(reason)
     }
 }
