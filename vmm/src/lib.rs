@@ -1,7 +1,33 @@
 //! Sandpod's virtual machine monitor.
 //!
-//! The VMM is built on the rust-vmm crates; booting lands with the VMM issue. This crate is a
-//! library (the runtime embeds it) and the `sandpod-vmm` binary.
+//! Boots an uncompressed ELF Linux kernel (`vmlinux`) with an initramfs on KVM, 64-bit direct
+//! boot, with a serial console and an i8042 controller for the guest's reboot. Built on the
+//! rust-vmm crates. This crate is a library (the runtime embeds it) and the `sandpod-vmm`
+//! binary.
+//!
+//! ```no_run
+//! use sandpod_vmm::{Vmm, VmConfig};
+//! let mut config = VmConfig::new("/path/to/vmlinux");
+//! config.initrd = Some("/path/to/initramfs.cpio".into());
+//! let vmm = Vmm::new(config)?;
+//! let reason = vmm.run()?;
+//! std::process::exit(reason.exit_code());
+//! # Ok::<(), sandpod_vmm::Error>(())
+//! ```
+
+pub mod arch;
+pub mod config;
+pub mod devices;
+pub mod error;
+pub mod exit;
+pub mod kvm;
+pub mod loader;
+pub mod vmm;
+
+pub use config::{ConsoleConfig, VmConfig};
+pub use error::{Error, Result};
+pub use exit::{ExitReason, ExitState};
+pub use vmm::Vmm;
 
 /// The VMM's version, as printed by `sandpod-vmm --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,17 +1,111 @@
 //! `sandpod-vmm`: command-line front end of the VMM library.
-use anyhow::bail;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
 use clap::Parser;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use sandpod_vmm::config::{DEFAULT_CMDLINE, DEFAULT_MEM_MIB};
+use sandpod_vmm::{ConsoleConfig, ExitReason, VmConfig, Vmm};
 
-/// Sandpod microVM monitor.
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0    the guest rebooted (how a guest without ACPI ends the VM) or powered off; a guest
+       kernel panic with panic=-1 reboots too, so it also ends with 0
+  1    VMM error: bad input, KVM unavailable, KVM internal error
+  2    the guest crashed or triple-faulted
+  2    invalid command-line usage (from the argument parser)
+  130  stopped by SIGINT; 143 stopped by SIGTERM
+
+Logs go to stderr (RUST_LOG=debug for more); the guest's ttyS0 goes to --console.";
+
+/// Sandpod microVM monitor: boots a Linux guest (ELF vmlinux + initramfs) on KVM.
 #[derive(Parser, Debug)]
-#[command(name = "sandpod-vmm", version = sandpod_vmm::VERSION, about)]
-struct Cli {}
+#[command(name = "sandpod-vmm", version = sandpod_vmm::VERSION, after_help = EXIT_STATUS_HELP)]
+struct Cli {
+    /// Uncompressed ELF kernel image (vmlinux).
+    #[arg(long, value_name = "PATH")]
+    kernel: PathBuf,
+    /// Initramfs (cpio archive).
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line, passed unchanged.
+    #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
+    cmdline: String,
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MEM_MIB)]
+    mem_mib: u32,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    vcpus: u8,
+    /// Guest serial console: stdout, file:PATH or none.
+    #[arg(long, value_name = "DEST", default_value = "stdout")]
+    console: ConsoleConfig,
+}
 
-fn main() -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitReason> {
+    let config = VmConfig {
+        kernel: cli.kernel,
+        initrd: cli.initrd,
+        cmdline: cli.cmdline,
+        mem_mib: cli.mem_mib,
+        vcpus: cli.vcpus,
+        console: cli.console,
+    };
+    // Block SIGINT/SIGTERM in every thread (vCPU threads inherit the mask); a dedicated thread
+    // waits for them and stops the VM cleanly.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
+        .context("cannot block SIGINT/SIGTERM")?;
+
+    let vmm = Vmm::new(config)?;
+    let exit = vmm.exit_state();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                exit.request(ExitReason::Signal(sig as i32));
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(vmm.run()?)
+}
+
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
         .init();
-    let _cli = Cli::parse();
-    bail!("booting a guest is not implemented yet (see the VMM issue); only --version works")
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(reason) => {
+            let code = reason.exit_code();
+            if code != 0 {
+                eprintln!("sandpod-vmm: {reason}");
+            }
+            ExitCode::from(code.clamp(0, 255) as u8)
+        }
+        Err(e) => {
+            eprintln!("sandpod-vmm: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping causes the message already includes (the
+/// library's errors embed their source in their message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg = format!("{msg}: {c}");
+        }
+    }
+    msg
 }

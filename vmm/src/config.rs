@@ -1,0 +1,209 @@
+//! VM configuration: what to boot and with which resources.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Default kernel command line.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
+/// Default guest memory size in MiB.
+pub const DEFAULT_MEM_MIB: u32 = 128;
+/// Smallest accepted guest memory size in MiB (room for the boot structures and a kernel).
+pub const MIN_MEM_MIB: u32 = 8;
+/// Largest accepted guest memory size in MiB (1 TiB).
+pub const MAX_MEM_MIB: u32 = 1024 * 1024;
+/// Largest vCPU count the VMM supports: APIC ids are 8 bits and the IOAPIC takes the id after
+/// the last vCPU. KVM's own limit is checked when the VM is created.
+pub const MAX_VCPUS: u8 = 254;
+
+/// Where the guest's serial console (ttyS0) goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsoleConfig {
+    /// The VMM's standard output.
+    #[default]
+    Stdout,
+    /// A file, created or truncated.
+    File(PathBuf),
+    /// Discarded.
+    None,
+}
+
+impl FromStr for ConsoleConfig {
+    type Err = String;
+
+    /// Parses `stdout`, `none` or `file:PATH`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stdout" => Ok(ConsoleConfig::Stdout),
+            "none" => Ok(ConsoleConfig::None),
+            _ => match s.strip_prefix("file:") {
+                Some("") => Err("console file path is empty (use file:PATH)".to_string()),
+                Some(p) => Ok(ConsoleConfig::File(PathBuf::from(p))),
+                None => Err(format!(
+                    "invalid console {s:?}: expected stdout, none or file:PATH"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for ConsoleConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConsoleConfig::Stdout => write!(f, "stdout"),
+            ConsoleConfig::None => write!(f, "none"),
+            ConsoleConfig::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+/// Everything needed to boot one microVM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmConfig {
+    /// Uncompressed ELF kernel (`vmlinux`).
+    pub kernel: PathBuf,
+    /// Optional initramfs (newc cpio, possibly compressed).
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line, passed as is.
+    pub cmdline: String,
+    /// Guest memory in MiB.
+    pub mem_mib: u32,
+    /// Number of vCPUs.
+    pub vcpus: u8,
+    /// Serial console destination.
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// An invalid [`VmConfig`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `mem_mib` below the minimum.
+    #[error("guest memory of {0} MiB is too small: at least {MIN_MEM_MIB} MiB is needed")]
+    MemTooSmall(u32),
+    /// `mem_mib` above the maximum.
+    #[error("guest memory of {0} MiB is too large: at most {MAX_MEM_MIB} MiB is supported")]
+    MemTooLarge(u32),
+    /// `vcpus` is zero.
+    #[error("the VM needs at least 1 vCPU")]
+    NoVcpus,
+    /// `vcpus` above what the VMM supports.
+    #[error("{0} vCPUs requested but at most {MAX_VCPUS} are supported")]
+    TooManyVcpus(u8),
+    /// Empty kernel path.
+    #[error("no kernel given")]
+    NoKernel,
+    /// Command line with a NUL byte or non-ASCII characters.
+    #[error("the kernel command line must be printable ASCII without NUL bytes")]
+    BadCmdline,
+}
+
+impl VmConfig {
+    /// A configuration with the defaults for everything but the kernel.
+    pub fn new(kernel: impl Into<PathBuf>) -> Self {
+        VmConfig {
+            kernel: kernel.into(),
+            initrd: None,
+            cmdline: DEFAULT_CMDLINE.to_string(),
+            mem_mib: DEFAULT_MEM_MIB,
+            vcpus: 1,
+            console: ConsoleConfig::Stdout,
+        }
+    }
+
+    /// Checks the values that can be checked without touching the host. KVM's vCPU limit is
+    /// checked when the VM is created.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kernel.as_os_str().is_empty() {
+            return Err(ConfigError::NoKernel);
+        }
+        if self.mem_mib < MIN_MEM_MIB {
+            return Err(ConfigError::MemTooSmall(self.mem_mib));
+        }
+        if self.mem_mib > MAX_MEM_MIB {
+            return Err(ConfigError::MemTooLarge(self.mem_mib));
+        }
+        if self.vcpus == 0 {
+            return Err(ConfigError::NoVcpus);
+        }
+        if self.vcpus > MAX_VCPUS {
+            return Err(ConfigError::TooManyVcpus(self.vcpus));
+        }
+        if !self.cmdline.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(ConfigError::BadCmdline);
+        }
+        Ok(())
+    }
+
+    /// Guest memory size in bytes.
+    pub fn mem_bytes(&self) -> u64 {
+        u64::from(self.mem_mib) << 20
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = VmConfig::new("/vmlinux");
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.mem_bytes(), 128 << 20);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let mut c = VmConfig::new("/vmlinux");
+        c.mem_mib = 0;
+        assert_eq!(c.validate(), Err(ConfigError::MemTooSmall(0)));
+        c.mem_mib = MAX_MEM_MIB + 1;
+        assert_eq!(c.validate(), Err(ConfigError::MemTooLarge(MAX_MEM_MIB + 1)));
+        c.mem_mib = 128;
+        c.vcpus = 0;
+        assert_eq!(c.validate(), Err(ConfigError::NoVcpus));
+        c.vcpus = 255;
+        assert_eq!(c.validate(), Err(ConfigError::TooManyVcpus(255)));
+        c.vcpus = 2;
+        c.cmdline = "console=ttyS0\0".into();
+        assert_eq!(c.validate(), Err(ConfigError::BadCmdline));
+        c.cmdline = "a\nb".into();
+        assert_eq!(c.validate(), Err(ConfigError::BadCmdline));
+        let c = VmConfig::new("");
+        assert_eq!(c.validate(), Err(ConfigError::NoKernel));
+    }
+
+    #[test]
+    fn error_messages_are_clear() {
+        assert_eq!(
+            ConfigError::NoVcpus.to_string(),
+            "the VM needs at least 1 vCPU"
+        );
+        assert!(ConfigError::MemTooSmall(0).to_string().contains("0 MiB"));
+    }
+
+    #[test]
+    fn console_parses() {
+        assert_eq!("stdout".parse(), Ok(ConsoleConfig::Stdout));
+        assert_eq!("none".parse(), Ok(ConsoleConfig::None));
+        assert_eq!(
+            "file:/tmp/x".parse(),
+            Ok(ConsoleConfig::File(PathBuf::from("/tmp/x")))
+        );
+        assert!("file:".parse::<ConsoleConfig>().is_err());
+        assert!("tty".parse::<ConsoleConfig>().is_err());
+        assert_eq!(ConsoleConfig::File("/a".into()).to_string(), "file:/a");
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let mut c = VmConfig::new("/k");
+        c.console = ConsoleConfig::File("/log".into());
+        let s = serde_json::to_string(&c).unwrap();
+        let back: VmConfig = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, c);
+    }
+}

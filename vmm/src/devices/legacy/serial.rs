@@ -1,0 +1,149 @@
+//! COM1 (port 0x3f8, IRQ 4): vm-superio's 16550A with its interrupt raised through an EventFd
+//! registered as a KVM irqfd. Output only; guest input is not wired yet.
+
+use std::fs::File;
+use std::io::{self, LineWriter, Write};
+use std::path::Path;
+
+use vm_superio::serial::NoEvents;
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::config::ConsoleConfig;
+use crate::devices::bus::BusDevice;
+
+/// COM1 base port.
+pub const COM1_PORT: u64 = 0x3f8;
+/// COM1 port count.
+pub const COM1_LEN: u64 = 8;
+/// COM1 IRQ (GSI).
+pub const COM1_IRQ: u32 = 4;
+
+/// Raises an interrupt by writing to an EventFd (a KVM irqfd).
+#[derive(Debug)]
+pub struct EventFdTrigger(pub EventFd);
+
+impl Trigger for EventFdTrigger {
+    type E = io::Error;
+
+    fn trigger(&self) -> io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// Where console output goes.
+pub type ConsoleOut = Box<dyn Write + Send>;
+
+/// Opens the console output for `console`.
+pub fn console_output(console: &ConsoleConfig) -> io::Result<ConsoleOut> {
+    Ok(match console {
+        ConsoleConfig::Stdout => Box::new(io::stdout()),
+        ConsoleConfig::File(path) => Box::new(LineWriter::new(create_file(path)?)),
+        ConsoleConfig::None => Box::new(io::sink()),
+    })
+}
+
+fn create_file(path: &Path) -> io::Result<File> {
+    File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
+/// The serial port as a bus device.
+pub struct SerialDevice<T: Trigger = EventFdTrigger> {
+    serial: Serial<T, NoEvents, ConsoleOut>,
+    errors: u64,
+}
+
+impl<T: Trigger> SerialDevice<T> {
+    /// A serial port raising `trigger` and writing to `out`.
+    pub fn new(trigger: T, out: ConsoleOut) -> Self {
+        SerialDevice {
+            serial: Serial::new(trigger, out),
+            errors: 0,
+        }
+    }
+
+    /// Flushes buffered console output.
+    pub fn flush(&mut self) {
+        let _ = self.serial.writer_mut().flush();
+    }
+}
+
+impl<T: Trigger + Send> BusDevice for SerialDevice<T>
+where
+    T::E: std::fmt::Display,
+{
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        for b in data.iter_mut() {
+            *b = self.serial.read(offset as u8);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        for &b in data {
+            if let Err(e) = self.serial.write(offset as u8, b) {
+                self.errors += 1;
+                if self.errors.is_power_of_two() {
+                    tracing::warn!("serial console: {e} ({} errors so far)", self.errors);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn writes_reach_output_and_raise_irq() {
+        let out = Shared::default();
+        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut dev = SerialDevice::new(
+            EventFdTrigger(evt.try_clone().unwrap()),
+            Box::new(out.clone()),
+        );
+        // Enable the THR-empty interrupt (IER bit 1), then send bytes.
+        dev.write(1, &[0x2]);
+        dev.write(0, b"hi\n");
+        assert_eq!(&*out.0.lock().unwrap(), b"hi\n");
+        assert!(evt.read().unwrap() >= 1);
+        // LSR reports the transmitter empty.
+        let mut lsr = [0u8];
+        dev.read(5, &mut lsr);
+        assert_eq!(lsr[0] & 0x60, 0x60);
+        dev.flush();
+    }
+
+    #[test]
+    fn console_none_and_file() {
+        let mut sink = console_output(&ConsoleConfig::None).unwrap();
+        sink.write_all(b"x").unwrap();
+        let path = std::env::temp_dir().join(format!("sandpod-serial-{}", std::process::id()));
+        {
+            let mut f = console_output(&ConsoleConfig::File(path.clone())).unwrap();
+            f.write_all(b"line\n").unwrap();
+            f.flush().unwrap();
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"line\n");
+        std::fs::remove_file(&path).unwrap();
+        assert!(console_output(&ConsoleConfig::File("/nonexistent/dir/x".into())).is_err());
+    }
+}

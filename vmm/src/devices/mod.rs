@@ -1,0 +1,6 @@
+//! Emulated devices and the buses that dispatch guest port and MMIO accesses to them.
+
+pub mod bus;
+pub mod legacy;
+
+pub use bus::{Bus, BusDevice, BusError};

@@ -1,0 +1,133 @@
+//! The library's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::arch::x86_64::BootError;
+use crate::config::ConfigError;
+use crate::kvm::memory::MemoryError;
+use crate::kvm::KvmError;
+
+/// Everything that can go wrong setting up or running a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Invalid configuration.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The kernel file cannot be opened or read.
+    #[error("cannot read kernel {}: {source}", path.display())]
+    KernelOpen {
+        /// Path.
+        path: PathBuf,
+        /// Error.
+        source: io::Error,
+    },
+    /// The kernel is not an ELF image.
+    #[error("kernel {} is not an ELF vmlinux{hint}", path.display())]
+    KernelNotElf {
+        /// Path.
+        path: PathBuf,
+        /// Extra advice.
+        hint: &'static str,
+    },
+    /// The kernel's segments end beyond guest RAM.
+    #[error("kernel {} needs at least {need_mib} MiB of guest memory; {mem_mib} MiB given", path.display())]
+    KernelTooLarge {
+        /// Path.
+        path: PathBuf,
+        /// Guest memory size.
+        mem_mib: u32,
+        /// Memory the kernel image needs.
+        need_mib: u64,
+    },
+    /// The ELF kernel cannot be loaded.
+    #[error("cannot load kernel {} into {mem_mib} MiB of guest memory: {source}", path.display())]
+    KernelLoad {
+        /// Path.
+        path: PathBuf,
+        /// Guest memory size.
+        mem_mib: u32,
+        /// Error.
+        source: linux_loader::loader::Error,
+    },
+    /// The initrd file cannot be opened or read.
+    #[error("cannot read initrd {}: {source}", path.display())]
+    InitrdOpen {
+        /// Path.
+        path: PathBuf,
+        /// Error.
+        source: io::Error,
+    },
+    /// The initrd is larger than guest memory.
+    #[error("initrd {} ({size} bytes) is larger than guest memory ({mem_mib} MiB)", path.display())]
+    InitrdTooLarge {
+        /// Path.
+        path: PathBuf,
+        /// Initrd size.
+        size: u64,
+        /// Guest memory size.
+        mem_mib: u32,
+    },
+    /// The initrd does not fit between the kernel and the top of low memory.
+    #[error("initrd {} ({size} bytes) does not fit in {mem_mib} MiB of guest memory: {avail} bytes free above the kernel", path.display())]
+    InitrdNoRoom {
+        /// Path.
+        path: PathBuf,
+        /// Initrd size.
+        size: u64,
+        /// Free space.
+        avail: u64,
+        /// Guest memory size.
+        mem_mib: u32,
+    },
+    /// Copying the initrd into guest memory failed.
+    #[error("cannot copy initrd {} into guest memory: {source}", path.display())]
+    InitrdLoad {
+        /// Path.
+        path: PathBuf,
+        /// Error.
+        source: vm_memory::GuestMemoryError,
+    },
+    /// The kernel command line is too long.
+    #[error("kernel command line is too long ({len} bytes; at most {max})")]
+    CmdlineTooLong {
+        /// Length.
+        len: usize,
+        /// Maximum.
+        max: usize,
+    },
+    /// The kernel command line is rejected by the loader.
+    #[error("invalid kernel command line: {0}")]
+    Cmdline(String),
+    /// KVM.
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Boot structures.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// The console output cannot be opened.
+    #[error("cannot open console output {}: {source}", path.display())]
+    Console {
+        /// Path.
+        path: PathBuf,
+        /// Error.
+        source: io::Error,
+    },
+    /// A device cannot be set up.
+    #[error("cannot set up {what}: {source}")]
+    Device {
+        /// Which device.
+        what: &'static str,
+        /// Error.
+        source: io::Error,
+    },
+    /// A vCPU thread cannot be started.
+    #[error("cannot start vCPU thread: {0}")]
+    Thread(io::Error),
+}
+
+/// Library result.
+pub type Result<T> = std::result::Result<T, Error>;

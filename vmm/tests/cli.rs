@@ -1,0 +1,122 @@
+//! The binary's handling of bad input: one clear line on stderr, a non-zero exit, no hang, and
+//! no KVM needed (input is checked before /dev/kvm is opened).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn vmm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sandpod-vmm"))
+        .args(args)
+        .output()
+        .expect("run sandpod-vmm")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn temp_file(name: &str, content: &[u8]) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("sandpod-cli-{}-{name}", std::process::id()));
+    std::fs::File::create(&p)
+        .and_then(|mut f| f.write_all(content))
+        .expect("write temp file");
+    p
+}
+
+/// A minimal x86_64 ELF whose one PT_LOAD segment ends at 16 MiB + 1 MiB.
+fn tiny_elf() -> Vec<u8> {
+    let mut e = vec![0u8; 64 + 56];
+    e[..4].copy_from_slice(b"\x7fELF");
+    e[4] = 2;
+    e[5] = 1;
+    e[6] = 1;
+    e[16] = 2;
+    e[18] = 62;
+    e[24..32].copy_from_slice(&0x100_0000u64.to_le_bytes());
+    e[32..40].copy_from_slice(&64u64.to_le_bytes());
+    e[52] = 64;
+    e[54] = 56;
+    e[56] = 1;
+    e[64] = 1;
+    e[64 + 24..64 + 32].copy_from_slice(&0x100_0000u64.to_le_bytes());
+    e[64 + 40..64 + 48].copy_from_slice(&0x10_0000u64.to_le_bytes());
+    e
+}
+
+fn assert_one_line_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, stderr: {err}");
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("sandpod-vmm: "), "{err}");
+    assert!(err.contains(needle), "{needle:?} not in {err:?}");
+}
+
+#[test]
+fn missing_kernel() {
+    let o = vmm(&["--kernel", "/nonexistent/vmlinux"]);
+    assert_one_line_error(&o, "cannot read kernel /nonexistent/vmlinux");
+}
+
+#[test]
+fn non_elf_kernel() {
+    let k = temp_file("notelf", b"this is not a kernel");
+    let o = vmm(&["--kernel", k.to_str().unwrap()]);
+    assert_one_line_error(&o, "is not an ELF vmlinux");
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn zero_memory_and_zero_vcpus() {
+    let k = temp_file("elf0", &tiny_elf());
+    let k = k.to_str().unwrap();
+    assert_one_line_error(
+        &vmm(&["--kernel", k, "--mem-mib", "0"]),
+        "0 MiB is too small",
+    );
+    assert_one_line_error(&vmm(&["--kernel", k, "--vcpus", "0"]), "at least 1 vCPU");
+    assert_one_line_error(&vmm(&["--kernel", k, "--vcpus", "255"]), "at most 254");
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn initrd_larger_than_memory() {
+    let k = temp_file("elf1", &tiny_elf());
+    let i = temp_file("initrd", &vec![0u8; 33 << 20]);
+    let o = vmm(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--initrd",
+        i.to_str().unwrap(),
+        "--mem-mib",
+        "32",
+    ]);
+    assert_one_line_error(&o, "larger than guest memory");
+    std::fs::remove_file(k).unwrap();
+    std::fs::remove_file(i).unwrap();
+}
+
+#[test]
+fn kernel_needs_more_memory() {
+    let k = temp_file("elf2", &tiny_elf());
+    let o = vmm(&["--kernel", k.to_str().unwrap(), "--mem-mib", "16"]);
+    assert_one_line_error(&o, "needs at least 17 MiB of guest memory");
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn bad_console_is_a_usage_error() {
+    let o = vmm(&["--kernel", "/x", "--console", "tty"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("expected stdout, none or file:PATH"));
+}
+
+#[test]
+fn help_documents_exit_status() {
+    let o = vmm(&["--help"]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Exit status:"));
+    assert!(out.contains("143 stopped by SIGTERM"));
+}
