@@ -92,7 +92,7 @@ pub enum ConfigError {
     NoVcpus,
     /// `vcpus` above what the VMM supports.
     #[error("{0} vCPUs requested but at most {MAX_VCPUS} are supported")]
-    TooManyVcpus(u8),
+    TooManyVcpus(u32),
     /// Empty kernel path.
     #[error("no kernel given")]
     NoKernel,
@@ -130,7 +130,7 @@ impl VmConfig {
             return Err(ConfigError::NoVcpus);
         }
         if self.vcpus > MAX_VCPUS {
-            return Err(ConfigError::TooManyVcpus(self.vcpus));
+            return Err(ConfigError::TooManyVcpus(u32::from(self.vcpus)));
         }
         if !self.cmdline.bytes().all(|b| (0x20..0x7f).contains(&b)) {
             return Err(ConfigError::BadCmdline);

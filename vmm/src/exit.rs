@@ -9,12 +9,15 @@ use std::time::Duration;
 /// Why the VM stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExitReason {
-    /// The guest powered off (KVM_SYSTEM_EVENT_SHUTDOWN, or a halted vCPU without an in-kernel
-    /// LAPIC). Exit status 0.
+    /// The guest powered off: the agent's request on the power port, KVM_SYSTEM_EVENT_SHUTDOWN,
+    /// or a halted vCPU without an in-kernel LAPIC. Exit status 0.
     PowerOff,
-    /// The guest asked for a reboot (i8042 reset or KVM_SYSTEM_EVENT_RESET). Without ACPI an
-    /// x86 guest cannot power off, so this is how the guest ends the VM: exit status 0.
+    /// The guest asked for a reboot on the power port. Exit status 3.
     Reboot,
+    /// The guest reset without asking on the power port first (i8042 reset or
+    /// KVM_SYSTEM_EVENT_RESET): with `panic=-1` that is how a kernel panic ends, e.g. when the
+    /// agent (PID 1) dies. Exit status 2.
+    Reset,
     /// The guest triple-faulted (KVM_EXIT_SHUTDOWN). Exit status 2.
     TripleFault,
     /// The guest reported a crash (KVM_SYSTEM_EVENT_CRASH). Exit status 2.
@@ -31,8 +34,9 @@ impl ExitReason {
     /// Process exit status for this reason, as documented in `sandpod-vmm --help`.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ExitReason::PowerOff | ExitReason::Reboot | ExitReason::Stopped => 0,
-            ExitReason::TripleFault | ExitReason::GuestCrash => 2,
+            ExitReason::PowerOff | ExitReason::Stopped => 0,
+            ExitReason::Reboot => 3,
+            ExitReason::Reset | ExitReason::TripleFault | ExitReason::GuestCrash => 2,
             ExitReason::Signal(sig) => 128 + sig,
             ExitReason::Error(_) => 1,
         }
@@ -44,6 +48,7 @@ impl fmt::Display for ExitReason {
         match self {
             ExitReason::PowerOff => write!(f, "guest powered off"),
             ExitReason::Reboot => write!(f, "guest requested a reboot"),
+            ExitReason::Reset => write!(f, "guest reset without a request (kernel panic?)"),
             ExitReason::TripleFault => write!(f, "guest triple fault (KVM shutdown exit)"),
             ExitReason::GuestCrash => write!(f, "guest crashed"),
             ExitReason::Signal(s) => write!(f, "stopped by signal {s}"),
@@ -140,7 +145,8 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        assert_eq!(ExitReason::Reboot.exit_code(), 0);
+        assert_eq!(ExitReason::Reboot.exit_code(), 3);
+        assert_eq!(ExitReason::Reset.exit_code(), 2);
         assert_eq!(ExitReason::PowerOff.exit_code(), 0);
         assert_eq!(ExitReason::TripleFault.exit_code(), 2);
         assert_eq!(ExitReason::GuestCrash.exit_code(), 2);

@@ -5,16 +5,16 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use sandpod_vmm::config::{DEFAULT_CMDLINE, DEFAULT_MEM_MIB};
+use sandpod_vmm::config::{ConfigError, DEFAULT_CMDLINE, DEFAULT_MEM_MIB};
 use sandpod_vmm::{ConsoleConfig, ExitReason, VmConfig, Vmm};
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
-  0    the guest rebooted (how a guest without ACPI ends the VM) or powered off; a guest
-       kernel panic with panic=-1 reboots too, so it also ends with 0
+  0    the guest powered off (the agent's request on the power port, I/O port 0x600)
   1    VMM error: bad input, KVM unavailable, KVM internal error
-  2    the guest crashed or triple-faulted
-  2    invalid command-line usage (from the argument parser)
+  2    the guest reset without a request (a kernel panic with panic=-1, e.g. the agent died),
+       crashed or triple-faulted; also invalid command-line usage (from the argument parser)
+  3    the guest asked for a reboot (on the power port)
   130  stopped by SIGINT; 143 stopped by SIGTERM
 
 Logs go to stderr (RUST_LOG=debug for more); the guest's ttyS0 goes to --console.";
@@ -37,7 +37,7 @@ struct Cli {
     mem_mib: u32,
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1)]
-    vcpus: u8,
+    vcpus: u32,
     /// Guest serial console: stdout, file:PATH or none.
     #[arg(long, value_name = "DEST", default_value = "stdout")]
     console: ConsoleConfig,
@@ -49,7 +49,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitReason> {
         initrd: cli.initrd,
         cmdline: cli.cmdline,
         mem_mib: cli.mem_mib,
-        vcpus: cli.vcpus,
+        vcpus: u8::try_from(cli.vcpus).map_err(|_| ConfigError::TooManyVcpus(cli.vcpus))?,
         console: cli.console,
     };
     // Block SIGINT/SIGTERM in every thread (vCPU threads inherit the mask); a dedicated thread

@@ -13,6 +13,7 @@ use crate::devices::bus::lock;
 use crate::devices::legacy::i8042::{I8042, I8042_KBD_IRQ, I8042_LEN, I8042_PORT};
 use crate::devices::legacy::serial::{console_output, COM1_IRQ, COM1_LEN, COM1_PORT};
 use crate::devices::legacy::{EventFdTrigger, SerialDevice};
+use crate::devices::power_port::{PowerPort, POWER_PORT, POWER_PORT_LEN};
 use crate::devices::Bus;
 use crate::error::{Error, Result};
 use crate::exit::{ExitReason, ExitState};
@@ -201,13 +202,21 @@ fn create_devices(
         .map_err(bus_err("serial port"))?;
 
     let kbd_evt = irq_eventfd(vm, I8042_KBD_IRQ, "i8042 IRQ")?;
+    let reset_exit = exit.clone();
     let i8042 = I8042::new(
         Box::new(move || {
-            exit.request(ExitReason::Reboot);
+            reset_exit.request(ExitReason::Reset);
         }),
         Some(kbd_evt),
     );
     pio.insert(Arc::new(Mutex::new(i8042)), I8042_PORT, I8042_LEN)
         .map_err(bus_err("i8042"))?;
+
+    pio.insert(
+        Arc::new(Mutex::new(PowerPort::new(exit))),
+        POWER_PORT,
+        POWER_PORT_LEN,
+    )
+    .map_err(bus_err("power port"))?;
     Ok((pio, serial))
 }

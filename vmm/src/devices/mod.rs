@@ -2,5 +2,6 @@
 
 pub mod bus;
 pub mod legacy;
+pub mod power_port;
 
 pub use bus::{Bus, BusDevice, BusError};

@@ -207,7 +207,7 @@ fn handle_exit(run_exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Option<ExitReas
         VcpuExit::Shutdown => Some(ExitReason::TripleFault),
         VcpuExit::SystemEvent(kind, _) => Some(match kind {
             KVM_SYSTEM_EVENT_SHUTDOWN => ExitReason::PowerOff,
-            KVM_SYSTEM_EVENT_RESET => ExitReason::Reboot,
+            KVM_SYSTEM_EVENT_RESET => ExitReason::Reset,
             KVM_SYSTEM_EVENT_CRASH => ExitReason::GuestCrash,
             other => ExitReason::Error(format!("unexpected KVM system event {other}")),
         }),
@@ -266,7 +266,7 @@ mod tests {
                 &pio,
                 &mmio
             ),
-            Some(ExitReason::Reboot)
+            Some(ExitReason::Reset)
         );
         assert_eq!(
             handle_exit(
