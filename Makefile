@@ -18,7 +18,7 @@ deps:
 build:
 	$(CARGO) build --release --workspace --exclude sandpod-agent
 	@mkdir -p $(BIN_DIR)
-	@cp target/release/sandpod-vmm target/release/sandpod target/release/containerd-shim-kata-v2 \
+	@cp target/release/sandpod-vmm target/release/sandpod target/release/containerd-shim-kata-v2 target/release/sandpod-agentctl \
 	    target/release/sandpod-testhost $(BIN_DIR)/
 
 agent:
