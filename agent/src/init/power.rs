@@ -19,6 +19,11 @@ pub const REQUEST_REBOOT: u8 = 1;
 
 fn end_vm(request: u8) -> anyhow::Result<()> {
     nix::unistd::sync();
+    // The VMM ends the VM the moment it sees the request: first let the console's transmit
+    // buffer drain, or the last lines printed would be lost. Not a terminal: nothing to drain.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let _ = nix::sys::termios::tcdrain(std::io::stdout());
+    let _ = nix::sys::termios::tcdrain(std::io::stderr());
     if let Ok(port) = OpenOptions::new().write(true).open("/dev/port") {
         // Best effort: without the port (another VMM) the reboot below still ends the VM.
         let _ = port.write_at(&[request], POWER_PORT);
