@@ -191,6 +191,8 @@ impl MmioTransport {
     }
 
     fn write_status(&mut self, v: u32) {
+        // NEEDS_RESET is the device's to set, not the driver's.
+        let v = v & !STATUS_DEVICE_NEEDS_RESET;
         if v == 0 {
             self.reset();
             return;
@@ -291,6 +293,10 @@ impl BusDevice for MmioTransport {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "mmio_tests.rs"]
+mod tests;
 
 impl Drop for MmioTransport {
     fn drop(&mut self) {

@@ -3,6 +3,7 @@
 //! rx queue.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -163,5 +164,3 @@ impl Worker {
         Ok(())
     }
 }
-
-use std::os::fd::AsRawFd;
