@@ -51,6 +51,28 @@ if [ -x "$dir/bin/sandpod-agentctl" ]; then
   n=0; for k in 1 2 3 4 5 6 7 8; do ($ctl exec -- echo "c$k" >"$work/par.$k" 2>&1 &); done
   sleep 0.2; while [ $n -lt 100 ] && [ "$(cat "$work"/par.* 2>/dev/null | grep -c '^c')" -lt 8 ]; do sleep 0.1; n=$((n + 1)); done
   check eight-concurrent-execs test "$(cat "$work"/par.* | grep -c '^c')" = 8
+
+  # Back-pressure both ways, and no busy polling: the device thread's CPU time (utime+stime
+  # ticks) while idle and while a transfer is stalled on a reader that does not read.
+  vsock_ticks() {
+    for t in /proc/"$vmm"/task/*; do
+      [ "$(cat "$t/comm")" = vsock ] && awk '{print $14 + $15}' "$t/stat"
+    done
+  }
+  t0=$(vsock_ticks); sleep 2; t1=$(vsock_ticks)
+  echo "vsock thread CPU while idle for 2 s: $((t1 - t0)) ticks"
+  check idle-no-busy-poll test $((t1 - t0)) -le 5
+  ($ctl exec -- sh -c 'head -c 20000000 /dev/zero' 2>/dev/null | (sleep 8; cat) | wc -c >"$work/bp1") &
+  bp=$!
+  sleep 3; t0=$(vsock_ticks); sleep 4; t1=$(vsock_ticks)
+  echo "vsock thread CPU during 4 s of a stalled guest-to-host transfer: $((t1 - t0)) ticks"
+  check stalled-no-busy-poll test $((t1 - t0)) -le 5
+  wait $bp
+  echo "guest to host, 20 MB to a reader that starts after 8 s: $(cat "$work/bp1") bytes"
+  check guest-to-host-20m-after-stall test "$(cat "$work/bp1")" = 20000000
+  out=$(head -c 20000000 /dev/zero | $ctl exec -- sh -c 'sleep 4; cat' 2>/dev/null | wc -c)
+  echo "host to guest, 20 MB to a guest reader that starts after 4 s, echoed back: $out bytes"
+  check host-to-guest-20m-after-stall test "$out" = 20000000
 else
   echo "sandpod-agentctl not built: host-to-guest checks skipped"
 fi

@@ -9,11 +9,14 @@
 //! (`peer_buf_alloc - (tx_cnt - peer_fwd_cnt)`).
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::Shutdown;
 use std::num::Wrapping;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
+
+use nix::sys::socket::{send, MsgFlags};
 
 use super::packet::*;
 
@@ -220,7 +223,9 @@ impl Connection {
     pub fn flush(&mut self) -> io::Result<Action> {
         while !self.to_host.is_empty() {
             let (front, _) = self.to_host.as_slices();
-            match self.stream.write(front) {
+            // MSG_NOSIGNAL: a closed host socket is an EPIPE error, never a SIGPIPE.
+            let sent = send(self.stream.as_raw_fd(), front, MsgFlags::MSG_NOSIGNAL);
+            match sent.map_err(io::Error::from) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.to_host.drain(..n);

@@ -1,4 +1,5 @@
 use super::*;
+use std::io::Write;
 
 fn pair() -> (UnixStream, UnixStream) {
     let (a, b) = UnixStream::pair().unwrap();
