@@ -54,7 +54,12 @@ pub struct Muxer {
     control: VecDeque<(Key, u16, u32)>,
     rx_ready: VecDeque<Key>,
     next_port: u32,
+    /// Set while accepting is paused after an accept error (e.g. out of fds).
+    listener_paused_until: Option<Instant>,
 }
+
+/// How long accepting pauses after an accept error (instead of spinning on it).
+pub const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Muxer {
     /// A muxer accepting host clients on `listener` (non-blocking).
@@ -77,6 +82,7 @@ impl Muxer {
             control: VecDeque::new(),
             rx_ready: VecDeque::new(),
             next_port: EPHEMERAL_PORT_START,
+            listener_paused_until: None,
         })
     }
 
@@ -99,7 +105,8 @@ impl Muxer {
     pub fn timeout_ms(&self) -> i32 {
         let pending = self.pending.values().map(|p| p.deadline);
         let conns = self.conns.values().filter_map(|e| e.conn.deadline);
-        match pending.chain(conns).min() {
+        let all = pending.chain(conns).chain(self.listener_paused_until);
+        match all.min() {
             None => -1,
             Some(d) => {
                 let ms = d.saturating_duration_since(Instant::now()).as_millis();
@@ -108,8 +115,16 @@ impl Muxer {
         }
     }
 
-    /// Drops handshakes past their deadline.
+    /// Drops handshakes past their deadline; resumes accepting after a pause.
     pub fn expire(&mut self, now: Instant) {
+        if self.listener_paused_until.is_some_and(|t| t <= now) {
+            self.listener_paused_until = None;
+            let ev = EpollEvent::new(EventSet::IN, TOKEN_LISTENER);
+            let fd = self.listener.as_raw_fd();
+            if let Err(e) = self.epoll.ctl(ControlOperation::Add, fd, ev) {
+                tracing::warn!("vsock: cannot watch the listener again: {e}");
+            }
+        }
         let expired: Vec<RawFd> = self
             .pending
             .iter()

@@ -61,8 +61,14 @@ impl Muxer {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // E.g. EMFILE: keep the VMM alive; epoll wakes us again.
-                    tracing::warn!("vsock: accept failed: {e}");
+                    // E.g. EMFILE: keep the VMM alive, and pause accepting for a moment
+                    // rather than spin on a listener that stays readable.
+                    tracing::warn!("vsock: accept failed: {e}; pausing new host connections");
+                    let fd = self.listener.as_raw_fd();
+                    let _ = self
+                        .epoll
+                        .ctl(ControlOperation::Delete, fd, EpollEvent::default());
+                    self.listener_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
                     return;
                 }
             }
