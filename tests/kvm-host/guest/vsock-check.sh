@@ -77,10 +77,44 @@ else
   echo "sandpod-agentctl not built: host-to-guest checks skipped"
 fi
 
+# Host-initiated edge cases with a raw client: a guest port nobody listens on (the guest answers
+# RST: the client is closed) and a bad CONNECT line (closed at once).
+raw() {
+  perl -MIO::Socket::UNIX -e '
+    alarm 15;
+    my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $ARGV[0]) or die "connect: $!";
+    print $s $ARGV[1] . "\n"; my $r = ""; $s->recv($r, 64); print $r eq "" ? "closed\n" : $r;' "$uds" "$1"
+}
+out=$(raw "CONNECT 9999"); echo "raw CONNECT 9999 (no guest listener): $out"
+check refused-port-closes-client test "$out" = closed
+out=$(raw "HELLO"); echo "raw HELLO: $out"
+check bad-line-closes-client test "$out" = closed
+
 kill -TERM "$vmm"; wait "$vmm"; rc=$?
 echo "sandpod-vmm exited $rc (143 = SIGTERM)"
 check vmm-sigterm test "$rc" = 143
 check uds-removed test ! -e "$uds"
+# A live socket is not taken over; a stale one (its VMM was SIGKILLed) is replaced, and a guest
+# power-off removes it.
+uds2=$work/w.sock
+boot2() { # exec: in a background or ( ) subshell, so that $! is the VMM itself
+  exec "$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs.cpio" \
+    --vsock-uds "$uds2" --console none --cmdline "console=ttyS0 reboot=k panic=-1 quiet sandpod.after_ready=$1" </dev/null
+}
+boot2 serve 2>/dev/null &
+vmm2=$!
+i=0; while [ $i -lt 100 ] && [ ! -S "$uds2" ]; do sleep 0.1; i=$((i + 1)); done
+out=$(boot2 serve 2>&1); rc=$?
+echo "second VMM on a live socket: exit $rc: $out"
+check live-socket-refused test "$rc" = 1
+kill -KILL "$vmm2"; wait "$vmm2" 2>/dev/null
+check stale-socket-left-by-sigkill test -S "$uds2"
+(boot2 poweroff 2>"$work/vmm2.err"); rc=$?
+echo "VMM on the stale socket, guest powers off: exit $rc"
+[ "$rc" = 0 ] || cat "$work/vmm2.err"
+check stale-socket-replaced test "$rc" = 0
+check uds-removed-on-poweroff test ! -e "$uds2"
+
 if grep -qi "panicked\|error" "$work/vmm.err"; then echo "vmm stderr:"; cat "$work/vmm.err"; fi
 grep -i "virtio\|vsock" "$work/console.txt" | head -5
 kill "$logger" 2>/dev/null
