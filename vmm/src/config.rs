@@ -76,6 +76,24 @@ pub struct VmConfig {
     /// Serial console destination.
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// virtio-vsock device with hybrid vsock on Unix sockets.
+    #[serde(default)]
+    pub vsock: Option<VsockConfig>,
+}
+
+/// Default guest CID.
+pub const DEFAULT_GUEST_CID: u32 = 3;
+/// Longest hybrid vsock socket path: `<path>_<port>` must fit a Unix socket address.
+pub const MAX_UDS_PATH: usize = 96;
+
+/// A virtio-vsock device. Host clients connect to `uds_path` (and send `CONNECT <port>\n`);
+/// guest connections to host port P go to the Unix socket `<uds_path>_<P>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VsockConfig {
+    /// The guest's CID (3 or more).
+    pub guest_cid: u32,
+    /// The listening socket's path.
+    pub uds_path: PathBuf,
 }
 
 /// An invalid [`VmConfig`].
@@ -99,6 +117,12 @@ pub enum ConfigError {
     /// Command line with a NUL byte or non-ASCII characters.
     #[error("the kernel command line must be printable ASCII without NUL bytes")]
     BadCmdline,
+    /// Reserved guest CID (0, 1, 2 or u32::MAX).
+    #[error("vsock guest CID {0} is reserved: use 3 or more (below 4294967295)")]
+    BadGuestCid(u32),
+    /// Empty or too long vsock socket path.
+    #[error("vsock socket path must be non-empty and at most {MAX_UDS_PATH} bytes")]
+    BadUdsPath,
 }
 
 impl VmConfig {
@@ -111,6 +135,7 @@ impl VmConfig {
             mem_mib: DEFAULT_MEM_MIB,
             vcpus: 1,
             console: ConsoleConfig::Stdout,
+            vsock: None,
         }
     }
 
@@ -134,6 +159,15 @@ impl VmConfig {
         }
         if !self.cmdline.bytes().all(|b| (0x20..0x7f).contains(&b)) {
             return Err(ConfigError::BadCmdline);
+        }
+        if let Some(v) = &self.vsock {
+            if v.guest_cid < 3 || v.guest_cid == u32::MAX {
+                return Err(ConfigError::BadGuestCid(v.guest_cid));
+            }
+            let len = v.uds_path.as_os_str().len();
+            if len == 0 || len > MAX_UDS_PATH {
+                return Err(ConfigError::BadUdsPath);
+            }
         }
         Ok(())
     }
@@ -174,6 +208,31 @@ mod tests {
         assert_eq!(c.validate(), Err(ConfigError::BadCmdline));
         let c = VmConfig::new("");
         assert_eq!(c.validate(), Err(ConfigError::NoKernel));
+    }
+
+    #[test]
+    fn vsock_config() {
+        let mut c = VmConfig::new("/k");
+        c.vsock = Some(VsockConfig {
+            guest_cid: DEFAULT_GUEST_CID,
+            uds_path: "/run/v.sock".into(),
+        });
+        assert_eq!(c.validate(), Ok(()));
+        let s = serde_json::to_string(&c).unwrap();
+        assert!(s.contains("\"guest_cid\":3"));
+        assert_eq!(serde_json::from_str::<VmConfig>(&s).unwrap(), c);
+        for cid in [0, 1, 2, u32::MAX] {
+            c.vsock.as_mut().unwrap().guest_cid = cid;
+            assert_eq!(c.validate(), Err(ConfigError::BadGuestCid(cid)));
+        }
+        c.vsock = Some(VsockConfig {
+            guest_cid: 3,
+            uds_path: "x".repeat(MAX_UDS_PATH + 1).into(),
+        });
+        assert_eq!(c.validate(), Err(ConfigError::BadUdsPath));
+        // Older configurations without the field still parse.
+        let old = r#"{"kernel":"/k","initrd":null,"cmdline":"x","mem_mib":128,"vcpus":1}"#;
+        assert_eq!(serde_json::from_str::<VmConfig>(old).unwrap().vsock, None);
     }
 
     #[test]

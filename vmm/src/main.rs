@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use sandpod_vmm::config::{ConfigError, DEFAULT_CMDLINE, DEFAULT_MEM_MIB};
-use sandpod_vmm::{ConsoleConfig, ExitReason, VmConfig, Vmm};
+use sandpod_vmm::config::{ConfigError, DEFAULT_CMDLINE, DEFAULT_GUEST_CID, DEFAULT_MEM_MIB};
+use sandpod_vmm::{ConsoleConfig, ExitReason, VmConfig, Vmm, VsockConfig};
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
@@ -41,6 +41,13 @@ struct Cli {
     /// Guest serial console: stdout, file:PATH or none.
     #[arg(long, value_name = "DEST", default_value = "stdout")]
     console: ConsoleConfig,
+    /// Add a virtio-vsock device: host clients connect to this Unix socket and send
+    /// `CONNECT <port>\n`; guest connections to host port P go to the socket `PATH_P`.
+    #[arg(long, value_name = "PATH")]
+    vsock_uds: Option<PathBuf>,
+    /// The guest's vsock CID (with --vsock-uds).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_GUEST_CID, requires = "vsock_uds")]
+    vsock_cid: u32,
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitReason> {
@@ -51,6 +58,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitReason> {
         mem_mib: cli.mem_mib,
         vcpus: u8::try_from(cli.vcpus).map_err(|_| ConfigError::TooManyVcpus(cli.vcpus))?,
         console: cli.console,
+        vsock: cli.vsock_uds.map(|uds_path| VsockConfig {
+            guest_cid: cli.vsock_cid,
+            uds_path,
+        }),
     };
     // Block SIGINT/SIGTERM in every thread (vCPU threads inherit the mask); a dedicated thread
     // waits for them and stops the VM cleanly.

@@ -14,6 +14,9 @@ use crate::devices::legacy::i8042::{I8042, I8042_KBD_IRQ, I8042_LEN, I8042_PORT}
 use crate::devices::legacy::serial::{console_output, COM1_IRQ, COM1_LEN, COM1_PORT};
 use crate::devices::legacy::{EventFdTrigger, SerialDevice};
 use crate::devices::power_port::{PowerPort, POWER_PORT, POWER_PORT_LEN};
+use crate::devices::virtio::vsock::unix::{bind_listener, UdsCleanup};
+use crate::devices::virtio::vsock::Vsock;
+use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice, MMIO_SIZE};
 use crate::devices::Bus;
 use crate::error::{Error, Result};
 use crate::exit::{ExitReason, ExitState};
@@ -22,6 +25,13 @@ use crate::kvm::memory::{create_guest_memory, register_guest_memory, GuestMem};
 use crate::kvm::vcpu::{configure_vcpu, create_vcpu, install_kick_handler, kick_signal, run_vcpu};
 use crate::kvm::vm::{create_vm, Vm};
 use crate::loader::{load_guest, open_boot_files};
+
+/// Where virtio-mmio devices go: 4 KiB windows from here, in the 32-bit MMIO gap.
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+/// First virtio IRQ (GSI); 4 is COM1, 1 the i8042.
+pub const VIRTIO_FIRST_IRQ: u32 = 5;
+/// QueueNotify offset in a virtio-mmio window.
+const QUEUE_NOTIFY: u64 = crate::devices::virtio::mmio::QUEUE_NOTIFY;
 
 /// How long to keep kicking vCPU threads before giving up on joining them.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,6 +43,7 @@ pub struct Vmm {
     serial: Arc<Mutex<SerialDevice>>,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
+    _uds: Option<UdsCleanup>,
     exit: Arc<ExitState>,
     _vm: Vm,
     _kvm: Kvm,
@@ -50,9 +61,34 @@ impl std::fmt::Debug for Vmm {
 impl Vmm {
     /// Checks the configuration and the input files, then creates and sets up the VM. Input
     /// errors are reported before KVM is touched.
-    pub fn new(config: VmConfig) -> Result<Vmm> {
+    pub fn new(mut config: VmConfig) -> Result<Vmm> {
         config.validate()?;
         let files = open_boot_files(&config)?;
+        let vsock = match &config.vsock {
+            Some(v) => {
+                let (listener, cleanup) =
+                    bind_listener(&v.uds_path).map_err(|source| Error::Device {
+                        what: "the vsock socket",
+                        source: std::io::Error::new(
+                            source.kind(),
+                            format!("{}: {source}", v.uds_path.display()),
+                        ),
+                    })?;
+                let dev = Vsock::new(v.guest_cid, v.uds_path.clone(), listener);
+                Some((Box::new(dev) as Box<dyn VirtioDevice>, cleanup))
+            }
+            None => None,
+        };
+        let (virtio, uds) = match vsock {
+            Some((dev, cleanup)) => (vec![dev], Some(cleanup)),
+            None => (Vec::new(), None),
+        };
+        for (i, _) in virtio.iter().enumerate() {
+            let (base, irq) = virtio_slot(i);
+            config
+                .cmdline
+                .push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{irq}"));
+        }
         let console = console_output(&config.console).map_err(|source| Error::Console {
             path: match &config.console {
                 ConsoleConfig::File(p) => p.clone(),
@@ -69,6 +105,7 @@ impl Vmm {
 
         let exit = Arc::new(ExitState::new());
         let (pio, serial) = create_devices(&vm, console, exit.clone())?;
+        let mmio = create_virtio_devices(&vm, &mem, virtio)?;
 
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
         for index in 0..config.vcpus {
@@ -97,7 +134,8 @@ impl Vmm {
             vcpus,
             serial,
             pio: Arc::new(pio),
-            mmio: Arc::new(Bus::new("mmio")),
+            mmio: Arc::new(mmio),
+            _uds: uds,
             exit,
             _vm: vm,
             _kvm: kvm,
@@ -178,6 +216,49 @@ fn irq_eventfd(vm: &Vm, gsi: u32, what: &'static str) -> Result<EventFd> {
         source: e.into(),
     })?;
     Ok(evt)
+}
+
+/// MMIO base and IRQ of the `index`th virtio device.
+fn virtio_slot(index: usize) -> (u64, u32) {
+    (
+        VIRTIO_MMIO_BASE + index as u64 * MMIO_SIZE,
+        VIRTIO_FIRST_IRQ + index as u32,
+    )
+}
+
+/// Puts each device behind a virtio-mmio transport on a new MMIO bus, with an irqfd for its
+/// interrupt and an ioeventfd per queue on QueueNotify (datamatch = queue index).
+fn create_virtio_devices(
+    vm: &Vm,
+    mem: &GuestMem,
+    devices: Vec<Box<dyn VirtioDevice>>,
+) -> Result<Bus> {
+    let mut mmio = Bus::new("mmio");
+    let what = "virtio-mmio device";
+    let err = |e: kvm_ioctls::Error| Error::Device {
+        what,
+        source: e.into(),
+    };
+    for (i, dev) in devices.into_iter().enumerate() {
+        let (base, irq) = virtio_slot(i);
+        let interrupt = Arc::new(Interrupt::new(irq_eventfd(vm, irq, what)?));
+        let mut queue_evts = Vec::new();
+        for q in 0..dev.queue_max_sizes().len() {
+            let evt = EventFd::new(libc::EFD_NONBLOCK)
+                .map_err(|source| Error::Device { what, source })?;
+            let addr = kvm_ioctls::IoEventAddress::Mmio(base + QUEUE_NOTIFY);
+            vm.fd.register_ioevent(&evt, &addr, q as u32).map_err(err)?;
+            queue_evts.push(evt);
+        }
+        let transport = MmioTransport::new(dev, mem.clone(), interrupt, queue_evts);
+        mmio.insert(Arc::new(Mutex::new(transport)), base, MMIO_SIZE)
+            .map_err(|e| Error::Device {
+                what,
+                source: std::io::Error::other(e),
+            })?;
+        tracing::debug!("virtio-mmio device {i} at {base:#x}, IRQ {irq}");
+    }
+    Ok(mmio)
 }
 
 fn create_devices(

@@ -120,3 +120,37 @@ fn help_documents_exit_status() {
     assert!(out.contains("Exit status:"));
     assert!(out.contains("143 stopped by SIGTERM"));
 }
+
+#[test]
+fn bad_vsock_options() {
+    let k = temp_file("elf3", &tiny_elf());
+    let k = k.to_str().unwrap();
+    let sock = std::env::temp_dir().join(format!("sandpod-cli-{}-v.sock", std::process::id()));
+    let sock_s = sock.to_str().unwrap();
+    assert_one_line_error(
+        &vmm(&["--kernel", k, "--vsock-uds", sock_s, "--vsock-cid", "2"]),
+        "guest CID 2 is reserved",
+    );
+    // A file that is not a socket is neither used nor removed.
+    let f = temp_file("notsock", b"keep");
+    assert_one_line_error(
+        &vmm(&["--kernel", k, "--vsock-uds", f.to_str().unwrap()]),
+        "is not a socket",
+    );
+    assert_eq!(std::fs::read(&f).unwrap(), b"keep");
+    // A socket somebody listens on is not taken over.
+    let _live = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    assert_one_line_error(
+        &vmm(&["--kernel", k, "--vsock-uds", sock_s]),
+        "another process is listening",
+    );
+    assert!(sock.exists());
+    // --vsock-cid needs --vsock-uds: a usage error.
+    assert_eq!(
+        vmm(&["--kernel", k, "--vsock-cid", "5"]).status.code(),
+        Some(2)
+    );
+    for p in [PathBuf::from(k), f, sock] {
+        std::fs::remove_file(p).unwrap();
+    }
+}

@@ -1,0 +1,235 @@
+use std::sync::Mutex;
+
+use super::*;
+use crate::devices::virtio::device::{read_config_bytes, ActivateError};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+#[derive(Default)]
+struct Log {
+    activations: Vec<(u64, Vec<u16>)>,
+    resets: usize,
+}
+
+struct Dummy(Arc<Mutex<Log>>);
+
+impl VirtioDevice for Dummy {
+    fn device_type(&self) -> u32 {
+        TYPE_VSOCK
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[256, 256]
+    }
+    fn device_features(&self) -> u64 {
+        1 << 3
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&0x1122_3344_5566_7788u64.to_le_bytes(), offset, data);
+    }
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    fn activate(&mut self, features: u64, a: Activation) -> Result<(), ActivateError> {
+        use virtio_queue::QueueT;
+        let sizes = a.queues.iter().map(|q| q.size()).collect();
+        self.0.lock().unwrap().activations.push((features, sizes));
+        Ok(())
+    }
+    fn reset(&mut self) {
+        self.0.lock().unwrap().resets += 1;
+    }
+}
+
+struct Fixture {
+    t: MmioTransport,
+    log: Arc<Mutex<Log>>,
+    irq: EventFd,
+    notify: Vec<EventFd>,
+}
+
+fn fixture() -> Fixture {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let notify: Vec<EventFd> = (0..2)
+        .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
+        .collect();
+    let t = MmioTransport::new(
+        Box::new(Dummy(log.clone())),
+        mem,
+        Arc::new(Interrupt::new(irq.try_clone().unwrap())),
+        notify.iter().map(|e| e.try_clone().unwrap()).collect(),
+    );
+    Fixture {
+        t,
+        log,
+        irq,
+        notify,
+    }
+}
+
+fn rd(t: &mut MmioTransport, off: u64) -> u32 {
+    let mut b = [0u8; 4];
+    t.read(off, &mut b);
+    u32::from_le_bytes(b)
+}
+
+fn wr(t: &mut MmioTransport, off: u64, v: u32) {
+    t.write(off, &v.to_le_bytes());
+}
+
+/// What Linux's virtio_mmio driver does, up to FEATURES_OK.
+fn negotiate(t: &mut MmioTransport, features_hi: u32) {
+    wr(t, 0x70, 0);
+    wr(t, 0x70, STATUS_ACKNOWLEDGE);
+    wr(t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    wr(t, 0x24, 1);
+    wr(t, 0x20, features_hi);
+    wr(t, 0x24, 0);
+    wr(t, 0x20, 0);
+    wr(
+        t,
+        0x70,
+        STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+    );
+}
+
+fn setup_queue(t: &mut MmioTransport, index: u32, size: u32) {
+    let base = 0x1000 * (index as u64 + 1) * 4;
+    wr(t, 0x30, index);
+    assert_eq!(rd(t, 0x44), 0);
+    assert_eq!(rd(t, 0x34), 256);
+    wr(t, 0x38, size);
+    wr(t, 0x80, base as u32);
+    wr(t, 0x84, 0);
+    wr(t, 0x90, (base + 0x1000) as u32);
+    wr(t, 0x94, 0);
+    wr(t, 0xa0, (base + 0x2000) as u32);
+    wr(t, 0xa4, 0);
+    wr(t, 0x44, 1);
+    assert_eq!(rd(t, 0x44), 1);
+}
+
+const DRIVER_OK_ALL: u32 =
+    STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK;
+
+#[test]
+fn identification_registers() {
+    let mut f = fixture();
+    assert_eq!(rd(&mut f.t, 0x00), 0x7472_6976);
+    assert_eq!(rd(&mut f.t, 0x04), 2);
+    assert_eq!(rd(&mut f.t, 0x08), 19);
+    assert_eq!(rd(&mut f.t, 0x0c), VENDOR_ID);
+    wr(&mut f.t, 0x14, 0);
+    assert_eq!(rd(&mut f.t, 0x10), 1 << 3);
+    wr(&mut f.t, 0x14, 1);
+    assert_eq!(rd(&mut f.t, 0x10), 1); // VIRTIO_F_VERSION_1
+    wr(&mut f.t, 0x14, 2);
+    assert_eq!(rd(&mut f.t, 0x10), 0);
+    // Non-32-bit register accesses read zero.
+    let mut b = [0xffu8; 2];
+    f.t.read(0, &mut b);
+    assert_eq!(b, [0, 0]);
+    // Config space: any width.
+    let mut b = [0u8; 8];
+    f.t.read(0x100, &mut b);
+    assert_eq!(u64::from_le_bytes(b), 0x1122_3344_5566_7788);
+    assert_eq!(rd(&mut f.t, 0x104), 0x1122_3344);
+    assert_eq!(rd(&mut f.t, 0xfc), 0);
+    assert_eq!(rd(&mut f.t, 0xb0), u32::MAX);
+}
+
+#[test]
+fn full_negotiation_activates_and_reset_stops() {
+    let mut f = fixture();
+    negotiate(&mut f.t, 1);
+    assert_ne!(rd(&mut f.t, 0x70) & STATUS_FEATURES_OK, 0);
+    setup_queue(&mut f.t, 0, 128);
+    setup_queue(&mut f.t, 1, 256);
+    wr(&mut f.t, 0x70, DRIVER_OK_ALL);
+    assert_eq!(rd(&mut f.t, 0x70), DRIVER_OK_ALL);
+    assert!(f.t.is_activated());
+    assert_eq!(
+        f.log.lock().unwrap().activations,
+        vec![(1u64 << 32, vec![128, 256])]
+    );
+    // Queue registers are frozen after DRIVER_OK.
+    wr(&mut f.t, 0x30, 0);
+    wr(&mut f.t, 0x44, 0);
+    assert_eq!(rd(&mut f.t, 0x44), 1);
+    // Notifications reach the queue's eventfd; bad indices are ignored.
+    wr(&mut f.t, QUEUE_NOTIFY, 1);
+    wr(&mut f.t, QUEUE_NOTIFY, 7);
+    assert_eq!(f.notify[1].read().unwrap(), 1);
+    assert!(f.notify[0].read().is_err());
+    // Interrupt status and ACK.
+    f.t.interrupt.signal_used().unwrap();
+    assert_eq!(f.irq.read().unwrap(), 1);
+    assert_eq!(rd(&mut f.t, 0x60), 1);
+    wr(&mut f.t, 0x64, 1);
+    assert_eq!(rd(&mut f.t, 0x60), 0);
+    // Reset.
+    let resets = f.log.lock().unwrap().resets;
+    wr(&mut f.t, 0x70, 0);
+    assert_eq!(f.log.lock().unwrap().resets, resets + 1);
+    assert_eq!(rd(&mut f.t, 0x70), 0);
+    wr(&mut f.t, 0x30, 0);
+    assert_eq!(rd(&mut f.t, 0x44), 0);
+    assert!(!f.t.is_activated());
+}
+
+#[test]
+fn legacy_or_unknown_features_are_refused() {
+    let mut f = fixture();
+    negotiate(&mut f.t, 0);
+    assert_eq!(rd(&mut f.t, 0x70) & STATUS_FEATURES_OK, 0);
+    // DRIVER_OK without FEATURES_OK does not activate.
+    wr(
+        &mut f.t,
+        0x70,
+        STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_DRIVER_OK,
+    );
+    assert!(!f.t.is_activated());
+    let mut f = fixture();
+    negotiate(&mut f.t, 1 | 2);
+    assert_eq!(rd(&mut f.t, 0x70) & STATUS_FEATURES_OK, 0);
+}
+
+#[test]
+fn bad_queue_config_marks_device_broken() {
+    for (size, desc) in [
+        (100u32, 0x4000u32),
+        (512, 0x4000),
+        (128, 0x4008),
+        (128, 0xffff_f000),
+    ] {
+        let mut f = fixture();
+        negotiate(&mut f.t, 1);
+        setup_queue(&mut f.t, 0, 128);
+        setup_queue(&mut f.t, 1, size);
+        wr(&mut f.t, 0x80, desc);
+        wr(&mut f.t, 0x70, DRIVER_OK_ALL);
+        assert!(!f.t.is_activated(), "size {size} desc {desc:#x}");
+        let status = rd(&mut f.t, 0x70);
+        assert_ne!(status & STATUS_DEVICE_NEEDS_RESET, 0);
+        assert_eq!(rd(&mut f.t, 0x60) & INT_CONFIG, INT_CONFIG);
+        // A reset clears it.
+        wr(&mut f.t, 0x70, 0);
+        assert_eq!(rd(&mut f.t, 0x70), 0);
+    }
+}
+
+#[test]
+fn queue_registers_need_features_ok() {
+    let mut f = fixture();
+    wr(&mut f.t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    wr(&mut f.t, 0x30, 0);
+    wr(&mut f.t, 0x44, 1);
+    assert_eq!(rd(&mut f.t, 0x44), 0);
+    // Unknown queue index: reads zero, writes ignored.
+    negotiate(&mut f.t, 1);
+    wr(&mut f.t, 0x30, 9);
+    assert_eq!(rd(&mut f.t, 0x34), 0);
+    wr(&mut f.t, 0x44, 1);
+    assert_eq!(rd(&mut f.t, 0x44), 0);
+    // Status may not drop bits without a reset.
+    wr(&mut f.t, 0x70, STATUS_ACKNOWLEDGE);
+    assert_ne!(rd(&mut f.t, 0x70) & STATUS_FEATURES_OK, 0);
+}

@@ -1,0 +1,40 @@
+//! Virtio devices over the virtio-mmio transport (modern, version 2 only).
+//!
+//! A device implements [`VirtioDevice`]; [`MmioTransport`] exposes it on the MMIO bus, runs the
+//! driver's status/feature/queue negotiation and hands the configured queues to the device on
+//! DRIVER_OK. Queue notifications arrive on ioeventfds and interrupts leave through an irqfd
+//! ([`Interrupt`]), so the data path never goes through the vCPU threads.
+
+pub mod device;
+pub mod interrupt;
+pub mod mmio;
+pub mod queue;
+pub mod vsock;
+
+pub use device::{ActivateError, Activation, VirtioDevice};
+pub use interrupt::Interrupt;
+pub use mmio::{MmioTransport, MMIO_SIZE};
+
+/// Device status bit: the guest noticed the device.
+pub const STATUS_ACKNOWLEDGE: u32 = 1;
+/// Device status bit: the guest has a driver for it.
+pub const STATUS_DRIVER: u32 = 2;
+/// Device status bit: the driver is ready.
+pub const STATUS_DRIVER_OK: u32 = 4;
+/// Device status bit: feature negotiation is complete.
+pub const STATUS_FEATURES_OK: u32 = 8;
+/// Device status bit: the device hit an error and needs a reset.
+pub const STATUS_DEVICE_NEEDS_RESET: u32 = 0x40;
+/// Device status bit: the driver gave up on the device.
+pub const STATUS_FAILED: u32 = 0x80;
+
+/// Feature bit: virtio 1.0 or later ("modern") device. Required.
+pub const VIRTIO_F_VERSION_1: u32 = 32;
+
+/// Interrupt status bit: a used buffer was added to a queue.
+pub const INT_USED_RING: u32 = 1;
+/// Interrupt status bit: the configuration (or the device status) changed.
+pub const INT_CONFIG: u32 = 2;
+
+/// Device type of virtio-vsock.
+pub const TYPE_VSOCK: u32 = 19;

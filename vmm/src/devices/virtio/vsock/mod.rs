@@ -1,0 +1,111 @@
+//! virtio-vsock (device type 19) with Firecracker-style hybrid vsock on Unix sockets.
+//!
+//! Three queues (rx, tx, event) and the guest CID in config space. The host side is in
+//! [`unix`] (listener, CONNECT handshake, `<uds>_<port>` connections), connections in
+//! [`connection`] and [`muxer`], and the event loop thread in [`worker`].
+
+pub mod connection;
+pub mod muxer;
+pub mod packet;
+pub mod unix;
+pub mod worker;
+
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use vmm_sys_util::eventfd::EventFd;
+
+use super::device::{read_config_bytes, ActivateError, Activation, VirtioDevice};
+use super::TYPE_VSOCK;
+use muxer::Muxer;
+use worker::Worker;
+
+/// Queue size of each of the three queues.
+pub const QUEUE_SIZE: u16 = 256;
+const QUEUE_SIZES: [u16; 3] = [QUEUE_SIZE; 3];
+
+/// The vsock device.
+pub struct Vsock {
+    guest_cid: u64,
+    uds_path: PathBuf,
+    listener: UnixListener,
+    running: Option<(EventFd, JoinHandle<()>)>,
+}
+
+impl Vsock {
+    /// A device for `guest_cid` whose host clients connect to `listener` (bound at
+    /// `uds_path`, see [`unix::bind_listener`]).
+    pub fn new(guest_cid: u32, uds_path: PathBuf, listener: UnixListener) -> Self {
+        Vsock {
+            guest_cid: u64::from(guest_cid),
+            uds_path,
+            listener,
+            running: None,
+        }
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        TYPE_VSOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn device_features(&self) -> u64 {
+        0
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.guest_cid.to_le_bytes(), offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, _data: &[u8]) {
+        tracing::debug!("vsock: ignoring config write at {offset:#x}");
+    }
+
+    fn activate(&mut self, _features: u64, a: Activation) -> Result<(), ActivateError> {
+        self.reset();
+        if a.queues.len() != QUEUE_SIZES.len() || a.queue_evts.len() != QUEUE_SIZES.len() {
+            return Err(ActivateError::BadQueue {
+                index: a.queues.len(),
+                why: "vsock needs 3 queues".into(),
+            });
+        }
+        let listener = self.listener.try_clone().map_err(ActivateError::Start)?;
+        let muxer = Muxer::new(self.guest_cid, self.uds_path.clone(), listener)
+            .map_err(ActivateError::Start)?;
+        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::Start)?;
+        let worker = Worker {
+            mem: a.mem,
+            queues: a.queues,
+            queue_evts: a.queue_evts,
+            interrupt: a.interrupt,
+            stop: stop.try_clone().map_err(ActivateError::Start)?,
+            muxer,
+        };
+        let handle = std::thread::Builder::new()
+            .name("vsock".into())
+            .spawn(move || worker.run())
+            .map_err(ActivateError::Start)?;
+        self.running = Some((stop, handle));
+        tracing::debug!("vsock: activated, guest CID {}", self.guest_cid);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some((stop, handle)) = self.running.take() {
+            let _ = stop.write(1);
+            if handle.join().is_err() {
+                tracing::error!("vsock: device thread panicked");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "device_tests.rs"]
+mod tests;

@@ -1,0 +1,283 @@
+//! The muxer's event paths: host socket events, guest packets and rx packet production.
+
+use super::*;
+
+impl Muxer {
+    /// Handles an epoll event for the listener or a Unix stream (by token).
+    pub fn handle_event(&mut self, token: u64, events: EventSet) {
+        if token == TOKEN_LISTENER {
+            self.accept_clients();
+            return;
+        }
+        let Ok(fd) = RawFd::try_from(token) else {
+            return;
+        };
+        if self.pending.contains_key(&fd) {
+            self.poll_pending(fd);
+            return;
+        }
+        let Some(&key) = self.by_fd.get(&fd) else {
+            return;
+        };
+        let Some(e) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let readable = events.intersects(EventSet::IN | EventSet::HANG_UP | EventSet::ERROR);
+        if e.armed_in && readable {
+            e.armed_in = false;
+            if !e.queued_rx {
+                e.queued_rx = true;
+                self.rx_ready.push_back(key);
+            }
+        }
+        self.service(key);
+    }
+
+    fn accept_clients(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if self.pending.len() >= MAX_PENDING || self.conns.len() >= MAX_CONNECTIONS {
+                        tracing::warn!("vsock: too many host clients; refusing one");
+                        continue;
+                    }
+                    let fd = stream.as_raw_fd();
+                    let client = match PendingClient::new(stream) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!("vsock: host client setup failed: {e}");
+                            continue;
+                        }
+                    };
+                    let ev = EpollEvent::new(EventSet::IN, fd as u64);
+                    if let Err(e) = self.epoll.ctl(ControlOperation::Add, fd, ev) {
+                        tracing::warn!("vsock: cannot watch a host client: {e}");
+                        continue;
+                    }
+                    self.pending.insert(fd, client);
+                    // It may have written its line already.
+                    self.poll_pending(fd);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // E.g. EMFILE: keep the VMM alive, and pause accepting for a moment
+                    // rather than spin on a listener that stays readable.
+                    tracing::warn!("vsock: accept failed: {e}; pausing new host connections");
+                    let fd = self.listener.as_raw_fd();
+                    let _ = self
+                        .epoll
+                        .ctl(ControlOperation::Delete, fd, EpollEvent::default());
+                    self.listener_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn poll_pending(&mut self, fd: RawFd) {
+        let Some(p) = self.pending.get_mut(&fd) else {
+            return;
+        };
+        match p.poll() {
+            Handshake::Pending => {}
+            Handshake::Failed(why) => {
+                tracing::debug!("vsock: host client dropped: {why}");
+                self.drop_pending(fd);
+            }
+            Handshake::Connect(port) => {
+                let _ = self
+                    .epoll
+                    .ctl(ControlOperation::Delete, fd, EpollEvent::default());
+                let Some(p) = self.pending.remove(&fd) else {
+                    return;
+                };
+                let Some(local) = self.allocate_port() else {
+                    tracing::warn!("vsock: no free host port");
+                    return;
+                };
+                let mut conn =
+                    Connection::new(p.stream, self.guest_cid, local, port, State::Connecting);
+                conn.deadline = Some(Instant::now() + CONNECT_TIMEOUT);
+                self.insert(conn);
+                self.queue_control((local, port), OP_REQUEST, 0);
+            }
+        }
+    }
+
+    fn allocate_port(&mut self) -> Option<u32> {
+        for _ in 0..=MAX_CONNECTIONS {
+            let port = self.next_port;
+            self.next_port = self
+                .next_port
+                .checked_add(1)
+                .unwrap_or(EPHEMERAL_PORT_START);
+            if !self.conns.keys().any(|(local, _)| *local == port) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    fn insert(&mut self, conn: Connection) -> Key {
+        let key = (conn.local_port, conn.peer_port);
+        self.by_fd.insert(conn.stream.as_raw_fd(), key);
+        let established = conn.state() == State::Established;
+        self.conns.insert(
+            key,
+            Entry {
+                conn,
+                armed_in: established,
+                queued_rx: false,
+                credit_update_queued: false,
+                awaiting_credit: false,
+                registered: None,
+            },
+        );
+        self.update_interest(key);
+        key
+    }
+
+    /// Handles a packet the guest sent on its tx queue.
+    pub fn on_guest_packet(&mut self, hdr: &Header, payload: &[u8]) {
+        if hdr.src_cid != self.guest_cid || hdr.dst_cid != HOST_CID {
+            tracing::debug!(
+                "vsock: dropping packet from CID {} to CID {}",
+                hdr.src_cid,
+                hdr.dst_cid
+            );
+            return;
+        }
+        let key = (hdr.dst_port, hdr.src_port);
+        if hdr.type_ != TYPE_STREAM {
+            if self.conns.contains_key(&key) {
+                self.reset(key);
+            } else if hdr.op != OP_RST {
+                self.queue_control(key, OP_RST, 0);
+            }
+            return;
+        }
+        let Some(e) = self.conns.get_mut(&key) else {
+            self.unknown_connection(key, hdr);
+            return;
+        };
+        let was_connecting = e.conn.state() == State::Connecting;
+        let action = e.conn.on_packet(hdr, payload);
+        if !self.apply(key, action) {
+            return;
+        }
+        if let Some(e) = self.conns.get_mut(&key) {
+            if was_connecting && e.conn.state() == State::Established {
+                e.armed_in = true;
+            }
+        }
+        self.service(key);
+    }
+
+    fn unknown_connection(&mut self, key: Key, hdr: &Header) {
+        match hdr.op {
+            OP_REQUEST if self.conns.len() < MAX_CONNECTIONS => {
+                match connect_host_port(&self.uds_path, hdr.dst_port) {
+                    Ok(stream) => {
+                        let mut conn = Connection::new(
+                            stream,
+                            self.guest_cid,
+                            key.0,
+                            key.1,
+                            State::Established,
+                        );
+                        conn.on_packet(
+                            &Header {
+                                op: OP_CREDIT_UPDATE,
+                                ..*hdr
+                            },
+                            &[],
+                        );
+                        self.insert(conn);
+                        self.queue_control(key, OP_RESPONSE, 0);
+                    }
+                    Err(e) => {
+                        tracing::debug!(
+                            "vsock: guest connection to host port {} refused: {e}",
+                            hdr.dst_port
+                        );
+                        self.queue_control(key, OP_RST, 0);
+                    }
+                }
+            }
+            OP_RST => {}
+            _ => self.queue_control(key, OP_RST, 0),
+        }
+    }
+
+    /// The next packet for the guest, with at most `room` payload bytes.
+    pub fn next_rx_packet(&mut self, room: usize) -> Option<(Header, Vec<u8>)> {
+        while let Some((key, op, flags)) = self.control.pop_front() {
+            match self.conns.get_mut(&key) {
+                Some(e) => {
+                    if op == OP_CREDIT_UPDATE {
+                        e.credit_update_queued = false;
+                    }
+                    return Some((e.conn.header(op, flags, 0), Vec::new()));
+                }
+                None if op == OP_RST => {
+                    let hdr = Header {
+                        src_cid: HOST_CID,
+                        dst_cid: self.guest_cid,
+                        src_port: key.0,
+                        dst_port: key.1,
+                        type_: TYPE_STREAM,
+                        op,
+                        ..Header::default()
+                    };
+                    return Some((hdr, Vec::new()));
+                }
+                None => {}
+            }
+        }
+        while let Some(key) = self.rx_ready.pop_front() {
+            let Some(e) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            e.queued_rx = false;
+            if !e.conn.wants_read() {
+                continue;
+            }
+            match e.conn.read_for_guest(room) {
+                Ok(ReadOutcome::Data(data)) => {
+                    let hdr = e.conn.header(OP_RW, 0, data.len() as u32);
+                    e.queued_rx = true;
+                    self.rx_ready.push_back(key);
+                    return Some((hdr, data));
+                }
+                Ok(ReadOutcome::WouldBlock) => {
+                    e.armed_in = true;
+                    self.update_interest(key);
+                }
+                Ok(ReadOutcome::NoCredit) => {
+                    // Ask once; the guest's answer (or its next update) re-arms us.
+                    e.awaiting_credit = true;
+                    return Some((e.conn.header(OP_CREDIT_REQUEST, 0, 0), Vec::new()));
+                }
+                Ok(ReadOutcome::Eof) => {
+                    return Some((e.conn.header(OP_SHUTDOWN, SHUTDOWN_SEND, 0), Vec::new()));
+                }
+                Err(err) => {
+                    tracing::debug!("vsock: reading host socket of {key:?}: {err}");
+                    self.remove(key);
+                    let hdr = Header {
+                        src_cid: HOST_CID,
+                        dst_cid: self.guest_cid,
+                        src_port: key.0,
+                        dst_port: key.1,
+                        type_: TYPE_STREAM,
+                        op: OP_RST,
+                        ..Header::default()
+                    };
+                    return Some((hdr, Vec::new()));
+                }
+            }
+        }
+        None
+    }
+}

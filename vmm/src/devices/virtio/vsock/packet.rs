@@ -1,0 +1,212 @@
+//! The virtio-vsock packet header (virtio spec 5.10.6), parsed and serialized explicitly in
+//! little endian, and moving packets in and out of descriptor chains.
+
+use std::io::{Read, Write};
+
+use virtio_queue::DescriptorChain;
+
+use crate::kvm::memory::GuestMem;
+
+/// Header size on the wire.
+pub const HDR_SIZE: usize = 44;
+/// Largest payload accepted from the guest (Linux sends at most 64 KiB per packet).
+pub const MAX_PKT_PAYLOAD: u32 = 64 * 1024;
+
+/// Stream socket type.
+pub const TYPE_STREAM: u16 = 1;
+
+/// Connection request.
+pub const OP_REQUEST: u16 = 1;
+/// Connection accepted.
+pub const OP_RESPONSE: u16 = 2;
+/// Connection reset / refused.
+pub const OP_RST: u16 = 3;
+/// Half or full close; see the SHUTDOWN_* flags.
+pub const OP_SHUTDOWN: u16 = 4;
+/// Data.
+pub const OP_RW: u16 = 5;
+/// Here is my credit.
+pub const OP_CREDIT_UPDATE: u16 = 6;
+/// Tell me your credit.
+pub const OP_CREDIT_REQUEST: u16 = 7;
+
+/// SHUTDOWN flag: the sender will receive no more data.
+pub const SHUTDOWN_RCV: u32 = 1;
+/// SHUTDOWN flag: the sender will send no more data.
+pub const SHUTDOWN_SEND: u32 = 2;
+
+/// The host's CID.
+pub const HOST_CID: u64 = 2;
+
+/// A packet header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// Source CID.
+    pub src_cid: u64,
+    /// Destination CID.
+    pub dst_cid: u64,
+    /// Source port.
+    pub src_port: u32,
+    /// Destination port.
+    pub dst_port: u32,
+    /// Payload length.
+    pub len: u32,
+    /// Socket type (1 = stream).
+    pub type_: u16,
+    /// Operation.
+    pub op: u16,
+    /// Operation flags.
+    pub flags: u32,
+    /// Sender's receive buffer size.
+    pub buf_alloc: u32,
+    /// Bytes the sender has consumed from its receive buffer.
+    pub fwd_cnt: u32,
+}
+
+fn le_u64(b: &[u8; HDR_SIZE], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn le_u32(b: &[u8; HDR_SIZE], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn le_u16(b: &[u8; HDR_SIZE], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+impl Header {
+    /// Parses the wire format.
+    pub fn parse(b: &[u8; HDR_SIZE]) -> Header {
+        Header {
+            src_cid: le_u64(b, 0),
+            dst_cid: le_u64(b, 8),
+            src_port: le_u32(b, 16),
+            dst_port: le_u32(b, 20),
+            len: le_u32(b, 24),
+            type_: le_u16(b, 28),
+            op: le_u16(b, 30),
+            flags: le_u32(b, 32),
+            buf_alloc: le_u32(b, 36),
+            fwd_cnt: le_u32(b, 40),
+        }
+    }
+
+    /// Serializes to the wire format.
+    pub fn to_bytes(&self) -> [u8; HDR_SIZE] {
+        let mut b = [0u8; HDR_SIZE];
+        b[0..8].copy_from_slice(&self.src_cid.to_le_bytes());
+        b[8..16].copy_from_slice(&self.dst_cid.to_le_bytes());
+        b[16..20].copy_from_slice(&self.src_port.to_le_bytes());
+        b[20..24].copy_from_slice(&self.dst_port.to_le_bytes());
+        b[24..28].copy_from_slice(&self.len.to_le_bytes());
+        b[28..30].copy_from_slice(&self.type_.to_le_bytes());
+        b[30..32].copy_from_slice(&self.op.to_le_bytes());
+        b[32..36].copy_from_slice(&self.flags.to_le_bytes());
+        b[36..40].copy_from_slice(&self.buf_alloc.to_le_bytes());
+        b[40..44].copy_from_slice(&self.fwd_cnt.to_le_bytes());
+        b
+    }
+}
+
+/// A malformed chain: the device must be marked broken.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PacketError {
+    /// The chain cannot be mapped (address outside guest memory, bad descriptor).
+    #[error("bad descriptor chain: {0}")]
+    Chain(String),
+    /// The chain's readable part is shorter than a header.
+    #[error("packet of {0} bytes is shorter than its header")]
+    Short(usize),
+    /// The header's len exceeds the limit or the chain.
+    #[error(
+        "payload length {len} is invalid ({avail} bytes in the chain, limit {MAX_PKT_PAYLOAD})"
+    )]
+    BadLen {
+        /// Header len.
+        len: u32,
+        /// Readable bytes after the header.
+        avail: usize,
+    },
+    /// The rx buffer cannot even hold a header.
+    #[error("rx buffer of {0} bytes cannot hold a header")]
+    RxTooSmall(usize),
+}
+
+/// Reads a tx packet (header and payload, possibly spread over several descriptors).
+pub fn read_packet(
+    chain: DescriptorChain<&GuestMem>,
+    mem: &GuestMem,
+) -> Result<(Header, Vec<u8>), PacketError> {
+    let mut reader = chain
+        .reader(mem)
+        .map_err(|e| PacketError::Chain(e.to_string()))?;
+    let total = reader.available_bytes();
+    let mut hdr = [0u8; HDR_SIZE];
+    if total < HDR_SIZE {
+        return Err(PacketError::Short(total));
+    }
+    reader
+        .read_exact(&mut hdr)
+        .map_err(|e| PacketError::Chain(e.to_string()))?;
+    let header = Header::parse(&hdr);
+    let avail = total - HDR_SIZE;
+    if header.len > MAX_PKT_PAYLOAD || header.len as usize > avail {
+        return Err(PacketError::BadLen {
+            len: header.len,
+            avail,
+        });
+    }
+    let mut payload = vec![0u8; header.len as usize];
+    reader
+        .read_exact(&mut payload)
+        .map_err(|e| PacketError::Chain(e.to_string()))?;
+    Ok((header, payload))
+}
+
+/// Space for payload in an rx chain, and a writer to fill it.
+pub struct RxBuffer<'a> {
+    writer: virtio_queue::Writer<'a>,
+}
+
+impl<'a> RxBuffer<'a> {
+    /// Maps the writable part of an rx chain.
+    pub fn new(
+        chain: DescriptorChain<&'a GuestMem>,
+        mem: &'a GuestMem,
+    ) -> Result<Self, PacketError> {
+        let writer = chain
+            .writer(mem)
+            .map_err(|e| PacketError::Chain(e.to_string()))?;
+        if writer.available_bytes() < HDR_SIZE {
+            return Err(PacketError::RxTooSmall(writer.available_bytes()));
+        }
+        Ok(RxBuffer { writer })
+    }
+
+    /// How many payload bytes fit.
+    pub fn payload_room(&self) -> usize {
+        self.writer.available_bytes() - HDR_SIZE
+    }
+
+    /// Writes the packet; returns the bytes written (the used length). `header.len` is set
+    /// from `payload`, which must fit [`Self::payload_room`].
+    pub fn write(mut self, mut header: Header, payload: &[u8]) -> Result<u32, PacketError> {
+        if payload.len() > self.payload_room() {
+            return Err(PacketError::RxTooSmall(self.writer.available_bytes()));
+        }
+        header.len = payload.len() as u32;
+        let io = |e: std::io::Error| PacketError::Chain(e.to_string());
+        self.writer.write_all(&header.to_bytes()).map_err(io)?;
+        self.writer.write_all(payload).map_err(io)?;
+        Ok((HDR_SIZE + payload.len()) as u32)
+    }
+}
+
+#[cfg(test)]
+#[path = "packet_tests.rs"]
+mod tests;
