@@ -3,13 +3,15 @@
 # Prints `bench <name> key=value …` lines (medians; ratios ours/theirs).
 source "$(dirname "$0")/lib.sh"
 RUNS=${SANDPOD_BENCH_RUNS:-10}
+VSOCK_MIB=${SANDPOD_BENCH_VSOCK_MIB:-256}
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else printf "%d\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 SANDPOD_TESTHOST_NOBUILD=1 "$REPO_ROOT/tests/kvm-host/run" -- sh -c \
-  "/sandpod/scripts/boot-bench.sh $RUNS 1 128 sandpod qemu; /sandpod/scripts/vmm-overhead.sh 5" |
+  "/sandpod/scripts/boot-bench.sh $RUNS 1 128 sandpod qemu; /sandpod/scripts/vmm-overhead.sh 5; \
+   /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS" |
   tee "$raw" >&2
 
 ours=$(awk '$1=="boot" && $2=="sandpod" && $3!="fail" {print $3}' "$raw" | median)
@@ -20,3 +22,11 @@ echo "bench boot_ms sandpod=$ours qemu=$theirs ratio=$ratio runs=$RUNS vcpus=1 m
 rss=$(sed -n 's/^overhead rss_kib=\([0-9]*\) .*/\1/p' "$raw" | median)
 pss=$(sed -n 's/^overhead .*pss_kib=\([0-9]*\)/\1/p' "$raw" | median)
 echo "bench vmm_overhead_kib rss=$rss pss=$pss"
+
+guest_ms=$(sed -n 's/^vsock guest_ms=\([0-9]*\) .*/\1/p' "$raw")
+pipe_ms=$(sed -n 's/^vsock .*pipe_ms=\([0-9]*\) .*/\1/p' "$raw")
+bytes_ok=$(sed -n 's/^vsock .*bytes_ok=\(.*\)/\1/p' "$raw")
+awk -v mib="$VSOCK_MIB" -v g="${guest_ms:-0}" -v p="${pipe_ms:-0}" -v ok="${bytes_ok:-no}" 'BEGIN {
+  if (g > 0 && p > 0) printf "bench vsock_mib_s sandpod=%.1f host_pipe=%.1f ratio=%.2f mib=%d intact=%s\n", mib * 1000 / g, mib * 1000 / p, p / g, mib, ok
+  else print "bench vsock_mib_s sandpod=nan host_pipe=nan ratio=nan (vsock-bench failed)" }'
+echo "bench exec_ms median=$(awk '$1=="exec" {print $2}' "$raw" | median) runs=$RUNS"
