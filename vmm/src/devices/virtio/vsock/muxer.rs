@@ -149,10 +149,24 @@ impl Muxer {
 
     fn queue_control(&mut self, key: Key, op: u16, flags: u32) {
         if self.control.len() >= MAX_CONTROL {
-            tracing::warn!("vsock: control queue full; dropping op {op} for {key:?}");
+            // Guest-triggerable (a flood of packets for unknown ports): debug, not warn.
+            tracing::debug!("vsock: control queue full; dropping op {op} for {key:?}");
             return;
         }
         self.control.push_back((key, op, flags));
+    }
+
+    /// An RST for `key` (host port, guest port), for connections we no longer track.
+    pub(super) fn rst_header(&self, key: Key) -> Header {
+        Header {
+            src_cid: HOST_CID,
+            dst_cid: self.guest_cid,
+            src_port: key.0,
+            dst_port: key.1,
+            type_: TYPE_STREAM,
+            op: OP_RST,
+            ..Header::default()
+        }
     }
 
     /// Sends the guest RST and drops the connection.

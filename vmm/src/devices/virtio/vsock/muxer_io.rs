@@ -220,18 +220,7 @@ impl Muxer {
                     }
                     return Some((e.conn.header(op, flags, 0), Vec::new()));
                 }
-                None if op == OP_RST => {
-                    let hdr = Header {
-                        src_cid: HOST_CID,
-                        dst_cid: self.guest_cid,
-                        src_port: key.0,
-                        dst_port: key.1,
-                        type_: TYPE_STREAM,
-                        op,
-                        ..Header::default()
-                    };
-                    return Some((hdr, Vec::new()));
-                }
+                None if op == OP_RST => return Some((self.rst_header(key), Vec::new())),
                 None => {}
             }
         }
@@ -265,16 +254,7 @@ impl Muxer {
                 Err(err) => {
                     tracing::debug!("vsock: reading host socket of {key:?}: {err}");
                     self.remove(key);
-                    let hdr = Header {
-                        src_cid: HOST_CID,
-                        dst_cid: self.guest_cid,
-                        src_port: key.0,
-                        dst_port: key.1,
-                        type_: TYPE_STREAM,
-                        op: OP_RST,
-                        ..Header::default()
-                    };
-                    return Some((hdr, Vec::new()));
+                    return Some((self.rst_header(key), Vec::new()));
                 }
             }
         }
