@@ -187,7 +187,15 @@ impl AgentClient {
         if resp.has_exit_code() {
             Ok(ExitStatus::Exited(resp.exit_code()))
         } else if resp.has_signal() {
-            Ok(ExitStatus::Signaled(resp.signal()))
+            // The agent is untrusted: a signal number outside Linux's range is a protocol error
+            // (callers compute 128 + signal).
+            match resp.signal() {
+                sig @ 1..=64 => Ok(ExitStatus::Signaled(sig)),
+                sig => Err(AgentError::Protocol {
+                    method: "WaitProcess",
+                    message: format!("signal {sig} out of range 1..=64"),
+                }),
+            }
         } else {
             Err(AgentError::Protocol {
                 method: "WaitProcess",

@@ -105,7 +105,7 @@ async fn exec(
     err.await?.context("copying stderr")?;
     Ok(match status {
         ExitStatus::Exited(code) => code,
-        ExitStatus::Signaled(sig) => 128 + sig,
+        ExitStatus::Signaled(sig) => 128_i32.saturating_add(sig),
     })
 }
 
