@@ -4,6 +4,9 @@
 //! only (others read as zero and are ignored); the device configuration space at 0x100 takes
 //! any width. The queue notification register is normally served by ioeventfds (KVM never
 //! exits for it); a write that does reach the bus is forwarded to the same eventfd.
+//!
+//! Every log here is triggered by guest register writes, so it is at debug level: a hostile
+//! guest cannot flood the host log.
 
 use std::sync::Arc;
 
@@ -151,7 +154,7 @@ impl MmioTransport {
 
     fn write_driver_features(&mut self, v: u32) {
         if self.status & STATUS_DRIVER == 0 || self.status & STATUS_FEATURES_OK != 0 {
-            tracing::warn!(
+            tracing::debug!(
                 "virtio-mmio: driver features written in status {:#x}",
                 self.status
             );
@@ -166,7 +169,7 @@ impl MmioTransport {
 
     fn write_queue_reg(&mut self, offset: u64, v: u32) {
         if !self.queue_setup_allowed() {
-            tracing::warn!(
+            tracing::debug!(
                 "virtio-mmio: queue register {offset:#x} written in status {:#x}",
                 self.status
             );
@@ -199,7 +202,7 @@ impl MmioTransport {
         }
         // The driver only ever adds bits (besides reset).
         if v & self.status != self.status {
-            tracing::warn!(
+            tracing::debug!(
                 "virtio-mmio: status {:#x} -> {v:#x} drops bits",
                 self.status
             );
@@ -213,7 +216,7 @@ impl MmioTransport {
         }
         if new & STATUS_DRIVER_OK != 0 {
             if accepted & STATUS_FEATURES_OK == 0 {
-                tracing::warn!("virtio-mmio: DRIVER_OK without FEATURES_OK");
+                tracing::debug!("virtio-mmio: DRIVER_OK without FEATURES_OK");
                 accepted &= !STATUS_DRIVER_OK;
             } else if let Err(e) = self.activate() {
                 self.interrupt.mark_broken(&e);
@@ -225,14 +228,14 @@ impl MmioTransport {
     fn features_ok(&self) -> bool {
         let offered = self.device_features();
         if self.driver_features & !offered != 0 {
-            tracing::warn!(
+            tracing::debug!(
                 "virtio-mmio: driver accepted unoffered features {:#x}",
                 self.driver_features & !offered
             );
             return false;
         }
         if self.driver_features & (1 << VIRTIO_F_VERSION_1) == 0 {
-            tracing::warn!("virtio-mmio: legacy driver (no VIRTIO_F_VERSION_1) refused");
+            tracing::debug!("virtio-mmio: legacy driver (no VIRTIO_F_VERSION_1) refused");
             return false;
         }
         true

@@ -181,7 +181,8 @@ impl Connection {
                 }
                 let buffered = self.to_host.len() - self.uncounted;
                 if buffered + payload.len() > CONN_BUF_SIZE as usize {
-                    tracing::warn!(
+                    // Guest-triggerable, once per connection: debug, not warn.
+                    tracing::debug!(
                         "vsock: guest port {} exceeded its credit; resetting",
                         self.peer_port
                     );
