@@ -1,6 +1,7 @@
 //! The protocol between Sandpod's host runtime and its guest agent: the ttrpc API (generated from
 //! `protos/agent.proto`), the vsock ports and the stdio stream header.
 pub mod ports;
+pub mod shared;
 pub mod stream;
 
 /// Messages of `sandpod.agent.v1` (rust-protobuf).
