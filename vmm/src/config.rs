@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::devices::virtio::fs::FsConfig;
+
 /// Default kernel command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 /// Default guest memory size in MiB.
@@ -79,6 +81,9 @@ pub struct VmConfig {
     /// virtio-vsock device with hybrid vsock on Unix sockets.
     #[serde(default)]
     pub vsock: Option<VsockConfig>,
+    /// virtio-fs devices, each backed by a vhost-user-fs daemon (virtiofsd).
+    #[serde(default)]
+    pub fs: Vec<FsConfig>,
 }
 
 /// Default guest CID.
@@ -123,6 +128,9 @@ pub enum ConfigError {
     /// Empty or too long vsock socket path.
     #[error("vsock socket path must be non-empty and at most {MAX_UDS_PATH} bytes")]
     BadUdsPath,
+    /// An invalid virtio-fs device.
+    #[error("virtio-fs: {0}")]
+    Fs(String),
 }
 
 impl VmConfig {
@@ -136,6 +144,7 @@ impl VmConfig {
             vcpus: 1,
             console: ConsoleConfig::Stdout,
             vsock: None,
+            fs: Vec::new(),
         }
     }
 
@@ -167,6 +176,12 @@ impl VmConfig {
             let len = v.uds_path.as_os_str().len();
             if len == 0 || len > MAX_UDS_PATH {
                 return Err(ConfigError::BadUdsPath);
+            }
+        }
+        for (i, fs) in self.fs.iter().enumerate() {
+            fs.validate().map_err(ConfigError::Fs)?;
+            if self.fs[..i].iter().any(|other| other.tag == fs.tag) {
+                return Err(ConfigError::Fs(format!("tag {} used twice", fs.tag)));
             }
         }
         Ok(())
@@ -233,6 +248,26 @@ mod tests {
         // Older configurations without the field still parse.
         let old = r#"{"kernel":"/k","initrd":null,"cmdline":"x","mem_mib":128,"vcpus":1}"#;
         assert_eq!(serde_json::from_str::<VmConfig>(old).unwrap().vsock, None);
+    }
+
+    #[test]
+    fn fs_config() {
+        let mut c = VmConfig::new("/k");
+        c.fs.push(FsConfig::new("a", "/run/a.sock"));
+        c.fs.push(FsConfig::new("b", "/run/b.sock"));
+        assert_eq!(c.validate(), Ok(()));
+        let s = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<VmConfig>(&s).unwrap(), c);
+        c.fs[1].tag = "a".into();
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Fs("tag a used twice".into()))
+        );
+        c.fs[1].tag = String::new();
+        assert!(matches!(c.validate(), Err(ConfigError::Fs(_))));
+        // Older configurations without the field still parse, with no devices.
+        let old = r#"{"kernel":"/k","initrd":null,"cmdline":"x","mem_mib":128,"vcpus":1}"#;
+        assert!(serde_json::from_str::<VmConfig>(old).unwrap().fs.is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! ([`Interrupt`]), so the data path never goes through the vCPU threads.
 
 pub mod device;
+pub mod fs;
 pub mod interrupt;
 pub mod mmio;
 pub mod queue;
@@ -38,3 +39,5 @@ pub const INT_CONFIG: u32 = 2;
 
 /// Device type of virtio-vsock.
 pub const TYPE_VSOCK: u32 = 19;
+/// Device type of virtio-fs.
+pub const TYPE_FS: u32 = 26;
