@@ -6,7 +6,7 @@ AGENT_BIN := target/$(HOST_TARGET)/release/sandpod-agent
 BIN_DIR := build/bin
 STAGE := scripts/stage
 
-.PHONY: all deps build agent kernel initramfs artifacts testhost demo test unit lint \
+.PHONY: all deps build agent kernel initramfs virtiofsd artifacts testhost demo test unit lint \
         integration bench clean
 
 all: artifacts
@@ -31,8 +31,13 @@ kernel:
 initramfs: agent
 	@scripts/build-initramfs.sh $(AGENT_BIN)
 
+## virtiofsd (the virtio-fs back end), `cargo install --locked` of a pinned version, cached
+## under ~/.cache/sandpod/virtiofsd-<version>/ and copied to build/bin.
+virtiofsd:
+	@scripts/install-virtiofsd.sh
+
 ## Everything the guest and the test host need, in build/ (shown at /sandpod in the test host).
-artifacts: build kernel initramfs
+artifacts: build kernel initramfs virtiofsd
 	@mkdir -p build/scripts && cp tests/kvm-host/guest/*.sh build/scripts/
 
 testhost:
@@ -52,7 +57,7 @@ unit:
 	$(CARGO) test -p sandpod-tests --lib --bins
 
 integration:
-	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests --test testhost --test reference_boot --test vmm_boot --test vsock -- --test-threads=1
+	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests --test testhost --test reference_boot --test vmm_boot --test vsock --test virtiofs -- --test-threads=1
 
 test: deps
 	@$(STAGE) lint $(MAKE) -s lint

@@ -8,7 +8,7 @@ APT_PACKAGES=(
   linux-source-6.12                                     # guest kernel source
   cpio busybox-static                                   # initramfs
   qemu-system-x86 debootstrap e2fsprogs kmod xz-utils   # KVM test host
-  libseccomp-dev libcap-ng-dev protobuf-compiler        # virtiofsd, ttrpc codegen (later issues)
+  libseccomp-dev libcap-ng-dev protobuf-compiler        # virtiofsd (scripts/install-virtiofsd.sh), ttrpc codegen
 )
 
 missing=()
