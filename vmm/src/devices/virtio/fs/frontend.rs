@@ -70,6 +70,9 @@ pub enum FsError {
     /// Guest memory cannot be shared (a region without a file) or a ring is outside it.
     #[error("guest memory: {0}")]
     Memory(String),
+    /// An earlier request failed: the connection is not used again (no reconnection).
+    #[error("the back end failed earlier and is not used again")]
+    Failed,
     /// A local resource (socket option, fd duplication).
     #[error("{what}: {source}")]
     Io {
@@ -91,6 +94,7 @@ pub struct Backend {
     features: u64,
     protocol: VhostUserProtocolFeatures,
     started: usize,
+    failed: bool,
 }
 
 impl std::fmt::Debug for Backend {
@@ -174,6 +178,7 @@ impl Backend {
             features,
             protocol,
             started: 0,
+            failed: false,
         })
     }
 
@@ -200,9 +205,30 @@ impl Backend {
             })
     }
 
+    /// Whether a request failed (the back end is then never used again).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// Hands the rings to the back end: `kicks` are the queues' notification eventfds (the
     /// transport's ioeventfds), `calls` the eventfds the back end signals used buffers on.
     pub fn start(
+        &mut self,
+        driver_features: u64,
+        mem: &GuestMem,
+        queues: &[Queue],
+        kicks: &[EventFd],
+        calls: &[EventFd],
+    ) -> Result<(), FsError> {
+        if self.failed {
+            return Err(FsError::Failed);
+        }
+        let result = self.try_start(driver_features, mem, queues, kicks, calls);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn try_start(
         &mut self,
         driver_features: u64,
         mem: &GuestMem,
@@ -239,9 +265,18 @@ impl Backend {
     }
 
     /// Takes the rings back (driver reset): each started ring is disabled and stopped with
-    /// GET_VRING_BASE. Stops at the first failure.
+    /// GET_VRING_BASE. Stops at the first failure; does nothing once the back end failed.
     pub fn stop(&mut self) -> Result<(), FsError> {
         let started = std::mem::take(&mut self.started);
+        if self.failed {
+            return Ok(());
+        }
+        let result = self.try_stop(started);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn try_stop(&mut self, started: usize) -> Result<(), FsError> {
         for index in 0..started {
             self.frontend
                 .set_vring_enable(index, false)

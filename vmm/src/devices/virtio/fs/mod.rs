@@ -134,8 +134,14 @@ impl VirtioDevice for Fs {
             .map(|_| EventFd::new(libc::EFD_NONBLOCK))
             .collect::<Result<Vec<_>, _>>()
             .map_err(ActivateError::Start)?;
+        let failed_before = self.backend.failed();
         if let Err(e) = self.start(features, &a, &calls) {
-            tracing::error!("virtio-fs {}: cannot start: {e}", self.tag);
+            // Only the first failure is news; later ones are the guest retrying.
+            if failed_before {
+                tracing::debug!("virtio-fs {}: cannot start: {e}", self.tag);
+            } else {
+                tracing::error!("virtio-fs {}: cannot start: {e}", self.tag);
+            }
             return Err(e);
         }
         tracing::debug!(
@@ -151,6 +157,7 @@ impl VirtioDevice for Fs {
             worker.stop();
         }
         if let Err(e) = self.backend.stop() {
+            // Once: the back end is not used after a failure.
             tracing::warn!("virtio-fs {}: stopping the back end's rings: {e}", self.tag);
         }
     }
