@@ -65,7 +65,10 @@ impl Vmm {
     pub fn new(mut config: VmConfig) -> Result<Vmm> {
         config.validate()?;
         let files = open_boot_files(&config)?;
-        let (virtio, uds) = virtio_devices(&config)?;
+        let VirtioDevices {
+            devices: virtio,
+            uds,
+        } = virtio_devices(&config)?;
         for (i, _) in virtio.iter().enumerate() {
             let (base, irq) = virtio_slot(i);
             config
@@ -192,9 +195,16 @@ fn stop_threads(threads: Vec<JoinHandle<()>>) {
     }
 }
 
-/// The configured virtio devices, in MMIO slot order, and the vsock socket's clean-up guard.
-/// Back ends are connected here, so a missing one is an input error before KVM is touched.
-fn virtio_devices(config: &VmConfig) -> Result<(Vec<Box<dyn VirtioDevice>>, Option<UdsCleanup>)> {
+/// The configured virtio devices, in MMIO slot order, and what must live as long as the VM.
+struct VirtioDevices {
+    devices: Vec<Box<dyn VirtioDevice>>,
+    /// Removes the vsock socket when the VMM ends.
+    uds: Option<UdsCleanup>,
+}
+
+/// Creates every configured virtio device. Back ends are connected here, so a missing one is
+/// an input error before KVM is touched.
+fn virtio_devices(config: &VmConfig) -> Result<VirtioDevices> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let mut uds = None;
     if let Some(v) = &config.vsock {
@@ -219,7 +229,7 @@ fn virtio_devices(config: &VmConfig) -> Result<(Vec<Box<dyn VirtioDevice>>, Opti
         })?;
         devices.push(Box::new(dev));
     }
-    Ok((devices, uds))
+    Ok(VirtioDevices { devices, uds })
 }
 
 fn irq_eventfd(vm: &Vm, gsi: u32, what: &'static str) -> Result<EventFd> {
