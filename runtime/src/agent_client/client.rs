@@ -249,4 +249,45 @@ impl AgentClient {
     ) -> Result<UnixStream, AgentError> {
         open_stream(&self.connector, &StreamHeader::new(exec_id, kind)?).await
     }
+
+    /// Creates a container (see the proto); returns its init's guest pid. Open the streams the
+    /// request asks for (exec id = container id) before or while this runs.
+    pub async fn create_container(&self, req: &CreateContainerRequest) -> Result<u32, AgentError> {
+        let t = Some(self.config.exec_timeout);
+        let resp = call(
+            "CreateContainer",
+            t,
+            self.inner.create_container(ctx(t), req),
+        )
+        .await?;
+        Ok(resp.pid)
+    }
+
+    /// Lets a created container's init exec its process.
+    pub async fn start_container(&self, container_id: &str) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = StartContainerRequest::new();
+        req.container_id = container_id.to_string();
+        call(
+            "StartContainer",
+            t,
+            self.inner.start_container(ctx(t), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Kills what is left of a container and removes it in the guest.
+    pub async fn remove_container(&self, container_id: &str) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = RemoveContainerRequest::new();
+        req.container_id = container_id.to_string();
+        call(
+            "RemoveContainer",
+            t,
+            self.inner.remove_container(ctx(t), &req),
+        )
+        .await?;
+        Ok(())
+    }
 }
