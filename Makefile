@@ -6,7 +6,7 @@ AGENT_BIN := target/$(HOST_TARGET)/release/sandpod-agent
 BIN_DIR := build/bin
 STAGE := scripts/stage
 
-.PHONY: all deps build agent kernel initramfs artifacts testhost demo test unit lint \
+.PHONY: all deps build agent kernel initramfs bundle artifacts testhost demo test unit lint \
         integration bench clean
 
 all: artifacts
@@ -32,8 +32,12 @@ initramfs: agent
 	@scripts/build-initramfs.sh $(AGENT_BIN)
 
 ## Everything the guest and the test host need, in build/ (shown at /sandpod in the test host).
-artifacts: build kernel initramfs
+artifacts: build kernel initramfs bundle
 	@mkdir -p build/scripts && cp tests/kvm-host/guest/*.sh build/scripts/
+
+## The busybox OCI bundle the demo and the container tests run (build/bundles/busybox).
+bundle:
+	@scripts/build-bundle.sh
 
 testhost:
 	@tests/kvm-host/build-image.sh >/dev/null
@@ -52,7 +56,7 @@ unit:
 	$(CARGO) test -p sandpod-tests --lib --bins
 
 integration:
-	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests --test testhost --test reference_boot --test vmm_boot --test vsock -- --test-threads=1
+	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests --test testhost --test reference_boot --test vmm_boot --test vsock --test containers -- --test-threads=1
 
 test: deps
 	@$(STAGE) lint $(MAKE) -s lint
