@@ -104,7 +104,7 @@ async fn run_container(
 
     let kill_after = Duration::from_secs(args.kill_after);
     let mut deadline: Option<tokio::time::Instant> = None;
-    let wait = client.wait_process(&id);
+    let wait = client.wait_container(&id, None);
     tokio::pin!(wait);
     let status = loop {
         let kill_timer = async {
@@ -135,6 +135,11 @@ async fn run_container(
             }
         }
     };
+    let (status, oom_killed) = status;
+    if oom_killed {
+        eprintln!("sandpod: container {id} was killed by the OOM killer (memory limit reached)");
+        tracing::warn!("container {id}: OOM kill in its cgroup");
+    }
     sandbox.set_status(Status::Stopped)?;
     // The output streams end once every process holding them is gone: bounded all the same.
     if tokio::time::timeout(Duration::from_secs(5), output)
