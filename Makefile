@@ -55,8 +55,11 @@ unit:
 	$(CARGO) test --workspace --exclude sandpod-tests
 	$(CARGO) test -p sandpod-tests --lib --bins
 
+## The test-host tests (each boots its own L2; one at a time).
+INTEGRATION_TESTS := testhost reference_boot vmm_boot vsock blk containers
+
 integration:
-	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests --test testhost --test reference_boot --test vmm_boot --test vsock --test containers -- --test-threads=1
+	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -- --test-threads=1
 
 test: deps
 	@$(STAGE) lint $(MAKE) -s lint

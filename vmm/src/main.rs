@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use sandpod_vmm::config::{ConfigError, DEFAULT_CMDLINE, DEFAULT_GUEST_CID, DEFAULT_MEM_MIB};
-use sandpod_vmm::{ConsoleConfig, ExitReason, VmConfig, Vmm, VsockConfig};
+use sandpod_vmm::{ConsoleConfig, DiskConfig, ExitReason, VmConfig, Vmm, VsockConfig};
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
@@ -48,6 +48,10 @@ struct Cli {
     /// The guest's vsock CID (with --vsock-uds).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_GUEST_CID, requires = "vsock_uds")]
     vsock_cid: u32,
+    /// Add a virtio-blk device on a raw disk image (repeatable: the guest's vda, vdb, ...
+    /// after the vsock device); `,ro` makes it read-only. Its serial is the file name.
+    #[arg(long = "disk", value_name = "PATH[,ro]")]
+    disks: Vec<DiskConfig>,
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitReason> {
@@ -62,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitReason> {
             guest_cid: cli.vsock_cid,
             uds_path,
         }),
+        disks: cli.disks,
     };
     // Block SIGINT/SIGTERM in every thread (vCPU threads inherit the mask); a dedicated thread
     // waits for them and stops the VM cleanly.
