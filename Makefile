@@ -6,8 +6,8 @@ AGENT_BIN := target/$(HOST_TARGET)/release/sandpod-agent
 BIN_DIR := build/bin
 STAGE := scripts/stage
 
-.PHONY: all deps build agent kernel initramfs virtiofsd artifacts testhost demo test unit lint \
-        integration bench clean
+.PHONY: all deps build agent kernel initramfs virtiofsd bundle artifacts testhost demo test unit \
+        lint integration bench clean
 
 all: artifacts
 
@@ -37,8 +37,12 @@ virtiofsd:
 	@scripts/install-virtiofsd.sh
 
 ## Everything the guest and the test host need, in build/ (shown at /sandpod in the test host).
-artifacts: build kernel initramfs virtiofsd
+artifacts: build kernel initramfs virtiofsd bundle
 	@mkdir -p build/scripts && cp tests/kvm-host/guest/*.sh build/scripts/
+
+## The busybox OCI bundle the demo and the container tests run (build/bundles/busybox).
+bundle:
+	@scripts/build-bundle.sh
 
 testhost:
 	@tests/kvm-host/build-image.sh >/dev/null
@@ -56,8 +60,11 @@ unit:
 	$(CARGO) test --workspace --exclude sandpod-tests
 	$(CARGO) test -p sandpod-tests --lib --bins
 
+## The test-host tests (each boots its own L2; one at a time).
+INTEGRATION_TESTS := testhost reference_boot vmm_boot vsock blk virtiofs containers
+
 integration:
-	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests --test testhost --test reference_boot --test vmm_boot --test vsock --test virtiofs -- --test-threads=1
+	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -- --test-threads=1
 
 test: deps
 	@$(STAGE) lint $(MAKE) -s lint

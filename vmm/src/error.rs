@@ -132,6 +132,14 @@ pub enum Error {
         /// Error.
         source: crate::devices::virtio::fs::FsError,
     },
+    /// A disk image cannot be used.
+    #[error("cannot use disk image {}: {source}", path.display())]
+    Disk {
+        /// Path.
+        path: PathBuf,
+        /// Error.
+        source: crate::devices::virtio::block::disk::DiskError,
+    },
     /// A vCPU thread cannot be started.
     #[error("cannot start vCPU thread: {0}")]
     Thread(io::Error),

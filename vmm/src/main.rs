@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use sandpod_vmm::config::{ConfigError, DEFAULT_CMDLINE, DEFAULT_GUEST_CID, DEFAULT_MEM_MIB};
-use sandpod_vmm::{ConsoleConfig, ExitReason, FsConfig, VmConfig, Vmm, VsockConfig};
+use sandpod_vmm::{ConsoleConfig, DiskConfig, ExitReason, FsConfig, VmConfig, Vmm, VsockConfig};
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
@@ -53,6 +53,10 @@ struct Cli {
     /// N request queues (default 1) of queue-size entries (default 1024).
     #[arg(long, value_name = "tag=TAG,socket=PATH[,queues=N,queue-size=N]")]
     fs: Vec<FsConfig>,
+    /// Add a virtio-blk device on a raw disk image (repeatable: the guest's vda, vdb, ...
+    /// after the vsock device); `,ro` makes it read-only. Its serial is the file name.
+    #[arg(long = "disk", value_name = "PATH[,ro]")]
+    disks: Vec<DiskConfig>,
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitReason> {
@@ -68,6 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitReason> {
             uds_path,
         }),
         fs: cli.fs,
+        disks: cli.disks,
     };
     // Block SIGINT/SIGTERM in every thread (vCPU threads inherit the mask); a dedicated thread
     // waits for them and stops the VM cleanly.

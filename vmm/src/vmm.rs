@@ -14,6 +14,8 @@ use crate::devices::legacy::i8042::{I8042, I8042_KBD_IRQ, I8042_LEN, I8042_PORT}
 use crate::devices::legacy::serial::{console_output, COM1_IRQ, COM1_LEN, COM1_PORT};
 use crate::devices::legacy::{EventFdTrigger, SerialDevice};
 use crate::devices::power_port::{PowerPort, POWER_PORT, POWER_PORT_LEN};
+use crate::devices::virtio::block::disk::DiskImage;
+use crate::devices::virtio::block::Block;
 use crate::devices::virtio::fs::Fs;
 use crate::devices::virtio::vsock::unix::{bind_listener, UdsCleanup};
 use crate::devices::virtio::vsock::Vsock;
@@ -195,15 +197,24 @@ fn stop_threads(threads: Vec<JoinHandle<()>>) {
     }
 }
 
-/// The configured virtio devices, in MMIO slot order, and what must live as long as the VM.
+fn irq_eventfd(vm: &Vm, gsi: u32, what: &'static str) -> Result<EventFd> {
+    let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| Error::Device { what, source })?;
+    vm.fd.register_irqfd(&evt, gsi).map_err(|e| Error::Device {
+        what,
+        source: e.into(),
+    })?;
+    Ok(evt)
+}
+
+/// The configured virtio devices, in slot order, and what must live as long as the VM.
 struct VirtioDevices {
     devices: Vec<Box<dyn VirtioDevice>>,
-    /// Removes the vsock socket when the VMM ends.
+    /// Removes the vsock socket.
     uds: Option<UdsCleanup>,
 }
 
-/// Creates every configured virtio device. Back ends are connected here, so a missing one is
-/// an input error before KVM is touched.
+/// Opens and checks (before KVM is touched) the configured virtio devices: vsock, then the
+/// disks.
 fn virtio_devices(config: &VmConfig) -> Result<VirtioDevices> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let mut uds = None;
@@ -222,6 +233,13 @@ fn virtio_devices(config: &VmConfig) -> Result<VirtioDevices> {
         )));
         uds = Some(cleanup);
     }
+    for disk in &config.disks {
+        let image = DiskImage::open(disk).map_err(|source| Error::Disk {
+            path: disk.path.clone(),
+            source,
+        })?;
+        devices.push(Box::new(Block::new(image)));
+    }
     for fs in &config.fs {
         let dev = Fs::new(fs).map_err(|source| Error::Fs {
             tag: fs.tag.clone(),
@@ -230,15 +248,6 @@ fn virtio_devices(config: &VmConfig) -> Result<VirtioDevices> {
         devices.push(Box::new(dev));
     }
     Ok(VirtioDevices { devices, uds })
-}
-
-fn irq_eventfd(vm: &Vm, gsi: u32, what: &'static str) -> Result<EventFd> {
-    let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| Error::Device { what, source })?;
-    vm.fd.register_irqfd(&evt, gsi).map_err(|e| Error::Device {
-        what,
-        source: e.into(),
-    })?;
-    Ok(evt)
 }
 
 /// MMIO base and IRQ of the `index`th virtio device.

@@ -157,7 +157,7 @@ fn bad_vsock_options() {
 
 #[test]
 fn bad_fs_options() {
-    let k = temp_file("elf4", &tiny_elf());
+    let k = temp_file("elf5", &tiny_elf());
     let k = k.to_str().unwrap();
     // Malformed options are usage errors (clap), with the reason.
     for (opt, why) in [
@@ -195,4 +195,49 @@ fn bad_fs_options() {
     for p in [PathBuf::from(k), f, sock] {
         std::fs::remove_file(p).unwrap();
     }
+}
+
+#[test]
+fn bad_disks() {
+    let k = temp_file("elf4", &tiny_elf());
+    let k = k.to_str().unwrap();
+    assert_one_line_error(
+        &vmm(&["--kernel", k, "--disk", "/nonexistent/disk.img"]),
+        "cannot use disk image /nonexistent/disk.img: No such file or directory",
+    );
+    let dir = std::env::temp_dir();
+    assert_one_line_error(
+        &vmm(&["--kernel", k, "--disk", dir.to_str().unwrap()]),
+        "is a directory",
+    );
+    assert_one_line_error(
+        &vmm(&["--kernel", k, "--disk", "/dev/null,ro"]),
+        "cannot use disk image /dev/null: not a regular file or block device",
+    );
+    // A good disk before a bad one does not help.
+    let img = temp_file("disk.img", &[0u8; 4096]);
+    let img = img.to_str().unwrap();
+    assert_one_line_error(
+        &vmm(&[
+            "--kernel",
+            k,
+            "--disk",
+            img,
+            "--disk",
+            "/nonexistent/b.img,ro",
+        ]),
+        "/nonexistent/b.img",
+    );
+    // Option errors are usage errors, with the expected syntax.
+    let o = vmm(&["--kernel", k, "--disk", &format!("{img},rw")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("expected PATH or PATH,ro"),
+        "{}",
+        stderr(&o)
+    );
+    let o = vmm(&["--kernel", k, "--disk", ",ro"]);
+    assert_eq!(o.status.code(), Some(2));
+    std::fs::remove_file(k).unwrap();
+    std::fs::remove_file(img).unwrap();
 }

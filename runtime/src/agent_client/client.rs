@@ -176,6 +176,16 @@ impl AgentClient {
         exec_id: &str,
         timeout: Option<Duration>,
     ) -> Result<ExitStatus, AgentError> {
+        Ok(self.wait_container(exec_id, timeout).await?.0)
+    }
+
+    /// Like [`AgentClient::wait_process_timeout`], with whether the container's cgroup saw an
+    /// OOM kill (always false for a plain process).
+    pub async fn wait_container(
+        &self,
+        exec_id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(ExitStatus, bool), AgentError> {
         let mut req = WaitProcessRequest::new();
         req.exec_id = exec_id.to_string();
         let resp = call(
@@ -184,24 +194,27 @@ impl AgentClient {
             self.inner.wait_process(ctx(timeout), &req),
         )
         .await?;
-        if resp.has_exit_code() {
-            Ok(ExitStatus::Exited(resp.exit_code()))
+        let status = if resp.has_exit_code() {
+            ExitStatus::Exited(resp.exit_code())
         } else if resp.has_signal() {
             // The agent is untrusted: a signal number outside Linux's range is a protocol error
             // (callers compute 128 + signal).
             match resp.signal() {
-                sig @ 1..=64 => Ok(ExitStatus::Signaled(sig)),
-                sig => Err(AgentError::Protocol {
-                    method: "WaitProcess",
-                    message: format!("signal {sig} out of range 1..=64"),
-                }),
+                sig @ 1..=64 => ExitStatus::Signaled(sig),
+                sig => {
+                    return Err(AgentError::Protocol {
+                        method: "WaitProcess",
+                        message: format!("signal {sig} out of range 1..=64"),
+                    })
+                }
             }
         } else {
-            Err(AgentError::Protocol {
+            return Err(AgentError::Protocol {
                 method: "WaitProcess",
                 message: "neither exit_code nor signal set".into(),
-            })
-        }
+            });
+        };
+        Ok((status, resp.oom_killed))
     }
 
     pub async fn signal_process(&self, exec_id: &str, signal: u32) -> Result<(), AgentError> {
@@ -248,5 +261,46 @@ impl AgentClient {
         kind: StreamKind,
     ) -> Result<UnixStream, AgentError> {
         open_stream(&self.connector, &StreamHeader::new(exec_id, kind)?).await
+    }
+
+    /// Creates a container (see the proto); returns its init's guest pid. Open the streams the
+    /// request asks for (exec id = container id) before or while this runs.
+    pub async fn create_container(&self, req: &CreateContainerRequest) -> Result<u32, AgentError> {
+        let t = Some(self.config.exec_timeout);
+        let resp = call(
+            "CreateContainer",
+            t,
+            self.inner.create_container(ctx(t), req),
+        )
+        .await?;
+        Ok(resp.pid)
+    }
+
+    /// Lets a created container's init exec its process.
+    pub async fn start_container(&self, container_id: &str) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = StartContainerRequest::new();
+        req.container_id = container_id.to_string();
+        call(
+            "StartContainer",
+            t,
+            self.inner.start_container(ctx(t), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Kills what is left of a container and removes it in the guest.
+    pub async fn remove_container(&self, container_id: &str) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = RemoveContainerRequest::new();
+        req.container_id = container_id.to_string();
+        call(
+            "RemoveContainer",
+            t,
+            self.inner.remove_container(ctx(t), &req),
+        )
+        .await?;
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! DRIVER_OK. Queue notifications arrive on ioeventfds and interrupts leave through an irqfd
 //! ([`Interrupt`]), so the data path never goes through the vCPU threads.
 
+pub mod block;
 pub mod device;
 pub mod fs;
 pub mod interrupt;
@@ -37,6 +38,8 @@ pub const INT_USED_RING: u32 = 1;
 /// Interrupt status bit: the configuration (or the device status) changed.
 pub const INT_CONFIG: u32 = 2;
 
+/// Device type of virtio-blk.
+pub const TYPE_BLOCK: u32 = 2;
 /// Device type of virtio-vsock.
 pub const TYPE_VSOCK: u32 = 19;
 /// Device type of virtio-fs.
