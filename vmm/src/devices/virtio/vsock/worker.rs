@@ -78,7 +78,7 @@ impl Worker {
                 }
             }
             self.muxer.expire(Instant::now());
-            if let Err(e) = self.process_tx().and_then(|()| self.process_rx()) {
+            if let Err(e) = self.process_queues() {
                 self.interrupt.mark_broken(&format!("vsock: {e}"));
                 return;
             }
@@ -100,6 +100,14 @@ impl Worker {
             )?;
         }
         Ok(())
+    }
+
+    /// Consumes every tx packet, then fills rx buffers. `Err`: the driver corrupted a queue or
+    /// sent a malformed packet (the device must be marked broken). Public for the fuzz targets
+    /// (vmm/fuzz), which drive it on guest memory made of fuzz input.
+    pub fn process_queues(&mut self) -> Result<(), String> {
+        self.process_tx()?;
+        self.process_rx()
     }
 
     /// Consumes every tx packet. Never stalls: a guest respecting our credit cannot overflow
