@@ -7,7 +7,7 @@ BIN_DIR := build/bin
 STAGE := scripts/stage
 
 .PHONY: all deps build agent kernel initramfs artifacts testhost demo test unit lint \
-        integration bench clean
+        integration fuzz bench clean
 
 all: artifacts
 
@@ -51,12 +51,17 @@ unit:
 	$(CARGO) test --workspace --exclude sandpod-tests
 	$(CARGO) test -p sandpod-tests --lib --bins
 
+## The VMM's cargo-fuzz targets (vmm/fuzz), SANDPOD_FUZZ_SECONDS (default 20) each.
+fuzz:
+	@scripts/fuzz.sh
+
 integration:
-	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests --test testhost --test reference_boot --test vmm_boot --test vsock -- --test-threads=1
+	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests --test testhost --test reference_boot --test vmm_boot --test vsock --test agent_api -- --test-threads=1
 
 test: deps
 	@$(STAGE) lint $(MAKE) -s lint
 	@$(STAGE) unit-tests $(MAKE) -s unit
+	@$(STAGE) fuzz $(MAKE) -s fuzz
 	@$(STAGE) artifacts $(MAKE) -s artifacts
 	@$(STAGE) testhost-image $(MAKE) -s testhost
 	@$(STAGE) testhost-tests $(MAKE) -s integration
