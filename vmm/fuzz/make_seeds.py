@@ -37,8 +37,8 @@ def desc(addr, length, flags=0, nxt=0):
     return struct.pack("<QIHH", addr, length, flags, nxt)
 
 
-def queues(tx_packets):
-    """[tx exp, rx exp, rounds] + region 0: tx queue at 0 (desc), 0x1000 (avail), 0x1400 (used);
+def queues(tx_packets, event_idx=False):
+    """[tx exp, rx exp, rounds | EVENT_IDX] + region 0: tx queue at 0 (desc), 0x1000 (avail), 0x1400 (used);
     rx queue at 0x2000/0x3000/0x3400; tx packets from 0x4000; rx buffers at 0x5000.."""
     mem = bytearray(0x4000 + 0x100 * len(tx_packets))
     heads = []
@@ -56,9 +56,10 @@ def queues(tx_packets):
     mem[0x3000:0x3004] = struct.pack("<HH", 0, 8)
     for i in range(8):
         mem[0x3004 + 2 * i:0x3006 + 2 * i] = struct.pack("<H", i)
-    return bytes([5, 3, 3]) + bytes(mem)
+    return bytes([5, 3, 3 | (0x80 if event_idx else 0)]) + bytes(mem)
 
 
 write("vsock_queues", "connect-send", queues([pkt(REQUEST), pkt(RW, b"data for the host")]))
 write("vsock_queues", "unknown-port", queues([pkt(RW, b"x", dst_port=9), pkt(CREDIT_REQUEST)]))
 write("vsock_queues", "connect-close", queues([pkt(REQUEST), pkt(SHUTDOWN, flags=3), pkt(RST)]))
+write("vsock_queues", "event-idx", queues([pkt(REQUEST), pkt(RW, b"x" * 100)], event_idx=True))

@@ -3,7 +3,8 @@
 //! (the code the device thread runs on every notification) a few rounds; it may mark the
 //! device broken (`Err`) but must never panic or touch memory outside the guest's regions.
 //!
-//! Input: [tx size exponent, rx size exponent, rounds, guest memory...]. Region 0 holds the tx
+//! Input: [tx size exponent, rx size exponent, rounds (bit 7: EVENT_IDX negotiated), guest
+//! memory...]. Region 0 holds the tx
 //! queue (descriptors 0x0, available ring 0x1000, used ring 0x1400) and the rx queue (0x2000,
 //! 0x3000, 0x3400); descriptors may point anywhere.
 #![no_main]
@@ -46,9 +47,13 @@ fuzz_target!(|data: &[u8]| {
         .build(&mem)
         .expect("valid tx queue");
     let ev = Queue::new(QUEUE_SIZE).expect("event queue");
+    let mut queues = vec![rx, tx, ev];
+    for q in &mut queues {
+        q.set_event_idx(rounds & 0x80 != 0);
+    }
     let mut worker = Worker {
         mem,
-        queues: vec![rx, tx, ev],
+        queues,
         queue_evts: (0..3).map(|_| eventfd()).collect(),
         interrupt: Arc::new(Interrupt::new(eventfd())),
         stop: eventfd(),
