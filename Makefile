@@ -7,7 +7,7 @@ BIN_DIR := build/bin
 STAGE := scripts/stage
 
 .PHONY: all deps build agent kernel initramfs virtiofsd bundle artifacts testhost demo test unit \
-        lint integration bench clean
+        lint integration fuzz bench clean
 
 all: artifacts
 
@@ -60,8 +60,12 @@ unit:
 	$(CARGO) test --workspace --exclude sandpod-tests
 	$(CARGO) test -p sandpod-tests --lib --bins
 
+## The VMM's cargo-fuzz targets (vmm/fuzz), SANDPOD_FUZZ_SECONDS (default 20) each.
+fuzz:
+	@scripts/fuzz.sh
+
 ## The test-host tests (each boots its own L2; one at a time).
-INTEGRATION_TESTS := testhost reference_boot vmm_boot vsock blk virtiofs containers
+INTEGRATION_TESTS := testhost reference_boot vmm_boot vsock agent_api blk virtiofs containers
 
 integration:
 	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -- --test-threads=1
@@ -69,6 +73,7 @@ integration:
 test: deps
 	@$(STAGE) lint $(MAKE) -s lint
 	@$(STAGE) unit-tests $(MAKE) -s unit
+	@$(STAGE) fuzz $(MAKE) -s fuzz
 	@$(STAGE) artifacts $(MAKE) -s artifacts
 	@$(STAGE) testhost-image $(MAKE) -s testhost
 	@$(STAGE) testhost-tests $(MAKE) -s integration

@@ -24,4 +24,10 @@ fi
 
 command -v cargo >/dev/null || die "cargo is missing: install Rust (rustup) first"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+# make fuzz: cargo-fuzz (built once from crates.io; libFuzzer itself is compiled by the fuzz
+# targets' libfuzzer-sys with the C++ compiler from build-essential).
+if ! command -v cargo-fuzz >/dev/null; then
+  log "installing cargo-fuzz"
+  cargo install --locked --quiet cargo-fuzz
+fi
 log "dependencies present"

@@ -40,19 +40,44 @@ enum Command {
         /// Working directory in the guest.
         #[arg(long, default_value = "/")]
         cwd: String,
+        /// The process's exec id (default: a fresh one), for `signal --id`.
+        #[arg(long)]
+        id: Option<String>,
+        /// Print how the process ended on stderr: `status: exited N` or `status: signaled N`.
+        #[arg(long)]
+        print_status: bool,
         /// Command and arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Send a signal to a process started with `exec --id`.
+    Signal {
+        /// The process's exec id.
+        #[arg(long)]
+        id: String,
+        /// Signal number (e.g. 15 for SIGTERM).
+        signal: u32,
+    },
 }
 
-async fn exec(
-    client: &AgentClient,
+/// What `exec` runs and how.
+struct ExecArgs {
     env: Vec<String>,
     cwd: String,
+    id: Option<String>,
+    print_status: bool,
     args: Vec<String>,
-) -> anyhow::Result<i32> {
-    let exec_id = format!("ctl-{}-{}", std::process::id(), rand_suffix());
+}
+
+async fn exec(client: &AgentClient, a: ExecArgs) -> anyhow::Result<i32> {
+    let ExecArgs {
+        env,
+        cwd,
+        id,
+        print_status,
+        args,
+    } = a;
+    let exec_id = id.unwrap_or_else(|| format!("ctl-{}-{}", std::process::id(), rand_suffix()));
     let mut req = ExecProcessRequest::new();
     req.exec_id = exec_id.clone();
     req.args = args;
@@ -103,6 +128,12 @@ async fn exec(
     // The streams end (EOF) once the process and its children closed them.
     out.await?.context("copying stdout")?;
     err.await?.context("copying stderr")?;
+    if print_status {
+        match status {
+            ExitStatus::Exited(code) => eprintln!("status: exited {code}"),
+            ExitStatus::Signaled(sig) => eprintln!("status: signaled {sig}"),
+        }
+    }
     Ok(match status {
         ExitStatus::Exited(code) => code,
         ExitStatus::Signaled(sig) => 128_i32.saturating_add(sig),
@@ -138,7 +169,29 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Exec { env, cwd, args } => exec(&client, env, cwd, args).await,
+        Command::Exec {
+            env,
+            cwd,
+            id,
+            print_status,
+            args,
+        } => {
+            let a = ExecArgs {
+                env,
+                cwd,
+                id,
+                print_status,
+                args,
+            };
+            exec(&client, a).await
+        }
+        Command::Signal { id, signal } => {
+            client
+                .signal_process(&id, signal)
+                .await
+                .with_context(|| format!("signalling {id}"))?;
+            Ok(0)
+        }
     }
 }
 

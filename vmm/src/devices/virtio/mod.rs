@@ -32,6 +32,8 @@ pub const STATUS_FAILED: u32 = 0x80;
 
 /// Feature bit: virtio 1.0 or later ("modern") device. Required.
 pub const VIRTIO_F_VERSION_1: u32 = 32;
+/// Feature bit: used_event / avail_event suppress interrupts and notifications.
+pub const VIRTIO_RING_F_EVENT_IDX: u32 = 29;
 
 /// Interrupt status bit: a used buffer was added to a queue.
 pub const INT_USED_RING: u32 = 1;
