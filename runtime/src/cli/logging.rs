@@ -1,5 +1,6 @@
 //! The runtime's log: standard error, or the `--log` file (appended; shared by the monitor and
 //! the guest's forwarded logs), text or JSON.
+use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use anyhow::Context;
@@ -41,7 +42,9 @@ pub fn init(cli: &Cli) -> anyhow::Result<LogGuard> {
             }
         }
         None => {
-            let b = builder.with_writer(std::io::stderr);
+            let b = builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr);
             if json {
                 b.json().init();
             } else {
