@@ -52,7 +52,7 @@ unit:
 	$(CARGO) test -p sandpod-tests --lib --bins
 
 integration:
-	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests --test testhost --test reference_boot --test vmm_boot --test vsock -- --test-threads=1
+	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests --test testhost --test reference_boot --test vmm_boot --test vsock --test containers -- --test-threads=1
 
 test: deps
 	@$(STAGE) lint $(MAKE) -s lint

@@ -544,3 +544,7 @@ fn exec_spec_of(id: &str, p: &ProcessConfig, stdin: bool, stdout: bool, stderr: 
         stderr,
     }
 }
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;

@@ -216,3 +216,7 @@ fn mount_config(m: &Mount) -> Result<MountConfig, ContainerError> {
         data: opts.data.join(","),
     })
 }
+
+#[cfg(test)]
+#[path = "spec_tests.rs"]
+mod tests;
