@@ -21,6 +21,8 @@ hasnt() { ! printf '%s\n' "$1" | grep -q -- "$2"; }  # text, pattern
 vmm=$!
 ctl="$dir/bin/sandpod-agentctl --uds $uds"
 $ctl health >/dev/null 2>&1 || { echo "agent unreachable"; cat "$work/console.txt" "$work/vmm.err"; exit 1; }
+# Every busybox applet on the guest's PATH (the test initramfs links only a few).
+$ctl exec -- /bin/busybox --install -s /bin
 grep 'switch_root' "$work/console.txt"
 check switch-root grep -q 'sandpod-agent switch_root ms=' "$work/console.txt"
 
@@ -35,18 +37,23 @@ $ctl exec -- sh -c 'mkdir -p /run/ctr/shared && echo shared-data >/run/ctr/share
 # spec FILE ARGS_JSON: config.json; knobs: TTY RO HOST ENVJ CWD USERJ (reset after each use).
 spec() {
   [ -n "${USERJ:-}" ] || USERJ='{"uid": 0, "gid": 0}'
+  [ -n "${ENVJ:-}" ] || ENVJ='["PATH=/bin", "HOME=/root"]'
+  [ -n "${TTY:-}" ] || TTY=false
+  [ -n "${RO:-}" ] || RO=false
+  [ -n "${HOST:-}" ] || HOST=ctr
+  [ -n "${CWD:-}" ] || CWD=/
   cat >"$1" <<EOF
 {
   "ociVersion": "1.0.2",
   "process": {
-    "terminal": ${TTY:-false},
+    "terminal": $TTY,
     "user": $USERJ,
     "args": $2,
-    "env": ${ENVJ:-["PATH=/bin", "HOME=/root"]},
-    "cwd": "${CWD:-/}"
+    "env": $ENVJ,
+    "cwd": "$CWD"
   },
-  "root": {"path": "rootfs", "readonly": ${RO:-false}},
-  "hostname": "${HOST:-ctr}",
+  "root": {"path": "rootfs", "readonly": $RO},
+  "hostname": "$HOST",
   "mounts": [
     {"destination": "/proc", "type": "proc", "source": "proc"},
     {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -85,8 +92,8 @@ run() {
 run echo '["echo", "hello from a container"]'
 check echo-output test "$out" = "hello from a container"
 check exit-0 test "$rc" = 0
-run exit1 '["sh", "-c", "exit 1"]'
-check exit-1 test "$rc" = 1
+run exit1 '["sh", "-c", "echo before-exit; exit 1"]'
+check exit-1 test "$rc:$out" = "1:before-exit"
 ENVJ='["PATH=/bin", "FOO=bar baz"]' CWD=/work run env '["sh", "-c", "echo \"$FOO\"; pwd"]'
 check env-and-cwd test "$out" = "bar baz
 /work"
