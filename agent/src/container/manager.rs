@@ -335,15 +335,14 @@ impl ContainerManager {
             };
             sync.send(&Msg::Start, None)
                 .map_err(|e| fail(format!("the init process is gone ({e})")))?;
-            loop {
-                match sync
-                    .recv()
-                    .map_err(|e| fail(format!("waiting for the exec: {e}")))?
-                {
-                    Received::Eof => return Ok(()),
-                    Received::Msg(Msg::Error { message }, _) => return Err(fail(message)),
-                    Received::Msg(other, _) => return Err(fail(format!("unexpected {other:?}"))),
-                }
+            let received = sync
+                .recv()
+                .map_err(|e| fail(format!("waiting for the exec: {e}")))?;
+            match received {
+                // Close-on-exec: the init's end closes exactly when the exec succeeds.
+                Received::Eof => Ok(()),
+                Received::Msg(Msg::Error { message }, _) => Err(fail(message)),
+                Received::Msg(other, _) => Err(fail(format!("unexpected {other:?}"))),
             }
         })
         .await

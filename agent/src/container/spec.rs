@@ -152,7 +152,7 @@ pub fn translate(id: &str, spec: Spec, rootfs: &Path) -> Result<Translated, Cont
         container_id: id.to_string(),
         rootfs: rootfs.to_path_buf(),
         readonly_rootfs,
-        rootfs_propagation: rootfs_propagation.bits() as u64,
+        rootfs_propagation: rootfs_propagation.bits(),
         new_namespaces,
         join_namespaces,
         hostname,
@@ -211,8 +211,8 @@ fn mount_config(m: &Mount) -> Result<MountConfig, ContainerError> {
         source,
         fstype,
         bind,
-        flags: flags.bits() as u64,
-        propagation: opts.propagation.iter().map(|p| p.bits() as u64).collect(),
+        flags: flags.bits(),
+        propagation: opts.propagation.iter().map(|p| p.bits()).collect(),
         data: opts.data.join(","),
     })
 }

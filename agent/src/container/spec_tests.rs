@@ -49,7 +49,7 @@ fn default_spec_translates() {
     assert!(init.join_namespaces.is_empty() && t.join_pid_ns.is_none());
     assert_eq!(
         init.rootfs_propagation,
-        (MsFlags::MS_SLAVE | MsFlags::MS_REC).bits() as u64
+        (MsFlags::MS_SLAVE | MsFlags::MS_REC).bits()
     );
     let p = &init.process;
     assert_eq!(p.args, vec!["echo", "hi"]);
@@ -90,15 +90,15 @@ fn bind_mounts_get_bind_flags_and_propagation() {
     assert!(m[0].bind && m[0].fstype.is_empty());
     assert_eq!(
         m[0].flags,
-        (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY).bits() as u64
+        (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY).bits()
     );
     assert_eq!(
         m[0].propagation,
-        vec![(MsFlags::MS_PRIVATE | MsFlags::MS_REC).bits() as u64]
+        vec![(MsFlags::MS_PRIVATE | MsFlags::MS_REC).bits()]
     );
     assert!(m[1].bind);
-    assert_eq!(m[1].flags, MsFlags::MS_BIND.bits() as u64);
-    assert_eq!(t.init.rootfs_propagation, MsFlags::MS_PRIVATE.bits() as u64);
+    assert_eq!(m[1].flags, MsFlags::MS_BIND.bits());
+    assert_eq!(t.init.rootfs_propagation, MsFlags::MS_PRIVATE.bits());
 }
 
 #[test]
