@@ -53,7 +53,7 @@ struct Inner {
     sync: Option<SyncSocket>,
     /// Exec ids of the processes exec'd into the container.
     execs: Vec<String>,
-    cgroup: Option<CgroupHandle>,
+    cgroup: Option<Arc<CgroupHandle>>,
 }
 
 struct Container {
@@ -159,6 +159,8 @@ struct HelperStart {
     pid_ns: Option<File>,
     container_id: String,
     resources: Option<oci_spec::runtime::LinuxResources>,
+    /// An exec's container cgroup (the process joins it).
+    cgroup: Option<Arc<CgroupHandle>>,
 }
 
 /// Clones the helper, puts it in the cgroup, sends the config and waits for it (blocking).
@@ -185,9 +187,13 @@ fn run_helper(
     let (pid, exit) =
         spawn_helper(reaper, launch).map_err(|e| internal("starting the container helper", &e))?;
     let setup = || -> Result<_, ProcessError> {
-        let cgroup =
-            security::join_cgroup(&start.container_id, start.resources.as_ref(), None, pid)
-                .map_err(|e| internal("cgroup", &format!("{e:#}")))?;
+        let cgroup = security::join_cgroup(
+            &start.container_id,
+            start.resources.as_ref(),
+            start.cgroup.as_deref(),
+            pid,
+        )
+        .map_err(|e| internal("cgroup", &format!("{e:#}")))?;
         agent_end
             .set_timeout(Some(SETUP_TIMEOUT))
             .map_err(|e| internal("sync socket", &e))?;
@@ -285,6 +291,7 @@ impl ContainerManager {
             pid_ns,
             container_id: id.clone(),
             resources: spec.linux().as_ref().and_then(|l| l.resources().clone()),
+            cgroup: None,
         };
         let reaper = self.processes.reaper();
         let config = HelperConfig::Init(Box::new(init));
@@ -304,7 +311,7 @@ impl ContainerManager {
                 state: State::Created,
                 sync: Some(sync),
                 execs: Vec::new(),
-                cgroup,
+                cgroup: cgroup.map(Arc::new),
             }),
         };
         self.lock()
@@ -420,6 +427,7 @@ impl ContainerManager {
             pid_ns,
             container_id: container_id.to_string(),
             resources: None,
+            cgroup: c.lock().cgroup.clone(),
         };
         let reaper = self.processes.reaper();
         let exec_id = spec.exec_id.clone();
@@ -437,7 +445,7 @@ impl ContainerManager {
     /// WaitProcess of `exec_id`: did it run as a container's init whose cgroup saw an OOM kill?
     pub fn oom_killed(&self, exec_id: &str) -> bool {
         self.get(exec_id)
-            .map(|c| security::oom_killed(c.lock().cgroup.as_ref()))
+            .map(|c| security::oom_killed(c.lock().cgroup.as_deref()))
             .unwrap_or(false)
     }
 
@@ -457,7 +465,7 @@ impl ContainerManager {
         };
         let has_pid_ns = c.namespaces.contains(&NsKind::Pid);
         // With a pid namespace, the kernel kills every process in it when its init dies.
-        if !has_pid_ns && !security::kill_all(c.lock().cgroup.as_ref()) {
+        if !has_pid_ns && !security::kill_all(c.lock().cgroup.as_deref()) {
             for exec_id in &execs {
                 let _ = self.processes.signal(exec_id, Signal::SIGKILL as u32);
             }

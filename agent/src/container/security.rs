@@ -11,6 +11,8 @@
 //! | 4 | [`prepare_final`] | helper, before Ready (init) / before exec (exec) | `seccomp::compile(seccomp)` |
 //! | 5 | [`apply_final`] | helper, after setuid (keepcaps), right before execve | nnp (prctl), `capabilities::apply(caps)`, `seccomp::apply(&program)` |
 //! | – | [`oom_killed`], [`kill_all`], [`remove_cgroup`] | agent: WaitProcess, RemoveContainer | `.oom_killed()`, `.kill_all()`, `.remove()` |
+use std::sync::Arc;
+
 use oci_spec::runtime::LinuxResources;
 
 use super::config::SecurityConfig;
@@ -97,8 +99,9 @@ pub fn kill_all(cgroup: Option<&CgroupHandle>) -> bool {
     false
 }
 
-/// RemoveContainer, once its processes are gone.
-pub fn remove_cgroup(cgroup: Option<CgroupHandle>) -> anyhow::Result<()> {
+/// RemoveContainer, once its processes are gone (an exec may still hold a clone of the handle:
+/// the cgroup itself is empty by then).
+pub fn remove_cgroup(cgroup: Option<Arc<CgroupHandle>>) -> anyhow::Result<()> {
     // agentsec: if let Some(c) = cgroup { c.remove()? }
     let _ = cgroup;
     Ok(())
