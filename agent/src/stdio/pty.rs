@@ -42,11 +42,10 @@ impl Pty {
     /// Takes over the master of a pty opened elsewhere (a container's, opened by the container
     /// helper inside the container's /dev/pts and passed back over its sync socket).
     pub fn from_master(fd: OwnedFd) -> io::Result<Pty> {
-        // The peer sent it as a pty master; a wrong descriptor type only makes the terminal
-        // calls on it fail, it cannot break memory safety.
-        // SAFETY: `fd` is an owned, open descriptor; PtyMaster only requires it to be one.
+        // SAFETY: `fd` is an owned, open descriptor. PtyMaster's contract (a pty master) is
+        // checked right below with ptsname; a descriptor of another kind would only make the
+        // terminal calls on it fail, never touch memory it does not own.
         let master = unsafe { PtyMaster::from_owned_fd(fd) };
-        // A master for sure: the peer may be wrong about what it sent.
         nix::pty::ptsname_r(&master)?;
         Self::register(master)
     }
