@@ -19,6 +19,9 @@ pub struct ClientConfig {
     pub call_timeout: Duration,
     /// Limit of ExecProcess, which waits up to 10 s for its streams in the agent.
     pub exec_timeout: Duration,
+    /// Limit of CreateContainer, StartContainer and RemoveContainer: the agent waits for the
+    /// streams (10 s) and up to 60 s for the container's setup.
+    pub container_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -27,8 +30,26 @@ impl Default for ClientConfig {
             connect_deadline: Duration::from_secs(30),
             call_timeout: Duration::from_secs(10),
             exec_timeout: Duration::from_secs(20),
+            container_timeout: Duration::from_secs(90),
         }
     }
+}
+
+/// Which stdio streams the host attaches to a process (ExecProcess, CreateContainer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamSet {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl StreamSet {
+    /// All three.
+    pub const ALL: StreamSet = StreamSet {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+    };
 }
 
 /// How a process ended, as the agent reports it.
@@ -254,33 +275,39 @@ impl AgentClient {
         Ok(())
     }
 
-    /// Opens the `kind` stream of `exec_id` (see [`open_stream`]).
-    pub async fn open_stream(
+    /// Creates container `id` from its OCI spec (config.json bytes) with its root at the guest
+    /// path `rootfs`; its init process is left blocked before exec. Returns the init's guest
+    /// pid. Open the streams in `streams` (exec id = `id`) before or while this runs; in
+    /// terminal mode (the spec's process.terminal) that is one `tty` stream.
+    pub async fn create_container(
         &self,
-        exec_id: &str,
-        kind: StreamKind,
-    ) -> Result<UnixStream, AgentError> {
-        open_stream(&self.connector, &StreamHeader::new(exec_id, kind)?).await
-    }
-
-    /// Creates a container (see the proto); returns its init's guest pid. Open the streams the
-    /// request asks for (exec id = container id) before or while this runs.
-    pub async fn create_container(&self, req: &CreateContainerRequest) -> Result<u32, AgentError> {
-        let t = Some(self.config.exec_timeout);
+        id: &str,
+        spec_json: Vec<u8>,
+        rootfs: &str,
+        streams: StreamSet,
+    ) -> Result<u32, AgentError> {
+        let t = Some(self.config.container_timeout);
+        let mut req = CreateContainerRequest::new();
+        req.container_id = id.to_string();
+        req.oci_spec = spec_json;
+        req.rootfs = rootfs.to_string();
+        req.stdin = streams.stdin;
+        req.stdout = streams.stdout;
+        req.stderr = streams.stderr;
         let resp = call(
             "CreateContainer",
             t,
-            self.inner.create_container(ctx(t), req),
+            self.inner.create_container(ctx(t), &req),
         )
         .await?;
         Ok(resp.pid)
     }
 
-    /// Lets a created container's init exec its process.
-    pub async fn start_container(&self, container_id: &str) -> Result<(), AgentError> {
-        let t = Some(self.config.call_timeout);
+    /// Lets container `id`'s init process exec; an exec failure is an error naming the binary.
+    pub async fn start_container(&self, id: &str) -> Result<(), AgentError> {
+        let t = Some(self.config.container_timeout);
         let mut req = StartContainerRequest::new();
-        req.container_id = container_id.to_string();
+        req.container_id = id.to_string();
         call(
             "StartContainer",
             t,
@@ -290,11 +317,11 @@ impl AgentClient {
         Ok(())
     }
 
-    /// Kills what is left of a container and removes it in the guest.
-    pub async fn remove_container(&self, container_id: &str) -> Result<(), AgentError> {
-        let t = Some(self.config.call_timeout);
+    /// Kills what is left of container `id` and forgets it.
+    pub async fn remove_container(&self, id: &str) -> Result<(), AgentError> {
+        let t = Some(self.config.container_timeout);
         let mut req = RemoveContainerRequest::new();
-        req.container_id = container_id.to_string();
+        req.container_id = id.to_string();
         call(
             "RemoveContainer",
             t,
@@ -302,5 +329,14 @@ impl AgentClient {
         )
         .await?;
         Ok(())
+    }
+
+    /// Opens the `kind` stream of `exec_id` (see [`open_stream`]).
+    pub async fn open_stream(
+        &self,
+        exec_id: &str,
+        kind: StreamKind,
+    ) -> Result<UnixStream, AgentError> {
+        open_stream(&self.connector, &StreamHeader::new(exec_id, kind)?).await
     }
 }

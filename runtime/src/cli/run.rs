@@ -5,12 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use sandpod_protocol::agent::CreateContainerRequest;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::stdio::{attach, Attached};
 use super::{Cli, VmArgs};
-use crate::agent_client::ExitStatus;
+use crate::agent_client::{ExitStatus, StreamSet};
 use crate::bundle::Bundle;
 use crate::paths::RuntimePaths;
 use crate::sandbox::{Sandbox, SandboxOptions, Status};
@@ -69,18 +68,21 @@ async fn run_container(
     signals: &mut Signals,
 ) -> anyhow::Result<u8> {
     let id = args.id.clone();
-    let mut req = CreateContainerRequest::new();
-    req.container_id = id.clone();
-    req.oci_spec = sandbox.guest_spec.clone();
-    req.rootfs = sandbox.guest_rootfs.clone();
-    req.stdin = true;
-    req.stdout = true;
-    req.stderr = !terminal;
+    let streams = StreamSet {
+        stdin: true,
+        stdout: true,
+        stderr: !terminal,
+    };
     let client = sandbox.client.clone();
     let (pid, streams) = tokio::try_join!(
         async {
             client
-                .create_container(&req)
+                .create_container(
+                    &id,
+                    sandbox.guest_spec.clone(),
+                    &sandbox.guest_rootfs,
+                    streams,
+                )
                 .await
                 .context("creating the container")
         },

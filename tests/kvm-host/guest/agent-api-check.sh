@@ -78,7 +78,7 @@ check cat-10mib-sha256 test "$sum_in" = "$sum_out"
 timeout 120 $ctl exec --id sleeper --print-status -- busybox sleep 1000 >"$work/sleep.out" 2>"$work/sleep.err" &
 sleeper=$!
 # The signal may come before the agent knows the process: retry until it is delivered.
-i=0; until $ctl signal --id sleeper 15 2>"$work/signal.err"; do
+i=0; until $ctl signal sleeper 15 2>"$work/signal.err"; do
   i=$((i + 1)); [ $i -ge 20 ] && break; sleep 0.5
 done
 wait $sleeper; rc=$?
@@ -86,7 +86,7 @@ echo "busybox sleep 1000 after SIGTERM: exit $rc, $(cat "$work/sleep.err")"
 check sigterm-signal-delivered test $i -lt 20
 check sigterm-status grep -qx 'status: signaled 15' "$work/sleep.err"
 check sigterm-exit-143 test "$rc" = 143
-$ctl signal --id no-such-process 15 2>"$work/signal-unknown.err"; rc=$?
+$ctl signal no-such-process 15 2>"$work/signal-unknown.err"; rc=$?
 echo "signal to an unknown exec id: exit $rc: $(cat "$work/signal-unknown.err")"
 check signal-unknown-id-fails test "$rc" = 1
 
