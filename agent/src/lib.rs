@@ -4,6 +4,7 @@
 //! host's API: `rpc` (ttrpc on vsock port 1024) over `process` (spawning, reaping, signals) and
 //! `sandbox`, `stdio` (stream connections on port 1026) and `logging` (to the host's port 1025).
 pub mod cmdline;
+pub mod container;
 pub mod guest;
 pub mod init;
 pub mod logging;
