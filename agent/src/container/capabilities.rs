@@ -80,8 +80,7 @@ pub fn apply(spec: &LinuxCapabilities) -> Result<()> {
     let sets = CapSets::resolve(spec, &supported)?;
     sets.validate()?;
     let err = |what: &'static str| move |e: caps::errors::CapsError| anyhow!("{what}: {e}");
-    let permitted_now = caps::read(None, CapSet::Permitted).map_err(err("read permitted"))?;
-    caps::set(None, CapSet::Effective, &permitted_now).map_err(err("raise effective"))?;
+    raise_effective()?;
     for cap in supported.difference(&sets.bounding) {
         caps::drop(None, CapSet::Bounding, *cap)
             .map_err(|e| anyhow!("drop {cap} from the bounding set: {e}"))?;
@@ -104,6 +103,15 @@ pub fn apply(spec: &LinuxCapabilities) -> Result<()> {
         "capabilities applied"
     );
     Ok(())
+}
+
+/// Raises the effective set to the whole permitted set (setuid with keep-caps cleared it):
+/// what CAP_SETPCAP-guarded drops and a seccomp filter without no_new_privs need.
+pub fn raise_effective() -> Result<()> {
+    let permitted =
+        caps::read(None, CapSet::Permitted).map_err(|e| anyhow!("read permitted set: {e}"))?;
+    caps::set(None, CapSet::Effective, &permitted)
+        .map_err(|e| anyhow!("raise the effective set: {e}"))
 }
 
 /// PR_SET_KEEPCAPS: keep the permitted set across the setuid away from root.
