@@ -219,3 +219,39 @@ fn program_shape() {
     assert_eq!(allow.filter[2].k, RET_KILL_PROCESS);
     assert_eq!(allow.len(), 7);
 }
+
+#[test]
+fn every_syscall_listed_still_fits_and_loads() {
+    // Docker's default profile names ~370 syscalls; this names them all, under a denying default.
+    let names: Vec<String> = syscalls::Sysno::iter()
+        .map(|s| format!("\"{}\"", s.name()))
+        .collect();
+    let json = format!(
+        r#"{{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{{"names":[{}],"action":"SCMP_ACT_ALLOW"}},
+            {{"names":["mkdir"],"action":"SCMP_ACT_ERRNO","errnoRet":18,
+              "args":[{{"index":1,"value":511,"op":"SCMP_CMP_EQ"}}]}}]}}"#,
+        names.join(",")
+    );
+    let p = compile(&profile(&json)).unwrap();
+    assert!(
+        p.len() > 3 * names.len() && p.len() <= BPF_MAXINSNS,
+        "{}",
+        p.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let result = run_filtered(&json, || {
+        use std::os::unix::fs::DirBuilderExt;
+        // mkdir is in both entries: its conditional ERRNO(18) rule comes first, then ALLOW.
+        match std::fs::DirBuilder::new().mode(0o777).create(d.join("a")) {
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
+            other => return Err(format!("mkdir mode 0777: {other:?}")),
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(d.join("b"))
+            .map_err(|e| format!("mkdir mode 0700: {e}"))
+    });
+    assert_eq!(result, Ok(()));
+    assert!(dir.path().join("b").is_dir());
+}
