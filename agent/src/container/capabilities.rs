@@ -114,6 +114,16 @@ pub fn raise_effective() -> Result<()> {
         .map_err(|e| anyhow!("raise the effective set: {e}"))
 }
 
+/// Empties the effective, permitted, inheritable and ambient sets.
+pub fn clear_all() -> Result<()> {
+    let err = |what: &'static str| move |e: caps::errors::CapsError| anyhow!("clear {what}: {e}");
+    if let Err(e) = caps::clear(None, CapSet::Ambient) {
+        debug!(error = %e, "no ambient set to clear");
+    }
+    caps::clear(None, CapSet::Inheritable).map_err(err("inheritable"))?;
+    caps::clear(None, CapSet::Permitted).map_err(err("permitted and effective"))
+}
+
 /// PR_SET_KEEPCAPS: keep the permitted set across the setuid away from root.
 pub fn set_keep_caps(keep: bool) -> Result<()> {
     nix::sys::prctl::set_keepcaps(keep).with_context(|| format!("prctl(PR_SET_KEEPCAPS, {keep})"))

@@ -9,13 +9,13 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use tracing::debug;
 
-/// Masks, then makes read-only. Missing paths are skipped (as runc).
+/// Makes the read-only paths read-only, then masks (runc's order). Missing paths are skipped.
 pub fn apply(masked: &[String], readonly: &[String]) -> Result<()> {
-    for p in masked {
-        mask(Path::new(check(p)?)).with_context(|| format!("masking {p}"))?;
-    }
     for p in readonly {
         make_readonly(Path::new(check(p)?)).with_context(|| format!("read-only path {p}"))?;
+    }
+    for p in masked {
+        mask(Path::new(check(p)?)).with_context(|| format!("masking {p}"))?;
     }
     Ok(())
 }
