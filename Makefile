@@ -6,8 +6,8 @@ AGENT_BIN := target/$(HOST_TARGET)/release/sandpod-agent
 BIN_DIR := build/bin
 STAGE := scripts/stage
 
-.PHONY: all deps build agent kernel initramfs artifacts testhost demo test unit lint \
-        integration bench clean
+.PHONY: all deps build agent kernel initramfs virtiofsd bundle artifacts testhost demo test unit \
+        lint integration fuzz bench clean
 
 all: artifacts
 
@@ -31,9 +31,18 @@ kernel:
 initramfs: agent
 	@scripts/build-initramfs.sh $(AGENT_BIN)
 
+## virtiofsd (the virtio-fs back end), `cargo install --locked` of a pinned version, cached
+## under ~/.cache/sandpod/virtiofsd-<version>/ and copied to build/bin.
+virtiofsd:
+	@scripts/install-virtiofsd.sh
+
 ## Everything the guest and the test host need, in build/ (shown at /sandpod in the test host).
-artifacts: build kernel initramfs
+artifacts: build kernel initramfs virtiofsd bundle
 	@mkdir -p build/scripts && cp tests/kvm-host/guest/*.sh build/scripts/
+
+## The busybox OCI bundle the demo and the container tests run (build/bundles/busybox).
+bundle:
+	@scripts/build-bundle.sh
 
 testhost:
 	@tests/kvm-host/build-image.sh >/dev/null
@@ -51,12 +60,20 @@ unit:
 	$(CARGO) test --workspace --exclude sandpod-tests
 	$(CARGO) test -p sandpod-tests --lib --bins
 
+## The VMM's cargo-fuzz targets (vmm/fuzz), SANDPOD_FUZZ_SECONDS (default 20) each.
+fuzz:
+	@scripts/fuzz.sh
+
+## The test-host tests (each boots its own L2; one at a time).
+INTEGRATION_TESTS := testhost reference_boot vmm_boot vsock agent_api blk virtiofs containers sandpod_run
+
 integration:
-	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests --test testhost --test reference_boot --test vmm_boot --test vsock -- --test-threads=1
+	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -- --test-threads=1
 
 test: deps
 	@$(STAGE) lint $(MAKE) -s lint
 	@$(STAGE) unit-tests $(MAKE) -s unit
+	@$(STAGE) fuzz $(MAKE) -s fuzz
 	@$(STAGE) artifacts $(MAKE) -s artifacts
 	@$(STAGE) testhost-image $(MAKE) -s testhost
 	@$(STAGE) testhost-tests $(MAKE) -s integration

@@ -11,7 +11,7 @@ raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 SANDPOD_TESTHOST_NOBUILD=1 "$REPO_ROOT/tests/kvm-host/run" -- sh -c \
   "/sandpod/scripts/boot-bench.sh $RUNS 1 128 sandpod qemu; /sandpod/scripts/vmm-overhead.sh 5; \
-   /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS" |
+   /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/run-bench.sh $RUNS" |
   tee "$raw" >&2
 
 ours=$(awk '$1=="boot" && $2=="sandpod" && $3!="fail" {print $3}' "$raw" | median)
@@ -30,3 +30,12 @@ awk -v mib="$VSOCK_MIB" -v g="${guest_ms:-0}" -v p="${pipe_ms:-0}" -v ok="${byte
   if (g > 0 && p > 0) printf "bench vsock_mib_s sandpod=%.1f host_pipe=%.1f ratio=%.2f mib=%d intact=%s\n", mib * 1000 / g, mib * 1000 / p, p / g, mib, ok
   else print "bench vsock_mib_s sandpod=nan host_pipe=nan ratio=nan (vsock-bench failed)" }'
 echo "bench exec_ms median=$(awk '$1=="exec" {print $2}' "$raw" | median) runs=$RUNS"
+
+ours=$(awk '$1=="run" && $2=="sandpod" && $3!="fail" {print $3}' "$raw" | median)
+theirs=$(awk '$1=="run" && $2=="runc" && $3!="fail" {print $3}' "$raw" | median)
+fails=$(awk '$1=="run" && $3=="fail"' "$raw" | wc -l)
+ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { if (b > 0 && a > 0) printf "%.1f", a / b; else print "nan" }')
+echo "bench run_true_ms sandpod=$ours runc=$theirs ratio=$ratio runs=$RUNS failed=$fails"
+awk '$1=="idle" {
+  for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+  printf "bench idle_pod_pss_mib vmm=%.1f virtiofsd=%.1f monitor=%.1f total=%.1f\n", v["vmm_kib"]/1024, v["virtiofsd_kib"]/1024, v["monitor_kib"]/1024, (v["vmm_kib"]+v["virtiofsd_kib"]+v["monitor_kib"])/1024 }' "$raw"

@@ -8,7 +8,7 @@ APT_PACKAGES=(
   linux-source-6.12                                     # guest kernel source
   cpio busybox-static                                   # initramfs
   qemu-system-x86 debootstrap e2fsprogs kmod xz-utils   # KVM test host
-  libseccomp-dev libcap-ng-dev protobuf-compiler        # virtiofsd, ttrpc codegen (later issues)
+  libseccomp-dev libcap-ng-dev protobuf-compiler        # virtiofsd (scripts/install-virtiofsd.sh), ttrpc codegen
 )
 
 missing=()
@@ -24,4 +24,10 @@ fi
 
 command -v cargo >/dev/null || die "cargo is missing: install Rust (rustup) first"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+# make fuzz: cargo-fuzz (built once from crates.io; libFuzzer itself is compiled by the fuzz
+# targets' libfuzzer-sys with the C++ compiler from build-essential).
+if ! command -v cargo-fuzz >/dev/null; then
+  log "installing cargo-fuzz"
+  cargo install --locked --quiet cargo-fuzz
+fi
 log "dependencies present"

@@ -9,6 +9,10 @@ use sandpod_agent::{init, serve, VERSION};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // First: the container helper (the agent re-executed by itself, see container::launch).
+    if sandpod_agent::container::helper::is_helper(&args) {
+        sandpod_agent::container::helper::main();
+    }
     if args.iter().any(|a| a == "--version" || a == "-V") {
         println!("sandpod-agent {VERSION}");
         return;
@@ -38,7 +42,7 @@ fn main() {
     // As PID 1 there is nobody to report an error to but the console; returning from PID 1
     // panics the guest kernel, which (with panic=-1) ends the VM: that is the intended outcome
     // of a fatal agent error, never a hang.
-    if let Err(e) = init::run() {
+    if let Err(e) = init::run(&args) {
         eprintln!("sandpod-agent: fatal: {e:#}");
         std::process::exit(1);
     }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use sandpod_protocol::agent_ttrpc::create_agent;
 use sandpod_protocol::{AGENT_PORT, STDIO_PORT};
 
+use crate::container::ContainerManager;
 use crate::logging::LogForwarder;
 use crate::process::{ProcessManager, Reaper};
 use crate::rpc::AgentService;
@@ -60,8 +61,10 @@ pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<(
             }
         }
     };
+    let processes = ProcessManager::new(reaper, broker.clone());
     let service = AgentService {
-        processes: ProcessManager::new(reaper, broker.clone()),
+        containers: ContainerManager::new(processes.clone()),
+        processes,
         sandbox: Sandbox::new(mode),
     };
     let mut failures = 0u32;

@@ -18,7 +18,7 @@ KERNEL_META=linux-image-cloud-amd64
 PACKAGES=(
   busybox-static kmod procps iproute2 iptables util-linux e2fsprogs
   containerd runc docker.io podman containernetworking-plugins
-  qemu-system-x86 libseccomp2 libcap-ng0 strace
+  qemu-system-x86 libseccomp2 libcap-ng0 strace jq
 )
 ROOTFS_SIZE=${SANDPOD_TESTHOST_ROOTFS_SIZE:-4G}
 

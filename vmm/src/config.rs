@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::devices::virtio::fs::FsConfig;
+
 /// Default kernel command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 /// Default guest memory size in MiB.
@@ -79,6 +81,53 @@ pub struct VmConfig {
     /// virtio-vsock device with hybrid vsock on Unix sockets.
     #[serde(default)]
     pub vsock: Option<VsockConfig>,
+    /// virtio-fs devices, each backed by a vhost-user-fs daemon (virtiofsd).
+    #[serde(default)]
+    pub fs: Vec<FsConfig>,
+    /// virtio-blk devices, in order (the guest's vda, vdb, ...).
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+}
+
+/// Most disks per VM (each takes a virtio-mmio slot and an IRQ).
+pub const MAX_DISKS: usize = 16;
+/// Most virtio-fs devices per VM (with vsock and 16 disks, IRQs 5 to 23 are all taken).
+pub const MAX_FS: usize = 2;
+
+/// A virtio-blk device on a raw image file (or block device).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskConfig {
+    /// The image.
+    pub path: PathBuf,
+    /// The guest may only read (VIRTIO_BLK_F_RO; the image is opened read-only).
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl FromStr for DiskConfig {
+    type Err = String;
+
+    /// Parses `PATH` or `PATH,ro`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (path, read_only) = match s.rsplit_once(',') {
+            Some((path, "ro")) => (path, true),
+            Some((_, opt)) => {
+                return Err(format!(
+                    "invalid disk option {opt:?} in {s:?}: expected PATH or PATH,ro"
+                ))
+            }
+            None => (s, false),
+        };
+        if path.is_empty() {
+            return Err(format!(
+                "disk path is empty in {s:?}: expected PATH or PATH,ro"
+            ));
+        }
+        Ok(DiskConfig {
+            path: PathBuf::from(path),
+            read_only,
+        })
+    }
 }
 
 /// Default guest CID.
@@ -123,6 +172,15 @@ pub enum ConfigError {
     /// Empty or too long vsock socket path.
     #[error("vsock socket path must be non-empty and at most {MAX_UDS_PATH} bytes")]
     BadUdsPath,
+    /// An invalid virtio-fs device.
+    #[error("virtio-fs: {0}")]
+    Fs(String),
+    /// A disk without a path.
+    #[error("a disk has an empty path")]
+    EmptyDiskPath,
+    /// More disks than supported.
+    #[error("{0} disks given but at most {MAX_DISKS} are supported")]
+    TooManyDisks(usize),
 }
 
 impl VmConfig {
@@ -136,6 +194,8 @@ impl VmConfig {
             vcpus: 1,
             console: ConsoleConfig::Stdout,
             vsock: None,
+            fs: Vec::new(),
+            disks: Vec::new(),
         }
     }
 
@@ -167,6 +227,24 @@ impl VmConfig {
             let len = v.uds_path.as_os_str().len();
             if len == 0 || len > MAX_UDS_PATH {
                 return Err(ConfigError::BadUdsPath);
+            }
+        }
+        if self.disks.len() > MAX_DISKS {
+            return Err(ConfigError::TooManyDisks(self.disks.len()));
+        }
+        if self.disks.iter().any(|d| d.path.as_os_str().is_empty()) {
+            return Err(ConfigError::EmptyDiskPath);
+        }
+        if self.fs.len() > MAX_FS {
+            return Err(ConfigError::Fs(format!(
+                "{} devices given but at most {MAX_FS} are supported",
+                self.fs.len()
+            )));
+        }
+        for (i, fs) in self.fs.iter().enumerate() {
+            fs.validate().map_err(ConfigError::Fs)?;
+            if self.fs[..i].iter().any(|other| other.tag == fs.tag) {
+                return Err(ConfigError::Fs(format!("tag {} used twice", fs.tag)));
             }
         }
         Ok(())
@@ -233,6 +311,81 @@ mod tests {
         // Older configurations without the field still parse.
         let old = r#"{"kernel":"/k","initrd":null,"cmdline":"x","mem_mib":128,"vcpus":1}"#;
         assert_eq!(serde_json::from_str::<VmConfig>(old).unwrap().vsock, None);
+    }
+
+    #[test]
+    fn fs_config() {
+        let mut c = VmConfig::new("/k");
+        c.fs.push(FsConfig::new("a", "/run/a.sock"));
+        c.fs.push(FsConfig::new("b", "/run/b.sock"));
+        assert_eq!(c.validate(), Ok(()));
+        let s = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<VmConfig>(&s).unwrap(), c);
+        c.fs[1].tag = "a".into();
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Fs("tag a used twice".into()))
+        );
+        c.fs[1].tag = String::new();
+        assert!(matches!(c.validate(), Err(ConfigError::Fs(_))));
+        // Older configurations without the field still parse, with no devices.
+        let old = r#"{"kernel":"/k","initrd":null,"cmdline":"x","mem_mib":128,"vcpus":1}"#;
+        assert!(serde_json::from_str::<VmConfig>(old).unwrap().fs.is_empty());
+        c.fs[1].tag = "b".into();
+        c.fs.push(FsConfig::new("c", "/run/c.sock"));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Fs(
+                "3 devices given but at most 2 are supported".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn disk_config() {
+        assert_eq!(
+            "/a/b.img".parse(),
+            Ok(DiskConfig {
+                path: "/a/b.img".into(),
+                read_only: false
+            })
+        );
+        assert_eq!(
+            "/a,b.img,ro".parse(),
+            Ok(DiskConfig {
+                path: "/a,b.img".into(),
+                read_only: true
+            })
+        );
+        let e = "/a.img,rw".parse::<DiskConfig>().unwrap_err();
+        assert!(e.contains("invalid disk option \"rw\""), "{e}");
+        assert!("".parse::<DiskConfig>().is_err());
+        assert!(",ro".parse::<DiskConfig>().is_err());
+
+        let mut c = VmConfig::new("/k");
+        c.disks.push("/d.img,ro".parse().unwrap());
+        assert_eq!(c.validate(), Ok(()));
+        let s = serde_json::to_string(&c).unwrap();
+        assert!(
+            s.contains(r#""disks":[{"path":"/d.img","read_only":true}]"#),
+            "{s}"
+        );
+        assert_eq!(serde_json::from_str::<VmConfig>(&s).unwrap(), c);
+        let d: DiskConfig = serde_json::from_str(r#"{"path":"/x"}"#).unwrap();
+        assert!(!d.read_only);
+        c.disks = vec![c.disks[0].clone(); MAX_DISKS + 1];
+        assert_eq!(c.validate(), Err(ConfigError::TooManyDisks(MAX_DISKS + 1)));
+        c.disks = vec![DiskConfig {
+            path: "".into(),
+            read_only: false,
+        }];
+        assert_eq!(c.validate(), Err(ConfigError::EmptyDiskPath));
+        // Older configurations without the field still parse.
+        let old = r#"{"kernel":"/k","initrd":null,"cmdline":"x","mem_mib":128,"vcpus":1}"#;
+        assert!(serde_json::from_str::<VmConfig>(old)
+            .unwrap()
+            .disks
+            .is_empty());
     }
 
     #[test]

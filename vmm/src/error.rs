@@ -124,6 +124,22 @@ pub enum Error {
         /// Error.
         source: io::Error,
     },
+    /// A virtio-fs device cannot be set up (its back end is missing or refuses).
+    #[error("virtio-fs {tag}: {source}")]
+    Fs {
+        /// The device's tag.
+        tag: String,
+        /// Error.
+        source: crate::devices::virtio::fs::FsError,
+    },
+    /// A disk image cannot be used.
+    #[error("cannot use disk image {}: {source}", path.display())]
+    Disk {
+        /// Path.
+        path: PathBuf,
+        /// Error.
+        source: crate::devices::virtio::block::disk::DiskError,
+    },
     /// A vCPU thread cannot be started.
     #[error("cannot start vCPU thread: {0}")]
     Thread(io::Error),

@@ -24,7 +24,7 @@ pub mod kvm;
 pub mod loader;
 pub mod vmm;
 
-pub use config::{ConsoleConfig, VmConfig, VsockConfig};
+pub use config::{ConsoleConfig, DiskConfig, FsConfig, VmConfig, VsockConfig};
 pub use error::{Error, Result};
 pub use exit::{ExitReason, ExitState};
 pub use vmm::Vmm;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use sandpod_vmm::config::{ConfigError, DEFAULT_CMDLINE, DEFAULT_GUEST_CID, DEFAULT_MEM_MIB};
-use sandpod_vmm::{ConsoleConfig, ExitReason, VmConfig, Vmm, VsockConfig};
+use sandpod_vmm::{ConsoleConfig, DiskConfig, ExitReason, FsConfig, VmConfig, Vmm, VsockConfig};
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
@@ -48,6 +48,15 @@ struct Cli {
     /// The guest's vsock CID (with --vsock-uds).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_GUEST_CID, requires = "vsock_uds")]
     vsock_cid: u32,
+    /// Add a virtio-fs device (repeatable) whose back end is a vhost-user-fs daemon
+    /// (virtiofsd) listening on PATH; the guest mounts it with `mount -t virtiofs TAG DIR`.
+    /// N request queues (default 1) of queue-size entries (default 1024).
+    #[arg(long, value_name = "tag=TAG,socket=PATH[,queues=N,queue-size=N]")]
+    fs: Vec<FsConfig>,
+    /// Add a virtio-blk device on a raw disk image (repeatable: the guest's vda, vdb, ...
+    /// after the vsock device); `,ro` makes it read-only. Its serial is the file name.
+    #[arg(long = "disk", value_name = "PATH[,ro]")]
+    disks: Vec<DiskConfig>,
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitReason> {
@@ -62,6 +71,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitReason> {
             guest_cid: cli.vsock_cid,
             uds_path,
         }),
+        fs: cli.fs,
+        disks: cli.disks,
     };
     // Block SIGINT/SIGTERM in every thread (vCPU threads inherit the mask); a dedicated thread
     // waits for them and stops the VM cleanly.

@@ -14,6 +14,9 @@ use crate::devices::legacy::i8042::{I8042, I8042_KBD_IRQ, I8042_LEN, I8042_PORT}
 use crate::devices::legacy::serial::{console_output, COM1_IRQ, COM1_LEN, COM1_PORT};
 use crate::devices::legacy::{EventFdTrigger, SerialDevice};
 use crate::devices::power_port::{PowerPort, POWER_PORT, POWER_PORT_LEN};
+use crate::devices::virtio::block::disk::DiskImage;
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::fs::Fs;
 use crate::devices::virtio::vsock::unix::{bind_listener, UdsCleanup};
 use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice, MMIO_SIZE};
@@ -64,25 +67,10 @@ impl Vmm {
     pub fn new(mut config: VmConfig) -> Result<Vmm> {
         config.validate()?;
         let files = open_boot_files(&config)?;
-        let vsock = match &config.vsock {
-            Some(v) => {
-                let (listener, cleanup) =
-                    bind_listener(&v.uds_path).map_err(|source| Error::Device {
-                        what: "the vsock socket",
-                        source: std::io::Error::new(
-                            source.kind(),
-                            format!("{}: {source}", v.uds_path.display()),
-                        ),
-                    })?;
-                let dev = Vsock::new(v.guest_cid, v.uds_path.clone(), listener);
-                Some((Box::new(dev) as Box<dyn VirtioDevice>, cleanup))
-            }
-            None => None,
-        };
-        let (virtio, uds) = match vsock {
-            Some((dev, cleanup)) => (vec![dev], Some(cleanup)),
-            None => (Vec::new(), None),
-        };
+        let VirtioDevices {
+            devices: virtio,
+            uds,
+        } = virtio_devices(&config)?;
         for (i, _) in virtio.iter().enumerate() {
             let (base, irq) = virtio_slot(i);
             config
@@ -216,6 +204,50 @@ fn irq_eventfd(vm: &Vm, gsi: u32, what: &'static str) -> Result<EventFd> {
         source: e.into(),
     })?;
     Ok(evt)
+}
+
+/// The configured virtio devices, in slot order, and what must live as long as the VM.
+struct VirtioDevices {
+    devices: Vec<Box<dyn VirtioDevice>>,
+    /// Removes the vsock socket.
+    uds: Option<UdsCleanup>,
+}
+
+/// Opens and checks (before KVM is touched) the configured virtio devices: vsock, then the
+/// disks.
+fn virtio_devices(config: &VmConfig) -> Result<VirtioDevices> {
+    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    let mut uds = None;
+    if let Some(v) = &config.vsock {
+        let (listener, cleanup) = bind_listener(&v.uds_path).map_err(|source| Error::Device {
+            what: "the vsock socket",
+            source: std::io::Error::new(
+                source.kind(),
+                format!("{}: {source}", v.uds_path.display()),
+            ),
+        })?;
+        devices.push(Box::new(Vsock::new(
+            v.guest_cid,
+            v.uds_path.clone(),
+            listener,
+        )));
+        uds = Some(cleanup);
+    }
+    for disk in &config.disks {
+        let image = DiskImage::open(disk).map_err(|source| Error::Disk {
+            path: disk.path.clone(),
+            source,
+        })?;
+        devices.push(Box::new(Block::new(image)));
+    }
+    for fs in &config.fs {
+        let dev = Fs::new(fs).map_err(|source| Error::Fs {
+            tag: fs.tag.clone(),
+            source,
+        })?;
+        devices.push(Box::new(dev));
+    }
+    Ok(VirtioDevices { devices, uds })
 }
 
 /// MMIO base and IRQ of the `index`th virtio device.

@@ -154,3 +154,90 @@ fn bad_vsock_options() {
         std::fs::remove_file(p).unwrap();
     }
 }
+
+#[test]
+fn bad_fs_options() {
+    let k = temp_file("elf5", &tiny_elf());
+    let k = k.to_str().unwrap();
+    // Malformed options are usage errors (clap), with the reason.
+    for (opt, why) in [
+        ("socket=/s", "tag=TAG is missing"),
+        ("tag=t,socket=/s,queue-size=100", "not a power of two"),
+        ("tag=t,socket=/s,cache=auto", "unknown key"),
+    ] {
+        let o = vmm(&["--kernel", k, "--fs", opt]);
+        assert_eq!(o.status.code(), Some(2), "{opt}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "{opt}: {}", stderr(&o));
+    }
+    // A missing back end socket: one clear line, before KVM is touched.
+    let o = vmm(&[
+        "--kernel",
+        k,
+        "--fs",
+        "tag=shared,socket=/nonexistent/vfs.sock",
+    ]);
+    assert_one_line_error(
+        &o,
+        "virtio-fs shared: cannot connect to the vhost-user-fs socket /nonexistent/vfs.sock: No such file or directory",
+    );
+    // A file that is not a socket.
+    let f = temp_file("notsock-fs", b"keep");
+    let opt = format!("tag=shared,socket={}", f.display());
+    assert_one_line_error(&vmm(&["--kernel", k, "--fs", &opt]), "not a Unix socket");
+    // A socket nobody listens on (its daemon died).
+    let sock = std::env::temp_dir().join(format!("sandpod-cli-{}-fs.sock", std::process::id()));
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let opt = format!("tag=shared,socket={}", sock.display());
+    assert_one_line_error(&vmm(&["--kernel", k, "--fs", &opt]), "Connection refused");
+    // Two devices with one tag.
+    let o = vmm(&["--kernel", k, "--fs", &opt, "--fs", &opt]);
+    assert_one_line_error(&o, "tag shared used twice");
+    for p in [PathBuf::from(k), f, sock] {
+        std::fs::remove_file(p).unwrap();
+    }
+}
+
+#[test]
+fn bad_disks() {
+    let k = temp_file("elf4", &tiny_elf());
+    let k = k.to_str().unwrap();
+    assert_one_line_error(
+        &vmm(&["--kernel", k, "--disk", "/nonexistent/disk.img"]),
+        "cannot use disk image /nonexistent/disk.img: No such file or directory",
+    );
+    let dir = std::env::temp_dir();
+    assert_one_line_error(
+        &vmm(&["--kernel", k, "--disk", dir.to_str().unwrap()]),
+        "is a directory",
+    );
+    assert_one_line_error(
+        &vmm(&["--kernel", k, "--disk", "/dev/null,ro"]),
+        "cannot use disk image /dev/null: not a regular file or block device",
+    );
+    // A good disk before a bad one does not help.
+    let img = temp_file("disk.img", &[0u8; 4096]);
+    let img = img.to_str().unwrap();
+    assert_one_line_error(
+        &vmm(&[
+            "--kernel",
+            k,
+            "--disk",
+            img,
+            "--disk",
+            "/nonexistent/b.img,ro",
+        ]),
+        "/nonexistent/b.img",
+    );
+    // Option errors are usage errors, with the expected syntax.
+    let o = vmm(&["--kernel", k, "--disk", &format!("{img},rw")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("expected PATH or PATH,ro"),
+        "{}",
+        stderr(&o)
+    );
+    let o = vmm(&["--kernel", k, "--disk", ",ro"]);
+    assert_eq!(o.status.code(), Some(2));
+    std::fs::remove_file(k).unwrap();
+    std::fs::remove_file(img).unwrap();
+}

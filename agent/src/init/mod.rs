@@ -5,6 +5,7 @@
 pub mod console;
 pub mod mounts;
 pub mod power;
+pub mod switch_root;
 
 use anyhow::Context;
 
@@ -12,10 +13,19 @@ use crate::cmdline::{AfterReady, AgentConfig};
 use crate::guest::info::GuestInfo;
 use crate::transport::Transport;
 
-/// Runs PID 1. Returns only on a fatal error.
-pub fn run() -> anyhow::Result<()> {
+/// Runs PID 1 (`args`: argv without argv[0]). Returns only on a fatal error.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let switch_ms = switch_root::switched(args);
+    if switch_ms.is_none() {
+        // Only returns on failure: go on without it (containers then cannot pivot_root).
+        let err = switch_root::switch_root().unwrap_err();
+        eprintln!("sandpod-agent: switch_root failed, staying on the initramfs: {err:#}");
+    }
     mounts::mount_basics().context("mounting the basic file systems")?;
     console::ensure_stdio();
+    if let Some(ms) = switch_ms {
+        println!("sandpod-agent switch_root ms={ms}");
+    }
     let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let config = AgentConfig::from_cmdline(&cmdline)?;
     // The host waits for exactly this line: keep its format stable.

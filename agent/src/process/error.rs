@@ -1,7 +1,7 @@
 //! Errors of the process layer; the RPC layer maps each to a ttrpc status code.
 use thiserror::Error;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ProcessError {
     #[error("{0}")]
     InvalidArgument(String),

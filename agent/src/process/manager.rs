@@ -1,7 +1,6 @@
 //! ExecProcess, WaitProcess, SignalProcess, CloseStdin and ResizeTerminal, over the reaper, the
 //! process table and the stream broker.
-use std::os::fd::OwnedFd;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use tokio::sync::{oneshot, watch};
 use super::creds::CredsPlan;
 use super::error::ProcessError;
 use super::exit::ExitStatus;
+use super::launched::{Launched, ParentStdio};
 use super::reaper::{Reaper, SignalOutcome};
 use super::spawn::{spawn_error, ChildStdio, ExecSpec};
 use super::table::{ProcessEntry, ProcessTable};
@@ -61,12 +61,8 @@ fn piped_if(wanted: bool) -> Stdio {
     }
 }
 
-/// Forks and execs (blocking): returns the child, its exit receiver and its pty.
-fn start(
-    reaper: Reaper,
-    spec: &ExecSpec,
-    creds: CredsPlan,
-) -> Result<(Child, oneshot::Receiver<ExitStatus>, Option<Pty>), ProcessError> {
+/// Forks and execs (blocking).
+fn start(reaper: Reaper, spec: &ExecSpec, creds: CredsPlan) -> Result<Launched, ProcessError> {
     let spawn_err = |e: std::io::Error| ProcessError::Spawn {
         exec_id: spec.exec_id.clone(),
         message: spawn_error(spec, &e),
@@ -94,8 +90,13 @@ fn start(
         (stdio, None)
     };
     let mut cmd = spec.command(stdio, creds);
-    let (child, exit) = reaper.spawn(&mut cmd).map_err(spawn_err)?;
-    Ok((child, exit, pty))
+    let (mut child, exit) = reaper.spawn(&mut cmd).map_err(spawn_err)?;
+    Ok(Launched {
+        pid: child.id() as i32,
+        exit,
+        stdio: ParentStdio::take_from(&mut child),
+        pty,
+    })
 }
 
 impl ProcessManager {
@@ -108,6 +109,11 @@ impl ProcessManager {
         }
     }
 
+    /// The reaper, for launchers that start children themselves.
+    pub fn reaper(&self) -> Reaper {
+        self.reaper
+    }
+
     /// Starts a process once its streams are attached; returns its pid.
     pub async fn exec(&self, spec: ExecSpec) -> Result<i32, ProcessError> {
         validate_exec_id(&spec.exec_id)
@@ -115,6 +121,24 @@ impl ProcessManager {
         spec.check()
             .map_err(|e| ProcessError::InvalidArgument(format!("exec {}: {e}", spec.exec_id)))?;
         let creds = spec.creds.plan().map_err(ProcessError::PermissionDenied)?;
+        let reaper = self.reaper;
+        let (pid, ()) = self
+            .launch(spec, move |spec| Ok((start(reaper, spec, creds)?, ())))
+            .await?;
+        Ok(pid)
+    }
+
+    /// The common part of every way of starting a process: holds the exec id, waits for the
+    /// streams the spec expects, runs `start` (blocking: it forks) and registers what it
+    /// started under the exec id, with its stdio wired to the streams. `start` may hand back
+    /// something of its own (`T`, e.g. a container's sync channel).
+    pub async fn launch<T, F>(&self, spec: ExecSpec, start: F) -> Result<(i32, T), ProcessError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ExecSpec) -> Result<(Launched, T), ProcessError> + Send + 'static,
+    {
+        validate_exec_id(&spec.exec_id)
+            .map_err(|e| ProcessError::InvalidArgument(e.to_string()))?;
         let reservation = self.table.reserve(&spec.exec_id)?;
         let kinds = expected_streams(&spec);
         let streams = self
@@ -131,24 +155,31 @@ impl ProcessManager {
                     .join(", "),
                 secs: self.attach_timeout.as_secs(),
             })?;
-        let reaper = self.reaper;
         let (spec, started) = tokio::task::spawn_blocking(move || {
-            let started = start(reaper, &spec, creds);
+            let started = start(&spec);
             (spec, started)
         })
         .await
         .map_err(|e| ProcessError::Internal(format!("spawn task: {e}")))?;
-        let (child, exit_rx, pty) = started?;
-        let pid = child.id() as i32;
+        let (launched, extra) = started?;
+        let pid = launched.pid;
 
         let (exit_tx, exit) = watch::channel(None);
+        let exit_rx = launched.exit;
         tokio::spawn(async move {
             if let Ok(status) = exit_rx.await {
                 let _ = exit_tx.send(Some(status));
             }
         });
-        let stdin_closer = match wire_stdio(&spec, child, pty.clone(), kinds, streams, exit.clone())
-        {
+        let pty = launched.pty;
+        let stdin_closer = match wire_stdio(
+            &spec,
+            launched.stdio,
+            pty.clone(),
+            kinds,
+            streams,
+            exit.clone(),
+        ) {
             Ok(closer) => closer,
             Err(e) => {
                 // Unregistered, the process would run unseen: end it (the reaper reaps it).
@@ -166,7 +197,17 @@ impl ProcessManager {
         reservation.fill(entry);
         // argv[0] only: arguments may carry secrets.
         tracing::info!(pid, "exec {} started: {}", spec.exec_id, spec.args[0]);
-        Ok(pid)
+        Ok((pid, extra))
+    }
+
+    /// The running process `exec_id` (its pid and exit status).
+    pub fn get(&self, exec_id: &str) -> Result<Arc<ProcessEntry>, ProcessError> {
+        self.table.get(exec_id)
+    }
+
+    /// Forgets `entry` without waiting for it (RemoveContainer).
+    pub fn forget(&self, entry: &Arc<ProcessEntry>) {
+        self.table.remove(entry);
     }
 
     /// Waits for `exec_id` to end; the process is then forgotten.
@@ -241,7 +282,7 @@ impl ProcessManager {
 /// Starts the pumps between the child and its host streams; returns the stdin closer.
 fn wire_stdio(
     spec: &ExecSpec,
-    mut child: Child,
+    mut child: ParentStdio,
     pty: Option<Pty>,
     kinds: Vec<StreamKind>,
     streams: Vec<HostStream>,
@@ -276,7 +317,7 @@ fn wire_stdio(
     for (kind, stream) in kinds.into_iter().zip(streams) {
         match kind {
             StreamKind::Stdin => {
-                let pipe_fd = OwnedFd::from(child.stdin.take().expect("stdin is piped"));
+                let pipe_fd = child.stdin.take().expect("stdin is piped");
                 let to_child = pipe::Sender::from_owned_fd(pipe_fd).map_err(io_err)?;
                 let (tx, rx) = oneshot::channel();
                 pump::input(
@@ -291,9 +332,9 @@ fn wire_stdio(
             }
             StreamKind::Stdout | StreamKind::Stderr => {
                 let fd = if kind == StreamKind::Stdout {
-                    OwnedFd::from(child.stdout.take().expect("stdout is piped"))
+                    child.stdout.take().expect("stdout is piped")
                 } else {
-                    OwnedFd::from(child.stderr.take().expect("stderr is piped"))
+                    child.stderr.take().expect("stderr is piped")
                 };
                 let from_child = pipe::Receiver::from_owned_fd(fd).map_err(io_err)?;
                 pump::output(format!("{id} {kind}"), from_child, stream);

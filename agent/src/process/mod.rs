@@ -2,6 +2,7 @@
 pub mod creds;
 pub mod error;
 pub mod exit;
+pub mod launched;
 pub mod manager;
 pub mod reaper;
 pub mod spawn;
@@ -9,6 +10,7 @@ pub mod table;
 
 pub use error::ProcessError;
 pub use exit::ExitStatus;
+pub use launched::{Launched, ParentStdio};
 pub use manager::ProcessManager;
 pub use reaper::{Reaper, SignalOutcome};
 pub use spawn::ExecSpec;

@@ -79,6 +79,20 @@ impl Reaper {
         Ok((child, rx))
     }
 
+    /// Like [`Reaper::spawn`] for children started by other means (the container helper's
+    /// clone): `start` runs under the registry lock and returns the new child's pid, so the
+    /// child cannot be reaped before its waiter is registered.
+    pub fn spawn_with(
+        &self,
+        start: impl FnOnce() -> io::Result<i32>,
+    ) -> io::Result<(i32, oneshot::Receiver<ExitStatus>)> {
+        let mut guard = self.lock();
+        let pid = start()?;
+        let (tx, rx) = oneshot::channel();
+        waiters(&mut guard).insert(pid, tx);
+        Ok((pid, rx))
+    }
+
     /// Sends `sig` to a child started by [`Reaper::spawn`], unless it has been reaped already
     /// (checked under the lock, so the pid cannot have been reused meanwhile).
     pub fn signal(&self, pid: i32, sig: Signal) -> nix::Result<SignalOutcome> {

@@ -7,6 +7,7 @@ use ttrpc::Code;
 
 use super::convert;
 use super::status::status;
+use crate::container::{ContainerManager, CreateRequest};
 use crate::guest::info::GuestInfo;
 use crate::process::ProcessManager;
 use crate::sandbox::Sandbox;
@@ -15,6 +16,7 @@ use crate::sandbox::Sandbox;
 #[derive(Clone)]
 pub struct AgentService {
     pub processes: ProcessManager,
+    pub containers: ContainerManager,
     pub sandbox: Sandbox,
 }
 
@@ -75,6 +77,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         _: DestroySandboxRequest,
     ) -> ttrpc::Result<DestroySandboxResponse> {
+        self.containers.remove_all().await;
         let killed = self.processes.kill_all();
         if self.sandbox.is_guest() {
             // Also what the agent did not start itself (their children, daemons). PID 1 and the
@@ -98,8 +101,17 @@ impl Agent for AgentService {
         req: ExecProcessRequest,
     ) -> ttrpc::Result<ExecProcessResponse> {
         let processes = self.processes.clone();
+        let containers = self.containers.clone();
+        let container_id = req.container_id.clone();
         let spec = convert::exec_spec(req);
-        let pid = detached(async move { Ok(processes.exec(spec).await?) }).await?;
+        let pid = detached(async move {
+            if container_id.is_empty() {
+                Ok(processes.exec(spec).await?)
+            } else {
+                Ok(containers.exec(&container_id, spec).await?)
+            }
+        })
+        .await?;
         let mut resp = ExecProcessResponse::new();
         resp.pid = pid as u32;
         Ok(resp)
@@ -111,7 +123,9 @@ impl Agent for AgentService {
         req: WaitProcessRequest,
     ) -> ttrpc::Result<WaitProcessResponse> {
         let status = self.processes.wait(&req.exec_id).await?;
-        Ok(convert::wait_response(status))
+        let mut resp = convert::wait_response(status);
+        resp.oom_killed = self.containers.oom_killed(&req.exec_id);
+        Ok(resp)
     }
 
     async fn signal_process(
@@ -139,5 +153,45 @@ impl Agent for AgentService {
     ) -> ttrpc::Result<ResizeTerminalResponse> {
         self.processes.resize(&req.exec_id, req.rows, req.cols)?;
         Ok(ResizeTerminalResponse::new())
+    }
+
+    async fn create_container(
+        &self,
+        _: &TtrpcContext,
+        req: CreateContainerRequest,
+    ) -> ttrpc::Result<CreateContainerResponse> {
+        let containers = self.containers.clone();
+        let req = CreateRequest {
+            id: req.container_id,
+            spec_json: req.oci_spec,
+            rootfs: req.rootfs,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+        };
+        let pid = detached(async move { Ok(containers.create(req).await?) }).await?;
+        let mut resp = CreateContainerResponse::new();
+        resp.pid = pid as u32;
+        Ok(resp)
+    }
+
+    async fn start_container(
+        &self,
+        _: &TtrpcContext,
+        req: StartContainerRequest,
+    ) -> ttrpc::Result<StartContainerResponse> {
+        let containers = self.containers.clone();
+        detached(async move { Ok(containers.start(&req.container_id).await?) }).await?;
+        Ok(StartContainerResponse::new())
+    }
+
+    async fn remove_container(
+        &self,
+        _: &TtrpcContext,
+        req: RemoveContainerRequest,
+    ) -> ttrpc::Result<RemoveContainerResponse> {
+        let containers = self.containers.clone();
+        detached(async move { Ok(containers.remove(&req.container_id).await?) }).await?;
+        Ok(RemoveContainerResponse::new())
     }
 }

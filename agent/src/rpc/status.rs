@@ -1,6 +1,7 @@
 //! Agent errors as ttrpc statuses: a code and the error's message, which the host shows.
 use ttrpc::{get_status, Code};
 
+use crate::container::ContainerError;
 use crate::process::ProcessError;
 use crate::sandbox::SandboxError;
 
@@ -31,6 +32,21 @@ impl From<SandboxError> for ttrpc::Error {
             SandboxError::AlreadyExists => Code::ALREADY_EXISTS,
             SandboxError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
             SandboxError::Failed(_) => Code::INTERNAL,
+        };
+        status(code, e.to_string())
+    }
+}
+
+impl From<ContainerError> for ttrpc::Error {
+    fn from(e: ContainerError) -> Self {
+        let code = match &e {
+            ContainerError::Process(p) => return p.clone().into(),
+            ContainerError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
+            ContainerError::AlreadyExists(_) => Code::ALREADY_EXISTS,
+            ContainerError::NotFound(_) => Code::NOT_FOUND,
+            ContainerError::State { .. } => Code::FAILED_PRECONDITION,
+            ContainerError::Setup { .. } | ContainerError::Exec { .. } => Code::FAILED_PRECONDITION,
+            ContainerError::Internal { .. } => Code::INTERNAL,
         };
         status(code, e.to_string())
     }

@@ -5,6 +5,7 @@
 //! process exits, and the output stream would never end.
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,18 +36,30 @@ impl Pty {
             .write(true)
             .custom_flags(OFlag::O_NOCTTY.bits())
             .open(&slave_path)?;
+        Ok((Self::register(master)?, slave))
+    }
+
+    /// Takes over the master of a pty opened elsewhere (a container's, opened by the container
+    /// helper inside the container's /dev/pts and passed back over its sync socket).
+    pub fn from_master(fd: OwnedFd) -> io::Result<Pty> {
+        // SAFETY: `fd` is an owned, open descriptor. PtyMaster's contract (a pty master) is
+        // checked right below with ptsname; a descriptor of another kind would only make the
+        // terminal calls on it fail, never touch memory it does not own.
+        let master = unsafe { PtyMaster::from_owned_fd(fd) };
+        nix::pty::ptsname_r(&master)?;
+        Self::register(master)
+    }
+
+    fn register(master: PtyMaster) -> io::Result<Pty> {
         let flags = OFlag::from_bits_truncate(fcntl(&master, FcntlArg::F_GETFL)?);
         fcntl(&master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
         // SAFETY: `master` owns its descriptor (an OwnedFd inside PtyMaster), which stays open
         // and unchanged until the AsyncFd that takes `master` over is dropped; nothing else
         // holds or closes it. (tokio has no safe constructor for a non-socket, non-pipe fd.)
         let master = unsafe { AsyncFd::register(master) }.map_err(io::Error::from)?;
-        Ok((
-            Pty {
-                master: Arc::new(master),
-            },
-            slave,
-        ))
+        Ok(Pty {
+            master: Arc::new(master),
+        })
     }
 
     /// Sets the terminal size (TIOCSWINSZ); the foreground process group gets SIGWINCH.

@@ -7,15 +7,21 @@ use crate::process::ExitStatus;
 /// End of terminal input (VEOF, ^D) as the line discipline understands it by default.
 pub const VEOF: u8 = 0x04;
 
+/// Read size for process output: whatever the pipe holds (up to its 64 KiB) goes to the host
+/// in one write, so one vsock packet, instead of tokio::io::copy's 8 KiB pieces (each packet
+/// costs a notification and an interrupt, which dominate under nested virtualization).
+pub const OUTPUT_CHUNK: usize = 64 * 1024;
+
 /// Copies process output to the host until EOF, then ends the host stream's write side: the
 /// host reads EOF exactly when the process (and whatever inherited the descriptor) closed it.
-pub fn output<R, W>(what: String, mut from: R, mut to: W) -> tokio::task::JoinHandle<()>
+pub fn output<R, W>(what: String, from: R, mut to: W) -> tokio::task::JoinHandle<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        if let Err(e) = tokio::io::copy(&mut from, &mut to).await {
+        let mut from = tokio::io::BufReader::with_capacity(OUTPUT_CHUNK, from);
+        if let Err(e) = tokio::io::copy_buf(&mut from, &mut to).await {
             tracing::debug!("{what}: {e}");
         }
         let _ = to.shutdown().await;

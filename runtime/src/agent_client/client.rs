@@ -19,6 +19,9 @@ pub struct ClientConfig {
     pub call_timeout: Duration,
     /// Limit of ExecProcess, which waits up to 10 s for its streams in the agent.
     pub exec_timeout: Duration,
+    /// Limit of CreateContainer, StartContainer and RemoveContainer: the agent waits for the
+    /// streams (10 s) and up to 60 s for the container's setup.
+    pub container_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -27,8 +30,26 @@ impl Default for ClientConfig {
             connect_deadline: Duration::from_secs(30),
             call_timeout: Duration::from_secs(10),
             exec_timeout: Duration::from_secs(20),
+            container_timeout: Duration::from_secs(90),
         }
     }
+}
+
+/// Which stdio streams the host attaches to a process (ExecProcess, CreateContainer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamSet {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl StreamSet {
+    /// All three.
+    pub const ALL: StreamSet = StreamSet {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+    };
 }
 
 /// How a process ended, as the agent reports it.
@@ -176,6 +197,16 @@ impl AgentClient {
         exec_id: &str,
         timeout: Option<Duration>,
     ) -> Result<ExitStatus, AgentError> {
+        Ok(self.wait_container(exec_id, timeout).await?.0)
+    }
+
+    /// Like [`AgentClient::wait_process_timeout`], with whether the container's cgroup saw an
+    /// OOM kill (always false for a plain process).
+    pub async fn wait_container(
+        &self,
+        exec_id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(ExitStatus, bool), AgentError> {
         let mut req = WaitProcessRequest::new();
         req.exec_id = exec_id.to_string();
         let resp = call(
@@ -184,24 +215,27 @@ impl AgentClient {
             self.inner.wait_process(ctx(timeout), &req),
         )
         .await?;
-        if resp.has_exit_code() {
-            Ok(ExitStatus::Exited(resp.exit_code()))
+        let status = if resp.has_exit_code() {
+            ExitStatus::Exited(resp.exit_code())
         } else if resp.has_signal() {
             // The agent is untrusted: a signal number outside Linux's range is a protocol error
             // (callers compute 128 + signal).
             match resp.signal() {
-                sig @ 1..=64 => Ok(ExitStatus::Signaled(sig)),
-                sig => Err(AgentError::Protocol {
-                    method: "WaitProcess",
-                    message: format!("signal {sig} out of range 1..=64"),
-                }),
+                sig @ 1..=64 => ExitStatus::Signaled(sig),
+                sig => {
+                    return Err(AgentError::Protocol {
+                        method: "WaitProcess",
+                        message: format!("signal {sig} out of range 1..=64"),
+                    })
+                }
             }
         } else {
-            Err(AgentError::Protocol {
+            return Err(AgentError::Protocol {
                 method: "WaitProcess",
                 message: "neither exit_code nor signal set".into(),
-            })
-        }
+            });
+        };
+        Ok((status, resp.oom_killed))
     }
 
     pub async fn signal_process(&self, exec_id: &str, signal: u32) -> Result<(), AgentError> {
@@ -236,6 +270,62 @@ impl AgentClient {
             "ResizeTerminal",
             t,
             self.inner.resize_terminal(ctx(t), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Creates container `id` from its OCI spec (config.json bytes) with its root at the guest
+    /// path `rootfs`; its init process is left blocked before exec. Returns the init's guest
+    /// pid. Open the streams in `streams` (exec id = `id`) before or while this runs; in
+    /// terminal mode (the spec's process.terminal) that is one `tty` stream.
+    pub async fn create_container(
+        &self,
+        id: &str,
+        spec_json: Vec<u8>,
+        rootfs: &str,
+        streams: StreamSet,
+    ) -> Result<u32, AgentError> {
+        let t = Some(self.config.container_timeout);
+        let mut req = CreateContainerRequest::new();
+        req.container_id = id.to_string();
+        req.oci_spec = spec_json;
+        req.rootfs = rootfs.to_string();
+        req.stdin = streams.stdin;
+        req.stdout = streams.stdout;
+        req.stderr = streams.stderr;
+        let resp = call(
+            "CreateContainer",
+            t,
+            self.inner.create_container(ctx(t), &req),
+        )
+        .await?;
+        Ok(resp.pid)
+    }
+
+    /// Lets container `id`'s init process exec; an exec failure is an error naming the binary.
+    pub async fn start_container(&self, id: &str) -> Result<(), AgentError> {
+        let t = Some(self.config.container_timeout);
+        let mut req = StartContainerRequest::new();
+        req.container_id = id.to_string();
+        call(
+            "StartContainer",
+            t,
+            self.inner.start_container(ctx(t), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Kills what is left of container `id` and forgets it.
+    pub async fn remove_container(&self, id: &str) -> Result<(), AgentError> {
+        let t = Some(self.config.container_timeout);
+        let mut req = RemoveContainerRequest::new();
+        req.container_id = id.to_string();
+        call(
+            "RemoveContainer",
+            t,
+            self.inner.remove_container(ctx(t), &req),
         )
         .await?;
         Ok(())

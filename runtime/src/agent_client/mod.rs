@@ -10,7 +10,7 @@ pub mod fake_vmm;
 pub mod logs;
 pub mod stdio;
 
-pub use client::{AgentClient, ClientConfig, ExitStatus};
+pub use client::{AgentClient, ClientConfig, ExitStatus, StreamSet};
 pub use connector::HybridVsockConnector;
 pub use error::{AgentError, ConnectError};
 pub use fake_vmm::FakeHybridVsock;

@@ -1,5 +1,6 @@
 //! `sandpod-agentctl`: talk to a Sandpod guest agent by hand (and from the VM-level tests):
-//! health, guest details, and running a process in the guest with this terminal's stdio.
+//! health, guest details, running a process in the guest with this terminal's stdio, and
+//! containers (create/start/remove, exec into one).
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,7 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sandpod_protocol::StreamKind;
 use sandpod_runtime::agent_client::proto::ExecProcessRequest;
-use sandpod_runtime::agent_client::{AgentClient, ClientConfig, ExitStatus, HybridVsockConnector};
+use sandpod_runtime::agent_client::{
+    AgentClient, ClientConfig, ExitStatus, HybridVsockConnector, StreamSet,
+};
 use tokio::io::AsyncWriteExt;
 
 /// Talk to the agent of a Sandpod microVM through the VMM's hybrid-vsock socket.
@@ -31,8 +34,8 @@ enum Command {
     Health,
     /// Print the guest's kernel release, CPU count and memory.
     Details,
-    /// Run a process in the guest with this process's stdin, stdout and stderr; exit with its
-    /// status (128+N if killed by signal N).
+    /// Run a process in the guest (or, with --container, in a started container) with this
+    /// process's stdin, stdout and stderr; exit with its status (128+N if killed by signal N).
     Exec {
         /// KEY=VALUE environment entries (default: PATH only).
         #[arg(long = "env", short = 'e')]
@@ -40,73 +43,231 @@ enum Command {
         /// Working directory in the guest.
         #[arg(long, default_value = "/")]
         cwd: String,
+        /// Run inside this container (its namespaces, root, cgroup).
+        #[arg(long, value_name = "ID")]
+        container: Option<String>,
+        /// Run on a pseudo-terminal (one `tty` stream: this process's stdin in, its stdout out).
+        #[arg(long)]
+        tty: bool,
+        /// uid:gid of the process.
+        #[arg(long, value_name = "UID:GID")]
+        user: Option<String>,
+        /// The process's exec id (default: a fresh one), for `signal` and `wait`.
+        #[arg(long)]
+        id: Option<String>,
+        /// Print how the process ended on stderr: `status: exited N` or `status: signaled N`.
+        #[arg(long)]
+        print_status: bool,
         /// Command and arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Create a container from an OCI config.json (read here) with its rootfs at a guest path.
+    /// With stream flags, stays attached: copies the streams and exits with the init's status.
+    CreateContainer {
+        #[arg(long)]
+        id: String,
+        /// The bundle's config.json (a file on this host).
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        /// Absolute guest path of the root file system.
+        #[arg(long, value_name = "GUEST_PATH")]
+        rootfs: String,
+        #[arg(long)]
+        stdin: bool,
+        #[arg(long)]
+        stdout: bool,
+        #[arg(long)]
+        stderr: bool,
+        /// Start it right after creating it (StartContainer).
+        #[arg(long)]
+        start: bool,
+    },
+    /// Let a created container's init exec.
+    StartContainer { id: String },
+    /// Kill what is left of a container and forget it.
+    RemoveContainer { id: String },
+    /// Wait for a process (or a container's init: exec id = container id); exit with its
+    /// status (128+N if killed by signal N).
+    Wait { exec_id: String },
+    /// Send a signal (a number) to a process or container init.
+    Signal { exec_id: String, signal: u32 },
 }
 
-async fn exec(
+/// Copies this process's stdio to and from the streams of `exec_id`; the returned tasks end
+/// when the output streams do.
+async fn attach(
     client: &AgentClient,
-    env: Vec<String>,
-    cwd: String,
-    args: Vec<String>,
-) -> anyhow::Result<i32> {
-    let exec_id = format!("ctl-{}-{}", std::process::id(), rand_suffix());
-    let mut req = ExecProcessRequest::new();
-    req.exec_id = exec_id.clone();
-    req.args = args;
-    req.env = if env.is_empty() {
-        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]
-    } else {
-        env
-    };
-    req.cwd = cwd;
-    req.stdin = true;
-    req.stdout = true;
-    req.stderr = true;
-    let (stdin_s, stdout_s, stderr_s) = tokio::try_join!(
-        client.open_stream(&exec_id, StreamKind::Stdin),
-        client.open_stream(&exec_id, StreamKind::Stdout),
-        client.open_stream(&exec_id, StreamKind::Stderr),
-    )
-    .context("opening the stdio streams")?;
-    client
-        .exec_process(&req)
-        .await
-        .context("starting the process")?;
+    exec_id: &str,
+    streams: StreamSet,
+    tty: bool,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<std::io::Result<u64>>>> {
+    let mut outputs = Vec::new();
+    if tty {
+        if !(streams.stdin || streams.stdout) {
+            return Ok(outputs);
+        }
+        let s = client
+            .open_stream(exec_id, StreamKind::Tty)
+            .await
+            .context("opening the tty stream")?;
+        let (mut from, mut to) = tokio::io::split(s);
+        if streams.stdin {
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut to).await;
+            });
+        }
+        outputs.push(tokio::spawn(async move {
+            let mut o = tokio::io::stdout();
+            let r = tokio::io::copy(&mut from, &mut o).await;
+            let _ = o.flush().await;
+            r
+        }));
+        return Ok(outputs);
+    }
+    if streams.stdin {
+        let mut s = client.open_stream(exec_id, StreamKind::Stdin).await?;
+        // stdin may never end (a terminal): it runs detached, the exit does not wait for it.
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut s).await;
+            let _ = s.shutdown().await;
+        });
+    }
+    if streams.stdout {
+        let mut s = client.open_stream(exec_id, StreamKind::Stdout).await?;
+        outputs.push(tokio::spawn(async move {
+            let mut o = tokio::io::stdout();
+            let r = tokio::io::copy(&mut s, &mut o).await;
+            let _ = o.flush().await;
+            r
+        }));
+    }
+    if streams.stderr {
+        let mut s = client.open_stream(exec_id, StreamKind::Stderr).await?;
+        outputs.push(tokio::spawn(async move {
+            let mut e = tokio::io::stderr();
+            let r = tokio::io::copy(&mut s, &mut e).await;
+            let _ = e.flush().await;
+            r
+        }));
+    }
+    Ok(outputs)
+}
 
-    // stdin may never end (a terminal): it runs detached, the exit does not wait for it.
-    tokio::spawn(async move {
-        let mut stdin_s = stdin_s;
-        let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut stdin_s).await;
-        let _ = stdin_s.shutdown().await;
-    });
-    let out = tokio::spawn(async move {
-        let mut s = stdout_s;
-        let mut o = tokio::io::stdout();
-        let r = tokio::io::copy(&mut s, &mut o).await;
-        let _ = o.flush().await;
-        r
-    });
-    let err = tokio::spawn(async move {
-        let mut s = stderr_s;
-        let mut e = tokio::io::stderr();
-        let r = tokio::io::copy(&mut s, &mut e).await;
-        let _ = e.flush().await;
-        r
-    });
+/// Waits for `exec_id` and for its output streams to end; returns the shell-style status.
+async fn finish(
+    client: &AgentClient,
+    exec_id: &str,
+    outputs: Vec<tokio::task::JoinHandle<std::io::Result<u64>>>,
+    print_status: bool,
+) -> anyhow::Result<i32> {
     let status = client
-        .wait_process(&exec_id)
+        .wait_process(exec_id)
         .await
         .context("waiting for the process")?;
     // The streams end (EOF) once the process and its children closed them.
-    out.await?.context("copying stdout")?;
-    err.await?.context("copying stderr")?;
-    Ok(match status {
+    for o in outputs {
+        o.await?.context("copying output")?;
+    }
+    if print_status {
+        match status {
+            ExitStatus::Exited(code) => eprintln!("status: exited {code}"),
+            ExitStatus::Signaled(sig) => eprintln!("status: signaled {sig}"),
+        }
+    }
+    Ok(shell_status(status))
+}
+
+fn shell_status(status: ExitStatus) -> i32 {
+    match status {
         ExitStatus::Exited(code) => code,
         ExitStatus::Signaled(sig) => 128_i32.saturating_add(sig),
-    })
+    }
+}
+
+fn parse_user(user: &str) -> anyhow::Result<(u32, u32)> {
+    let (u, g) = user.split_once(':').unwrap_or((user, user));
+    Ok((
+        u.parse().with_context(|| format!("uid {u:?}"))?,
+        g.parse().with_context(|| format!("gid {g:?}"))?,
+    ))
+}
+
+struct ExecArgs {
+    env: Vec<String>,
+    cwd: String,
+    container: Option<String>,
+    tty: bool,
+    user: Option<String>,
+    id: Option<String>,
+    print_status: bool,
+    args: Vec<String>,
+}
+
+async fn exec(client: &AgentClient, a: ExecArgs) -> anyhow::Result<i32> {
+    let exec_id =
+        a.id.unwrap_or_else(|| format!("ctl-{}-{}", std::process::id(), rand_suffix()));
+    let mut req = ExecProcessRequest::new();
+    req.exec_id = exec_id.clone();
+    req.args = a.args;
+    req.env = if a.env.is_empty() {
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]
+    } else {
+        a.env
+    };
+    req.cwd = a.cwd;
+    req.container_id = a.container.unwrap_or_default();
+    req.terminal = a.tty;
+    if let Some(user) = &a.user {
+        (req.uid, req.gid) = parse_user(user)?;
+    }
+    req.stdin = true;
+    req.stdout = true;
+    req.stderr = true;
+    let (outputs, started) = tokio::join!(
+        attach(client, &exec_id, StreamSet::ALL, a.tty),
+        client.exec_process(&req)
+    );
+    started.context("starting the process")?;
+    let outputs = outputs.context("opening the stdio streams")?;
+    finish(client, &exec_id, outputs, a.print_status).await
+}
+
+struct CreateArgs {
+    id: String,
+    spec: PathBuf,
+    rootfs: String,
+    streams: StreamSet,
+    start: bool,
+}
+
+async fn create_container(client: &AgentClient, a: CreateArgs) -> anyhow::Result<i32> {
+    let json = std::fs::read(&a.spec).with_context(|| format!("reading {}", a.spec.display()))?;
+    let tty = serde_json::from_slice::<serde_json::Value>(&json)
+        .with_context(|| format!("parsing {}", a.spec.display()))?
+        .pointer("/process/terminal")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let (outputs, created) = tokio::join!(
+        attach(client, &a.id, a.streams, tty),
+        client.create_container(&a.id, json, &a.rootfs, a.streams)
+    );
+    let pid = created.context("creating the container")?;
+    let outputs = outputs.context("opening the stdio streams")?;
+    eprintln!(
+        "sandpod-agentctl: container {} created, init pid {pid}",
+        a.id
+    );
+    if a.start {
+        client
+            .start_container(&a.id)
+            .await
+            .context("starting the container")?;
+    }
+    if a.streams == StreamSet::default() {
+        return Ok(0);
+    }
+    finish(client, &a.id, outputs, false).await
 }
 
 fn rand_suffix() -> u128 {
@@ -138,7 +299,63 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Exec { env, cwd, args } => exec(&client, env, cwd, args).await,
+        Command::Exec {
+            env,
+            cwd,
+            container,
+            tty,
+            user,
+            id,
+            print_status,
+            args,
+        } => {
+            let a = ExecArgs {
+                env,
+                cwd,
+                container,
+                tty,
+                user,
+                id,
+                print_status,
+                args,
+            };
+            exec(&client, a).await
+        }
+        Command::CreateContainer {
+            id,
+            spec,
+            rootfs,
+            stdin,
+            stdout,
+            stderr,
+            start,
+        } => {
+            let a = CreateArgs {
+                id,
+                spec,
+                rootfs,
+                streams: StreamSet {
+                    stdin,
+                    stdout,
+                    stderr,
+                },
+                start,
+            };
+            create_container(&client, a).await
+        }
+        Command::StartContainer { id } => {
+            client.start_container(&id).await?;
+            Ok(0)
+        }
+        Command::RemoveContainer { id } => {
+            client.remove_container(&id).await?;
+            Ok(0)
+        }
+        Command::Wait { exec_id } => Ok(shell_status(client.wait_process(&exec_id).await?)),
+        Command::Signal { exec_id, signal } => {
+            client.signal_process(&exec_id, signal).await?;
+            Ok(0)
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //! DRIVER_OK. Queue notifications arrive on ioeventfds and interrupts leave through an irqfd
 //! ([`Interrupt`]), so the data path never goes through the vCPU threads.
 
+pub mod block;
 pub mod device;
+pub mod fs;
 pub mod interrupt;
 pub mod mmio;
 pub mod queue;
@@ -30,11 +32,17 @@ pub const STATUS_FAILED: u32 = 0x80;
 
 /// Feature bit: virtio 1.0 or later ("modern") device. Required.
 pub const VIRTIO_F_VERSION_1: u32 = 32;
+/// Feature bit: used_event / avail_event suppress interrupts and notifications.
+pub const VIRTIO_RING_F_EVENT_IDX: u32 = 29;
 
 /// Interrupt status bit: a used buffer was added to a queue.
 pub const INT_USED_RING: u32 = 1;
 /// Interrupt status bit: the configuration (or the device status) changed.
 pub const INT_CONFIG: u32 = 2;
 
+/// Device type of virtio-blk.
+pub const TYPE_BLOCK: u32 = 2;
 /// Device type of virtio-vsock.
 pub const TYPE_VSOCK: u32 = 19;
+/// Device type of virtio-fs.
+pub const TYPE_FS: u32 = 26;

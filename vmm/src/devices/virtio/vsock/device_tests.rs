@@ -14,7 +14,7 @@ use super::packet::*;
 use super::unix::bind_listener;
 use super::*;
 use crate::devices::virtio::queue::QueueConfig;
-use crate::devices::virtio::{Interrupt, STATUS_DEVICE_NEEDS_RESET};
+use crate::devices::virtio::{Interrupt, STATUS_DEVICE_NEEDS_RESET, VIRTIO_RING_F_EVENT_IDX};
 use crate::kvm::memory::GuestMem;
 
 const WRITE: u16 = 2;
@@ -151,6 +151,10 @@ fn setup(name: &str) -> Setup {
 }
 
 fn activate(s: &mut Setup, driver: &Driver<'_>) {
+    activate_with(s, driver, 1 << 32);
+}
+
+fn activate_with(s: &mut Setup, driver: &Driver<'_>, features: u64) {
     let ev = MockSplitQueue::create(&s.mem, GuestAddress(0x2_0000), 256);
     let queues = [&driver.rx, &driver.tx, &ev]
         .iter()
@@ -174,7 +178,7 @@ fn activate(s: &mut Setup, driver: &Driver<'_>) {
         queue_evts: s.evts.iter().map(|e| e.try_clone().unwrap()).collect(),
         interrupt: s.interrupt.clone(),
     };
-    s.dev.activate(1 << 32, a).unwrap();
+    s.dev.activate(features, a).unwrap();
 }
 
 fn clone_evts(evts: &[EventFd]) -> Vec<EventFd> {
@@ -311,5 +315,46 @@ fn malformed_tx_marks_device_broken() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(STATUS_DEVICE_NEEDS_RESET, 0x40);
+    s.dev.reset();
+}
+
+/// With EVENT_IDX (queue size 256): the driver's used_event (after its available ring)
+/// decides interrupts, and the device's avail_event (after its used ring) asks for kicks.
+#[test]
+fn event_idx_suppresses_interrupts_and_asks_for_kicks() {
+    let mut s = setup("ei");
+    let mem = s.mem.clone();
+    let mut d = Driver::new(&mem, clone_evts(&s.evts));
+    let used_event =
+        |mq: &MockSplitQueue<'_, GuestMem>| GuestAddress(mq.avail_addr().0 + 4 + 2 * 256);
+    let avail_event =
+        |mq: &MockSplitQueue<'_, GuestMem>| GuestAddress(mq.used_addr().0 + 4 + 8 * 256);
+    mem.write_obj(1000u16.to_le(), used_event(&d.tx)).unwrap();
+    mem.write_obj(1000u16.to_le(), used_event(&d.rx)).unwrap();
+    activate_with(&mut s, &d, (1 << 32) | (1 << VIRTIO_RING_F_EVENT_IDX));
+    assert_ne!(s.dev.device_features() & (1 << VIRTIO_RING_F_EVENT_IDX), 0);
+
+    // One rx buffer, two RSTs to deliver (nobody listens on host ports 7 and 8).
+    d.post_rx(1);
+    d.send(hdr(OP_REQUEST, 5000, 7), &[]);
+    d.send(hdr(OP_REQUEST, 5001, 8), &[]);
+    assert_eq!(d.recv().0.dst_port, 5000);
+    d.wait_tx_used();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(s.interrupt.status(), 0, "interrupted before used_event");
+    // tx drained: kick me for the next chain; rx ran dry with an RST pending: kick me when
+    // you add a buffer.
+    assert_eq!(u16::from_le(mem.read_obj(avail_event(&d.tx)).unwrap()), 2);
+    assert_eq!(u16::from_le(mem.read_obj(avail_event(&d.rx)).unwrap()), 1);
+
+    // The driver wants an interrupt after the next used rx buffer.
+    mem.write_obj(1u16.to_le(), used_event(&d.rx)).unwrap();
+    d.post_rx(1);
+    assert_eq!(d.recv().0.dst_port, 5001);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.interrupt.status() & crate::devices::virtio::INT_USED_RING == 0 {
+        assert!(Instant::now() < deadline, "no interrupt at used_event");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     s.dev.reset();
 }

@@ -14,10 +14,11 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
+use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::device::{read_config_bytes, ActivateError, Activation, VirtioDevice};
-use super::TYPE_VSOCK;
+use super::{TYPE_VSOCK, VIRTIO_RING_F_EVENT_IDX};
 use muxer::Muxer;
 use worker::Worker;
 
@@ -56,7 +57,9 @@ impl VirtioDevice for Vsock {
     }
 
     fn device_features(&self) -> u64 {
-        0
+        // Under nested virtualization every notification and interrupt costs two emulated
+        // exits: EVENT_IDX lets both sides skip most of them.
+        1 << VIRTIO_RING_F_EVENT_IDX
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -67,8 +70,12 @@ impl VirtioDevice for Vsock {
         tracing::debug!("vsock: ignoring config write at {offset:#x}");
     }
 
-    fn activate(&mut self, _features: u64, a: Activation) -> Result<(), ActivateError> {
+    fn activate(&mut self, features: u64, mut a: Activation) -> Result<(), ActivateError> {
         self.reset();
+        let event_idx = features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+        for q in &mut a.queues {
+            q.set_event_idx(event_idx);
+        }
         if a.queues.len() != QUEUE_SIZES.len() || a.queue_evts.len() != QUEUE_SIZES.len() {
             return Err(ActivateError::BadQueue {
                 index: a.queues.len(),

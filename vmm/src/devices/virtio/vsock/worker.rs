@@ -78,7 +78,7 @@ impl Worker {
                 }
             }
             self.muxer.expire(Instant::now());
-            if let Err(e) = self.process_tx().and_then(|()| self.process_rx()) {
+            if let Err(e) = self.process_queues() {
                 self.interrupt.mark_broken(&format!("vsock: {e}"));
                 return;
             }
@@ -102,20 +102,36 @@ impl Worker {
         Ok(())
     }
 
+    /// Consumes every tx packet, then fills rx buffers. `Err`: the driver corrupted a queue or
+    /// sent a malformed packet (the device must be marked broken). Public for the fuzz targets
+    /// (vmm/fuzz), which drive it on guest memory made of fuzz input.
+    pub fn process_queues(&mut self) -> Result<(), String> {
+        self.process_tx()?;
+        self.process_rx()
+    }
+
     /// Consumes every tx packet. Never stalls: a guest respecting our credit cannot overflow
-    /// a connection's buffer, one that does not gets its connection reset.
+    /// a connection's buffer, one that does not gets its connection reset. The driver's
+    /// notifications are off while we drain the queue, and the queue is checked again after
+    /// turning them back on (a chain added in between would otherwise wait for the next kick).
     fn process_tx(&mut self) -> Result<(), String> {
         let Worker {
             mem, queues, muxer, ..
         } = self;
         let q = queues.get_mut(TXQ).ok_or("no tx queue")?;
         let mut used = false;
-        while let Some(chain) = pop_chain(q, mem)? {
-            let head = chain.head_index();
-            let (hdr, payload) = read_packet(chain, mem).map_err(|e| format!("tx: {e}"))?;
-            muxer.on_guest_packet(&hdr, &payload);
-            add_used(q, mem, head, 0)?;
-            used = true;
+        loop {
+            q.disable_notification(mem).map_err(|e| e.to_string())?;
+            while let Some(chain) = pop_chain(q, mem)? {
+                let head = chain.head_index();
+                let (hdr, payload) = read_packet(chain, mem).map_err(|e| format!("tx: {e}"))?;
+                muxer.on_guest_packet(&hdr, &payload);
+                add_used(q, mem, head, 0)?;
+                used = true;
+            }
+            if !q.enable_notification(mem).map_err(|e| e.to_string())? {
+                break;
+            }
         }
         if used {
             self.notify(TXQ)?;
@@ -123,7 +139,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Fills rx buffers while the muxer has packets and the guest has buffers.
+    /// Fills rx buffers while the muxer has packets and the guest has buffers. Out of buffers
+    /// with packets waiting, it asks the driver for a notification when it adds some (with
+    /// EVENT_IDX that is the only rx notification we get: none while we need no buffers).
     fn process_rx(&mut self) -> Result<(), String> {
         let Worker {
             mem, queues, muxer, ..
@@ -132,6 +150,9 @@ impl Worker {
         let mut used = false;
         while muxer.has_rx_work() {
             let Some(chain) = pop_chain(q, mem)? else {
+                if q.enable_notification(mem).map_err(|e| e.to_string())? {
+                    continue; // buffers arrived meanwhile
+                }
                 break;
             };
             let head = chain.head_index();

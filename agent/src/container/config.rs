@@ -1,0 +1,111 @@
+//! What the agent hands the container helper over its sync socket (serde JSON): everything the
+//! helper needs, checked and translated from the OCI spec by `spec`, so that the helper decides
+//! nothing on its own.
+use std::path::PathBuf;
+
+use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp, PosixRlimit};
+use serde::{Deserialize, Serialize};
+
+use super::namespaces::{NsJoin, NsKind};
+
+/// One mount of the spec, its options parsed (see `mounts::parse_options`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountConfig {
+    /// Absolute path inside the container.
+    pub destination: PathBuf,
+    /// A guest path for bind mounts; for other types whatever mount(2) takes as source.
+    pub source: String,
+    /// Empty for bind mounts.
+    pub fstype: String,
+    /// A bind mount (`bind`/`rbind` option, or type `bind`).
+    pub bind: bool,
+    /// mount(2) flags (`MsFlags` bits), without the propagation ones.
+    pub flags: u64,
+    /// Propagation changes applied after the mount, in order (`MsFlags` bits).
+    pub propagation: Vec<u64>,
+    /// File-system data (`mode=755,size=65536k`).
+    pub data: String,
+}
+
+/// A device node of `linux.devices`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceConfig {
+    /// Absolute path inside the container.
+    pub path: PathBuf,
+    /// `c`, `b` or `p`.
+    pub kind: char,
+    pub major: u64,
+    pub minor: u64,
+    /// Permission bits (default 0666).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The process a helper finally execs: the container's init or an exec'd one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessConfig {
+    pub args: Vec<String>,
+    /// `KEY=VALUE`: the whole environment (its PATH finds args[0]).
+    pub env: Vec<String>,
+    /// Absolute, inside the container.
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub umask: Option<u32>,
+    /// Open a pty inside the container and hand its master to the agent.
+    pub terminal: bool,
+}
+
+/// The security settings of a container process, applied by the agentsec modules (see
+/// `security`). Kept in the OCI spec's own types: those modules take them as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecurityConfig {
+    pub rlimits: Vec<PosixRlimit>,
+    pub capabilities: Option<LinuxCapabilities>,
+    pub no_new_privileges: bool,
+    pub seccomp: Option<LinuxSeccomp>,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+}
+
+/// Sets a container up (CreateContainer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitConfig {
+    pub container_id: String,
+    /// Absolute guest path of the root file system.
+    pub rootfs: PathBuf,
+    pub readonly_rootfs: bool,
+    /// Propagation of the container's mount tree (`MsFlags` bits, e.g. MS_SLAVE|MS_REC).
+    pub rootfs_propagation: u64,
+    /// Namespaces created by the clone (informational in the helper).
+    pub new_namespaces: Vec<NsKind>,
+    /// Existing namespaces to join, except pid (joined by the agent before cloning).
+    pub join_namespaces: Vec<NsJoin>,
+    pub hostname: Option<String>,
+    pub mounts: Vec<MountConfig>,
+    pub devices: Vec<DeviceConfig>,
+    pub process: ProcessConfig,
+    pub security: SecurityConfig,
+}
+
+/// Runs a process in a started container (ExecProcess with a container_id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecConfig {
+    pub exec_id: String,
+    /// The container's init process (agent's pid namespace): its namespaces and root are joined.
+    pub init_pid: i32,
+    /// Namespaces to join from /proc/<init_pid>/ns/, except pid (see `launch`).
+    pub namespaces: Vec<NsKind>,
+    pub process: ProcessConfig,
+    pub security: SecurityConfig,
+}
+
+/// The helper's two modes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum HelperConfig {
+    Init(Box<InitConfig>),
+    Exec(Box<ExecConfig>),
+}

@@ -1,0 +1,557 @@
+//! The agent's containers: CreateContainer, StartContainer, RemoveContainer and ExecProcess into
+//! a container, over the process manager (the init process is the process `container_id`).
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use sandpod_protocol::stream::validate_exec_id;
+
+use super::config::{ExecConfig, HelperConfig, ProcessConfig, SecurityConfig};
+use super::error::ContainerError;
+use super::launch::{spawn_helper, HelperLaunch, EXEC_MODE, INIT_MODE};
+use super::namespaces::{clone_flags, NsKind};
+use super::security::{self, CgroupHandle};
+use super::spec::{self, Translated};
+use super::stdio::HelperStdio;
+use super::sync::{self, Msg, Received, SyncSocket};
+use crate::process::creds::Credentials;
+use crate::process::{ExecSpec, Launched, ProcessError, ProcessManager, Reaper};
+use crate::stdio::pty::Pty;
+
+/// How long the helper may take to set a container (or an exec) up. Generous: under nested
+/// emulation a mount can take a while.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long RemoveContainer waits for the killed init to be reaped.
+pub const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// CreateContainer, as the RPC layer hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRequest {
+    pub id: String,
+    pub spec_json: Vec<u8>,
+    pub rootfs: String,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Created,
+    Running,
+    /// StartContainer failed: the init could not exec.
+    Failed,
+    Removing,
+}
+
+struct Inner {
+    state: State,
+    /// The agent's end of the init's sync socket, until StartContainer.
+    sync: Option<SyncSocket>,
+    /// Exec ids of the processes exec'd into the container.
+    execs: Vec<String>,
+    cgroup: Option<Arc<CgroupHandle>>,
+}
+
+struct Container {
+    id: String,
+    /// The init process (agent's pid namespace).
+    pid: i32,
+    /// Namespaces an exec joins (pid included if the container has its own).
+    namespaces: Vec<NsKind>,
+    security: SecurityConfig,
+    inner: Mutex<Inner>,
+}
+
+impl Container {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+enum Slot {
+    Creating,
+    Live(Arc<Container>),
+}
+
+/// See the module docs. Cheap to clone.
+#[derive(Clone)]
+pub struct ContainerManager {
+    processes: ProcessManager,
+    containers: Arc<Mutex<HashMap<String, Slot>>>,
+}
+
+/// Holds a container id during CreateContainer; released on drop unless filled.
+struct Reservation<'a> {
+    manager: &'a ContainerManager,
+    id: String,
+    filled: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.filled {
+            let mut map = self.manager.lock();
+            if matches!(map.get(&self.id), Some(Slot::Creating)) {
+                map.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// Turns the helper's failure into a spawn error (the RPC layer names the container).
+fn helper_failed(exec_id: &str, message: impl Into<String>) -> ProcessError {
+    ProcessError::Spawn {
+        exec_id: exec_id.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Reads the helper's messages until `Ready` (collecting the pty); with `until_eof`, then on to
+/// EOF (the exec happened). An `Error` or an early EOF fails with the helper's message.
+fn await_helper(
+    exec_id: &str,
+    sync: &SyncSocket,
+    until_eof: bool,
+) -> Result<Option<Pty>, ProcessError> {
+    let mut pty = None;
+    let mut ready = false;
+    loop {
+        let received = sync.recv().map_err(|e| {
+            helper_failed(exec_id, format!("waiting for the container helper: {e}"))
+        })?;
+        match received {
+            Received::Msg(Msg::Pty, Some(fd)) => {
+                pty = Some(Pty::from_master(fd).map_err(|e| {
+                    helper_failed(exec_id, format!("taking over the container's pty: {e}"))
+                })?)
+            }
+            Received::Msg(Msg::Ready, _) if !ready => {
+                ready = true;
+                if !until_eof {
+                    return Ok(pty);
+                }
+            }
+            Received::Msg(Msg::Error { message }, _) => {
+                return Err(helper_failed(exec_id, message))
+            }
+            Received::Eof if ready => return Ok(pty),
+            Received::Eof => {
+                return Err(helper_failed(
+                    exec_id,
+                    "the container helper exited during setup",
+                ))
+            }
+            Received::Msg(other, _) => {
+                return Err(helper_failed(exec_id, format!("unexpected {other:?}")))
+            }
+        }
+    }
+}
+
+/// What a helper launch needs besides its config.
+struct HelperStart {
+    mode: &'static str,
+    flags: nix::sched::CloneFlags,
+    pid_ns: Option<File>,
+    container_id: String,
+    resources: Option<oci_spec::runtime::LinuxResources>,
+    /// An exec's container cgroup (the process joins it).
+    cgroup: Option<Arc<CgroupHandle>>,
+}
+
+/// Clones the helper, puts it in the cgroup, sends the config and waits for it (blocking).
+fn run_helper(
+    reaper: Reaper,
+    spec: &ExecSpec,
+    start: HelperStart,
+    config: HelperConfig,
+    until_eof: bool,
+) -> Result<(Launched, (SyncSocket, Option<CgroupHandle>)), ProcessError> {
+    let id = &spec.exec_id;
+    let internal =
+        |what: &str, e: &dyn std::fmt::Display| helper_failed(id, format!("{what}: {e}"));
+    let (agent_end, helper_end) = sync::pair().map_err(|e| internal("socketpair", &e))?;
+    let stdio = HelperStdio::new(spec.terminal, spec.stdin, spec.stdout, spec.stderr)
+        .map_err(|e| internal("stdio pipes", &e))?;
+    let launch = HelperLaunch {
+        mode: start.mode,
+        flags: start.flags,
+        pid_ns: start.pid_ns,
+        stdio: stdio.child,
+        sync: helper_end,
+    };
+    let (pid, exit) =
+        spawn_helper(reaper, launch).map_err(|e| internal("starting the container helper", &e))?;
+    let setup = || -> Result<_, ProcessError> {
+        let cgroup = security::join_cgroup(
+            &start.container_id,
+            start.resources.as_ref(),
+            start.cgroup.as_deref(),
+            pid,
+        )
+        .map_err(|e| internal("cgroup", &format!("{e:#}")))?;
+        agent_end
+            .set_timeout(Some(SETUP_TIMEOUT))
+            .map_err(|e| internal("sync socket", &e))?;
+        agent_end
+            .send(&Msg::Config(config), None)
+            .map_err(|e| internal("sending the config", &e))?;
+        let pty = await_helper(id, &agent_end, until_eof)?;
+        Ok((pty, cgroup))
+    };
+    match setup() {
+        Ok((pty, cgroup)) => Ok((
+            Launched {
+                pid,
+                exit,
+                stdio: stdio.parent,
+                pty,
+            },
+            (agent_end, cgroup),
+        )),
+        Err(e) => {
+            let _ = reaper.signal(pid, Signal::SIGKILL);
+            Err(e)
+        }
+    }
+}
+
+impl ContainerManager {
+    pub fn new(processes: ProcessManager) -> Self {
+        ContainerManager {
+            processes,
+            containers: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.containers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Container>, ContainerError> {
+        match self.lock().get(id) {
+            Some(Slot::Live(c)) => Ok(c.clone()),
+            _ => Err(ContainerError::NotFound(id.to_string())),
+        }
+    }
+
+    fn reserve(&self, id: &str) -> Result<Reservation<'_>, ContainerError> {
+        let mut map = self.lock();
+        if map.contains_key(id) {
+            return Err(ContainerError::AlreadyExists(id.to_string()));
+        }
+        map.insert(id.to_string(), Slot::Creating);
+        Ok(Reservation {
+            manager: self,
+            id: id.to_string(),
+            filled: false,
+        })
+    }
+
+    /// CreateContainer: sets the container up, its init blocked before exec; returns its pid.
+    pub async fn create(&self, req: CreateRequest) -> Result<i32, ContainerError> {
+        let id = req.id.clone();
+        validate_exec_id(&id).map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+        let rootfs = Path::new(&req.rootfs);
+        let tr = spec::translate(&id, spec::parse(&req.spec_json)?, rootfs)?;
+        if !rootfs.is_dir() {
+            return Err(ContainerError::InvalidArgument(format!(
+                "rootfs {:?} is not a directory",
+                req.rootfs
+            )));
+        }
+        let mut reservation = self.reserve(&id)?;
+        let Translated {
+            init,
+            join_pid_ns,
+            spec,
+        } = tr;
+        let pid_ns = join_pid_ns
+            .map(|p| {
+                File::open(&p).map_err(|e| {
+                    ContainerError::InvalidArgument(format!("pid namespace {}: {e}", p.display()))
+                })
+            })
+            .transpose()?;
+        let has_pid_ns = pid_ns.is_some() || init.new_namespaces.contains(&NsKind::Pid);
+        let mut namespaces: Vec<NsKind> = init.new_namespaces.clone();
+        namespaces.extend(init.join_namespaces.iter().map(|j| j.kind));
+        if has_pid_ns && !namespaces.contains(&NsKind::Pid) {
+            namespaces.push(NsKind::Pid);
+        }
+        let security_cfg = init.security.clone();
+        let exec_spec = exec_spec_of(&id, &init.process, req.stdin, req.stdout, req.stderr);
+        let start = HelperStart {
+            mode: INIT_MODE,
+            flags: clone_flags(&init.new_namespaces),
+            pid_ns,
+            container_id: id.clone(),
+            resources: spec.linux().as_ref().and_then(|l| l.resources().clone()),
+            cgroup: None,
+        };
+        let reaper = self.processes.reaper();
+        let config = HelperConfig::Init(Box::new(init));
+        let (pid, (sync, cgroup)) = self
+            .processes
+            .launch(exec_spec, move |spec| {
+                run_helper(reaper, spec, start, config, false)
+            })
+            .await
+            .map_err(|e| setup_error(&id, e))?;
+        let container = Container {
+            id: id.clone(),
+            pid,
+            namespaces,
+            security: security_cfg,
+            inner: Mutex::new(Inner {
+                state: State::Created,
+                sync: Some(sync),
+                execs: Vec::new(),
+                cgroup: cgroup.map(Arc::new),
+            }),
+        };
+        self.lock()
+            .insert(id.clone(), Slot::Live(Arc::new(container)));
+        reservation.filled = true;
+        tracing::info!(pid, "container {id} created");
+        Ok(pid)
+    }
+
+    /// StartContainer: lets the init exec; fails with the exec's error.
+    pub async fn start(&self, id: &str) -> Result<(), ContainerError> {
+        let c = self.get(id)?;
+        let sync = {
+            let mut inner = c.lock();
+            match inner.state {
+                State::Created => inner.sync.take(),
+                State::Running => return Err(state_error(id, "already started")),
+                State::Failed => return Err(state_error(id, "its start failed before")),
+                State::Removing => return Err(state_error(id, "is being removed")),
+            }
+        }
+        .ok_or_else(|| state_error(id, "is being started"))?;
+        let id_owned = id.to_string();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), ContainerError> {
+            let fail = |message: String| ContainerError::Exec {
+                id: id_owned.clone(),
+                message,
+            };
+            sync.send(&Msg::Start, None)
+                .map_err(|e| fail(format!("the init process is gone ({e})")))?;
+            let received = sync
+                .recv()
+                .map_err(|e| fail(format!("waiting for the exec: {e}")))?;
+            match received {
+                // Close-on-exec: the init's end closes exactly when the exec succeeds.
+                Received::Eof => Ok(()),
+                Received::Msg(Msg::Error { message }, _) => Err(fail(message)),
+                Received::Msg(other, _) => Err(fail(format!("unexpected {other:?}"))),
+            }
+        })
+        .await
+        .map_err(|e| internal(id, format!("start task: {e}")))?;
+        c.lock().state = if result.is_ok() {
+            State::Running
+        } else {
+            State::Failed
+        };
+        match &result {
+            Ok(()) => tracing::info!(pid = c.pid, "container {id} started"),
+            Err(e) => tracing::warn!("{e}"),
+        }
+        result
+    }
+
+    /// ExecProcess with a container_id: runs `spec` in the container.
+    pub async fn exec(
+        &self,
+        container_id: &str,
+        mut spec: ExecSpec,
+    ) -> Result<i32, ContainerError> {
+        let c = self.get(container_id)?;
+        if !matches!(c.lock().state, State::Created | State::Running) {
+            return Err(state_error(container_id, "is not running"));
+        }
+        match self.processes.get(container_id) {
+            Ok(init) if init.exit_status().is_none() => {}
+            _ => return Err(state_error(container_id, "its init process has exited")),
+        }
+        if spec.args.is_empty() || spec.args[0].is_empty() {
+            return Err(ContainerError::InvalidArgument(
+                "args is empty: nothing to run".into(),
+            ));
+        }
+        if let Some(bad) = spec.env.iter().find(|e| !e.contains('=')) {
+            return Err(ContainerError::InvalidArgument(format!(
+                "env entry {bad:?} is not KEY=VALUE"
+            )));
+        }
+        if spec.cwd.is_empty() {
+            spec.cwd = "/".into();
+        }
+        if !Path::new(&spec.cwd).is_absolute() {
+            return Err(ContainerError::InvalidArgument(format!(
+                "cwd {:?} is not an absolute path",
+                spec.cwd
+            )));
+        }
+        let pid_ns = if c.namespaces.contains(&NsKind::Pid) {
+            let p = format!("/proc/{}/ns/pid", c.pid);
+            Some(File::open(&p).map_err(|e| internal(container_id, format!("{p}: {e}")))?)
+        } else {
+            None
+        };
+        let config = HelperConfig::Exec(Box::new(ExecConfig {
+            exec_id: spec.exec_id.clone(),
+            init_pid: c.pid,
+            namespaces: c.namespaces.clone(),
+            process: ProcessConfig {
+                args: spec.args.clone(),
+                env: spec.env.clone(),
+                cwd: spec.cwd.clone().into(),
+                uid: spec.creds.uid,
+                gid: spec.creds.gid,
+                additional_gids: spec.creds.additional_gids.clone(),
+                umask: None,
+                terminal: spec.terminal,
+            },
+            security: c.security.clone(),
+        }));
+        let start = HelperStart {
+            mode: EXEC_MODE,
+            flags: nix::sched::CloneFlags::empty(),
+            pid_ns,
+            container_id: container_id.to_string(),
+            resources: None,
+            cgroup: c.lock().cgroup.clone(),
+        };
+        let reaper = self.processes.reaper();
+        let exec_id = spec.exec_id.clone();
+        let (pid, _) = self
+            .processes
+            .launch(spec, move |spec| {
+                run_helper(reaper, spec, start, config, true)
+            })
+            .await
+            .map_err(|e| setup_error(container_id, e))?;
+        c.lock().execs.push(exec_id);
+        Ok(pid)
+    }
+
+    /// WaitProcess of `exec_id`: did it run as a container's init whose cgroup saw an OOM kill?
+    pub fn oom_killed(&self, exec_id: &str) -> bool {
+        self.get(exec_id)
+            .map(|c| security::oom_killed(c.lock().cgroup.as_deref()))
+            .unwrap_or(false)
+    }
+
+    /// RemoveContainer: kills what is left, waits for the init, forgets the container. Its
+    /// mounts live in its own mount namespace, which goes with its last process.
+    pub async fn remove(&self, id: &str) -> Result<(), ContainerError> {
+        let c = self.get(id)?;
+        let execs = {
+            let mut inner = c.lock();
+            if inner.state == State::Removing {
+                return Err(state_error(id, "is being removed"));
+            }
+            inner.state = State::Removing;
+            // Unblocks an init still waiting for StartContainer (it exits on EOF).
+            inner.sync = None;
+            std::mem::take(&mut inner.execs)
+        };
+        let has_pid_ns = c.namespaces.contains(&NsKind::Pid);
+        // With a pid namespace, the kernel kills every process in it when its init dies.
+        if !has_pid_ns && !security::kill_all(c.lock().cgroup.as_deref()) {
+            for exec_id in &execs {
+                let _ = self.processes.signal(exec_id, Signal::SIGKILL as u32);
+            }
+        }
+        if let Ok(init) = self.processes.get(id) {
+            let _ = self.processes.signal(id, Signal::SIGKILL as u32);
+            if tokio::time::timeout(KILL_TIMEOUT, init.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    pid = c.pid,
+                    "container {id}: init not reaped {KILL_TIMEOUT:?} after SIGKILL"
+                );
+            }
+            self.processes.forget(&init);
+        }
+        let cgroup = c.lock().cgroup.take();
+        if let Err(e) = security::remove_cgroup(cgroup) {
+            tracing::warn!("container {id}: removing its cgroup: {e:#}");
+        }
+        self.lock().remove(id);
+        tracing::info!("container {} removed", c.id);
+        Ok(())
+    }
+
+    /// Removes every container (DestroySandbox).
+    pub async fn remove_all(&self) {
+        let ids: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Live(_)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            if let Err(e) = self.remove(&id).await {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
+fn state_error(id: &str, message: &str) -> ContainerError {
+    ContainerError::State {
+        id: id.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn internal(id: &str, message: String) -> ContainerError {
+    ContainerError::Internal {
+        id: id.to_string(),
+        message,
+    }
+}
+
+/// The helper's setup errors name the container; the others stay process errors.
+fn setup_error(id: &str, e: ProcessError) -> ContainerError {
+    match e {
+        ProcessError::Spawn { message, .. } => ContainerError::Setup {
+            id: id.to_string(),
+            message,
+        },
+        other => ContainerError::Process(other),
+    }
+}
+
+/// The process-table view of a container's init.
+fn exec_spec_of(id: &str, p: &ProcessConfig, stdin: bool, stdout: bool, stderr: bool) -> ExecSpec {
+    ExecSpec {
+        exec_id: id.to_string(),
+        args: p.args.clone(),
+        env: p.env.clone(),
+        cwd: p.cwd.to_string_lossy().into_owned(),
+        creds: Credentials {
+            uid: p.uid,
+            gid: p.gid,
+            additional_gids: p.additional_gids.clone(),
+        },
+        terminal: p.terminal,
+        stdin,
+        stdout,
+        stderr,
+    }
+}
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;

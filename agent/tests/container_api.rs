@@ -1,0 +1,60 @@
+//! The container RPCs through the runtime's client against `sandpod-agent --test-serve`: the
+//! refusals that need no guest (ids, specs, unknown containers). Containers themselves run in
+//! the VM-level test (tests/kvm-host/guest/container-check.sh).
+mod support;
+
+use sandpod_runtime::agent_client::StreamSet;
+use support::{exec_req, TestAgent};
+use ttrpc::Code;
+
+fn spec_json(args: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {"user": {"uid": 0, "gid": 0}, "args": args, "cwd": "/"},
+        "linux": {"namespaces": [{"type": "mount"}, {"type": "pid"}]}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn create_refuses_bad_ids_specs_and_rootfs() {
+    let agent = TestAgent::start();
+    let client = agent.client().await;
+    let json = spec_json(&["true"]);
+    let err = client
+        .create_container("bad id", json.clone(), "/", StreamSet::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::INVALID_ARGUMENT), "{err}");
+    let err = client
+        .create_container(
+            "c1",
+            b"{\"process\": 3}".to_vec(),
+            "/",
+            StreamSet::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::INVALID_ARGUMENT), "{err}");
+    assert!(err.to_string().contains("oci_spec: "), "{err}");
+    let err = client
+        .create_container("c1", json, "/nonexistent-rootfs", StreamSet::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("is not a directory"), "{err}");
+}
+
+#[tokio::test]
+async fn unknown_containers_are_not_found() {
+    let agent = TestAgent::start();
+    let client = agent.client().await;
+    let err = client.start_container("nope").await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NOT_FOUND), "{err}");
+    assert!(err.to_string().contains("no container \"nope\""), "{err}");
+    let err = client.remove_container("nope").await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NOT_FOUND), "{err}");
+    let mut req = exec_req("e1", &["true"], [false; 3]);
+    req.container_id = "nope".into();
+    let err = client.exec_process(&req).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NOT_FOUND), "{err}");
+}

@@ -1,0 +1,137 @@
+//! The caller's stdio on a container's streams: stdin, stdout and stderr each on their own
+//! stream, or one `tty` stream in terminal mode with the caller's terminal in raw mode and its
+//! size followed (SIGWINCH).
+use std::os::fd::AsFd;
+
+use sandpod_protocol::StreamKind;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::task::JoinHandle;
+
+use crate::agent_client::{AgentClient, AgentError};
+
+/// Streams attached to a container's init.
+pub struct Attached {
+    /// Ends when all output streams reached EOF.
+    pub output: JoinHandle<()>,
+    /// Restores the caller's terminal on drop (terminal mode on a tty only).
+    pub _raw_mode: Option<RawMode>,
+}
+
+/// Opens the streams of `id` and starts copying. stdin is copied in a detached task: it may
+/// never end (a terminal), and the container's exit does not wait for it.
+pub async fn attach(
+    client: &AgentClient,
+    id: &str,
+    terminal: bool,
+) -> Result<Attached, AgentError> {
+    if terminal {
+        let tty = client.open_stream(id, StreamKind::Tty).await?;
+        let raw = RawMode::enable();
+        let (mut rd, wr) = tty.into_split();
+        tokio::spawn(copy_stdin(wr));
+        let output = tokio::spawn(async move {
+            let mut out = tokio::io::stdout();
+            let _ = tokio::io::copy(&mut rd, &mut out).await;
+            let _ = out.flush().await;
+        });
+        if raw.is_some() {
+            follow_window_size(client.clone(), id.to_string());
+        }
+        return Ok(Attached {
+            output,
+            _raw_mode: raw,
+        });
+    }
+    let (stdin_s, stdout_s, stderr_s) = tokio::try_join!(
+        client.open_stream(id, StreamKind::Stdin),
+        client.open_stream(id, StreamKind::Stdout),
+        client.open_stream(id, StreamKind::Stderr),
+    )?;
+    tokio::spawn(copy_stdin(stdin_s));
+    let out = tokio::spawn(copy_out(stdout_s, tokio::io::stdout()));
+    let err = tokio::spawn(copy_out(stderr_s, tokio::io::stderr()));
+    let output = tokio::spawn(async move {
+        let _ = out.await;
+        let _ = err.await;
+    });
+    Ok(Attached {
+        output,
+        _raw_mode: None,
+    })
+}
+
+async fn copy_stdin(mut to: impl AsyncWrite + Unpin) {
+    let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut to).await;
+    let _ = to.shutdown().await;
+}
+
+async fn copy_out(mut from: UnixStream, mut to: impl AsyncWrite + Unpin) {
+    let _ = tokio::io::copy(&mut from, &mut to).await;
+    let _ = to.flush().await;
+}
+
+/// Sends the caller's terminal size now and after every SIGWINCH (the agent retries nothing:
+/// a failed resize is logged).
+fn follow_window_size(client: AgentClient, id: String) {
+    tokio::spawn(async move {
+        let Ok(mut winch) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+        else {
+            return;
+        };
+        // The container may not exist yet: retry the first resize briefly.
+        for _ in 0..50 {
+            if resize(&client, &id).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        while winch.recv().await.is_some() {
+            if let Err(e) = resize(&client, &id).await {
+                tracing::debug!("terminal resize: {e}");
+            }
+        }
+    });
+}
+
+async fn resize(client: &AgentClient, id: &str) -> Result<(), AgentError> {
+    let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdout().as_fd()) else {
+        return Ok(());
+    };
+    client
+        .resize_terminal(id, u32::from(ws.ws_row), u32::from(ws.ws_col))
+        .await
+}
+
+/// The caller's terminal in raw mode (keys, Ctrl-C included, go to the container's terminal).
+pub struct RawMode {
+    saved: rustix::termios::Termios,
+}
+
+impl RawMode {
+    /// Raw mode on stdin if it is a terminal.
+    fn enable() -> Option<RawMode> {
+        let stdin = std::io::stdin();
+        let fd = stdin.as_fd();
+        if !rustix::termios::isatty(fd) {
+            return None;
+        }
+        let saved = rustix::termios::tcgetattr(fd).ok()?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(fd, rustix::termios::OptionalActions::Now, &raw).ok()?;
+        Some(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let stdin = std::io::stdin();
+        let _ = rustix::termios::tcsetattr(
+            stdin.as_fd(),
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
+    }
+}

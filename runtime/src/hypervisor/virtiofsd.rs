@@ -1,0 +1,109 @@
+//! The virtiofsd command line of a sandbox's shared directory.
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// virtiofsd's `--cache`: how long the guest may cache metadata and data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheMode {
+    /// Cache until the host changes a file (close-to-open consistency).
+    #[default]
+    Auto,
+    /// Cache without revalidation: fastest, only if nothing changes the share on the host.
+    Always,
+    /// No caching: every access goes to the host.
+    Never,
+}
+
+impl FromStr for CacheMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(CacheMode::Auto),
+            "always" => Ok(CacheMode::Always),
+            "never" => Ok(CacheMode::Never),
+            _ => Err(format!(
+                "invalid virtio-fs cache mode {s:?}: expected auto, always or never"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for CacheMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CacheMode::Auto => "auto",
+            CacheMode::Always => "always",
+            CacheMode::Never => "never",
+        })
+    }
+}
+
+/// Everything virtiofsd is started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtiofsdCommand {
+    pub virtiofsd: PathBuf,
+    pub socket: PathBuf,
+    pub shared_dir: PathBuf,
+    pub cache: CacheMode,
+}
+
+impl VirtiofsdCommand {
+    /// The program's arguments: its own sandbox (namespaces + pivot_root into the shared
+    /// directory) and seccomp filter stay on; submounts (the container rootfs bind mounts) are
+    /// announced so the guest sees them as separate file systems with their own inode numbers.
+    pub fn args(&self) -> Vec<OsString> {
+        vec![
+            "--socket-path".into(),
+            self.socket.clone().into(),
+            "--shared-dir".into(),
+            self.shared_dir.clone().into(),
+            "--cache".into(),
+            self.cache.to_string().into(),
+            "--sandbox".into(),
+            "namespace".into(),
+            "--announce-submounts".into(),
+            "--log-level".into(),
+            "warn".into(),
+        ]
+    }
+
+    pub fn command(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.virtiofsd);
+        c.args(self.args());
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_modes_round_trip() {
+        for m in ["auto", "always", "never"] {
+            assert_eq!(m.parse::<CacheMode>().unwrap().to_string(), m);
+        }
+        assert!("sometimes".parse::<CacheMode>().is_err());
+    }
+
+    #[test]
+    fn sandboxing_stays_on() {
+        let c = VirtiofsdCommand {
+            virtiofsd: "/b/virtiofsd".into(),
+            socket: "/s/fs.sock".into(),
+            shared_dir: "/s/shared".into(),
+            cache: CacheMode::Never,
+        };
+        let a: Vec<String> = c
+            .args()
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        let j = a.join(" ");
+        assert!(j.contains("--sandbox namespace"), "{j}");
+        assert!(j.contains("--cache never"), "{j}");
+        assert!(j.contains("--shared-dir /s/shared"), "{j}");
+    }
+}

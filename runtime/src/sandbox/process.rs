@@ -1,0 +1,105 @@
+//! Processes the runtime left running (monitor, VMM, virtiofsd), recorded by pid *and* start
+//! time so that a recycled pid is never signalled by mistake.
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// A process as recorded in a state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdent {
+    pub pid: i32,
+    /// Field 22 of /proc/<pid>/stat (clock ticks after boot).
+    pub start_time: u64,
+}
+
+/// The start time of `pid`, if it exists.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm (field 2) may hold spaces and parentheses: fields after the last ')' are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // rest starts with field 3 (state); start time is field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl ProcessIdent {
+    pub fn of(pid: u32) -> Option<ProcessIdent> {
+        let pid = i32::try_from(pid).ok()?;
+        Some(ProcessIdent {
+            pid,
+            start_time: start_time(pid)?,
+        })
+    }
+
+    /// Whether the recorded process still runs (a zombie counts as gone).
+    pub fn alive(&self) -> bool {
+        if start_time(self.pid) != Some(self.start_time) {
+            return false;
+        }
+        let state = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|s| {
+                s.rfind(')')
+                    .and_then(|i| s[i + 1..].split_whitespace().next().map(str::to_string))
+            });
+        !matches!(state.as_deref(), Some("Z") | Some("X") | None)
+    }
+
+    /// Sends `sig` if the recorded process still runs.
+    pub fn signal(&self, sig: Signal) -> bool {
+        self.alive() && kill(Pid::from_raw(self.pid), sig).is_ok()
+    }
+
+    /// Waits until it is gone, at most `timeout`. True if it is gone.
+    pub fn wait_gone(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if !self.alive() {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, up to `grace` to go, then SIGKILL (and a last wait). True if it is gone.
+    pub fn terminate(&self, grace: Duration) -> bool {
+        if !self.signal(Signal::SIGTERM) {
+            return !self.alive();
+        }
+        if self.wait_gone(grace) {
+            return true;
+        }
+        self.signal(Signal::SIGKILL);
+        self.wait_gone(Duration::from_secs(5))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracks_a_child_and_ignores_a_recycled_pid() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let ident = ProcessIdent::of(child.id()).unwrap();
+        assert!(ident.alive());
+        let other = ProcessIdent {
+            start_time: ident.start_time + 1,
+            ..ident
+        };
+        assert!(!other.alive(), "a different start time is another process");
+        assert!(!other.signal(Signal::SIGKILL));
+        assert!(ident.alive());
+        // Reap in the background so the zombie disappears.
+        let t = std::thread::spawn(move || child.wait());
+        assert!(ident.terminate(Duration::from_secs(5)));
+        t.join().unwrap().unwrap();
+    }
+}

@@ -1,0 +1,70 @@
+//! `sandpod run` of busybox bundles in the KVM test host: a VM per container, the rootfs over
+//! virtio-fs, the OCI spec applied by the agent, teardown leaving nothing behind. The checks are
+//! in tests/kvm-host/guest/containers-check.sh and containers-limits-check.sh.
+mod common;
+
+use common::{host, run, text};
+
+fn assert_checks(script: &str, checks: &[&str]) {
+    let host = host();
+    let out = run(
+        &host,
+        &[
+            "sh",
+            "-c",
+            &format!("timeout -k 5 280 /sandpod/scripts/{script}"),
+        ],
+    );
+    let t = text(&out);
+    for check in checks {
+        assert!(
+            t.contains(&format!("check {check} ok")),
+            "check {check} did not pass:\n{t}"
+        );
+    }
+    assert!(!t.contains(" FAIL"), "{t}");
+    assert!(t.contains(&format!("{script}: 0 failed")), "{t}");
+    assert_eq!(out.code, 0, "{t}");
+}
+
+#[test]
+fn run_busybox_bundles() {
+    assert_checks(
+        "containers-check.sh",
+        &[
+            "echo-output",
+            "nothing-left-after-run",
+            "guest-logs-in-runtime-log",
+            "exit-1-and-stderr",
+            "exit-137-on-sigkill",
+            "env-cwd-user-hostname-pid1",
+            "rootfs-host-to-guest",
+            "rootfs-guest-to-host",
+            "readonly-rootfs",
+            "terminal-mode",
+            "sleeper-running",
+            "sigterm-tears-down",
+        ],
+    );
+}
+
+#[test]
+fn limits_security_and_bad_bundles() {
+    assert_checks(
+        "containers-limits-check.sh",
+        &[
+            "memory-max-oom-kill",
+            "pids-max-limits-forks",
+            "mknod-with-cap-mknod",
+            "mknod-without-cap-mknod",
+            "seccomp-denies-mkdir",
+            "masked-paths",
+            "nothing-left-after-limits",
+            "no-config-json",
+            "invalid-json",
+            "missing-rootfs",
+            "unknown-namespace",
+            "missing-binary",
+        ],
+    );
+}

@@ -1,0 +1,59 @@
+# Helpers for the container checks (sourced): bundles made from the busybox bundle with a jq
+# filter, `sandpod run` with a bounded time, leftover checks, `check NAME CMD...` lines.
+set -u
+dir=${SANDPOD_DIR:-/sandpod}
+ROOT=${SANDPOD_ROOT:-/run/sandpod-test}
+work=$(mktemp -d /tmp/containers.XXXXXX)
+failed=0
+sandpod() { "$dir/bin/sandpod" --root "$ROOT" "$@"; }
+
+check() { # name, then a command
+  name=$1; shift
+  if "$@"; then echo "check $name ok"; else echo "check $name FAIL"; failed=$((failed + 1)); fi
+}
+
+# mkbundle NAME JQ_FILTER: $work/NAME with a private copy of the busybox rootfs.
+mkbundle() {
+  b=$work/$1
+  mkdir -p "$b"
+  cp -a "$dir/bundles/busybox/rootfs" "$b/rootfs"
+  jq "$2" "$dir/bundles/busybox/config.json" >"$b/config.json" || { echo "jq failed for $1"; return 1; }
+}
+
+# args JSON_ARRAY: a jq filter setting process.args.
+args() { printf '.process.args = %s' "$1"; }
+
+# run NAME [sandpod run flags]: runs bundle NAME as container NAME; stdout in $work/NAME.out,
+# stderr in $work/NAME.err, status in $rc.
+run() {
+  n=$1; shift
+  timeout -k 5 120 "$dir/bin/sandpod" --root "$ROOT" --log "$work/sandpod.log" run --bundle "$work/$n" "$@" "$n" \
+    </dev/null >"$work/$n.out" 2>"$work/$n.err"
+  rc=$?
+  echo "run $n: exit $rc, stdout: $(head -c 300 "$work/$n.out" | tr '\n' '|') stderr: $(head -c 300 "$work/$n.err" | tr '\n' '|')"
+}
+
+out_is() { [ "$(cat "$work/$1.out")" = "$2" ]; }
+err_has() { grep -q -- "$2" "$work/$1.err"; }
+rc_is() { [ "$rc" = "$1" ]; }
+
+# nothing_left: no VMM, virtiofsd or monitor process, no mount, socket or state dir of ours.
+nothing_left() {
+  ok=0
+  # The monitor, the VMM and virtiofsd all have a path under $ROOT/ on their command line.
+  if pgrep -f "$ROOT/" >/dev/null; then
+    echo "leftover processes:"; pgrep -af "$ROOT/"; ok=1
+  fi
+  if grep -q " $ROOT" /proc/self/mountinfo; then
+    echo "leftover mounts:"; grep " $ROOT" /proc/self/mountinfo; ok=1
+  fi
+  if [ -n "$(ls -A "$ROOT" 2>/dev/null)" ]; then
+    echo "leftover state: $(ls -A "$ROOT")"; find "$ROOT" -maxdepth 2; ok=1
+  fi
+  return $ok
+}
+
+finish() {
+  echo "$(basename "$0"): $failed failed"
+  [ $failed -eq 0 ]
+}

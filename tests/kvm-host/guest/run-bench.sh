@@ -1,0 +1,51 @@
+#!/bin/sh
+# Runs inside the KVM test host: `sandpod run` vs `runc run` of the same busybox bundle running
+# `true`, alternating, RUNS times each; then one idle container (`sleep`) under sandpod and the
+# PSS of its processes (VMM incl. the guest memory it touched, virtiofsd, the monitor).
+#   run-bench.sh [RUNS]
+# Prints `run sandpod <ms>|fail`, `run runc <ms>|fail` and
+# `idle vmm_kib=<n> virtiofsd_kib=<n> monitor_kib=<n>`.
+set -u
+runs=${1:-10}
+dir=${SANDPOD_DIR:-/sandpod}
+work=$(mktemp -d /tmp/run-bench.XXXXXX)
+cp -a "$dir/bundles/busybox" "$work/bundle"
+jq '.process.args = ["true"]' "$dir/bundles/busybox/config.json" >"$work/bundle/config.json"
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+i=0
+while [ "$i" -lt "$runs" ]; do
+  for rt in sandpod runc; do
+    t0=$(ms)
+    if [ $rt = sandpod ]; then
+      "$dir/bin/sandpod" --root /run/sandpod-bench run --bundle "$work/bundle" "b$i" </dev/null >/dev/null 2>"$work/err"
+    else
+      runc --root /run/runc-bench run --bundle "$work/bundle" "b$i" </dev/null >/dev/null 2>"$work/err"
+    fi
+    rc=$?
+    t1=$(ms)
+    if [ $rc -eq 0 ]; then echo "run $rt $((t1 - t0))"; else echo "run $rt fail ($rc: $(head -c 300 "$work/err"))"; fi
+  done
+  i=$((i + 1))
+done
+
+pss() { # PIDS...: summed Pss in KiB
+  t=0
+  for p in "$@"; do
+    v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null)
+    t=$((t + ${v:-0}))
+  done
+  echo $t
+}
+jq '.process.args = ["sleep","1000"]' "$dir/bundles/busybox/config.json" >"$work/bundle/config.json"
+"$dir/bin/sandpod" --root /run/sandpod-bench run --bundle "$work/bundle" idle </dev/null >/dev/null 2>"$work/err" &
+runner=$!
+n=0
+while [ $n -lt 600 ] && ! grep -q '"running"' /run/sandpod-bench/idle/state.json 2>/dev/null; do sleep 0.1; n=$((n + 1)); done
+sleep 3
+vmm=$(pgrep -f "sandpod-vmm .*/run/sandpod-bench/idle/")
+fsd=$(pgrep -f "virtiofsd .*/run/sandpod-bench/idle/")
+mon=$(pgrep -f "sandpod .*monitor /run/sandpod-bench/idle")
+echo "idle vmm_kib=$(pss $vmm) virtiofsd_kib=$(pss $fsd) monitor_kib=$(pss $mon) pids=$(echo $vmm $fsd $mon | tr ' ' ,)"
+kill -TERM $runner
+wait $runner

@@ -1,0 +1,143 @@
+//! virtio-blk (device type 2) on a raw disk image.
+//!
+//! One request queue; the image is opened and checked before the VM is built ([`disk`]),
+//! requests are parsed and validated in [`request`] and served on the device's own thread
+//! ([`worker`]), woken by the queue's ioeventfd. Features: VIRTIO_BLK_F_SEG_MAX,
+//! VIRTIO_BLK_F_FLUSH (fdatasync; without it negotiated, every write is synced: write-through)
+//! and VIRTIO_BLK_F_RO for read-only disks (writes to them fail with IOERR whatever the
+//! driver negotiated). GET_ID answers the image's file name; other request types get UNSUPP.
+
+pub mod disk;
+pub mod request;
+pub mod worker;
+
+use std::thread::JoinHandle;
+
+use vmm_sys_util::eventfd::EventFd;
+
+use super::device::{read_config_bytes, ActivateError, Activation, VirtioDevice};
+use super::TYPE_BLOCK;
+use disk::DiskImage;
+use worker::{Stats, Worker};
+
+/// Size of the request queue.
+pub const QUEUE_SIZE: u16 = 256;
+const QUEUE_SIZES: [u16; 1] = [QUEUE_SIZE];
+/// Most data segments in a request (seg_max): what fits the queue with the header and status.
+pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
+
+/// Feature: seg_max in the configuration space is valid.
+pub const VIRTIO_BLK_F_SEG_MAX: u32 = 2;
+/// Feature: the disk is read-only.
+pub const VIRTIO_BLK_F_RO: u32 = 5;
+/// Feature: VIRTIO_BLK_T_FLUSH is supported.
+pub const VIRTIO_BLK_F_FLUSH: u32 = 9;
+
+/// Bytes of configuration space served: capacity (le64), size_max (le32, unused), seg_max
+/// (le32). The rest reads as zero.
+const CONFIG_LEN: usize = 16;
+
+/// The block device.
+pub struct Block {
+    disk: DiskImage,
+    config: [u8; CONFIG_LEN],
+    running: Option<(EventFd, JoinHandle<Stats>)>,
+}
+
+impl Block {
+    /// A device serving `disk`.
+    pub fn new(disk: DiskImage) -> Self {
+        let mut config = [0u8; CONFIG_LEN];
+        config[..8].copy_from_slice(&disk.capacity().to_le_bytes());
+        config[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
+        Block {
+            disk,
+            config,
+            running: None,
+        }
+    }
+
+    fn serial(&self) -> String {
+        let s = self.disk.serial();
+        let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+        String::from_utf8_lossy(&s[..end]).into_owned()
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        TYPE_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn device_features(&self) -> u64 {
+        let ro = if self.disk.read_only() {
+            1 << VIRTIO_BLK_F_RO
+        } else {
+            0
+        };
+        (1 << VIRTIO_BLK_F_SEG_MAX) | (1 << VIRTIO_BLK_F_FLUSH) | ro
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, _data: &[u8]) {
+        tracing::debug!("virtio-blk: ignoring config write at {offset:#x}");
+    }
+
+    fn activate(&mut self, features: u64, a: Activation) -> Result<(), ActivateError> {
+        self.reset();
+        let (Ok([queue]), Ok([queue_evt])) = (
+            <[_; 1]>::try_from(a.queues),
+            <[_; 1]>::try_from(a.queue_evts),
+        ) else {
+            return Err(ActivateError::BadQueue {
+                index: 0,
+                why: "virtio-blk has exactly 1 queue".into(),
+            });
+        };
+        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::Start)?;
+        let worker = Worker {
+            mem: a.mem,
+            queue,
+            queue_evt,
+            interrupt: a.interrupt,
+            stop: stop.try_clone().map_err(ActivateError::Start)?,
+            disk: self.disk.handle().map_err(ActivateError::Start)?,
+            capacity: self.disk.capacity(),
+            serial: *self.disk.serial(),
+            write_through: features & (1 << VIRTIO_BLK_F_FLUSH) == 0,
+            stats: Stats::default(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("virtio-blk".into())
+            .spawn(move || worker.run())
+            .map_err(ActivateError::Start)?;
+        self.running = Some((stop, handle));
+        tracing::debug!(
+            "virtio-blk {}: activated, {} sectors, features {features:#x}",
+            self.serial(),
+            self.disk.capacity()
+        );
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some((stop, handle)) = self.running.take() {
+            let _ = stop.write(1);
+            match handle.join() {
+                Ok(stats) => tracing::debug!("virtio-blk {}: stopped: {stats}", self.serial()),
+                Err(_) => tracing::error!("virtio-blk: device thread panicked"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "device_tests.rs"]
+mod tests;

@@ -1,0 +1,269 @@
+//! The block device's thread: waits (epoll, no timeout) for queue notifications or the stop
+//! eventfd, then serves every available request. Guest-triggerable conditions log at debug;
+//! the first host I/O error logs a warning once.
+
+use std::fmt;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::Bytes;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::disk::{DiskIo, IoError};
+use super::request::*;
+use super::SEG_MAX;
+use crate::devices::virtio::queue::{add_used, pop_chain};
+use crate::devices::virtio::Interrupt;
+use crate::kvm::memory::GuestMem;
+
+const TOKEN_STOP: u64 = 1;
+const TOKEN_QUEUE: u64 = 2;
+/// Header + data segments + status.
+const MAX_DESCS: usize = SEG_MAX as usize + 2;
+
+/// Request counters, logged when the device stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Completed reads.
+    pub reads: u64,
+    /// Completed writes.
+    pub writes: u64,
+    /// Completed flushes.
+    pub flushes: u64,
+    /// Requests answered IOERR.
+    pub errors: u64,
+    /// Requests answered UNSUPP.
+    pub unsupported: u64,
+    /// Of the errors, those of the image file (host I/O), not of the request.
+    pub host_errors: u64,
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "reads={} writes={} flushes={} errors={} (host I/O {}) unsupported={}",
+            self.reads, self.writes, self.flushes, self.errors, self.host_errors, self.unsupported
+        )
+    }
+}
+
+/// The device's running state.
+pub struct Worker {
+    /// Guest memory.
+    pub mem: GuestMem,
+    /// The request queue.
+    pub queue: Queue,
+    /// Its notification eventfd.
+    pub queue_evt: EventFd,
+    /// The device interrupt.
+    pub interrupt: Arc<Interrupt>,
+    /// Written to stop the thread.
+    pub stop: EventFd,
+    /// The image.
+    pub disk: DiskIo,
+    /// Capacity in sectors.
+    pub capacity: u64,
+    /// GET_ID answer.
+    pub serial: [u8; ID_BYTES],
+    /// Sync every write (the driver did not negotiate VIRTIO_BLK_F_FLUSH).
+    pub write_through: bool,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl Worker {
+    /// Runs until stopped (or the driver breaks the queue); returns the counters.
+    pub fn run(mut self) -> Stats {
+        let epoll = match self.register() {
+            Ok(e) => e,
+            Err(e) => {
+                self.interrupt
+                    .mark_broken(&format!("virtio-blk: epoll setup: {e}"));
+                return self.stats;
+            }
+        };
+        let mut events = [EpollEvent::default(); 2];
+        // Requests made available before activation (or before a notification) count too.
+        let mut work = true;
+        loop {
+            if work {
+                if let Err(e) = self.process_queue() {
+                    self.interrupt.mark_broken(&format!("virtio-blk: {e}"));
+                    return self.stats;
+                }
+            }
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.interrupt
+                        .mark_broken(&format!("virtio-blk: epoll: {e}"));
+                    return self.stats;
+                }
+            };
+            work = false;
+            for ev in &events[..n] {
+                match ev.data() {
+                    TOKEN_STOP => return self.stats,
+                    _ => {
+                        let _ = self.queue_evt.read();
+                        work = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn register(&self) -> io::Result<Epoll> {
+        let epoll = Epoll::new()?;
+        for (fd, token) in [
+            (self.stop.as_raw_fd(), TOKEN_STOP),
+            (self.queue_evt.as_raw_fd(), TOKEN_QUEUE),
+        ] {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )?;
+        }
+        Ok(epoll)
+    }
+
+    /// Serves every available request. `Err`: the queue or a chain is unusable, the device
+    /// must be marked broken.
+    pub fn process_queue(&mut self) -> Result<(), String> {
+        let mut used = false;
+        loop {
+            let mem = &self.mem;
+            let Some(chain) = pop_chain(&mut self.queue, mem)? else {
+                break;
+            };
+            let head = chain.head_index();
+            let descs: Vec<Desc> = chain
+                .take(MAX_DESCS + 1)
+                .map(|d| Desc::from_queue(&d))
+                .collect();
+            let len = self.serve(&descs)?;
+            add_used(&mut self.queue, &self.mem, head, len)?;
+            used = true;
+        }
+        if used
+            && self
+                .queue
+                .needs_notification(&self.mem)
+                .map_err(|e| e.to_string())?
+        {
+            self.interrupt
+                .signal_used()
+                .map_err(|e| format!("interrupt: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Serves one chain; returns the used length (bytes written to the guest, status included).
+    fn serve(&mut self, descs: &[Desc]) -> Result<u32, String> {
+        let parsed = parse(descs, MAX_DESCS, &self.mem, self.capacity).map_err(|e| {
+            tracing::debug!("virtio-blk: malformed chain: {e}");
+            e.to_string()
+        })?;
+        let (status, written) = match parsed.request {
+            Ok(req) => self.execute(&req),
+            Err(e) => {
+                tracing::debug!("virtio-blk: invalid request: {e}");
+                (VIRTIO_BLK_S_IOERR, 0)
+            }
+        };
+        match status {
+            VIRTIO_BLK_S_IOERR => self.stats.errors += 1,
+            VIRTIO_BLK_S_UNSUPP => self.stats.unsupported += 1,
+            _ => {}
+        }
+        self.mem
+            .write_obj(status, parsed.status)
+            .map_err(|e| format!("status byte: {e}"))?;
+        // The data part is at most 2^32 - 1 bytes (the chain is under 2^32).
+        let written = u32::try_from(written.min(parsed.writable_len)).unwrap_or(u32::MAX - 1);
+        Ok(written + 1)
+    }
+
+    /// Runs a valid request; returns its status and the data bytes written to the guest.
+    fn execute(&mut self, req: &Request) -> (u8, u64) {
+        let offset = req.sector * SECTOR_SIZE; // no overflow: checked against the capacity
+        let result = match req.kind {
+            RequestKind::In => self.disk.read(&self.mem, offset, &req.data),
+            RequestKind::Out => {
+                let written = self.disk.write(&self.mem, offset, &req.data);
+                match written {
+                    Ok(()) if self.write_through => self.disk.flush(),
+                    other => other,
+                }
+            }
+            RequestKind::Flush => self.disk.flush(),
+            RequestKind::GetId => return (VIRTIO_BLK_S_OK, self.write_id(&req.data)),
+            RequestKind::Unsupported(t) => {
+                tracing::debug!("virtio-blk: unsupported request type {t}");
+                return (VIRTIO_BLK_S_UNSUPP, 0);
+            }
+        };
+        // A read, even a failed one, may have filled (part of) the buffers.
+        let written = if req.kind == RequestKind::In {
+            req.data_len
+        } else {
+            0
+        };
+        match result {
+            Ok(()) => {
+                match req.kind {
+                    RequestKind::In => self.stats.reads += 1,
+                    RequestKind::Out => self.stats.writes += 1,
+                    _ => self.stats.flushes += 1,
+                }
+                (VIRTIO_BLK_S_OK, written)
+            }
+            Err(IoError::ReadOnly) => {
+                tracing::debug!(
+                    "virtio-blk: write at sector {} refused: read-only",
+                    req.sector
+                );
+                (VIRTIO_BLK_S_IOERR, written)
+            }
+            Err(e) => {
+                if self.stats.host_errors == 0 {
+                    tracing::warn!(
+                        "virtio-blk: {:?} at sector {} failed: {e} (further errors at debug level)",
+                        req.kind,
+                        req.sector
+                    );
+                } else {
+                    tracing::debug!(
+                        "virtio-blk: {:?} at sector {} failed: {e}",
+                        req.kind,
+                        req.sector
+                    );
+                }
+                self.stats.host_errors += 1;
+                (VIRTIO_BLK_S_IOERR, written)
+            }
+        }
+    }
+
+    /// Writes the serial (zero padded to 20 bytes, cut to the buffer) into `data`.
+    fn write_id(&mut self, data: &[Segment]) -> u64 {
+        let mut id: &[u8] = &self.serial;
+        for s in data {
+            if id.is_empty() {
+                break;
+            }
+            let n = id.len().min(s.len as usize);
+            if self.mem.write_slice(&id[..n], s.addr).is_err() {
+                break;
+            }
+            id = &id[n..];
+        }
+        (ID_BYTES - id.len()) as u64
+    }
+}
