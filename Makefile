@@ -65,7 +65,7 @@ fuzz:
 	@scripts/fuzz.sh
 
 ## The test-host tests (each boots its own L2; one at a time).
-INTEGRATION_TESTS := testhost reference_boot vmm_boot vsock agent_api blk virtiofs containers sandpod_run
+INTEGRATION_TESTS := testhost reference_boot vmm_boot vsock agent_api blk virtiofs containers sandpod_run container_security
 
 integration:
 	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -- --test-threads=1

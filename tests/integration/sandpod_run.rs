@@ -59,6 +59,8 @@ fn limits_security_and_bad_bundles() {
             "mknod-without-cap-mknod",
             "seccomp-denies-mkdir",
             "masked-paths",
+            "unmasked-control",
+            "rlimit-nofile",
             "nothing-left-after-limits",
             "no-config-json",
             "invalid-json",

@@ -186,8 +186,10 @@ fn run_helper(
     };
     let (pid, exit) =
         spawn_helper(reaper, launch).map_err(|e| internal("starting the container helper", &e))?;
+    // Joined first, so that a failure after it removes the cgroup again.
+    let mut cgroup = None;
     let setup = || -> Result<_, ProcessError> {
-        let cgroup = security::join_cgroup(
+        cgroup = security::join_cgroup(
             &start.container_id,
             start.resources.as_ref(),
             start.cgroup.as_deref(),
@@ -200,11 +202,10 @@ fn run_helper(
         agent_end
             .send(&Msg::Config(config), None)
             .map_err(|e| internal("sending the config", &e))?;
-        let pty = await_helper(id, &agent_end, until_eof)?;
-        Ok((pty, cgroup))
+        await_helper(id, &agent_end, until_eof)
     };
     match setup() {
-        Ok((pty, cgroup)) => Ok((
+        Ok(pty) => Ok((
             Launched {
                 pid,
                 exit,
@@ -215,6 +216,10 @@ fn run_helper(
         )),
         Err(e) => {
             let _ = reaper.signal(pid, Signal::SIGKILL);
+            // The killed helper leaves the cgroup as it exits; remove waits for that.
+            if let Err(rm) = security::remove_cgroup(cgroup.take().map(Arc::new)) {
+                tracing::warn!("{id}: removing the cgroup of a failed setup: {rm:#}");
+            }
             Err(e)
         }
     }
@@ -464,8 +469,9 @@ impl ContainerManager {
             std::mem::take(&mut inner.execs)
         };
         let has_pid_ns = c.namespaces.contains(&NsKind::Pid);
-        // With a pid namespace, the kernel kills every process in it when its init dies.
-        if !has_pid_ns && !security::kill_all(c.lock().cgroup.as_deref()) {
+        // cgroup.kill reaches every process at once; without it, with a pid namespace the kernel
+        // kills every process in it when its init dies, else each exec is signalled.
+        if !security::kill_all(c.lock().cgroup.as_deref()) && !has_pid_ns {
             for exec_id in &execs {
                 let _ = self.processes.signal(exec_id, Signal::SIGKILL as u32);
             }

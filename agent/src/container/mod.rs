@@ -9,6 +9,8 @@
 //! security modules are called from the functions of `security` only. `manager` keeps the
 //! containers; the init process itself is a process of the agent's process table (exec id =
 //! container id).
+pub mod capabilities;
+pub mod cgroups;
 pub mod config;
 pub mod devices;
 pub mod error;
@@ -19,14 +21,19 @@ pub mod launch;
 pub mod manager;
 pub mod mounts;
 pub mod namespaces;
+pub mod paths;
 pub mod process;
+pub mod rlimits;
 pub mod rootfs;
+pub mod seccomp;
 pub mod securejoin;
 pub mod security;
 pub mod spec;
 pub mod stdio;
 pub mod sync;
 pub mod terminal;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 pub use error::ContainerError;
 pub use manager::{ContainerManager, CreateRequest};

@@ -1,108 +1,154 @@
-//! THE CALL SITES OF THE SECURITY MODULES (branch `agentsec`: `cgroups`, `capabilities`,
-//! `seccomp`, `rlimits`, `paths`). Every place where the container setup applies a security
-//! setting goes through one function here, in runc's order; until those modules land these
-//! functions only log what they would apply. Wiring them in means editing this file only:
+//! THE CALL SITES OF THE SECURITY MODULES (`cgroups`, `capabilities`, `seccomp`, `rlimits`,
+//! `paths`). Every place where the container setup applies a security setting goes through one
+//! function here, in runc's order:
 //!
-//! | step | function | runs in | agentsec call |
+//! | step | function | runs in | call |
 //! | --- | --- | --- | --- |
-//! | 1 | [`join_cgroup`] | agent, right after the clone, before the helper gets its config | `cgroups::ContainerCgroup::create(id, resources)?` then `.add_process(pid)` |
+//! | 1 | [`join_cgroup`] | agent, right after the clone, before the helper gets its config | `cgroups::ContainerCgroup::create(id, resources)` then `.add_process(pid)` (an exec: the container's cgroup) |
 //! | 2 | [`apply_rlimits`] | helper, first step of the setup | `rlimits::apply(&cfg.rlimits)` |
 //! | 3 | [`apply_paths`] | init helper, after mounts and pivot_root | `paths::apply(&cfg.masked_paths, &cfg.readonly_paths)` |
 //! | 4 | [`prepare_final`] | helper, before Ready (init) / before exec (exec) | `seccomp::compile(seccomp)` |
-//! | 5 | [`apply_final`] | helper, after setuid (keepcaps), right before execve | nnp (prctl), `capabilities::apply(caps)`, `seccomp::apply(&program)` |
+//! | 5 | [`apply_final`] | helper, after setuid (keepcaps), right before execve | no_new_privs, `capabilities::apply(caps)`, `seccomp::apply(&program)` |
 //! | – | [`oom_killed`], [`kill_all`], [`remove_cgroup`] | agent: WaitProcess, RemoveContainer | `.oom_killed()`, `.kill_all()`, `.remove()` |
+use std::path::Path;
 use std::sync::Arc;
 
+use anyhow::Context;
 use oci_spec::runtime::LinuxResources;
 
+use super::cgroups::{self, ContainerCgroup};
 use super::config::SecurityConfig;
+use super::{capabilities, paths, rlimits, seccomp};
 
-/// The container's cgroup, as the agent holds it. Becomes `cgroups::ContainerCgroup`.
-#[derive(Debug)]
-pub struct CgroupHandle {
-    pub container_id: String,
-}
+/// The container's cgroup, as the agent holds it.
+pub type CgroupHandle = ContainerCgroup;
 
 /// Step 1 (agent): creates the container's cgroup and moves the helper (`pid`, agent's pid
 /// namespace) into it, before it runs any setup. For an exec, `existing` is the container's
-/// cgroup and only the process is added.
+/// cgroup and only the process is added (None is returned).
+///
+/// Without cgroup2 at /sys/fs/cgroup (host-side test mode), a container without limits runs
+/// without a cgroup, with a warning; limits are then an error.
 pub fn join_cgroup(
     container_id: &str,
     resources: Option<&LinuxResources>,
     existing: Option<&CgroupHandle>,
     pid: i32,
 ) -> anyhow::Result<Option<CgroupHandle>> {
-    // agentsec: let cg = cgroups::ContainerCgroup::create(container_id, resources)?;
-    //           cg.add_process(pid)?;   (exec: existing.add_process(pid))
-    tracing::debug!(
-        pid,
-        has_resources = resources.is_some(),
-        joins_existing = existing.is_some(),
-        "container {container_id}: cgroup not applied (cgroups module pending)"
-    );
-    Ok(None)
+    if let Some(cg) = existing {
+        cg.add_process(pid)?;
+        return Ok(None);
+    }
+    let root = Path::new(cgroups::CGROUP_ROOT);
+    if !root.join("cgroup.controllers").exists() {
+        let available = Vec::new();
+        let limits = resources
+            .map(|r| cgroups::plan(r, &available))
+            .transpose()
+            .with_context(|| format!("container {container_id}: no cgroup2 at {}", root.display()))?
+            .unwrap_or_default();
+        anyhow::ensure!(
+            limits.is_empty(),
+            "container {container_id}: no cgroup2 at {} for its limits",
+            root.display()
+        );
+        tracing::warn!(
+            "container {container_id}: no cgroup2 at {}: no cgroup",
+            root.display()
+        );
+        return Ok(None);
+    }
+    let cg = ContainerCgroup::create(container_id, resources)?;
+    if let Err(e) = cg.add_process(pid) {
+        if let Err(rm) = cg.remove() {
+            tracing::warn!("container {container_id}: removing its cgroup: {rm:#}");
+        }
+        return Err(e);
+    }
+    Ok(Some(cg))
 }
 
 /// Step 2 (helper): resource limits.
 pub fn apply_rlimits(cfg: &SecurityConfig) -> anyhow::Result<()> {
-    // agentsec: rlimits::apply(&cfg.rlimits)?;
-    let _ = &cfg.rlimits;
-    Ok(())
+    rlimits::apply(&cfg.rlimits)
 }
 
 /// Step 3 (init helper, after the mounts and pivot_root, before the read-only remount).
 pub fn apply_paths(cfg: &SecurityConfig) -> anyhow::Result<()> {
-    // agentsec: paths::apply(&cfg.masked_paths, &cfg.readonly_paths)?;
-    let _ = (&cfg.masked_paths, &cfg.readonly_paths);
-    Ok(())
+    paths::apply(&cfg.masked_paths, &cfg.readonly_paths)
 }
 
 /// What step 4 prepares for step 5 (the compiled seccomp program).
 #[derive(Debug, Default)]
 pub struct Prepared {
-    // agentsec: seccomp: Option<seccomp::Program>,
+    seccomp: Option<seccomp::Program>,
 }
 
 /// Step 4 (helper, while errors can still fail CreateContainer / ExecProcess cleanly).
 pub fn prepare_final(cfg: &SecurityConfig) -> anyhow::Result<Prepared> {
-    // agentsec: let seccomp = cfg.seccomp.as_ref().map(seccomp::compile).transpose()?;
-    let _ = &cfg.seccomp;
-    Ok(Prepared::default())
+    let seccomp = cfg
+        .seccomp
+        .as_ref()
+        .map(seccomp::compile)
+        .transpose()
+        .context("linux.seccomp")?;
+    Ok(Prepared { seccomp })
 }
 
-/// Whether the helper must keep its capabilities across setuid (PR_SET_KEEPCAPS) for step 5.
+/// Whether the helper must keep its capabilities across setuid (PR_SET_KEEPCAPS) for step 5:
+/// to set the spec's capabilities, or to install a seccomp filter without no_new_privileges
+/// (which needs CAP_SYS_ADMIN).
 pub fn needs_keepcaps(cfg: &SecurityConfig) -> bool {
-    cfg.capabilities.is_some()
+    cfg.capabilities.is_some() || (cfg.seccomp.is_some() && !cfg.no_new_privileges)
 }
 
 /// Step 5 (helper): after setgroups/setgid/setuid (with keepcaps), right before execve.
+/// Like runc: without no_new_privileges the seccomp filter goes in while the process still
+/// holds CAP_SYS_ADMIN, before the capabilities are set; with it, as the very last step.
 pub fn apply_final(cfg: &SecurityConfig, prepared: Prepared) -> anyhow::Result<()> {
-    // agentsec: if cfg.no_new_privileges { prctl(PR_SET_NO_NEW_PRIVS, 1) }
-    //           if let Some(c) = &cfg.capabilities { capabilities::apply(c)? }
-    //           if let Some(p) = &prepared.seccomp { seccomp::apply(p)? }
-    let _ = (cfg.no_new_privileges, &cfg.capabilities, prepared);
+    if cfg.no_new_privileges {
+        capabilities::set_no_new_privs()?;
+    } else if let Some(p) = &prepared.seccomp {
+        capabilities::raise_effective()?;
+        seccomp::apply(p)?;
+    }
+    match &cfg.capabilities {
+        Some(c) => capabilities::apply(c).context("process.capabilities")?,
+        // Kept only for the filter: a non-root process without a capabilities spec has none,
+        // as after a plain setuid.
+        None if !nix::unistd::getuid().is_root() => capabilities::clear_all()?,
+        None => {}
+    }
+    if cfg.no_new_privileges {
+        if let Some(p) = &prepared.seccomp {
+            seccomp::apply(p)?;
+        }
+    }
     Ok(())
 }
 
 /// WaitProcess of a container's init: did its cgroup see an OOM kill?
 pub fn oom_killed(cgroup: Option<&CgroupHandle>) -> bool {
-    // agentsec: cgroup.map_or(false, |c| c.oom_killed())
-    let _ = cgroup;
-    false
+    cgroup.is_some_and(|c| c.oom_killed())
 }
 
-/// RemoveContainer of a container without its own pid namespace: SIGKILL every process of its
-/// cgroup (cgroup.kill). Returns false when that is not possible (no cgroup).
+/// RemoveContainer: SIGKILL every process of the container's cgroup (cgroup.kill). Returns
+/// false when that is not possible (no cgroup, or the kill failed).
 pub fn kill_all(cgroup: Option<&CgroupHandle>) -> bool {
-    // agentsec: if let Some(c) = cgroup { c.kill_all(); return true }
-    let _ = cgroup;
-    false
+    let Some(c) = cgroup else { return false };
+    match c.kill_all() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("killing the processes of {}: {e:#}", c.path().display());
+            false
+        }
+    }
 }
 
-/// RemoveContainer, once its processes are gone (an exec may still hold a clone of the handle:
-/// the cgroup itself is empty by then).
+/// RemoveContainer, once its processes are gone.
 pub fn remove_cgroup(cgroup: Option<Arc<CgroupHandle>>) -> anyhow::Result<()> {
-    // agentsec: if let Some(c) = cgroup { c.remove()? }
-    let _ = cgroup;
-    Ok(())
+    match cgroup {
+        Some(c) => c.remove(),
+        None => Ok(()),
+    }
 }

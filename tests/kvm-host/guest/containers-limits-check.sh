@@ -31,10 +31,20 @@ mkbundle seccomp "$(args '["sh","-c","touch /tmp/f && echo touched; mkdir /tmp/d
 run seccomp
 check seccomp-denies-mkdir eval "! rc_is 0 && out_is seccomp touched && err_has seccomp 'not permitted'"
 
-# maskedPaths: /proc/kcore and /proc/keys read as empty; readonlyPaths: /proc/sys not writable.
-mkbundle masked "$(args '["sh","-c","echo kcore=$(wc -c </proc/kcore) keys=$(wc -c </proc/keys); echo 1 >/proc/sys/kernel/domainname && echo wrote-sys"]')"
+# maskedPaths: /proc/timer_list and /proc/keys read as empty (/proc/kcore, also masked, is not in
+# the guest kernel: skipped); readonlyPaths: /proc/sys not writable.
+mkbundle masked "$(args '["sh","-c","echo timer=$(wc -c </proc/timer_list) keys=$(wc -c </proc/keys); echo 1 >/proc/sys/kernel/domainname && echo wrote-sys"]')"
 run masked
-check masked-paths eval "grep -q 'kcore=0 keys=0' $work/masked.out && ! grep -q wrote-sys $work/masked.out"
+check masked-paths eval "grep -q 'timer=0 keys=0' $work/masked.out && ! grep -q wrote-sys $work/masked.out"
+mkbundle unmasked "$(args '["sh","-c","echo timer=$(wc -c </proc/timer_list)"]') | .linux.maskedPaths = []"
+run unmasked
+check unmasked-control eval "grep -q 'timer=[1-9]' $work/unmasked.out"
+
+# rlimits: RLIMIT_NOFILE from the spec.
+mkbundle rlimit "$(args '["sh","-c","ulimit -n; ulimit -H -n"]') | .process.rlimits = [{\"type\":\"RLIMIT_NOFILE\",\"hard\":200,\"soft\":123}]"
+run rlimit
+check rlimit-nofile eval "rc_is 0 && out_is rlimit '123
+200'"
 
 check nothing-left-after-limits nothing_left
 

@@ -1,0 +1,412 @@
+//! A container's cgroup (v2, mounted at /sys/fs/cgroup in the guest): /sys/fs/cgroup/sandpod/<id>.
+//!
+//! The spec's `linux.resources` become interface-file writes, converted and checked like runc's
+//! cgroup v2 driver does (-1 = "max", 0 = unset, other negatives rejected), all computed before
+//! anything is written so a bad spec leaves no cgroup behind.
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
+use tracing::{debug, warn};
+
+/// Where the guest mounts cgroup2.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The parent of all container cgroups, under the root.
+pub const SANDPOD_GROUP: &str = "sandpod";
+/// Controllers enabled for the containers, when the kernel has them.
+const CONTROLLERS: [&str; 5] = ["cpuset", "cpu", "io", "memory", "pids"];
+/// How long `remove` waits for the cgroup to empty.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One interface-file write: (file name, value).
+pub type CgroupWrite = (String, String);
+
+/// A container's cgroup directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerCgroup {
+    path: PathBuf,
+}
+
+impl ContainerCgroup {
+    /// Creates /sys/fs/cgroup/sandpod/<container_id> with the spec's resources applied.
+    pub fn create(container_id: &str, resources: Option<&LinuxResources>) -> Result<Self> {
+        Self::create_in(Path::new(CGROUP_ROOT), container_id, resources)
+    }
+
+    /// `create` under another cgroup2 root (tests).
+    pub fn create_in(
+        root: &Path,
+        container_id: &str,
+        resources: Option<&LinuxResources>,
+    ) -> Result<Self> {
+        validate_id(container_id)?;
+        let available = read_controllers(root)?;
+        let writes = match resources {
+            Some(r) => plan(r, &available)
+                .with_context(|| format!("container {container_id}: linux.resources"))?,
+            None => Vec::new(),
+        };
+        let wanted: Vec<&str> = CONTROLLERS
+            .iter()
+            .copied()
+            .filter(|c| available.iter().any(|a| a == c))
+            .collect();
+        enable_controllers(root, &wanted);
+        let parent = root.join(SANDPOD_GROUP);
+        match fs::create_dir(&parent) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("mkdir {}", parent.display())),
+        }
+        enable_controllers(&parent, &wanted);
+        let path = parent.join(container_id);
+        fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        let cgroup = Self { path };
+        if let Err(e) = apply_writes(&cgroup.path, &writes) {
+            if let Err(rm) = fs::remove_dir(&cgroup.path) {
+                warn!(path = %cgroup.path.display(), error = %rm, "cannot remove a half-made cgroup");
+            }
+            return Err(e.context(format!("container {container_id}: cgroup limits")));
+        }
+        debug!(path = %cgroup.path.display(), writes = writes.len(), "container cgroup created");
+        Ok(cgroup)
+    }
+
+    /// The cgroup's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Moves a process (its whole thread group) into the cgroup.
+    pub fn add_process(&self, pid: i32) -> Result<()> {
+        if pid <= 0 {
+            bail!("cannot add pid {pid} to {}", self.path.display());
+        }
+        write_file(&self.path, "cgroup.procs", &pid.to_string())
+    }
+
+    /// Whether the kernel OOM-killed a process of this cgroup (memory.events `oom_kill` > 0).
+    pub fn oom_killed(&self) -> bool {
+        let file = self.path.join("memory.events");
+        match fs::read_to_string(&file) {
+            Ok(text) => parse_oom_kills(&text) > 0,
+            Err(e) => {
+                debug!(file = %file.display(), error = %e, "no memory.events");
+                false
+            }
+        }
+    }
+
+    /// SIGKILLs every process in the cgroup: cgroup.kill (Linux 5.14+), else each pid of
+    /// cgroup.procs.
+    pub fn kill_all(&self) -> Result<()> {
+        let kill = self.path.join("cgroup.kill");
+        if kill.exists() {
+            return write_file(&self.path, "cgroup.kill", "1");
+        }
+        for _ in 0..10 {
+            let pids = self.pids()?;
+            if pids.is_empty() {
+                return Ok(());
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// The pids in cgroup.procs.
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        let file = self.path.join("cgroup.procs");
+        let text = fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+        text.lines()
+            .map(|l| {
+                l.trim()
+                    .parse::<i32>()
+                    .with_context(|| format!("{}: bad pid {l:?}", file.display()))
+            })
+            .collect()
+    }
+
+    /// Removes the cgroup, waiting up to 2 s for its processes to go (rmdir is EBUSY until
+    /// then). Already gone is fine.
+    pub fn remove(&self) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            match fs::remove_dir(&self.path) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && start.elapsed() < REMOVE_TIMEOUT =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e).with_context(|| format!("rmdir {}", self.path.display())),
+            }
+        }
+    }
+}
+
+fn validate_id(id: &str) -> Result<()> {
+    if id.is_empty() || id == "." || id == ".." || id.contains('/') || id.contains('\0') {
+        bail!("invalid container id {id:?} for a cgroup name");
+    }
+    Ok(())
+}
+
+fn read_controllers(root: &Path) -> Result<Vec<String>> {
+    let file = root.join("cgroup.controllers");
+    let text = fs::read_to_string(&file)
+        .with_context(|| format!("read {} (is cgroup2 mounted?)", file.display()))?;
+    Ok(text.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Enables each controller in `dir`'s subtree_control, one by one so that one the kernel refuses
+/// does not stop the others (a limit that needs it then fails with a clear error).
+fn enable_controllers(dir: &Path, controllers: &[&str]) {
+    for c in controllers {
+        if let Err(e) = write_file(dir, "cgroup.subtree_control", &format!("+{c}")) {
+            warn!(dir = %dir.display(), controller = c, error = %e, "cannot enable controller");
+        }
+    }
+}
+
+/// Writes `value` to an existing interface file (a missing one is an error naming it, not a
+/// new file).
+fn write_file(dir: &Path, name: &str, value: &str) -> Result<()> {
+    let file = dir.join(name);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&file)
+        .with_context(|| format!("open {}", file.display()))?;
+    f.write_all(value.as_bytes())
+        .with_context(|| format!("write {value:?} to {}", file.display()))
+}
+
+fn apply_writes(dir: &Path, writes: &[CgroupWrite]) -> Result<()> {
+    for (name, value) in writes {
+        if name == "memory.swap.max" && !dir.join(name).exists() {
+            warn!(
+                value,
+                "memory.swap.max missing (no swap in the guest kernel): swap limit ignored"
+            );
+            continue;
+        }
+        write_file(dir, name, value)?;
+        debug!(file = %name, value, "cgroup limit set");
+    }
+    Ok(())
+}
+
+/// The number after `oom_kill` in memory.events.
+pub fn parse_oom_kills(events: &str) -> u64 {
+    events
+        .lines()
+        .filter_map(|l| l.strip_prefix("oom_kill "))
+        .filter_map(|v| v.trim().parse().ok())
+        .next()
+        .unwrap_or(0)
+}
+
+/// The interface-file writes for `resources`, validated. `available` is cgroup.controllers.
+pub fn plan(resources: &LinuxResources, available: &[String]) -> Result<Vec<CgroupWrite>> {
+    let has = |c: &str| available.iter().any(|a| a == c);
+    let mut writes = Vec::new();
+    if let Some(mem) = resources.memory() {
+        let w = memory_writes(mem)?;
+        if !w.is_empty() && !has("memory") {
+            bail!("memory limits asked but the kernel has no memory controller");
+        }
+        writes.extend(w);
+    }
+    if let Some(cpu) = resources.cpu() {
+        let (w, cpuset) = cpu_writes(cpu)?;
+        if !w.is_empty() && !has("cpu") {
+            bail!("cpu limits asked but the kernel has no cpu controller");
+        }
+        if !cpuset.is_empty() && !has("cpuset") {
+            bail!("cpuset asked but the kernel has no cpuset controller");
+        }
+        writes.extend(w);
+        writes.extend(cpuset);
+    }
+    if let Some(pids) = resources.pids() {
+        let limit = pids.limit();
+        // runc: 0 is unset, any negative is "max".
+        if limit != 0 {
+            if !has("pids") {
+                bail!("pids.limit asked but the kernel has no pids controller");
+            }
+            let v = if limit > 0 {
+                limit.to_string()
+            } else {
+                "max".to_owned()
+            };
+            writes.push(("pids.max".to_owned(), v));
+        }
+    }
+    if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        debug!("linux.resources.devices not enforced (cgroup v2 device filter not implemented)");
+    }
+    if resources.block_io().is_some() || resources.hugepage_limits().is_some() {
+        warn!("linux.resources blockIO/hugepageLimits are not supported: ignored");
+    }
+    if let Some(unified) = resources.unified() {
+        let mut keys: Vec<_> = unified.iter().collect();
+        keys.sort();
+        for (key, value) in keys {
+            validate_unified_key(key)?;
+            if value.contains('\n') {
+                bail!("linux.resources.unified[{key}]: value has a newline");
+            }
+            writes.push((key.clone(), value.clone()));
+        }
+    }
+    Ok(writes)
+}
+
+fn validate_unified_key(key: &str) -> Result<()> {
+    let ok = !key.contains('/')
+        && !key.starts_with("cgroup.")
+        && key
+            .split_once('.')
+            .is_some_and(|(c, f)| !c.is_empty() && !f.is_empty());
+    if !ok {
+        bail!("linux.resources.unified: invalid key {key:?} (want <controller>.<file>)");
+    }
+    Ok(())
+}
+
+/// runc's numToStr for memory values: -1 → "max", 0 → unset, > 0 → bytes, else an error.
+fn memory_value(what: &str, v: Option<i64>) -> Result<Option<String>> {
+    match v {
+        None | Some(0) => Ok(None),
+        Some(-1) => Ok(Some("max".to_owned())),
+        Some(n) if n > 0 => Ok(Some(n.to_string())),
+        Some(n) => bail!("memory.{what} {n} is invalid (want > 0, or -1 for unlimited)"),
+    }
+}
+
+fn memory_writes(mem: &LinuxMemory) -> Result<Vec<CgroupWrite>> {
+    let mut writes = Vec::new();
+    let limit = mem.limit();
+    if let Some(swap) = mem.swap() {
+        if let Some(v) = swap_value(swap, limit.unwrap_or(0))? {
+            writes.push(("memory.swap.max".to_owned(), v));
+        }
+    }
+    if let Some(v) = memory_value("limit", limit)? {
+        writes.push(("memory.max".to_owned(), v));
+    }
+    if let Some(v) = memory_value("reservation", mem.reservation())? {
+        writes.push(("memory.low".to_owned(), v));
+    }
+    Ok(writes)
+}
+
+/// OCI's swap is memory+swap; cgroup v2's memory.swap.max is swap alone (runc's
+/// ConvertMemorySwapToCgroupV2Value). None: nothing to write.
+fn swap_value(swap: i64, memory: i64) -> Result<Option<String>> {
+    let v = match (swap, memory) {
+        (0, -1) => -1,
+        (-1, _) => -1,
+        (0, _) => return Ok(None),
+        (s, _) if s < -1 => bail!("memory.swap {s} is invalid"),
+        (s, -1) => s,
+        (_, 0) => bail!("memory.swap cannot be set without memory.limit"),
+        (_, m) if m < 0 => bail!("memory.limit {m} is invalid"),
+        (s, m) if s < m => bail!("memory.swap {s} is below memory.limit {m} (swap is memory+swap)"),
+        (s, m) => s - m,
+    };
+    Ok(Some(if v == -1 {
+        "max".to_owned()
+    } else {
+        v.to_string()
+    }))
+}
+
+/// runc's (>= 1.3.2) shares → weight: 2 → 1, 1024 → 100, 262144 → 10000; 0 is unset.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    match shares {
+        0 => 0,
+        1 | 2 => 1,
+        s if s >= 262_144 => 10_000,
+        s => {
+            let l = (s as f64).log2();
+            let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+            10f64.powf(exponent).ceil() as u64
+        }
+    }
+}
+
+fn cpu_writes(cpu: &LinuxCpu) -> Result<(Vec<CgroupWrite>, Vec<CgroupWrite>)> {
+    let mut writes = Vec::new();
+    if let Some(shares) = cpu.shares() {
+        let weight = shares_to_weight(shares);
+        if weight != 0 {
+            writes.push(("cpu.weight".to_owned(), weight.to_string()));
+        }
+    }
+    let quota = cpu.quota().unwrap_or(0);
+    let period = cpu.period().unwrap_or(0);
+    if quota != 0 || period != 0 {
+        if period != 0 && !(1_000..=1_000_000).contains(&period) {
+            bail!("cpu.period {period} is out of range (1000..=1000000 us)");
+        }
+        let mut v = if quota > 0 {
+            if quota < 1_000 {
+                bail!("cpu.quota {quota} is below the kernel's minimum of 1000 us");
+            }
+            quota.to_string()
+        } else {
+            // runc: a negative (or zero, with a period) quota is unlimited.
+            "max".to_owned()
+        };
+        if period != 0 {
+            v.push_str(&format!(" {period}"));
+        }
+        writes.push(("cpu.max".to_owned(), v));
+    }
+    if cpu.realtime_runtime().is_some_and(|r| r != 0)
+        || cpu.realtime_period().is_some_and(|p| p != 0)
+    {
+        warn!("cpu realtime limits are not supported with cgroup v2: ignored");
+    }
+    let mut cpuset = Vec::new();
+    for (file, value) in [("cpuset.cpus", cpu.cpus()), ("cpuset.mems", cpu.mems())] {
+        if let Some(v) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            validate_cpu_list(v).with_context(|| format!("{file} {v:?}"))?;
+            cpuset.push((file.to_owned(), v.to_owned()));
+        }
+    }
+    Ok((writes, cpuset))
+}
+
+/// A kernel list: "0-3,5,7-8".
+fn validate_cpu_list(list: &str) -> Result<()> {
+    for part in list.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let parse = |s: &str| {
+            s.parse::<u32>()
+                .map_err(|_| anyhow!("not a number list: {part:?}"))
+        };
+        if parse(a)? > parse(b)? {
+            bail!("reversed range {part:?}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "cgroups_tests.rs"]
+mod tests;
