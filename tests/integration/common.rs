@@ -25,3 +25,19 @@ pub fn run(host: &TestHost, argv: &[&str]) -> Outcome {
 pub fn text(outcome: &Outcome) -> String {
     String::from_utf8_lossy(&outcome.output).into_owned()
 }
+
+/// Asserts that a check script passed: every named check printed `check <name> ok`, none
+/// printed FAIL, the script's summary line says `<summary>: 0 failed`, and it exited 0.
+#[allow(dead_code)] // Not every test binary that includes this module uses it.
+pub fn assert_checks(out: &Outcome, summary: &str, checks: &[&str]) {
+    let t = text(out);
+    for check in checks {
+        assert!(
+            t.contains(&format!("check {check} ok")),
+            "check {check} did not pass:\n{t}"
+        );
+    }
+    assert!(!t.contains(" FAIL"), "{t}");
+    assert!(t.contains(&format!("{summary}: 0 failed")), "{t}");
+    assert_eq!(out.code, 0, "{t}");
+}

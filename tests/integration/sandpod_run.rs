@@ -3,9 +3,9 @@
 //! in tests/kvm-host/guest/containers-check.sh and containers-limits-check.sh.
 mod common;
 
-use common::{host, run, text};
+use common::{assert_checks, host, run};
 
-fn assert_checks(script: &str, checks: &[&str]) {
+fn run_checks(script: &str, checks: &[&str]) {
     let host = host();
     let out = run(
         &host,
@@ -15,21 +15,12 @@ fn assert_checks(script: &str, checks: &[&str]) {
             &format!("timeout -k 5 280 /sandpod/scripts/{script}"),
         ],
     );
-    let t = text(&out);
-    for check in checks {
-        assert!(
-            t.contains(&format!("check {check} ok")),
-            "check {check} did not pass:\n{t}"
-        );
-    }
-    assert!(!t.contains(" FAIL"), "{t}");
-    assert!(t.contains(&format!("{script}: 0 failed")), "{t}");
-    assert_eq!(out.code, 0, "{t}");
+    assert_checks(&out, script, checks);
 }
 
 #[test]
 fn run_busybox_bundles() {
-    assert_checks(
+    run_checks(
         "containers-check.sh",
         &[
             "echo-output",
@@ -50,7 +41,7 @@ fn run_busybox_bundles() {
 
 #[test]
 fn limits_security_and_bad_bundles() {
-    assert_checks(
+    run_checks(
         "containers-limits-check.sh",
         &[
             "memory-max-oom-kill",

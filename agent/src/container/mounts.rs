@@ -7,6 +7,7 @@ use nix::mount::{mount, MsFlags};
 
 use super::config::MountConfig;
 use super::securejoin::secure_join;
+use crate::sandbox::mount_options::flag_change;
 
 /// An OCI mount's options, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,29 +43,6 @@ pub fn parse_options(options: &[String]) -> Result<ParsedOptions, String> {
         .filter(|o| !o.is_empty())
     {
         let (set, clear) = match opt {
-            "defaults" => (MsFlags::empty(), MsFlags::empty()),
-            // Recursive read-only (mount_setattr) is approximated by read-only.
-            "ro" | "rro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" | "rrw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
-            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
-            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
             "bind" => {
                 p.bind = true;
                 (MsFlags::MS_BIND, MsFlags::empty())
@@ -84,10 +62,13 @@ pub fn parse_options(options: &[String]) -> Result<ParsedOptions, String> {
                 continue;
             }
             "idmap" | "ridmap" => return Err(format!("mount option {opt:?} is not supported")),
-            other => {
-                p.data.push(other.to_string());
-                continue;
-            }
+            other => match flag_change(other) {
+                Some(change) => change,
+                None => {
+                    p.data.push(other.to_string());
+                    continue;
+                }
+            },
         };
         p.flags = (p.flags | set) & !clear;
     }

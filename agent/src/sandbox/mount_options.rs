@@ -20,22 +20,6 @@ pub fn parse(options: &[String]) -> MountOptions {
         .filter(|o| !o.is_empty())
     {
         let (set, clear) = match opt {
-            "defaults" => (MsFlags::empty(), MsFlags::empty()),
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
             "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
             "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
             "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
@@ -45,10 +29,13 @@ pub fn parse(options: &[String]) -> MountOptions {
             "rshared" => (MsFlags::MS_SHARED | MsFlags::MS_REC, MsFlags::empty()),
             "slave" => (MsFlags::MS_SLAVE, MsFlags::empty()),
             "rslave" => (MsFlags::MS_SLAVE | MsFlags::MS_REC, MsFlags::empty()),
-            other => {
-                data.push(other);
-                continue;
-            }
+            other => match flag_change(other) {
+                Some(change) => change,
+                None => {
+                    data.push(other);
+                    continue;
+                }
+            },
         };
         flags = (flags | set) & !clear;
     }
@@ -56,6 +43,39 @@ pub fn parse(options: &[String]) -> MountOptions {
         flags,
         data: data.join(","),
     }
+}
+
+/// What a plain flag option does: (flags it sets, flags it clears); None for anything else
+/// (bind, propagation and file-system data are the caller's). `defaults`, `rw`, `suid`, `dev`,
+/// `exec`, `async`, `atime`, ... clear their flag; recursive read-only (`rro`, mount_setattr) is
+/// approximated by read-only.
+pub fn flag_change(opt: &str) -> Option<(MsFlags, MsFlags)> {
+    let none = MsFlags::empty();
+    Some(match opt {
+        "defaults" => (none, none),
+        "ro" | "rro" => (MsFlags::MS_RDONLY, none),
+        "rw" | "rrw" => (none, MsFlags::MS_RDONLY),
+        "nosuid" => (MsFlags::MS_NOSUID, none),
+        "suid" => (none, MsFlags::MS_NOSUID),
+        "nodev" => (MsFlags::MS_NODEV, none),
+        "dev" => (none, MsFlags::MS_NODEV),
+        "noexec" => (MsFlags::MS_NOEXEC, none),
+        "exec" => (none, MsFlags::MS_NOEXEC),
+        "sync" => (MsFlags::MS_SYNCHRONOUS, none),
+        "async" => (none, MsFlags::MS_SYNCHRONOUS),
+        "dirsync" => (MsFlags::MS_DIRSYNC, none),
+        "mand" => (MsFlags::MS_MANDLOCK, none),
+        "nomand" => (none, MsFlags::MS_MANDLOCK),
+        "noatime" => (MsFlags::MS_NOATIME, none),
+        "atime" => (none, MsFlags::MS_NOATIME),
+        "nodiratime" => (MsFlags::MS_NODIRATIME, none),
+        "diratime" => (none, MsFlags::MS_NODIRATIME),
+        "relatime" => (MsFlags::MS_RELATIME, none),
+        "norelatime" => (none, MsFlags::MS_RELATIME),
+        "strictatime" => (MsFlags::MS_STRICTATIME, none),
+        "nostrictatime" => (none, MsFlags::MS_STRICTATIME),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
