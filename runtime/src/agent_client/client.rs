@@ -10,6 +10,10 @@ use super::connector::HybridVsockConnector;
 use super::error::AgentError;
 use super::stdio::open_stream;
 
+/// Longest pause between connection attempts: the agent answers within milliseconds of
+/// listening, and an attempt while the guest boots costs the VMM one refused connection.
+const MAX_CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Timeouts of an [`AgentClient`].
 #[derive(Debug, Clone, Copy)]
 pub struct ClientConfig {
@@ -116,7 +120,7 @@ impl AgentClient {
             }
             tracing::debug!("agent not reachable yet: {last}");
             tokio::time::sleep(backoff.min(deadline - now)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
         }
     }
 
