@@ -120,12 +120,43 @@ impl LogReceiver {
     }
 }
 
+/// Longest guest log line kept; the rest of a longer line is dropped (the guest is untrusted: a
+/// line without an end must not grow the host's memory).
+const MAX_LOG_LINE: usize = 16 * 1024;
+
 async fn read_lines(stream: tokio::net::UnixStream, sink: Sink) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        match parse_log_line(&line) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        let mut truncated = false;
+        // Read one line, keeping at most MAX_LOG_LINE bytes of it.
+        loop {
+            let buf = match reader.fill_buf().await {
+                Ok([]) | Err(_) => return,
+                Ok(b) => b,
+            };
+            let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], Some(i + 1)),
+                None => (buf, None),
+            };
+            let room = MAX_LOG_LINE.saturating_sub(line.len());
+            truncated |= chunk.len() > room;
+            line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            let used = done.unwrap_or(buf.len());
+            reader.consume(used);
+            if done.is_some() {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&line);
+        if truncated {
+            tracing::warn!(target: "guest", "guest log line longer than {MAX_LOG_LINE} bytes dropped");
+            continue;
+        }
+        match parse_log_line(&text) {
             Ok(l) => sink(l),
-            Err(e) => tracing::warn!(target: "guest", "{e}: {line}"),
+            Err(e) => tracing::warn!(target: "guest", "{e}: {text}"),
         }
     }
 }
@@ -192,5 +223,28 @@ mod tests {
         assert_eq!((two.level, two.msg.as_str()), (Level::DEBUG, "two"));
         drop(recv);
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_is_dropped_not_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock_1025");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let _recv = LogReceiver::bind_with(&path, move |l| {
+            let _ = tx.send(l);
+        })
+        .unwrap();
+        let mut c = tokio::net::UnixStream::connect(&path).await.unwrap();
+        // A valid log line, only too long: it must be dropped, not parsed.
+        let long = format!(
+            "{{\"level\":\"info\",\"msg\":\"{}\",\"target\":\"t\"}}",
+            "x".repeat(4 * MAX_LOG_LINE)
+        );
+        c.write_all(long.as_bytes()).await.unwrap();
+        c.write_all(b"\n{\"level\":\"info\",\"msg\":\"after\",\"target\":\"t\"}\n")
+            .await
+            .unwrap();
+        let next = rx.recv().await.unwrap();
+        assert_eq!(next.msg, "after");
     }
 }
