@@ -105,13 +105,8 @@ impl RuntimePaths {
 mod tests {
     use super::*;
 
-    fn touch(p: &Path) {
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, b"x").unwrap();
-    }
-
-    #[test]
-    fn finds_files_beside_the_binary() {
+    /// A directory laid out like build/: bin/{sandpod-vmm,virtiofsd}, guest/{vmlinux,initramfs.cpio}.
+    fn build_dir() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         for f in [
             "bin/sandpod-vmm",
@@ -119,8 +114,16 @@ mod tests {
             "guest/vmlinux",
             "guest/initramfs.cpio",
         ] {
-            touch(&d.path().join(f));
+            let p = d.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
         }
+        d
+    }
+
+    #[test]
+    fn finds_files_beside_the_binary() {
+        let d = build_dir();
         let p = RuntimePaths::discover_from(Some(&d.path().join("bin")), |_| None).unwrap();
         assert_eq!(p.kernel, d.path().join("guest/vmlinux"));
         assert_eq!(p.virtiofsd, d.path().join("bin/virtiofsd"));
@@ -128,15 +131,7 @@ mod tests {
 
     #[test]
     fn env_overrides_and_missing_files_are_named() {
-        let d = tempfile::tempdir().unwrap();
-        for f in [
-            "bin/sandpod-vmm",
-            "bin/virtiofsd",
-            "guest/vmlinux",
-            "guest/initramfs.cpio",
-        ] {
-            touch(&d.path().join(f));
-        }
+        let d = build_dir();
         let missing = d.path().join("nope");
         let err = RuntimePaths::discover_from(Some(&d.path().join("bin")), |k| {
             (k == "SANDPOD_KERNEL").then(|| missing.clone())

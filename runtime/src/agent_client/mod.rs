@@ -16,4 +16,4 @@ pub use error::{AgentError, ConnectError};
 pub use fake_vmm::FakeHybridVsock;
 pub use logs::{parse_log_line, GuestLogLine, LogReceiver};
 pub use sandpod_protocol::{agent as proto, StreamKind};
-pub use stdio::open_stream;
+pub use stdio::{attach_stdio, open_stream};

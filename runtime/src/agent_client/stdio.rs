@@ -1,8 +1,10 @@
 //! Process stdio streams: one hybrid-vsock connection to the agent's stdio port per stream.
-use sandpod_protocol::{StreamHeader, STDIO_PORT};
-use tokio::io::AsyncWriteExt;
+use sandpod_protocol::{StreamHeader, StreamKind, STDIO_PORT};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::task::JoinHandle;
 
+use super::client::{AgentClient, StreamSet};
 use super::connector::HybridVsockConnector;
 use super::error::AgentError;
 
@@ -19,4 +21,61 @@ pub async fn open_stream(
         .await
         .map_err(AgentError::StreamIo)?;
     Ok(stream)
+}
+
+/// Copies this process's stdio to and from the `streams` of `exec_id` (one `tty` stream in
+/// terminal mode). stdin is copied by a detached task: it may never end (a terminal), and the
+/// process's exit does not wait for it. The returned tasks end when the output streams do.
+pub async fn attach_stdio(
+    client: &AgentClient,
+    exec_id: &str,
+    streams: StreamSet,
+    tty: bool,
+) -> Result<Vec<JoinHandle<std::io::Result<u64>>>, AgentError> {
+    let mut outputs = Vec::new();
+    if tty {
+        if streams.stdin || streams.stdout {
+            let (from, to) = client
+                .open_stream(exec_id, StreamKind::Tty)
+                .await?
+                .into_split();
+            if streams.stdin {
+                // No EOF on a terminal: the end of our stdin is not a ^D typed by a user.
+                tokio::spawn(async move {
+                    let mut to = to;
+                    let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut to).await;
+                });
+            }
+            outputs.push(tokio::spawn(copy_out(from, tokio::io::stdout())));
+        }
+        return Ok(outputs);
+    }
+    if streams.stdin {
+        let s = client.open_stream(exec_id, StreamKind::Stdin).await?;
+        tokio::spawn(copy_stdin(s));
+    }
+    if streams.stdout {
+        let s = client.open_stream(exec_id, StreamKind::Stdout).await?;
+        outputs.push(tokio::spawn(copy_out(s, tokio::io::stdout())));
+    }
+    if streams.stderr {
+        let s = client.open_stream(exec_id, StreamKind::Stderr).await?;
+        outputs.push(tokio::spawn(copy_out(s, tokio::io::stderr())));
+    }
+    Ok(outputs)
+}
+
+/// This process's stdin to `to`, then EOF (shutdown of the write side).
+async fn copy_stdin(mut to: impl AsyncWrite + Unpin) {
+    let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut to).await;
+    let _ = to.shutdown().await;
+}
+
+async fn copy_out(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+) -> std::io::Result<u64> {
+    let r = tokio::io::copy(&mut from, &mut to).await;
+    let _ = to.flush().await;
+    r
 }

@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sandpod_protocol::StreamKind;
 use sandpod_runtime::agent_client::proto::ExecProcessRequest;
 use sandpod_runtime::agent_client::{
-    AgentClient, ClientConfig, ExitStatus, HybridVsockConnector, StreamSet,
+    attach_stdio, AgentClient, ClientConfig, ExitStatus, HybridVsockConnector, StreamSet,
 };
-use tokio::io::AsyncWriteExt;
 
 /// Talk to the agent of a Sandpod microVM through the VMM's hybrid-vsock socket.
 #[derive(Parser, Debug)]
@@ -94,64 +92,15 @@ enum Command {
     Signal { exec_id: String, signal: u32 },
 }
 
-/// Copies this process's stdio to and from the streams of `exec_id`; the returned tasks end
-/// when the output streams do.
 async fn attach(
     client: &AgentClient,
     exec_id: &str,
     streams: StreamSet,
     tty: bool,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<std::io::Result<u64>>>> {
-    let mut outputs = Vec::new();
-    if tty {
-        if !(streams.stdin || streams.stdout) {
-            return Ok(outputs);
-        }
-        let s = client
-            .open_stream(exec_id, StreamKind::Tty)
-            .await
-            .context("opening the tty stream")?;
-        let (mut from, mut to) = tokio::io::split(s);
-        if streams.stdin {
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut to).await;
-            });
-        }
-        outputs.push(tokio::spawn(async move {
-            let mut o = tokio::io::stdout();
-            let r = tokio::io::copy(&mut from, &mut o).await;
-            let _ = o.flush().await;
-            r
-        }));
-        return Ok(outputs);
-    }
-    if streams.stdin {
-        let mut s = client.open_stream(exec_id, StreamKind::Stdin).await?;
-        // stdin may never end (a terminal): it runs detached, the exit does not wait for it.
-        tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut s).await;
-            let _ = s.shutdown().await;
-        });
-    }
-    if streams.stdout {
-        let mut s = client.open_stream(exec_id, StreamKind::Stdout).await?;
-        outputs.push(tokio::spawn(async move {
-            let mut o = tokio::io::stdout();
-            let r = tokio::io::copy(&mut s, &mut o).await;
-            let _ = o.flush().await;
-            r
-        }));
-    }
-    if streams.stderr {
-        let mut s = client.open_stream(exec_id, StreamKind::Stderr).await?;
-        outputs.push(tokio::spawn(async move {
-            let mut e = tokio::io::stderr();
-            let r = tokio::io::copy(&mut s, &mut e).await;
-            let _ = e.flush().await;
-            r
-        }));
-    }
-    Ok(outputs)
+    attach_stdio(client, exec_id, streams, tty)
+        .await
+        .context("opening the stdio streams")
 }
 
 /// Waits for `exec_id` and for its output streams to end; returns the shell-style status.

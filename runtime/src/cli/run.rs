@@ -158,7 +158,7 @@ async fn run_container(
 
 /// The signals `run` forwards to the container.
 struct Signals {
-    streams: Vec<(i32, tokio::signal::unix::Signal)>,
+    streams: Vec<(u32, tokio::signal::unix::Signal)>,
 }
 
 impl Signals {
@@ -179,30 +179,14 @@ impl Signals {
 
     /// The next signal's number.
     async fn recv(&mut self) -> u32 {
-        let futs = self.streams.iter_mut().map(|(n, s)| {
-            let n = *n;
-            Box::pin(async move {
-                s.recv().await;
-                n
-            })
-        });
-        let (n, _, _) = futures_select_all(futs).await;
-        u32::try_from(n).unwrap_or(15)
-    }
-}
-
-/// The first of several futures to finish (a tiny `select_all`).
-async fn futures_select_all<F: std::future::Future + Unpin>(
-    futs: impl IntoIterator<Item = F>,
-) -> (F::Output, usize, ()) {
-    let mut futs: Vec<F> = futs.into_iter().collect();
-    std::future::poll_fn(move |cx| {
-        for (i, f) in futs.iter_mut().enumerate() {
-            if let std::task::Poll::Ready(v) = std::pin::Pin::new(f).poll(cx) {
-                return std::task::Poll::Ready((v, i, ()));
+        std::future::poll_fn(|cx| {
+            for (n, s) in self.streams.iter_mut() {
+                if s.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(*n);
+                }
             }
-        }
-        std::task::Poll::Pending
-    })
-    .await
+            std::task::Poll::Pending
+        })
+        .await
+    }
 }

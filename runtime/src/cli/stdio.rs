@@ -3,12 +3,9 @@
 //! size followed (SIGWINCH).
 use std::os::fd::AsFd;
 
-use sandpod_protocol::StreamKind;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
-use crate::agent_client::{AgentClient, AgentError};
+use crate::agent_client::{attach_stdio, AgentClient, AgentError, StreamSet};
 
 /// Streams attached to a container's init.
 pub struct Attached {
@@ -18,57 +15,32 @@ pub struct Attached {
     pub _raw_mode: Option<RawMode>,
 }
 
-/// Opens the streams of `id` and starts copying. stdin is copied in a detached task: it may
-/// never end (a terminal), and the container's exit does not wait for it.
+/// Opens the streams of `id` and starts copying ([`attach_stdio`]); in terminal mode the
+/// caller's terminal goes raw and its size is followed.
 pub async fn attach(
     client: &AgentClient,
     id: &str,
     terminal: bool,
 ) -> Result<Attached, AgentError> {
-    if terminal {
-        let tty = client.open_stream(id, StreamKind::Tty).await?;
-        let raw = RawMode::enable();
-        let (mut rd, wr) = tty.into_split();
-        tokio::spawn(copy_stdin(wr));
-        let output = tokio::spawn(async move {
-            let mut out = tokio::io::stdout();
-            let _ = tokio::io::copy(&mut rd, &mut out).await;
-            let _ = out.flush().await;
-        });
-        if raw.is_some() {
-            follow_window_size(client.clone(), id.to_string());
-        }
-        return Ok(Attached {
-            output,
-            _raw_mode: raw,
-        });
+    let streams = StreamSet {
+        stdin: true,
+        stdout: true,
+        stderr: !terminal,
+    };
+    let outputs = attach_stdio(client, id, streams, terminal).await?;
+    let raw = if terminal { RawMode::enable() } else { None };
+    if raw.is_some() {
+        follow_window_size(client.clone(), id.to_string());
     }
-    let (stdin_s, stdout_s, stderr_s) = tokio::try_join!(
-        client.open_stream(id, StreamKind::Stdin),
-        client.open_stream(id, StreamKind::Stdout),
-        client.open_stream(id, StreamKind::Stderr),
-    )?;
-    tokio::spawn(copy_stdin(stdin_s));
-    let out = tokio::spawn(copy_out(stdout_s, tokio::io::stdout()));
-    let err = tokio::spawn(copy_out(stderr_s, tokio::io::stderr()));
     let output = tokio::spawn(async move {
-        let _ = out.await;
-        let _ = err.await;
+        for o in outputs {
+            let _ = o.await;
+        }
     });
     Ok(Attached {
         output,
-        _raw_mode: None,
+        _raw_mode: raw,
     })
-}
-
-async fn copy_stdin(mut to: impl AsyncWrite + Unpin) {
-    let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut to).await;
-    let _ = to.shutdown().await;
-}
-
-async fn copy_out(mut from: UnixStream, mut to: impl AsyncWrite + Unpin) {
-    let _ = tokio::io::copy(&mut from, &mut to).await;
-    let _ = to.flush().await;
 }
 
 /// Sends the caller's terminal size now and after every SIGWINCH (the agent retries nothing:

@@ -69,10 +69,11 @@ impl VirtiofsdCommand {
         ]
     }
 
-    pub fn command(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(&self.virtiofsd);
-        c.args(self.args());
-        c
+    /// The whole command line: the program, then [`Self::args`].
+    pub fn argv(&self) -> Vec<PathBuf> {
+        std::iter::once(self.virtiofsd.clone())
+            .chain(self.args().into_iter().map(PathBuf::from))
+            .collect()
     }
 }
 

@@ -59,10 +59,11 @@ impl VmmCommand {
         a
     }
 
-    pub fn command(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(&self.vmm);
-        c.args(self.args());
-        c
+    /// The whole command line: the program, then [`Self::args`].
+    pub fn argv(&self) -> Vec<PathBuf> {
+        std::iter::once(self.vmm.clone())
+            .chain(self.args().into_iter().map(PathBuf::from))
+            .collect()
     }
 }
 

@@ -15,12 +15,10 @@ pub struct InvalidId {
 
 /// Checks a container/sandbox id: it names a directory and the agent's process.
 pub fn validate_id(id: &str) -> Result<(), InvalidId> {
-    let ok = !id.is_empty()
+    // The agent's exec-id rules (the container's init has exec id = container id), shorter.
+    let ok = sandpod_protocol::stream::validate_exec_id(id).is_ok()
         && id.len() <= MAX_ID_LEN
-        && !id.starts_with(['.', '-'])
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && !id.starts_with(['.', '-']);
     if ok {
         Ok(())
     } else {

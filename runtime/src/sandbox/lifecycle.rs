@@ -212,14 +212,9 @@ fn start_monitor(opts: &SandboxOptions, layout: &Layout) -> anyhow::Result<Child
         shared_dir: layout.shared(),
         cache: opts.cache,
     };
-    let argv = |prog: &PathBuf, args: Vec<std::ffi::OsString>| {
-        std::iter::once(prog.clone())
-            .chain(args.into_iter().map(PathBuf::from))
-            .collect::<Vec<_>>()
-    };
     let plan = MonitorPlan {
-        vmm: argv(&vmm.vmm, vmm.args()),
-        virtiofsd: Some((argv(&fsd.virtiofsd, fsd.args()), fsd.socket.clone())),
+        vmm: vmm.argv(),
+        virtiofsd: Some((fsd.argv(), fsd.socket.clone())),
         guest_log_socket: PathBuf::from(format!(
             "{}_{}",
             layout.vsock().display(),
@@ -262,9 +257,10 @@ fn teardown(layout: &Layout, state: &SandboxState) -> anyhow::Result<()> {
         }
     }
     let mut errors = unmount_all(&state.mounts);
+    // Anything else still mounted there (unmount_all goes innermost, i.e. last, first).
     let mut left = mounts_under(&layout.dir);
-    left.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    errors.extend(unmount_all(&left.iter().rev().cloned().collect::<Vec<_>>()));
+    left.sort_by_key(|p| p.components().count());
+    errors.extend(unmount_all(&left));
     let left = mounts_under(&layout.dir);
     if !left.is_empty() {
         // Never delete through a mount: that would delete the container's files on the host.
