@@ -13,6 +13,8 @@ use super::{INT_CONFIG, INT_USED_RING};
 pub struct Interrupt {
     status: AtomicU32,
     needs_reset: AtomicBool,
+    /// Whether a breakage was logged at error level (survives resets).
+    reported: AtomicBool,
     evt: EventFd,
 }
 
@@ -22,6 +24,7 @@ impl Interrupt {
         Interrupt {
             status: AtomicU32::new(0),
             needs_reset: AtomicBool::new(false),
+            reported: AtomicBool::new(false),
             evt,
         }
     }
@@ -33,8 +36,15 @@ impl Interrupt {
 
     /// Marks the device broken (DEVICE_NEEDS_RESET) and signals a configuration change.
     pub fn mark_broken(&self, why: &str) {
-        if !self.needs_reset.swap(true, Ordering::SeqCst) {
-            tracing::error!("virtio device broken, the driver must reset it: {why}");
+        let newly_broken = !self.needs_reset.swap(true, Ordering::SeqCst);
+        // A guest can break, reset and break a device in a loop: one error line per device,
+        // the rest at debug.
+        if newly_broken && !self.reported.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                "virtio device broken, the driver must reset it: {why} (repeats log at debug)"
+            );
+        } else if newly_broken {
+            tracing::debug!("virtio device broken again: {why}");
         }
         let _ = self.raise(INT_CONFIG);
     }

@@ -185,18 +185,20 @@ impl Worker {
         self.mem
             .write_obj(status, parsed.status)
             .map_err(|e| format!("status byte: {e}"))?;
-        // The data part is at most 2^32 - 1 bytes (the chain is under 2^32).
+        // Descriptors may overlap, so the data part can exceed 2^32: clamped for the used length.
         let written = u32::try_from(written.min(parsed.writable_len)).unwrap_or(u32::MAX - 1);
         Ok(written + 1)
     }
 
     /// Runs a valid request; returns its status and the data bytes written to the guest.
     fn execute(&mut self, req: &Request) -> (u8, u64) {
-        let offset = req.sector * SECTOR_SIZE; // no overflow: checked against the capacity
+        // The sector of IN/OUT was checked against the capacity; other types carry the guest's
+        // raw value, which is never used (so never multiplied).
+        let offset = || req.sector.saturating_mul(SECTOR_SIZE);
         let result = match req.kind {
-            RequestKind::In => self.disk.read(&self.mem, offset, &req.data),
+            RequestKind::In => self.disk.read(&self.mem, offset(), &req.data),
             RequestKind::Out => {
-                let written = self.disk.write(&self.mem, offset, &req.data);
+                let written = self.disk.write(&self.mem, offset(), &req.data);
                 match written {
                     Ok(()) if self.write_through => self.disk.flush(),
                     other => other,
