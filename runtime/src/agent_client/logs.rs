@@ -59,7 +59,9 @@ pub fn parse_log_line(line: &str) -> Result<GuestLogLine, LogLineError> {
 
 /// Emits a guest line through `tracing` at its level, target "guest".
 pub fn emit(line: &GuestLogLine) {
-    let (t, m) = (line.target.as_str(), line.msg.as_str());
+    // Guest text, escaped: a newline or control character in it cannot forge a host log line.
+    let t = line.target.escape_debug().to_string();
+    let m = line.msg.escape_debug().to_string();
     match line.level {
         Level::ERROR => tracing::error!(target: "guest", guest_target = t, "{m}"),
         Level::WARN => tracing::warn!(target: "guest", guest_target = t, "{m}"),
@@ -149,14 +151,18 @@ async fn read_lines(stream: tokio::net::UnixStream, sink: Sink) {
                 break;
             }
         }
-        let text = String::from_utf8_lossy(&line);
+        // Lines the agent should never send log at debug: a guest could send them in a loop.
         if truncated {
-            tracing::warn!(target: "guest", "guest log line longer than {MAX_LOG_LINE} bytes dropped");
+            tracing::debug!(target: "guest", "guest log line longer than {MAX_LOG_LINE} bytes dropped");
             continue;
         }
+        let text = String::from_utf8_lossy(&line);
         match parse_log_line(&text) {
             Ok(l) => sink(l),
-            Err(e) => tracing::warn!(target: "guest", "{e}: {text}"),
+            Err(e) => {
+                let start: String = text.chars().take(200).collect();
+                tracing::debug!(target: "guest", "{e}: {start:?}");
+            }
         }
     }
 }
