@@ -36,7 +36,7 @@ pub fn populate(rootfs: &Path, spec_devices: &[DeviceConfig]) -> anyhow::Result<
             .iter()
             .any(|d| d.path == Path::new("/dev").join(name));
         if !in_spec {
-            bind_from_guest(&dev, name)?;
+            bind_from_guest(rootfs, name)?;
         }
     }
     for (name, target) in SYMLINKS {
@@ -54,10 +54,22 @@ pub fn populate(rootfs: &Path, spec_devices: &[DeviceConfig]) -> anyhow::Result<
     Ok(())
 }
 
-fn bind_from_guest(dev: &Path, name: &str) -> anyhow::Result<()> {
-    let target = dev.join(name);
-    if std::fs::symlink_metadata(&target).is_err() {
-        std::fs::File::create(&target).with_context(|| format!("creating {}", target.display()))?;
+fn bind_from_guest(rootfs: &Path, name: &str) -> anyhow::Result<()> {
+    // Resolved inside the rootfs, and never a symlink of the image's: a bind mount follows
+    // symlinks, and before pivot_root that would land outside the rootfs.
+    let target = secure_join(rootfs, &Path::new("/dev").join(name))?;
+    match std::fs::symlink_metadata(&target) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            std::fs::remove_file(&target)
+                .with_context(|| format!("replacing the image's {}", target.display()))?;
+            std::fs::File::create(&target)
+                .with_context(|| format!("creating {}", target.display()))?;
+        }
+        Err(_) => {
+            std::fs::File::create(&target)
+                .with_context(|| format!("creating {}", target.display()))?;
+        }
     }
     let source = Path::new("/dev").join(name);
     mount(

@@ -28,6 +28,28 @@ pub fn switched(args: &[String]) -> Option<u64> {
     })
 }
 
+/// Makes /init a read-only bind mount of itself. Container helpers are the agent binary
+/// (`/proc/self/exe`); a container process that gets hold of it (e.g. `#!/proc/self/exe`, then
+/// `/proc/<pid>/exe` — CVE-2019-5736) must not be able to rewrite the agent for the whole VM.
+fn protect_agent_binary() -> anyhow::Result<()> {
+    mount(
+        Some("/init"),
+        "/init",
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .context("bind-mounting /init")?;
+    mount(
+        None::<&str>,
+        "/init",
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .context("making /init read-only")
+}
+
 /// Copies `/` into a tmpfs, deletes the originals, moves the tmpfs onto `/`, chroots and
 /// re-executes `/init`. Returns only on failure.
 pub fn switch_root() -> anyhow::Result<Infallible> {
@@ -74,6 +96,7 @@ pub fn switch_root() -> anyhow::Result<Infallible> {
         .context("moving the new root onto /")?;
     nix::unistd::chroot(".").context("chroot into the new root")?;
     nix::unistd::chdir("/").context("chdir /")?;
+    protect_agent_binary()?;
     let ms = start.elapsed().as_millis();
     let argv = [
         CString::new("/init")?,
