@@ -7,7 +7,7 @@ use anyhow::Context;
 use sandpod_protocol::agent_ttrpc::create_agent;
 use sandpod_protocol::{AGENT_PORT, STDIO_PORT};
 
-use crate::container::ContainerManager;
+use crate::container::{cgroups, ContainerManager};
 use crate::logging::LogForwarder;
 use crate::process::{ProcessManager, Reaper};
 use crate::rpc::AgentService;
@@ -47,8 +47,20 @@ pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<(
     let reaper = Reaper::start().context("watching SIGCHLD")?;
     let broker = StreamBroker::new();
     let mode = match &transport {
-        Transport::Vsock => SandboxMode::Guest,
+        Transport::Vsock => {
+            if std::env::var_os(cgroups::TEST_ROOT_ENV).is_some() {
+                tracing::warn!("{} is for test mode only: ignored", cgroups::TEST_ROOT_ENV);
+            }
+            SandboxMode::Guest
+        }
         Transport::Unix { base } => {
+            // Test mode on a host: containers' cgroups under a cgroup2 directory of the caller's
+            // choosing (a host rarely has cgroup2 at /sys/fs/cgroup with room for ours).
+            if let Some(root) = std::env::var_os(cgroups::TEST_ROOT_ENV) {
+                let root = PathBuf::from(root);
+                cgroups::set_test_root(&root)?;
+                tracing::info!("test mode: container cgroups under {}", root.display());
+            }
             // Orphans of the processes we start come to us, as they come to PID 1 in the guest,
             // so test mode reaps orphans too.
             if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {

@@ -6,14 +6,20 @@
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
 use tracing::{debug, warn};
 
+use super::cgroup_stats::{self, CgroupStats};
+
 /// Where the guest mounts cgroup2.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Test mode only (`--test-serve`): the cgroup2 directory to use instead of [`CGROUP_ROOT`].
+pub const TEST_ROOT_ENV: &str = "SANDPOD_AGENT_CGROUP_ROOT";
 /// The parent of all container cgroups, under the root.
 pub const SANDPOD_GROUP: &str = "sandpod";
 /// Controllers enabled for the containers, when the kernel has them.
@@ -24,6 +30,39 @@ const REMOVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// One interface-file write: (file name, value).
 pub type CgroupWrite = (String, String);
 
+static TEST_ROOT: OnceLock<PathBuf> = OnceLock::new();
+
+/// Test mode: puts the containers' cgroups under `root` (a cgroup2 directory) instead of
+/// /sys/fs/cgroup. Once per process; the guest never calls it.
+pub fn set_test_root(root: &Path) -> Result<()> {
+    if !root.is_absolute() || !root.join("cgroup.controllers").is_file() {
+        bail!(
+            "{TEST_ROOT_ENV}={}: not a cgroup2 directory (no cgroup.controllers)",
+            root.display()
+        );
+    }
+    TEST_ROOT
+        .set(root.to_owned())
+        .map_err(|_| anyhow!("the cgroup root is already set"))
+}
+
+/// The cgroup2 directory the containers' cgroups go under.
+pub fn root() -> &'static Path {
+    TEST_ROOT
+        .get()
+        .map(PathBuf::as_path)
+        .unwrap_or(Path::new(CGROUP_ROOT))
+}
+
+/// UpdateContainer's failures: the request (nothing written) or the kernel's refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("{0:#}")]
+    Invalid(anyhow::Error),
+    #[error("{0:#}")]
+    Apply(anyhow::Error),
+}
+
 /// A container's cgroup directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerCgroup {
@@ -33,7 +72,7 @@ pub struct ContainerCgroup {
 impl ContainerCgroup {
     /// Creates /sys/fs/cgroup/sandpod/<container_id> with the spec's resources applied.
     pub fn create(container_id: &str, resources: Option<&LinuxResources>) -> Result<Self> {
-        Self::create_in(Path::new(CGROUP_ROOT), container_id, resources)
+        Self::create_in(root(), container_id, resources)
     }
 
     /// `create` under another cgroup2 root (tests).
@@ -45,8 +84,13 @@ impl ContainerCgroup {
         validate_id(container_id)?;
         let available = read_controllers(root)?;
         let writes = match resources {
-            Some(r) => plan(r, &available)
-                .with_context(|| format!("container {container_id}: linux.resources"))?,
+            Some(r) => plan(r, &available).with_context(|| {
+                format!(
+                    "container {container_id}: linux.resources (cgroup2 at {}, controllers: {})",
+                    root.display(),
+                    controller_list(&available)
+                )
+            })?,
             None => Vec::new(),
         };
         let wanted: Vec<&str> = CONTROLLERS
@@ -75,6 +119,14 @@ impl ContainerCgroup {
         Ok(cgroup)
     }
 
+    /// A cgroup directory that exists already (tests: a plain directory imitating one).
+    #[cfg(test)]
+    pub(crate) fn at(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+        }
+    }
+
     /// The cgroup's directory.
     pub fn path(&self) -> &Path {
         &self.path
@@ -86,6 +138,63 @@ impl ContainerCgroup {
             bail!("cannot add pid {pid} to {}", self.path.display());
         }
         write_file(&self.path, "cgroup.procs", &pid.to_string())
+    }
+
+    /// UpdateContainer: converts and checks `resources` against the controllers this cgroup
+    /// has, then writes them. Nothing is written when the check fails. Returns the writes made.
+    pub fn update(&self, resources: &LinuxResources) -> Result<usize, UpdateError> {
+        let available = read_controllers(&self.path).map_err(UpdateError::Invalid)?;
+        let writes = plan(resources, &available)
+            .with_context(|| {
+                format!(
+                    "resources ({} has controllers: {})",
+                    self.path.display(),
+                    controller_list(&available)
+                )
+            })
+            .map_err(UpdateError::Invalid)?;
+        apply_writes(&self.path, &writes).map_err(UpdateError::Apply)?;
+        debug!(path = %self.path.display(), writes = writes.len(), "cgroup updated");
+        Ok(writes.len())
+    }
+
+    /// Asks the freezer to freeze (or thaw) the cgroup: cgroup.freeze. The kernel finishes
+    /// asynchronously; see [`ContainerCgroup::frozen`].
+    pub fn set_frozen(&self, frozen: bool) -> Result<()> {
+        write_file(&self.path, "cgroup.freeze", if frozen { "1" } else { "0" })
+    }
+
+    /// Whether the cgroup is frozen now (cgroup.events `frozen`).
+    pub fn frozen(&self) -> Result<bool> {
+        let file = self.path.join("cgroup.events");
+        let text = fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+        cgroup_stats::parse_frozen(&text)
+            .ok_or_else(|| anyhow!("{}: no `frozen` line (no freezer)", file.display()))
+    }
+
+    /// The cgroup's figures (StatsContainer).
+    pub fn stats(&self) -> CgroupStats {
+        cgroup_stats::read_stats(&self.path)
+    }
+
+    /// Sends `sig` to every process of the cgroup (`runc kill --all`): SIGKILL through
+    /// [`ContainerCgroup::kill_all`], others to each pid of cgroup.procs. Returns how many
+    /// processes were signalled (0 for cgroup.kill, which does not say).
+    pub fn signal_all(&self, sig: Signal) -> Result<usize> {
+        if sig == Signal::SIGKILL {
+            self.kill_all()?;
+            return Ok(0);
+        }
+        let mut sent = 0;
+        for pid in self.pids()? {
+            match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
+                Ok(()) => sent += 1,
+                // Gone since cgroup.procs was read.
+                Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => bail!("kill({pid}, {sig}): {e}"),
+            }
+        }
+        Ok(sent)
     }
 
     /// Whether the kernel OOM-killed a process of this cgroup (memory.events `oom_kill` > 0).
@@ -163,6 +272,14 @@ fn validate_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+fn controller_list(available: &[String]) -> String {
+    if available.is_empty() {
+        "none".to_owned()
+    } else {
+        available.join(" ")
+    }
+}
+
 fn read_controllers(root: &Path) -> Result<Vec<String>> {
     let file = root.join("cgroup.controllers");
     let text = fs::read_to_string(&file)
@@ -225,17 +342,17 @@ pub fn plan(resources: &LinuxResources, available: &[String]) -> Result<Vec<Cgro
     if let Some(mem) = resources.memory() {
         let w = memory_writes(mem)?;
         if !w.is_empty() && !has("memory") {
-            bail!("memory limits asked but the kernel has no memory controller");
+            bail!("memory limits asked but the memory controller is not available");
         }
         writes.extend(w);
     }
     if let Some(cpu) = resources.cpu() {
         let (w, cpuset) = cpu_writes(cpu)?;
         if !w.is_empty() && !has("cpu") {
-            bail!("cpu limits asked but the kernel has no cpu controller");
+            bail!("cpu limits asked but the cpu controller is not available");
         }
         if !cpuset.is_empty() && !has("cpuset") {
-            bail!("cpuset asked but the kernel has no cpuset controller");
+            bail!("cpuset asked but the cpuset controller is not available");
         }
         writes.extend(w);
         writes.extend(cpuset);
@@ -245,7 +362,7 @@ pub fn plan(resources: &LinuxResources, available: &[String]) -> Result<Vec<Cgro
         // runc: 0 is unset, any negative is "max".
         if limit != 0 {
             if !has("pids") {
-                bail!("pids.limit asked but the kernel has no pids controller");
+                bail!("pids.limit asked but the pids controller is not available");
             }
             let v = if limit > 0 {
                 limit.to_string()

@@ -209,3 +209,70 @@ fn writes_go_to_existing_files() {
     };
     assert!(cg.oom_killed());
 }
+
+/// UpdateContainer on a plain directory imitating a cgroup with only the pids controller: the
+/// whole request is checked against it before anything is written.
+#[test]
+fn update_checks_everything_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("cgroup.controllers"), "pids\n").unwrap();
+    fs::write(d.join("pids.max"), "max\n").unwrap();
+    let cg = ContainerCgroup::at(d);
+    assert_eq!(
+        cg.update(&resources(r#"{"pids":{"limit":10}}"#)).unwrap(),
+        1
+    );
+    assert_eq!(fs::read_to_string(d.join("pids.max")).unwrap(), "10");
+    // Memory asked too: refused as a whole, pids.max untouched.
+    let err = cg
+        .update(&resources(
+            r#"{"pids":{"limit":20},"memory":{"limit":4096}}"#,
+        ))
+        .unwrap_err();
+    assert!(matches!(err, UpdateError::Invalid(_)), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("memory controller is not available"), "{msg}");
+    assert!(msg.contains("has controllers: pids"), "{msg}");
+    assert_eq!(fs::read_to_string(d.join("pids.max")).unwrap(), "10");
+    // Invalid values: refused before any write.
+    let err = cg.update(&resources(r#"{"pids":{"limit":30},"cpu":{"quota":5}}"#));
+    assert!(matches!(err, Err(UpdateError::Invalid(_))));
+    assert_eq!(fs::read_to_string(d.join("pids.max")).unwrap(), "10");
+    // Without controllers at all (a cgroup2 with none enabled): a clear error too.
+    fs::write(d.join("cgroup.controllers"), "\n").unwrap();
+    let err = cg
+        .update(&resources(r#"{"pids":{"limit":5}}"#))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("pids controller is not available"), "{msg}");
+    assert!(msg.contains("has controllers: none"), "{msg}");
+}
+
+#[test]
+fn freezer_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cg = ContainerCgroup::at(d);
+    // Missing interface files are errors naming them, never created.
+    assert!(format!("{:#}", cg.set_frozen(true).unwrap_err()).contains("cgroup.freeze"));
+    assert!(!d.join("cgroup.freeze").exists());
+    assert!(format!("{:#}", cg.frozen().unwrap_err()).contains("cgroup.events"));
+    fs::write(d.join("cgroup.freeze"), "0").unwrap();
+    fs::write(d.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+    cg.set_frozen(true).unwrap();
+    assert_eq!(fs::read_to_string(d.join("cgroup.freeze")).unwrap(), "1");
+    assert!(!cg.frozen().unwrap());
+    fs::write(d.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+    assert!(cg.frozen().unwrap());
+}
+
+#[test]
+fn test_root_must_be_a_cgroup2_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = set_test_root(dir.path()).unwrap_err();
+    assert!(err.to_string().contains(TEST_ROOT_ENV), "{err}");
+    assert!(err.to_string().contains("no cgroup.controllers"), "{err}");
+    assert!(set_test_root(Path::new("relative/dir")).is_err());
+    assert_eq!(root(), Path::new(CGROUP_ROOT));
+}

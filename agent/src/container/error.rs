@@ -22,6 +22,12 @@ pub enum ContainerError {
     Exec { id: String, message: String },
     #[error(transparent)]
     Process(#[from] ProcessError),
+    /// The container's cgroup refused a change (UpdateContainer, PauseContainer).
+    #[error("container {id}: {message}")]
+    Cgroup { id: String, message: String },
+    /// A bounded wait ran out (the freezer did not settle).
+    #[error("container {id}: {message}")]
+    Timeout { id: String, message: String },
     #[error("container {id}: {message}")]
     Internal { id: String, message: String },
 }

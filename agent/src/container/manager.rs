@@ -1,5 +1,7 @@
 //! The agent's containers: CreateContainer, StartContainer, RemoveContainer and ExecProcess into
 //! a container, over the process manager (the init process is the process `container_id`).
+//! What acts on a live container's cgroup (kill --all, pause, resume, update, stats, the
+//! process list) is in `manager_ops.rs`.
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
@@ -54,6 +56,8 @@ struct Inner {
     /// Exec ids of the processes exec'd into the container.
     execs: Vec<String>,
     cgroup: Option<Arc<CgroupHandle>>,
+    /// Frozen by PauseContainer (until ResumeContainer).
+    paused: bool,
 }
 
 struct Container {
@@ -64,6 +68,8 @@ struct Container {
     namespaces: Vec<NsKind>,
     security: SecurityConfig,
     inner: Mutex<Inner>,
+    /// Held across a cgroup change that takes a while (pause, resume, update): one at a time.
+    control: tokio::sync::Mutex<()>,
 }
 
 impl Container {
@@ -317,7 +323,9 @@ impl ContainerManager {
                 sync: Some(sync),
                 execs: Vec::new(),
                 cgroup: cgroup.map(Arc::new),
+                paused: false,
             }),
+            control: tokio::sync::Mutex::new(()),
         };
         self.lock()
             .insert(id.clone(), Slot::Live(Arc::new(container)));
@@ -331,6 +339,9 @@ impl ContainerManager {
         let c = self.get(id)?;
         let sync = {
             let mut inner = c.lock();
+            if inner.paused {
+                return Err(state_error(id, "cannot start a paused container"));
+            }
             match inner.state {
                 State::Created => inner.sync.take(),
                 State::Running => return Err(state_error(id, "already started")),
@@ -378,8 +389,18 @@ impl ContainerManager {
         mut spec: ExecSpec,
     ) -> Result<i32, ContainerError> {
         let c = self.get(container_id)?;
-        if !matches!(c.lock().state, State::Created | State::Running) {
-            return Err(state_error(container_id, "is not running"));
+        {
+            let inner = c.lock();
+            if !matches!(inner.state, State::Created | State::Running) {
+                return Err(state_error(container_id, "is not running"));
+            }
+            // Its helper would join the frozen cgroup and hang until the setup timeout.
+            if inner.paused {
+                return Err(state_error(
+                    container_id,
+                    "cannot exec in a paused container",
+                ));
+            }
         }
         match self.processes.get(container_id) {
             Ok(init) if init.exit_status().is_none() => {}
@@ -557,6 +578,9 @@ fn exec_spec_of(id: &str, p: &ProcessConfig, stdin: bool, stdout: bool, stderr: 
         stderr,
     }
 }
+
+#[path = "manager_ops.rs"]
+mod ops;
 
 #[cfg(test)]
 #[path = "manager_tests.rs"]

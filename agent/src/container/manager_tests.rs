@@ -79,3 +79,25 @@ async fn unknown_containers_are_not_found() {
     assert_eq!(m.exec("nope", spec).await.unwrap_err(), nf("nope"));
     assert!(!m.oom_killed("nope"));
 }
+
+#[tokio::test]
+async fn cgroup_operations_on_unknown_containers_are_not_found() {
+    let m = manager();
+    let nf = |id: &str| ContainerError::NotFound(id.into());
+    assert_eq!(m.signal_all("nope", 9).await.unwrap_err(), nf("nope"));
+    assert_eq!(m.pause("nope").await.unwrap_err(), nf("nope"));
+    assert_eq!(m.resume("nope").await.unwrap_err(), nf("nope"));
+    assert_eq!(m.update("nope", b"{}").await.unwrap_err(), nf("nope"));
+    assert_eq!(m.stats("nope").await.unwrap_err(), nf("nope"));
+    assert_eq!(m.processes("nope").await.unwrap_err(), nf("nope"));
+    // A bad signal number is refused whatever the container.
+    for bad in [0, 65, 1000] {
+        let err = m.signal_all("nope", bad).await.unwrap_err();
+        assert_eq!(
+            err,
+            ContainerError::Process(ProcessError::InvalidArgument(format!(
+                "{bad} is not a signal"
+            )))
+        );
+    }
+}

@@ -10,6 +10,7 @@
 //! containers; the init process itself is a process of the agent's process table (exec id =
 //! container id).
 pub mod capabilities;
+pub mod cgroup_stats;
 pub mod cgroups;
 pub mod config;
 pub mod devices;
@@ -23,6 +24,7 @@ pub mod mounts;
 pub mod namespaces;
 pub mod paths;
 pub mod process;
+pub mod procinfo;
 pub mod rlimits;
 pub mod rootfs;
 pub mod seccomp;

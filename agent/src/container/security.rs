@@ -10,7 +10,7 @@
 //! | 4 | [`prepare_final`] | helper, before Ready (init) / before exec (exec) | `seccomp::compile(seccomp)` |
 //! | 5 | [`apply_final`] | helper, after setuid (keepcaps), right before execve | no_new_privs, `capabilities::apply(caps)`, `seccomp::apply(&program)` |
 //! | – | [`oom_killed`], [`kill_all`], [`remove_cgroup`] | agent: WaitProcess, RemoveContainer | `.oom_killed()`, `.kill_all()`, `.remove()` |
-use std::path::Path;
+//! | – | [`update_cgroup`] | agent: UpdateContainer | `.update(resources)` (same `plan` as step 1) |
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -27,7 +27,8 @@ pub type CgroupHandle = ContainerCgroup;
 /// namespace) into it, before it runs any setup. For an exec, `existing` is the container's
 /// cgroup and only the process is added (None is returned).
 ///
-/// Without cgroup2 at /sys/fs/cgroup (host-side test mode), a container without limits runs
+/// Without cgroup2 at /sys/fs/cgroup (host-side test mode without `SANDPOD_AGENT_CGROUP_ROOT`,
+/// see [`cgroups::set_test_root`]), a container without limits runs
 /// without a cgroup, with a warning; limits are then an error.
 pub fn join_cgroup(
     container_id: &str,
@@ -39,7 +40,7 @@ pub fn join_cgroup(
         cg.add_process(pid)?;
         return Ok(None);
     }
-    let root = Path::new(cgroups::CGROUP_ROOT);
+    let root = cgroups::root();
     if !root.join("cgroup.controllers").exists() {
         let available = Vec::new();
         let limits = resources
@@ -143,6 +144,15 @@ pub fn kill_all(cgroup: Option<&CgroupHandle>) -> bool {
             false
         }
     }
+}
+
+/// UpdateContainer: new limits for the container's cgroup, converted and checked as in step 1,
+/// all checked before any is written.
+pub fn update_cgroup(
+    cgroup: &CgroupHandle,
+    resources: &LinuxResources,
+) -> Result<usize, cgroups::UpdateError> {
+    cgroup.update(resources)
 }
 
 /// RemoveContainer, once its processes are gone.

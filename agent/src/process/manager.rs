@@ -221,10 +221,7 @@ impl ProcessManager {
 
     /// Sends signal number `signo` to `exec_id`.
     pub fn signal(&self, exec_id: &str, signo: u32) -> Result<(), ProcessError> {
-        let sig = i32::try_from(signo)
-            .ok()
-            .and_then(|n| Signal::try_from(n).ok())
-            .ok_or_else(|| ProcessError::InvalidArgument(format!("{signo} is not a signal")))?;
+        let sig = parse_signal(signo)?;
         let entry = self.table.get(exec_id)?;
         match self.reaper.signal(entry.pid, sig) {
             Ok(SignalOutcome::Sent) => Ok(()),
@@ -277,6 +274,14 @@ impl ProcessManager {
         }
         n
     }
+}
+
+/// A signal number of the API as a signal (SignalProcess).
+pub fn parse_signal(signo: u32) -> Result<Signal, ProcessError> {
+    i32::try_from(signo)
+        .ok()
+        .and_then(|n| Signal::try_from(n).ok())
+        .ok_or_else(|| ProcessError::InvalidArgument(format!("{signo} is not a signal")))
 }
 
 /// Starts the pumps between the child and its host streams; returns the stdin closer.

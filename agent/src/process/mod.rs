@@ -11,6 +11,6 @@ pub mod table;
 pub use error::ProcessError;
 pub use exit::ExitStatus;
 pub use launched::{Launched, ParentStdio};
-pub use manager::ProcessManager;
+pub use manager::{parse_signal, ProcessManager};
 pub use reaper::{Reaper, SignalOutcome};
 pub use spawn::ExecSpec;

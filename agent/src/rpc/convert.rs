@@ -1,6 +1,11 @@
 //! Protobuf requests to the agent's own types, and back.
-use sandpod_protocol::agent::{CreateSandboxRequest, ExecProcessRequest, WaitProcessResponse};
+use sandpod_protocol::agent::{
+    CreateSandboxRequest, ExecProcessRequest, ListProcessesResponse, ProcessInfo,
+    StatsContainerResponse, WaitProcessResponse,
+};
 
+use crate::container::cgroup_stats::CgroupStats;
+use crate::container::procinfo::ProcInfo;
 use crate::process::creds::Credentials;
 use crate::process::{ExecSpec, ExitStatus};
 use crate::sandbox::{MountSpec, SandboxSpec};
@@ -48,6 +53,43 @@ pub fn wait_response(status: ExitStatus) -> WaitProcessResponse {
         ExitStatus::Signaled(sig) => resp.set_signal(sig),
     }
     resp
+}
+
+pub fn stats_response(s: CgroupStats) -> StatsContainerResponse {
+    let mut r = StatsContainerResponse::new();
+    r.cpu_usage_usec = s.cpu_usage_usec;
+    r.cpu_user_usec = s.cpu_user_usec;
+    r.cpu_system_usec = s.cpu_system_usec;
+    r.cpu_nr_periods = s.cpu_nr_periods;
+    r.cpu_nr_throttled = s.cpu_nr_throttled;
+    r.cpu_throttled_usec = s.cpu_throttled_usec;
+    r.memory_current = s.memory_current;
+    r.memory_max = s.memory_max;
+    r.memory_swap_current = s.memory_swap_current;
+    r.memory_stat = s.memory_stat;
+    r.memory_oom = s.memory_oom;
+    r.memory_oom_kill = s.memory_oom_kill;
+    r.pids_current = s.pids_current;
+    r.pids_max = s.pids_max;
+    r
+}
+
+pub fn processes_response(procs: Vec<ProcInfo>) -> ListProcessesResponse {
+    let mut r = ListProcessesResponse::new();
+    r.processes = procs
+        .into_iter()
+        .map(|p| {
+            let mut info = ProcessInfo::new();
+            info.pid = p.pid;
+            info.ppid = p.ppid;
+            info.uid = p.uid;
+            info.state = p.state;
+            info.comm = p.comm;
+            info.cmdline = p.cmdline;
+            info
+        })
+        .collect();
+    r
 }
 
 #[cfg(test)]

@@ -133,7 +133,13 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: SignalProcessRequest,
     ) -> ttrpc::Result<SignalProcessResponse> {
-        self.processes.signal(&req.exec_id, req.signal)?;
+        if req.all {
+            let containers = self.containers.clone();
+            detached(async move { Ok(containers.signal_all(&req.exec_id, req.signal).await?) })
+                .await?;
+        } else {
+            self.processes.signal(&req.exec_id, req.signal)?;
+        }
         Ok(SignalProcessResponse::new())
     }
 
@@ -193,5 +199,54 @@ impl Agent for AgentService {
         let containers = self.containers.clone();
         detached(async move { Ok(containers.remove(&req.container_id).await?) }).await?;
         Ok(RemoveContainerResponse::new())
+    }
+
+    async fn pause_container(
+        &self,
+        _: &TtrpcContext,
+        req: PauseContainerRequest,
+    ) -> ttrpc::Result<PauseContainerResponse> {
+        let containers = self.containers.clone();
+        detached(async move { Ok(containers.pause(&req.container_id).await?) }).await?;
+        Ok(PauseContainerResponse::new())
+    }
+
+    async fn resume_container(
+        &self,
+        _: &TtrpcContext,
+        req: ResumeContainerRequest,
+    ) -> ttrpc::Result<ResumeContainerResponse> {
+        let containers = self.containers.clone();
+        detached(async move { Ok(containers.resume(&req.container_id).await?) }).await?;
+        Ok(ResumeContainerResponse::new())
+    }
+
+    async fn update_container(
+        &self,
+        _: &TtrpcContext,
+        req: UpdateContainerRequest,
+    ) -> ttrpc::Result<UpdateContainerResponse> {
+        let containers = self.containers.clone();
+        detached(async move { Ok(containers.update(&req.container_id, &req.resources).await?) })
+            .await?;
+        Ok(UpdateContainerResponse::new())
+    }
+
+    async fn stats_container(
+        &self,
+        _: &TtrpcContext,
+        req: StatsContainerRequest,
+    ) -> ttrpc::Result<StatsContainerResponse> {
+        let stats = self.containers.stats(&req.container_id).await?;
+        Ok(convert::stats_response(stats))
+    }
+
+    async fn list_processes(
+        &self,
+        _: &TtrpcContext,
+        req: ListProcessesRequest,
+    ) -> ttrpc::Result<ListProcessesResponse> {
+        let processes = self.containers.processes(&req.container_id).await?;
+        Ok(convert::processes_response(processes))
     }
 }

@@ -46,6 +46,8 @@ impl From<ContainerError> for ttrpc::Error {
             ContainerError::NotFound(_) => Code::NOT_FOUND,
             ContainerError::State { .. } => Code::FAILED_PRECONDITION,
             ContainerError::Setup { .. } | ContainerError::Exec { .. } => Code::FAILED_PRECONDITION,
+            ContainerError::Cgroup { .. } => Code::FAILED_PRECONDITION,
+            ContainerError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
             ContainerError::Internal { .. } => Code::INTERNAL,
         };
         status(code, e.to_string())
