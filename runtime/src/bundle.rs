@@ -97,7 +97,8 @@ impl Bundle {
         }
         if let Some(ns) = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) {
             for n in ns {
-                if n.path().is_some() {
+                // A network namespace by path (Podman's, CRI's) is the sandbox's on the host.
+                if n.path().is_some() && n.typ() != oci_spec::runtime::LinuxNamespaceType::Network {
                     return Err(unsupported(format!(
                         "joining an existing {:?} namespace (path {}) is not possible: the container runs in its own VM",
                         n.typ(),

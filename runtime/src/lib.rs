@@ -1,9 +1,12 @@
-//! Sandpod's host-side runtime: sandbox lifecycle, hypervisor control, the agent client, the
-//! runc-compatible CLI and the containerd shim v2.
+//! Sandpod's host-side runtime: the sandbox (one microVM: [`sandbox`], [`hypervisor`]), the
+//! containers on it ([`container`]), their stdio ([`io`]), the agent client, and the front ends:
+//! the runc-compatible CLI ([`cli`]) and the containerd shim v2.
 pub mod agent_client;
 pub mod bundle;
 pub mod cli;
+pub mod container;
 pub mod hypervisor;
+pub mod io;
 pub mod paths;
 pub mod sandbox;
 

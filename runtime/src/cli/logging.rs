@@ -1,17 +1,29 @@
-//! The runtime's log: standard error, or the `--log` file (appended; shared by the monitor and
-//! the guest's forwarded logs), text or JSON.
+//! The runtime's log: standard error, or the `--log` file (appended; shared with the monitor,
+//! the stand-ins and the guest's forwarded logs). `--log-format json` writes runc's JSON lines,
+//! `{"level":"error","msg":"…","time":"…"}`, which containerd and Docker read the error from.
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use anyhow::Context;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use super::Cli;
+use crate::sandbox::state::now_rfc3339_nanos;
 
 /// Keeps the log set up for the life of the process.
 pub struct LogGuard;
 
-/// Sets up `tracing` from the global flags; `SANDPOD_LOG` overrides the filter.
+/// The variable that overrides the log filter (tracing's EnvFilter syntax), in every Sandpod
+/// binary: SANDPOD_LOG.
+pub const LOG_ENV: &str = "SANDPOD_LOG";
+
+/// Sets up `tracing` from the global flags.
 pub fn init(cli: &Cli) -> anyhow::Result<LogGuard> {
     let default = if cli.debug {
         "debug"
@@ -20,7 +32,7 @@ pub fn init(cli: &Cli) -> anyhow::Result<LogGuard> {
     } else {
         "warn"
     };
-    let filter = EnvFilter::try_from_env("SANDPOD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default));
     let json = match cli.log_format.as_str() {
         "text" => false,
         "json" => true,
@@ -36,7 +48,7 @@ pub fn init(cli: &Cli) -> anyhow::Result<LogGuard> {
                 .with_context(|| format!("opening the log file {}", path.display()))?;
             let b = builder.with_ansi(false).with_writer(Mutex::new(file));
             if json {
-                b.json().init();
+                b.event_format(RuncJson).init();
             } else {
                 b.init();
             }
@@ -46,11 +58,85 @@ pub fn init(cli: &Cli) -> anyhow::Result<LogGuard> {
                 .with_ansi(std::io::stderr().is_terminal())
                 .with_writer(std::io::stderr);
             if json {
-                b.json().init();
+                b.event_format(RuncJson).init();
             } else {
                 b.init();
             }
         }
     }
     Ok(LogGuard)
+}
+
+/// runc's log line format.
+struct RuncJson;
+
+/// The event's message, then its other fields as ` key=value`.
+#[derive(Default)]
+struct Message {
+    msg: String,
+    fields: String,
+}
+
+impl Visit for Message {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.msg.push_str(value);
+        } else {
+            let _ = write!(self.fields, " {}={value}", field.name());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.msg, "{value:?}");
+        } else {
+            let _ = write!(self.fields, " {}={value:?}", field.name());
+        }
+    }
+}
+
+/// runc's level names (logrus): "warning", not "warn".
+fn level_name(level: &tracing::Level) -> &'static str {
+    match *level {
+        tracing::Level::ERROR => "error",
+        tracing::Level::WARN => "warning",
+        tracing::Level::INFO => "info",
+        tracing::Level::DEBUG => "debug",
+        tracing::Level::TRACE => "trace",
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for RuncJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let mut m = Message::default();
+        event.record(&mut m);
+        let line = runc_line(level_name(event.metadata().level()), &(m.msg + &m.fields));
+        writeln!(writer, "{line}")
+    }
+}
+
+/// One runc JSON log line.
+pub fn runc_line(level: &str, msg: &str) -> String {
+    serde_json::json!({"level": level, "msg": msg, "time": now_rfc3339_nanos()}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runc_lines_parse_as_containerd_reads_them() {
+        let l = super::runc_line("error", "container does not exist");
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["level"], "error");
+        assert_eq!(v["msg"], "container does not exist");
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+    }
 }

@@ -1,7 +1,9 @@
-//! `sandpod monitor STATE_DIR`: the hidden mode a sandbox's monitor runs in.
+//! `sandpod monitor STATE_DIR`: the process a sandbox's monitor runs in; it stops the VM on
+//! SIGTERM, SIGINT or SIGHUP and exits with the VMM's status.
 use std::path::Path;
 
 use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
 
 use super::Cli;
 use crate::sandbox::monitor::run_monitor;
@@ -17,6 +19,20 @@ pub async fn monitor(cli: &Cli, state_dir: &Path) -> anyhow::Result<u8> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
-    run_monitor(&layout, &log).await?;
-    Ok(0)
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM".to_string(),
+            _ = int.recv() => "SIGINT".to_string(),
+            _ = hup.recv() => "SIGHUP".to_string(),
+        }
+    };
+    let exit = run_monitor(&layout, &log, stop).await?;
+    Ok(if exit.stopped_because.is_some() {
+        0
+    } else {
+        exit.status()
+    })
 }

@@ -3,9 +3,21 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-/// Longest sandbox id: the state directory holds Unix sockets, whose paths are limited to 107
-/// bytes (`/run/sandpod/<64 chars>/vsock.sock_1025` fits).
+/// Longest sandbox id (Docker's and containerd's ids are 64 hex characters).
 pub const MAX_ID_LEN: usize = 64;
+/// Longest Unix socket path (sun_path holds 108 bytes with the terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+/// The longest suffix a socket in the state directory gets: the hybrid-vsock socket's
+/// `<uds>_<port>` for a five-digit port.
+const LONGEST_SOCKET_NAME: &str = "v_65535";
+
+/// The state directory's sockets would not fit a Unix socket path.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("the state directory {dir} is too long for its Unix sockets ({len} bytes with {LONGEST_SOCKET_NAME}, at most {MAX_SOCKET_PATH}): use a shorter --root")]
+pub struct PathTooLong {
+    pub dir: PathBuf,
+    pub len: usize,
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("invalid container id {id:?}: use 1 to {MAX_ID_LEN} characters out of A-Z a-z 0-9 . _ - (not starting with . or -)")]
@@ -36,6 +48,18 @@ impl Layout {
     pub fn new(root: &Path, id: &str) -> Layout {
         Layout { dir: root.join(id) }
     }
+    /// Checks that the sockets of this directory fit a Unix socket path (names are kept short
+    /// for that: Docker's state root plus a 64-character id leaves little room).
+    pub fn check_socket_paths(&self) -> Result<(), PathTooLong> {
+        let len = self.dir.join(LONGEST_SOCKET_NAME).as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(PathTooLong {
+                dir: self.dir.clone(),
+                len,
+            });
+        }
+        Ok(())
+    }
     /// The sandbox's state (JSON).
     pub fn state(&self) -> PathBuf {
         self.dir.join("state.json")
@@ -52,13 +76,21 @@ impl Layout {
     pub fn vm_exit(&self) -> PathBuf {
         self.dir.join("vm-exit.json")
     }
-    /// The VMM's hybrid-vsock socket.
+    /// The VMM's hybrid-vsock socket (guest connections to host port P go to `v_P`).
     pub fn vsock(&self) -> PathBuf {
-        self.dir.join("vsock.sock")
+        self.dir.join("v")
     }
     /// virtiofsd's vhost-user socket.
     pub fn virtiofsd_socket(&self) -> PathBuf {
-        self.dir.join("virtiofsd.sock")
+        self.dir.join("fs.sock")
+    }
+    /// The monitor's socket where the processes standing in for guest processes register.
+    pub fn monitor_socket(&self) -> PathBuf {
+        self.dir.join("m.sock")
+    }
+    /// A container's own state directory (its state file and exit record).
+    pub fn container_dir(&self, container_id: &str) -> PathBuf {
+        self.dir.join("containers").join(container_id)
     }
     /// The guest's serial console.
     pub fn console_log(&self) -> PathBuf {
@@ -94,11 +126,14 @@ mod tests {
 
     #[test]
     fn socket_paths_fit_sun_path() {
-        let l = Layout::new(
-            Path::new(crate::paths::DEFAULT_ROOT),
-            &"f".repeat(MAX_ID_LEN),
-        );
+        // Docker 20.10's state root for a runtime named "kata", and a 64-character id.
+        let docker = Path::new("/var/run/docker/runtime-kata/moby");
+        let l = Layout::new(docker, &"f".repeat(MAX_ID_LEN));
+        assert_eq!(l.check_socket_paths(), Ok(()));
         let p = format!("{}_1025", l.vsock().display());
-        assert!(p.len() <= 107, "{} bytes", p.len());
+        assert!(p.len() <= MAX_SOCKET_PATH, "{} bytes", p.len());
+        let long = Layout::new(&docker.join("x".repeat(40)), &"f".repeat(MAX_ID_LEN));
+        let e = long.check_socket_paths().unwrap_err();
+        assert!(e.to_string().contains("shorter --root"), "{e}");
     }
 }

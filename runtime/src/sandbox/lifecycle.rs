@@ -1,8 +1,9 @@
-//! Creating and destroying a sandbox. Creation: check the id, make the state directory, set up the
-//! virtio-fs share with the container's rootfs, start the monitor (which starts virtiofsd and the
+//! Creating, opening and destroying a sandbox. Creation: reserve the state directory (the lock
+//! on the id), prepare the virtio-fs share, start the monitor (which starts virtiofsd and the
 //! VMM), reach the agent, set the sandbox up in the guest. Any failure undoes every step done so
-//! far; [`destroy`] undoes them for a sandbox made by another process.
-use std::path::PathBuf;
+//! far; [`destroy`] undoes them for a sandbox made by another process. Containers are added to a
+//! sandbox by `crate::container`.
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -11,10 +12,10 @@ use sandpod_protocol::shared::{guest_rootfs, GUEST_SHARED_DIR, VIRTIOFS_TAG};
 use tokio::process::Child;
 
 use super::layout::{validate_id, Layout};
-use super::monitor::{Children, MonitorPlan};
+use super::monitor::{Children, MonitorPlan, VmExit};
 use super::process::ProcessIdent;
 use super::shared_dir::{add_container, mounts_under, prepare_share, unmount_all};
-use super::state::{now_rfc3339, write_json_atomic, SandboxState, Status};
+use super::state::{now_rfc3339, write_json_atomic, SandboxState};
 use crate::agent_client::proto::{CreateSandboxRequest, Mount};
 use crate::agent_client::{AgentClient, ClientConfig, HybridVsockConnector};
 use crate::bundle::Bundle;
@@ -26,17 +27,23 @@ const MONITOR_GRACE: Duration = Duration::from_secs(10);
 /// Lines of the guest console shown when the VM dies while booting.
 const CONSOLE_TAIL_LINES: usize = 15;
 
-/// What a sandbox is created from.
+/// What a sandbox is created from: the VM only (its containers come later, see
+/// `crate::container`).
 #[derive(Debug, Clone)]
-pub struct SandboxOptions {
+pub struct SandboxConfig {
     /// State root (`--root`), e.g. /run/sandpod.
     pub root: PathBuf,
-    /// The sandbox id; its first container has the same id.
+    /// The sandbox id (the CLI's container id; the pod's id for the shim).
     pub id: String,
-    pub bundle: Bundle,
+    pub size: VmSize,
+    /// The guest's hostname (the spec's), if any.
+    pub hostname: Option<String>,
     pub paths: RuntimePaths,
     /// The runtime log the monitor writes (guest logs included); None: `<state>/sandpod.log`.
     pub log: Option<PathBuf>,
+    /// The log format and level the monitor uses (the caller's `--log-format`, `--debug`).
+    pub log_format: String,
+    pub debug: bool,
     pub cache: CacheMode,
     /// How long to wait for the agent after the VM started.
     pub boot_timeout: Duration,
@@ -44,15 +51,11 @@ pub struct SandboxOptions {
     pub self_exe: PathBuf,
 }
 
-/// A created sandbox whose agent answers, with its container's rootfs shared.
+/// A running sandbox whose agent answers.
 pub struct Sandbox {
     pub layout: Layout,
     pub state: SandboxState,
     pub client: AgentClient,
-    /// The spec for the agent (bind sources rewritten to guest paths).
-    pub guest_spec: Vec<u8>,
-    /// The container rootfs as the guest sees it.
-    pub guest_rootfs: String,
     /// The monitor, when this process started it (reaped by [`Sandbox::destroy`]).
     monitor: Option<Child>,
 }
@@ -65,43 +68,63 @@ impl std::fmt::Debug for Sandbox {
     }
 }
 
+/// The last lines of the guest console (the file is read from its last 64 KiB only: the guest
+/// writes it), escaped.
 fn console_tail(layout: &Layout) -> String {
-    let text = std::fs::read_to_string(layout.console_log()).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(layout.console_log()) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+        let _ = f.take(64 * 1024).read_to_end(&mut text);
+    }
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            l.chars()
+                .take(300)
+                .collect::<String>()
+                .escape_debug()
+                .to_string()
+        })
+        .collect();
     lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..].join("\n")
 }
 
-impl Sandbox {
-    /// Creates the sandbox (see the module docs). On error nothing is left behind.
-    pub async fn create(opts: SandboxOptions) -> anyhow::Result<Sandbox> {
-        validate_id(&opts.id)?;
-        std::fs::create_dir_all(&opts.root)
-            .with_context(|| format!("creating the state root {}", opts.root.display()))?;
-        let layout = Layout::new(&opts.root, &opts.id);
-        match std::fs::create_dir(&layout.dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                bail!("container {:?} already exists", opts.id)
-            }
-            Err(e) => return Err(e).with_context(|| format!("creating {}", layout.dir.display())),
+/// Makes the sandbox's state directory; an existing one is runc's "already exists" error. This is
+/// the lock that makes two creates of one id exclusive.
+pub fn reserve(root: &Path, id: &str) -> anyhow::Result<Layout> {
+    validate_id(id)?;
+    std::fs::create_dir_all(root)
+        .with_context(|| format!("creating the state root {}", root.display()))?;
+    let layout = Layout::new(root, id);
+    layout.check_socket_paths()?;
+    match std::fs::create_dir(&layout.dir) {
+        Ok(()) => Ok(layout),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!("container with id exists: {id}")
         }
+        Err(e) => Err(e).with_context(|| format!("creating {}", layout.dir.display())),
+    }
+}
+
+impl Sandbox {
+    /// Boots the sandbox's VM in the reserved `layout` (see the module docs). On error everything
+    /// is undone, the state directory included.
+    pub async fn create(cfg: &SandboxConfig, layout: Layout) -> anyhow::Result<Sandbox> {
         let mut state = SandboxState {
-            id: opts.id.clone(),
-            bundle: opts.bundle.dir.clone(),
-            status: Status::Creating,
+            id: cfg.id.clone(),
             monitor: None,
-            guest_pid: None,
             created: now_rfc3339(),
             mounts: Vec::new(),
         };
         let mut monitor = None;
-        match create_steps(&opts, &layout, &mut state, &mut monitor).await {
-            Ok((client, guest_spec)) => Ok(Sandbox {
+        match create_steps(cfg, &layout, &mut state, &mut monitor).await {
+            Ok(client) => Ok(Sandbox {
                 layout,
                 state,
                 client,
-                guest_spec,
-                guest_rootfs: guest_rootfs(&opts.id),
                 monitor,
             }),
             Err(e) => {
@@ -116,11 +139,52 @@ impl Sandbox {
         }
     }
 
-    /// Records a new status.
-    pub fn set_status(&mut self, status: Status) -> anyhow::Result<()> {
-        self.state.status = status;
+    /// Opens the running sandbox `id` made by any process: its monitor must be alive and its
+    /// agent reachable within `timeout`.
+    pub async fn open(root: &Path, id: &str, timeout: Duration) -> anyhow::Result<Sandbox> {
+        validate_id(id)?;
+        let layout = Layout::new(root, id);
+        let state = SandboxState::load(&layout.state())
+            .with_context(|| format!("reading the state of {id}"))?;
+        if !state.monitor.is_some_and(|m| m.alive()) {
+            bail!("the VM of {id} is not running");
+        }
+        let config = ClientConfig {
+            connect_deadline: timeout,
+            ..ClientConfig::default()
+        };
+        let client = AgentClient::connect(HybridVsockConnector::new(layout.vsock()), config)
+            .await
+            .with_context(|| format!("reaching the agent in the VM of {id}"))?;
+        Ok(Sandbox {
+            layout,
+            state,
+            client,
+            monitor: None,
+        })
+    }
+
+    /// Shares a container's rootfs and bind-mount sources with the VM (recorded in the state
+    /// at once, so teardown finds them whatever fails next). Returns the spec for the agent and
+    /// the guest path of the rootfs.
+    pub fn share_container(
+        &mut self,
+        container_id: &str,
+        bundle: &Bundle,
+        spec: &oci_spec::runtime::Spec,
+    ) -> anyhow::Result<(Vec<u8>, String)> {
+        let shared = add_container(
+            &self.layout,
+            container_id,
+            &bundle.dir,
+            &bundle.rootfs,
+            spec,
+            bundle.readonly_rootfs(),
+            &mut self.state.mounts,
+        );
         self.state.save(&self.layout.state())?;
-        Ok(())
+        let guest_spec = shared.context("sharing the container's files with the VM")?;
+        Ok((guest_spec, guest_rootfs(container_id)))
     }
 
     /// Stops the VM and removes everything of the sandbox.
@@ -134,51 +198,53 @@ impl Sandbox {
 }
 
 async fn create_steps(
-    opts: &SandboxOptions,
+    cfg: &SandboxConfig,
     layout: &Layout,
     state: &mut SandboxState,
     monitor: &mut Option<Child>,
-) -> anyhow::Result<(AgentClient, Vec<u8>)> {
+) -> anyhow::Result<AgentClient> {
     state.save(&layout.state())?;
     // Record every mount as soon as it exists, so teardown finds it whatever fails next.
-    let shared = prepare_share(layout, &mut state.mounts).and_then(|()| {
-        add_container(
-            layout,
-            &opts.id,
-            &opts.bundle.dir,
-            &opts.bundle.rootfs,
-            &opts.bundle.spec,
-            opts.bundle.readonly_rootfs(),
-            &mut state.mounts,
-        )
-    });
+    let shared = prepare_share(layout, &mut state.mounts);
     state.save(&layout.state())?;
-    let guest_spec = shared.context("sharing the container's files with the VM")?;
+    shared.context("preparing the directory shared with the VM")?;
 
-    let child = start_monitor(opts, layout)?;
+    let child = start_monitor(cfg, layout)?;
     state.monitor = child.id().and_then(ProcessIdent::of);
     *monitor = Some(child);
     state.save(&layout.state())?;
 
     let connector = HybridVsockConnector::new(layout.vsock());
     let config = ClientConfig {
-        connect_deadline: opts.boot_timeout,
+        connect_deadline: cfg.boot_timeout,
         ..ClientConfig::default()
     };
     let child = monitor.as_mut().context("monitor not started")?;
     let client = tokio::select! {
-        c = AgentClient::connect(connector, config) => c.with_context(|| {
-            format!("the VM's agent did not answer; guest console:\n{}", console_tail(layout))
+        c = AgentClient::connect(connector, config) => c.map_err(|e| {
+            let console = console_tail(layout);
+            if console.is_empty() {
+                anyhow::anyhow!("the VM's agent did not answer: {e}; the guest console is empty")
+            } else {
+                anyhow::anyhow!("the VM's agent did not answer: {e}; guest console:\n{console}")
+            }
         })?,
-        st = child.wait() => bail!(
-            "the VM stopped while booting (monitor {st:?}); see {}; guest console:\n{}",
-            opts.log.clone().unwrap_or_else(|| layout.default_log()).display(),
-            console_tail(layout)
-        ),
+        _ = child.wait() => {
+            let why = std::fs::read(layout.vm_exit())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<VmExit>(&b).ok())
+                .map(|x| x.describe())
+                .unwrap_or_else(|| "the sandbox monitor ended (see the runtime log)".into());
+            let console = console_tail(layout);
+            if console.is_empty() {
+                bail!("the VM stopped while booting: {why}")
+            }
+            bail!("the VM stopped while booting: {why}; guest console:\n{console}")
+        }
     };
 
     let mut req = CreateSandboxRequest::new();
-    if let Some(h) = opts.bundle.spec.hostname() {
+    if let Some(h) = &cfg.hostname {
         req.hostname = h.clone();
     }
     let mut share = Mount::new();
@@ -190,18 +256,17 @@ async fn create_steps(
         .create_sandbox(&req)
         .await
         .context("setting up the sandbox in the guest")?;
-    Ok((client, guest_spec))
+    Ok(client)
 }
 
 /// Writes monitor.json and starts `sandpod` as the sandbox's monitor, in its own process group
 /// (a Ctrl-C meant for the caller does not reach it), output to the runtime log.
-fn start_monitor(opts: &SandboxOptions, layout: &Layout) -> anyhow::Result<Child> {
-    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+fn start_monitor(opts: &SandboxConfig, layout: &Layout) -> anyhow::Result<Child> {
     let vmm = VmmCommand {
         vmm: opts.paths.vmm.clone(),
         kernel: opts.paths.kernel.clone(),
         initrd: opts.paths.initrd.clone(),
-        size: VmSize::for_spec(&opts.bundle.spec, host_cpus),
+        size: opts.size,
         vsock_uds: layout.vsock(),
         console_log: layout.console_log(),
         fs: vec![(VIRTIOFS_TAG.to_string(), layout.virtiofsd_socket())],
@@ -215,11 +280,8 @@ fn start_monitor(opts: &SandboxOptions, layout: &Layout) -> anyhow::Result<Child
     let plan = MonitorPlan {
         vmm: vmm.argv(),
         virtiofsd: Some((fsd.argv(), fsd.socket.clone())),
-        guest_log_socket: PathBuf::from(format!(
-            "{}_{}",
-            layout.vsock().display(),
-            sandpod_protocol::LOG_PORT
-        )),
+        guest_log_socket: HybridVsockConnector::new(layout.vsock())
+            .host_port_path(sandpod_protocol::LOG_PORT),
     };
     write_json_atomic(&layout.monitor_plan(), &plan)?;
     let log_path = opts.log.clone().unwrap_or_else(|| layout.default_log());
@@ -231,7 +293,12 @@ fn start_monitor(opts: &SandboxOptions, layout: &Layout) -> anyhow::Result<Child
     let mut cmd = tokio::process::Command::new(&opts.self_exe);
     cmd.arg("--log")
         .arg(&log_path)
-        .arg("monitor")
+        .arg("--log-format")
+        .arg(&opts.log_format);
+    if opts.debug {
+        cmd.arg("--debug");
+    }
+    cmd.arg("monitor")
         .arg(&layout.dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -242,7 +309,7 @@ fn start_monitor(opts: &SandboxOptions, layout: &Layout) -> anyhow::Result<Child
 }
 
 /// Stops the VM and removes a sandbox's mounts and state directory. Safe to repeat.
-fn teardown(layout: &Layout, state: &SandboxState) -> anyhow::Result<()> {
+pub(crate) fn teardown(layout: &Layout, state: &SandboxState) -> anyhow::Result<()> {
     if let Some(m) = state.monitor {
         if !m.terminate(MONITOR_GRACE) {
             tracing::error!(pid = m.pid, "the sandbox monitor does not go away");
@@ -286,7 +353,7 @@ pub fn destroy(root: &std::path::Path, id: &str) -> anyhow::Result<()> {
     validate_id(id)?;
     let layout = Layout::new(root, id);
     if !layout.dir.is_dir() {
-        bail!("container {id:?} does not exist");
+        bail!("container does not exist");
     }
     let state = match SandboxState::load(&layout.state()) {
         Ok(s) => s,
@@ -294,10 +361,7 @@ pub fn destroy(root: &std::path::Path, id: &str) -> anyhow::Result<()> {
             tracing::warn!("{}: {e}; removing what is there", layout.state().display());
             SandboxState {
                 id: id.into(),
-                bundle: PathBuf::new(),
-                status: Status::Stopped,
                 monitor: None,
-                guest_pid: None,
                 created: String::new(),
                 mounts: Vec::new(),
             }

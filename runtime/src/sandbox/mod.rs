@@ -1,13 +1,15 @@
 //! A sandbox: one microVM with its virtio-fs share and agent, and the state on disk that lets
-//! separate runtime processes create, use and delete it. See [`lifecycle`] for the steps and
-//! [`monitor`] for the process that owns the VM.
+//! separate runtime processes create, use and delete it. It knows nothing of bundles or
+//! container states (that is `crate::container`). See [`lifecycle`] for the steps and
+//! [`monitor`] for what owns the VM.
 pub mod layout;
 pub mod lifecycle;
 pub mod monitor;
 pub mod process;
 pub mod shared_dir;
+pub mod standin_watch;
 pub mod state;
 
 pub use layout::{validate_id, Layout};
-pub use lifecycle::{destroy, Sandbox, SandboxOptions};
-pub use state::{SandboxState, Status};
+pub use lifecycle::{destroy, reserve, Sandbox, SandboxConfig};
+pub use state::SandboxState;

@@ -1,8 +1,12 @@
-//! The sandbox monitor: a small long-lived process per sandbox (`sandpod` re-executed in a hidden
-//! mode) that owns the VM. It starts virtiofsd and sandpod-vmm as its children (they die with it:
-//! PR_SET_PDEATHSIG), receives the guest's logs and writes them to the runtime log with their
-//! level, and when the VMM ends — or on SIGTERM — stops virtiofsd and records how the VM ended.
-//! create, start and delete can then run in separate, short-lived processes.
+//! The sandbox monitor: owns a sandbox's VM for as long as it runs. It starts virtiofsd and
+//! sandpod-vmm as its children (they die with it: PR_SET_PDEATHSIG), receives the guest's logs
+//! and writes them to the runtime log with their level, watches the host processes that stand in
+//! for guest processes ([`super::standin_watch`]), and when the VMM ends — or `stop` completes —
+//! stops virtiofsd and records how the VM ended. It is a library function: `sandpod` runs it in a
+//! process of its own (so create, start and delete can be separate, short-lived processes), a
+//! shim can run it in-process; signal handling is the host binary's.
+use std::collections::VecDeque;
+use std::future::Future;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,13 +14,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::signal::unix::{signal, SignalKind};
 
 use super::layout::Layout;
 use super::process::ProcessIdent;
+use super::standin_watch::StandinWatch;
 use super::state::write_json_atomic;
 use crate::agent_client::LogReceiver;
+
+/// Lines of the VMM's own error output kept for `vm-exit.json`.
+const VMM_STDERR_TAIL: usize = 5;
+/// Longest VMM output line kept there (bytes).
+const VMM_LINE_MAX: usize = 400;
 
 /// How long virtiofsd may take to create its socket.
 const VIRTIOFSD_SOCKET_WAIT: Duration = Duration::from_secs(10);
@@ -50,6 +60,36 @@ pub struct VmExit {
     pub signal: Option<i32>,
     /// Why the monitor stopped it, if it did.
     pub stopped_because: Option<String>,
+    /// The last lines sandpod-vmm wrote to its standard error (its own reason for failing).
+    #[serde(default)]
+    pub vmm_stderr: Vec<String>,
+}
+
+impl VmExit {
+    /// The exit status a process standing for the VM reports: the VMM's code, 128+N for signal N.
+    pub fn status(&self) -> u8 {
+        match (self.code, self.signal) {
+            (Some(c), _) => u8::try_from(c.clamp(0, 255)).unwrap_or(255),
+            (None, Some(s)) => u8::try_from(128 + s.clamp(0, 127)).unwrap_or(255),
+            _ => 255,
+        }
+    }
+
+    /// One sentence: how the VM ended, with the VMM's own last words.
+    pub fn describe(&self) -> String {
+        let how = match (self.code, self.signal, &self.stopped_because) {
+            (_, _, Some(why)) => format!("the runtime stopped it ({why})"),
+            (Some(0), _, _) => "the guest powered off".to_string(),
+            (Some(2), _, _) => "the guest kernel panicked or reset".to_string(),
+            (Some(c), _, _) => format!("sandpod-vmm exited with status {c}"),
+            (None, Some(s), _) => format!("sandpod-vmm was killed by signal {s}"),
+            (None, None, None) => "sandpod-vmm ended".to_string(),
+        };
+        match self.vmm_stderr.last() {
+            Some(last) => format!("{how}: {last}"),
+            None => how,
+        }
+    }
 }
 
 fn command(argv: &[PathBuf]) -> anyhow::Result<Command> {
@@ -76,9 +116,18 @@ fn command(argv: &[PathBuf]) -> anyhow::Result<Command> {
     Ok(Command::from(c))
 }
 
-fn spawn(argv: &[PathBuf], log: &std::fs::File) -> anyhow::Result<(Child, ProcessIdent)> {
+fn spawn(
+    argv: &[PathBuf],
+    log: &std::fs::File,
+    pipe_stderr: bool,
+) -> anyhow::Result<(Child, ProcessIdent)> {
     let mut c = command(argv)?;
-    c.stdout(log.try_clone()?).stderr(log.try_clone()?);
+    c.stdout(log.try_clone()?);
+    if pipe_stderr {
+        c.stderr(Stdio::piped());
+    } else {
+        c.stderr(log.try_clone()?);
+    }
     let child = c
         .spawn()
         .with_context(|| format!("starting {}", argv[0].display()))?;
@@ -104,7 +153,7 @@ async fn wait_for_socket(child: &mut Child, socket: &Path) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn stop(child: &mut Child, name: &str) -> Option<std::process::ExitStatus> {
+async fn stop_child(child: &mut Child, name: &str) -> Option<std::process::ExitStatus> {
     if let Ok(Some(st)) = child.try_wait() {
         return Some(st);
     }
@@ -124,44 +173,73 @@ async fn stop(child: &mut Child, name: &str) -> Option<std::process::ExitStatus>
     }
 }
 
-/// The monitor's main: runs until the VM is gone. `log` is the runtime log file (its stdout and
-/// stderr are already there).
-pub async fn run_monitor(layout: &Layout, log: &std::fs::File) -> anyhow::Result<()> {
+/// Copies the VMM's standard error to the log, keeping its last lines (bounded: the VMM is ours,
+/// but what it prints may quote the guest).
+async fn tee_stderr(child: &mut Child, log: std::fs::File) -> tokio::task::JoinHandle<Vec<String>> {
+    let stderr = child.stderr.take();
+    tokio::spawn(async move {
+        let mut tail = VecDeque::new();
+        let Some(stderr) = stderr else {
+            return Vec::new();
+        };
+        let mut log = tokio::fs::File::from_std(log);
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = log.write_all(line.as_bytes()).await;
+            let _ = log.write_all(b"\n").await;
+            let mut kept: String = line.chars().take(VMM_LINE_MAX).collect();
+            kept = kept.escape_debug().to_string();
+            if tail.len() == VMM_STDERR_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(kept);
+        }
+        tail.into_iter().collect()
+    })
+}
+
+/// Runs the sandbox's VM until it ends or `stop` completes (its output says why). `log` is the
+/// runtime log file. Records and returns how the VM ended.
+pub async fn run_monitor(
+    layout: &Layout,
+    log: &std::fs::File,
+    stop: impl Future<Output = String>,
+) -> anyhow::Result<VmExit> {
     let plan: MonitorPlan = serde_json::from_slice(
         &std::fs::read(layout.monitor_plan()).context("reading monitor.json")?,
     )
     .context("parsing monitor.json")?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
 
     let _guest_logs = LogReceiver::bind(&plan.guest_log_socket)
         .with_context(|| format!("listening on {}", plan.guest_log_socket.display()))?;
+    let _standins = StandinWatch::bind(layout)?;
     let mut children = Children::default();
     let mut fsd = None;
     if let Some((argv, socket)) = &plan.virtiofsd {
-        let (mut child, ident) = spawn(argv, log)?;
+        let (mut child, ident) = spawn(argv, log, false)?;
         children.virtiofsd = Some(ident);
         write_json_atomic(&layout.children(), &children)?;
         if let Err(e) = wait_for_socket(&mut child, socket).await {
-            stop(&mut child, "virtiofsd").await;
+            stop_child(&mut child, "virtiofsd").await;
             return Err(e);
         }
         fsd = Some(child);
     }
-    let (mut vmm, ident) = match spawn(&plan.vmm, log) {
+    let (mut vmm, ident) = match spawn(&plan.vmm, log, true) {
         Ok(v) => v,
         Err(e) => {
             if let Some(c) = fsd.as_mut() {
-                stop(c, "virtiofsd").await;
+                stop_child(c, "virtiofsd").await;
             }
             return Err(e);
         }
     };
+    let stderr_tail = tee_stderr(&mut vmm, log.try_clone()?).await;
     children.vmm = Some(ident);
     write_json_atomic(&layout.children(), &children)?;
     tracing::info!(vmm_pid = ident.pid, "VM started");
 
+    tokio::pin!(stop);
     let mut stopped_because = None;
     let status = loop {
         let fsd_exit = async {
@@ -176,27 +254,30 @@ pub async fn run_monitor(layout: &Layout, log: &std::fs::File) -> anyhow::Result
                 tracing::error!("virtiofsd exited while the VM runs ({st:?}); stopping the VM");
                 fsd = None;
                 stopped_because = Some("virtiofsd exited".to_string());
-                break stop(&mut vmm, "sandpod-vmm").await;
             }
-            _ = term.recv() => stopped_because = Some("SIGTERM".into()),
-            _ = int.recv() => stopped_because = Some("SIGINT".into()),
-            _ = hup.recv() => stopped_because = Some("SIGHUP".into()),
+            why = &mut stop => stopped_because = Some(why),
         }
         if let Some(why) = &stopped_because {
             tracing::info!("stopping the VM ({why})");
-            break stop(&mut vmm, "sandpod-vmm").await;
+            break stop_child(&mut vmm, "sandpod-vmm").await;
         }
     };
     if let Some(c) = fsd.as_mut() {
-        stop(c, "virtiofsd").await;
+        stop_child(c, "virtiofsd").await;
     }
     use std::os::unix::process::ExitStatusExt;
+    let vmm_stderr = tokio::time::timeout(Duration::from_secs(2), stderr_tail)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     let exit = VmExit {
         code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()),
         stopped_because,
+        vmm_stderr,
     };
     tracing::info!(code = ?exit.code, signal = ?exit.signal, "VM ended");
     write_json_atomic(&layout.vm_exit(), &exit)?;
-    Ok(())
+    Ok(exit)
 }

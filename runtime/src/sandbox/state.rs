@@ -1,31 +1,19 @@
 //! A sandbox's state on disk (`state.json`), so that create, start, kill and delete can run in
 //! separate processes.
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::process::ProcessIdent;
 
-/// Lifecycle status, as `runc state` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Creating,
-    Created,
-    Running,
-    Stopped,
-}
-
-/// What `state.json` holds.
+/// What `state.json` of a sandbox holds: the VM's facts only (its containers have their own
+/// state files, see `crate::container::state`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxState {
     pub id: String,
-    pub bundle: PathBuf,
-    pub status: Status,
     /// The monitor process that owns the VM (None until it started).
     pub monitor: Option<ProcessIdent>,
-    /// The container init's pid inside the guest.
-    pub guest_pid: Option<u32>,
     /// RFC 3339 creation time.
     pub created: String,
     /// Host mounts made for the sandbox, innermost last (undone in reverse order).
@@ -47,19 +35,35 @@ impl SandboxState {
 
 /// Writes `value` as JSON to `path` atomically.
 pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` atomically (a temporary file beside it, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
 
 /// Now as RFC 3339 UTC (seconds), without a date crate.
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    rfc3339(secs)
+    rfc3339(now_secs_nanos().0)
+}
+
+/// Now as RFC 3339 UTC with nanoseconds (runc's `created` and log times).
+pub fn now_rfc3339_nanos() -> String {
+    let (secs, nanos) = now_secs_nanos();
+    let s = rfc3339(secs);
+    format!("{}.{nanos:09}Z", s.trim_end_matches('Z'))
+}
+
+fn now_secs_nanos() -> (u64, u32) {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| (d.as_secs(), d.subsec_nanos()))
+        .unwrap_or((0, 0))
 }
 
 fn rfc3339(secs: u64) -> String {
@@ -92,6 +96,8 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        let n = now_rfc3339_nanos();
+        assert_eq!(n.len(), "2000-02-29T00:00:00.123456789Z".len(), "{n}");
     }
 
     #[test]
@@ -99,13 +105,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = SandboxState {
             id: "c1".into(),
-            bundle: "/b".into(),
-            status: Status::Created,
             monitor: Some(ProcessIdent {
                 pid: 7,
                 start_time: 9,
             }),
-            guest_pid: Some(1),
             created: now_rfc3339(),
             mounts: vec!["/run/sandpod/c1/shared".into()],
         };

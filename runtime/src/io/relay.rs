@@ -1,13 +1,14 @@
-//! The caller's stdio on a container's streams: stdin, stdout and stderr each on their own
-//! stream, or one `tty` stream in terminal mode with the caller's terminal in raw mode and its
-//! size followed (SIGWINCH).
+//! This process's stdio on a guest process's streams: stdin, stdout and stderr each on their own
+//! stream, or one `tty` stream in terminal mode with the terminal in raw mode and its size
+//! followed (SIGWINCH). The stand-in of a container or exec process runs this on the stdio it
+//! was given.
 use std::os::fd::AsFd;
 
 use tokio::task::JoinHandle;
 
 use crate::agent_client::{attach_stdio, AgentClient, AgentError, StreamSet};
 
-/// Streams attached to a container's init.
+/// Streams attached to a guest process.
 pub struct Attached {
     /// Ends when all output streams reached EOF.
     pub output: JoinHandle<()>,
@@ -15,18 +16,23 @@ pub struct Attached {
     pub _raw_mode: Option<RawMode>,
 }
 
+/// The streams a process with this stdio attaches: all three, or one terminal stream.
+pub fn streams(terminal: bool) -> StreamSet {
+    StreamSet {
+        stdin: true,
+        stdout: true,
+        stderr: !terminal,
+    }
+}
+
 /// Opens the streams of `id` and starts copying ([`attach_stdio`]); in terminal mode the
-/// caller's terminal goes raw and its size is followed.
+/// terminal goes raw and its size is followed.
 pub async fn attach(
     client: &AgentClient,
     id: &str,
     terminal: bool,
 ) -> Result<Attached, AgentError> {
-    let streams = StreamSet {
-        stdin: true,
-        stdout: true,
-        stderr: !terminal,
-    };
+    let streams = streams(terminal);
     let outputs = attach_stdio(client, id, streams, terminal).await?;
     let raw = if terminal { RawMode::enable() } else { None };
     if raw.is_some() {

@@ -1,0 +1,101 @@
+//! Waiting in the foreground for a stand-in this process started (`run`, `exec` without
+//! `--detach`): the signals this process gets go to the stand-in, which forwards them to the
+//! guest process; after `kill_after` past an interrupt the stand-in is SIGKILLed, and the sandbox
+//! monitor then kills the guest process.
+use std::process::Child;
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The signals passed on (SIGWINCH too: a stand-in in a session of its own does not see the
+/// caller's terminal resize).
+const PASSED: [i32; 8] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGWINCH,
+];
+
+/// The signals this process catches while it waits.
+pub struct Signals {
+    streams: Vec<(i32, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    /// Installs the handlers (from here on these signals no longer kill this process).
+    pub fn new() -> anyhow::Result<Signals> {
+        let mut streams = Vec::new();
+        for n in PASSED {
+            streams.push((
+                n,
+                signal(SignalKind::from_raw(n)).context("installing a signal handler")?,
+            ));
+        }
+        Ok(Signals { streams })
+    }
+
+    /// The next signal's number.
+    pub async fn recv(&mut self) -> i32 {
+        std::future::poll_fn(|cx| {
+            for (n, s) in self.streams.iter_mut() {
+                if s.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(*n);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Waits for the stand-in `child`, passing signals on; returns its exit status (128+N if a
+/// signal killed it).
+pub async fn wait(
+    child: Child,
+    signals: &mut Signals,
+    kill_after: Option<Duration>,
+) -> anyhow::Result<u8> {
+    let pid = Pid::from_raw(i32::try_from(child.id()).context("stand-in pid")?);
+    let mut child = child;
+    let waiter = tokio::task::spawn_blocking(move || child.wait());
+    tokio::pin!(waiter);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let status = loop {
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            st = &mut waiter => break st.context("waiting for the stand-in")??,
+            sig = signals.recv() => {
+                if let Ok(s) = Signal::try_from(sig) {
+                    let _ = kill(pid, s);
+                }
+                let interrupt = matches!(sig, libc::SIGHUP | libc::SIGINT | libc::SIGTERM);
+                if let (true, None, Some(after)) = (interrupt, deadline, kill_after) {
+                    deadline = Some(tokio::time::Instant::now() + after);
+                }
+            }
+            _ = timer => {
+                tracing::warn!("the container ignored the signal for {kill_after:?}: killing it");
+                deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => u8::try_from(c.clamp(0, 255)).unwrap_or(255),
+        (None, Some(s)) => u8::try_from(128 + s.clamp(0, 127)).unwrap_or(255),
+        _ => 255,
+    })
+}
