@@ -11,6 +11,8 @@ pub mod fs;
 pub mod interrupt;
 pub mod mmio;
 pub mod queue;
+#[cfg(test)]
+pub(crate) mod test_utils;
 pub mod vsock;
 
 pub use device::{ActivateError, Activation, VirtioDevice};

@@ -3,6 +3,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use super::*;
+use crate::devices::virtio::test_utils::vsock_guest_header;
 use crate::devices::virtio::vsock::unix::{bind_listener, UdsCleanup};
 
 fn muxer(name: &str) -> (Muxer, PathBuf, UdsCleanup) {
@@ -12,16 +13,7 @@ fn muxer(name: &str) -> (Muxer, PathBuf, UdsCleanup) {
 }
 
 fn g(op: u16, src_port: u32, dst_port: u32) -> Header {
-    Header {
-        src_cid: 3,
-        dst_cid: HOST_CID,
-        src_port,
-        dst_port,
-        type_: TYPE_STREAM,
-        op,
-        buf_alloc: 1 << 20,
-        ..Header::default()
-    }
+    vsock_guest_header(op, src_port, dst_port, 1 << 20)
 }
 
 /// Runs the epoll loop once, like the worker.
