@@ -1,52 +1,20 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::devices::virtio::device::{read_config_bytes, ActivateError};
-use crate::devices::virtio::test_utils::{guest_mem, negotiate, rd, setup_queue, transport, wr};
-
-#[derive(Default)]
-struct Log {
-    activations: Vec<(u64, Vec<u16>)>,
-    resets: usize,
-}
-
-struct Dummy(Arc<Mutex<Log>>);
-
-impl VirtioDevice for Dummy {
-    fn device_type(&self) -> u32 {
-        TYPE_VSOCK
-    }
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[256, 256]
-    }
-    fn device_features(&self) -> u64 {
-        1 << 3
-    }
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&0x1122_3344_5566_7788u64.to_le_bytes(), offset, data);
-    }
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-    fn activate(&mut self, features: u64, a: Activation) -> Result<(), ActivateError> {
-        use virtio_queue::QueueT;
-        let sizes = a.queues.iter().map(|q| q.size()).collect();
-        self.0.lock().unwrap().activations.push((features, sizes));
-        Ok(())
-    }
-    fn reset(&mut self) {
-        self.0.lock().unwrap().resets += 1;
-    }
-}
+use crate::devices::virtio::test_utils::{
+    guest_mem, negotiate, rd, setup_queue, transport, wr, MockDevice, MockLog,
+};
 
 struct Fixture {
     t: MmioTransport,
-    log: Arc<Mutex<Log>>,
+    log: Arc<Mutex<MockLog>>,
     irq: EventFd,
     notify: Vec<EventFd>,
 }
 
 fn fixture() -> Fixture {
-    let log = Arc::new(Mutex::new(Log::default()));
-    let rig = transport(Box::new(Dummy(log.clone())), guest_mem(0x10_0000));
+    let log = Arc::new(Mutex::new(MockLog::default()));
+    let rig = transport(Box::new(MockDevice(log.clone())), guest_mem(0x10_0000));
     Fixture {
         t: rig.t,
         log,

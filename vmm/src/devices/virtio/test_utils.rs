@@ -2,15 +2,17 @@
 //! driver's side of the MMIO transport (register access, negotiation, queue setup) and a mock
 //! driver queue on guest memory.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use virtio_queue::desc::split::{Descriptor as SplitDescriptor, VirtqUsedElem};
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::device::{read_config_bytes, ActivateError};
 use super::queue::QueueConfig;
 use super::vsock::packet::{Header, HOST_CID, TYPE_STREAM};
 use super::*;
@@ -48,6 +50,43 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(Instant::now() < deadline, "{what}");
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// What a [`MockDevice`] was asked to do.
+#[derive(Default)]
+pub struct MockLog {
+    /// Per activation: the features and the queue sizes.
+    pub activations: Vec<(u64, Vec<u16>)>,
+    /// Resets.
+    pub resets: usize,
+}
+
+/// A device of type 19 with two queues of 256, feature bit 3 and an 8-byte config space
+/// (0x1122_3344_5566_7788), that records activations and resets.
+pub struct MockDevice(pub Arc<Mutex<MockLog>>);
+
+impl VirtioDevice for MockDevice {
+    fn device_type(&self) -> u32 {
+        TYPE_VSOCK
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[256, 256]
+    }
+    fn device_features(&self) -> u64 {
+        1 << 3
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&0x1122_3344_5566_7788u64.to_le_bytes(), offset, data);
+    }
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    fn activate(&mut self, features: u64, a: Activation) -> Result<(), ActivateError> {
+        let sizes = a.queues.iter().map(|q| q.size()).collect();
+        self.0.lock().unwrap().activations.push((features, sizes));
+        Ok(())
+    }
+    fn reset(&mut self) {
+        self.0.lock().unwrap().resets += 1;
     }
 }
 
