@@ -119,11 +119,11 @@ impl Vmm {
     pub fn run(mut self) -> Result<ExitReason> {
         install_kick_handler()?;
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
-        for (index, vcpu) in self.vcpus.drain(..).enumerate() {
+        for (index, vcpu) in (0u8..).zip(self.vcpus.drain(..)) {
             let (pio, mmio, exit) = (self.pio.clone(), self.mmio.clone(), self.exit.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || run_vcpu(vcpu, index as u8, pio, mmio, exit));
+                .spawn(move || run_vcpu(vcpu, index, pio, mmio, exit));
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {

@@ -36,7 +36,9 @@ impl Drop for Setup {
 
 fn image(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("spblk-dev-{}-{name}.img", std::process::id()));
-    let data: Vec<u8> = (0..SECTORS * 512).map(|i| (i / 512) as u8).collect();
+    let data: Vec<u8> = (0..SECTORS * 512)
+        .map(|i| u8::try_from(i / 512).unwrap())
+        .collect();
     std::fs::write(&p, data).unwrap();
     p
 }
@@ -111,7 +113,7 @@ impl<'a> Driver<'a> {
 
 fn file_sector(path: &Path, sector: u64) -> Vec<u8> {
     let all = std::fs::read(path).unwrap();
-    all[sector as usize * 512..][..512].to_vec()
+    all[usize::try_from(sector * 512).unwrap()..][..512].to_vec()
 }
 
 #[test]

@@ -181,7 +181,7 @@ fn drive_to_driver_ok(t: &mut MmioTransport) {
     wr(t, 0x14, 1);
     assert_eq!(rd(t, 0x10), 1); // VERSION_1
     wr(t, 0x14, 0);
-    assert_eq!(rd(t, 0x10), (F_INDIRECT | F_EVENT_IDX) as u32);
+    assert_eq!(u64::from(rd(t, 0x10)), F_INDIRECT | F_EVENT_IDX);
     negotiate(t, F_VERSION_1 | F_EVENT_IDX);
     let s = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
     assert_eq!(rd(t, 0x70), s);
@@ -252,7 +252,7 @@ fn driver_ok_sets_up_the_backend() {
     assert_eq!(uaddr, host_addr(&r.mem, 0));
     let backend_view = vm_memory::GuestMemoryMmap::<()>::from_ranges_with_files([(
         GuestAddress(0),
-        size as usize,
+        usize::try_from(size).unwrap(),
         Some(vm_memory::FileOffset::new(
             mt.files[0].try_clone().unwrap(),
             off,

@@ -19,7 +19,10 @@ use crate::devices::virtio::test_utils::{
 use crate::devices::virtio::{Interrupt, STATUS_DEVICE_NEEDS_RESET, VIRTIO_RING_F_EVENT_IDX};
 use crate::kvm::memory::GuestMem;
 
-const RX_BUF: u32 = 4096 + HDR_SIZE as u32;
+/// The header's size, as descriptor lengths count it.
+const HDR_LEN: u32 = 44;
+const _: () = assert!(HDR_LEN as usize == HDR_SIZE);
+const RX_BUF: u32 = 4096 + HDR_LEN;
 
 /// The guest's driver: rx buffers of RX_BUF bytes at 0x10_0000 + 8 KiB·(descriptor index),
 /// tx packets at 0x40_0000 + 64 KiB·(descriptor index), one descriptor each.
@@ -62,7 +65,7 @@ impl<'a> Driver<'a> {
         self.mem
             .write_slice(payload, GuestAddress(addr + HDR_SIZE as u64))
             .unwrap();
-        self.tx.add(&[(addr, HDR_SIZE as u32 + hdr.len, false)]);
+        self.tx.add(&[(addr, HDR_LEN + hdr.len, false)]);
         self.tx.kick();
     }
 
@@ -73,7 +76,7 @@ impl<'a> Driver<'a> {
         let mut b = [0u8; HDR_SIZE];
         self.mem.read_slice(&mut b, GuestAddress(addr)).unwrap();
         let h = Header::parse(&b);
-        assert_eq!(elem.len(), HDR_SIZE as u32 + h.len);
+        assert_eq!(elem.len(), HDR_LEN + h.len);
         let mut p = vec![0u8; h.len as usize];
         self.mem
             .read_slice(&mut p, GuestAddress(addr + HDR_SIZE as u64))

@@ -51,7 +51,7 @@ fn junk_from_the_guest_gets_rst_or_is_dropped() {
     m.on_guest_packet(&h, &[]);
     assert_eq!(m.next_rx_packet(4096).unwrap().0.op, OP_RST);
     // The control queue is bounded.
-    for i in 0..(MAX_CONTROL as u32 + 100) {
+    for i in 0..(u32::try_from(MAX_CONTROL).unwrap() + 100) {
         m.on_guest_packet(&g(OP_RW, i, 2000), &[]);
     }
     let mut n = 0;
