@@ -89,9 +89,11 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
 }
 
-/// Most disks per VM (each takes a virtio-mmio slot and an IRQ).
+/// Most disks per VM (each takes a virtio-mmio slot and an IRQ: see the IRQ budget in
+/// [`crate::device_manager`]).
 pub const MAX_DISKS: usize = 16;
-/// Most virtio-fs devices per VM (with vsock and 16 disks, IRQs 5 to 23 are all taken).
+/// Most virtio-fs devices per VM (with vsock and 16 disks, the virtio IRQs, 5 to 23, are all
+/// taken).
 pub const MAX_FS: usize = 2;
 
 /// A virtio-blk device on a raw image file (or block device).

@@ -140,6 +140,15 @@ pub enum Error {
         /// Error.
         source: crate::devices::virtio::block::disk::DiskError,
     },
+    /// More virtio devices than the IRQ budget has room for (the configuration's limits keep
+    /// within it).
+    #[error("{count} virtio devices given but IRQs for at most {max}")]
+    TooManyDevices {
+        /// Devices.
+        count: usize,
+        /// Room.
+        max: usize,
+    },
     /// A vCPU thread cannot be started.
     #[error("cannot start vCPU thread: {0}")]
     Thread(io::Error),

@@ -17,6 +17,7 @@
 
 pub mod arch;
 pub mod config;
+pub mod device_manager;
 pub mod devices;
 pub mod error;
 pub mod exit;

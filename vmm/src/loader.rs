@@ -195,7 +195,12 @@ pub fn load_guest(config: &VmConfig, files: BootFiles, mem: &GuestMem) -> Result
         Some((mut file, size)) => {
             let addr = initrd_address(mem_size, loaded.kernel_end, size)?;
             let path = config.initrd.clone().unwrap_or_default();
-            mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
+            let len = usize::try_from(size).map_err(|_| Error::InitrdTooLarge {
+                path: path.clone(),
+                size,
+                mem_mib: config.mem_mib,
+            })?;
+            mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
                 .map_err(|source| Error::InitrdLoad { path, source })?;
             tracing::debug!("initrd at {addr:#x}, {size} bytes");
             Some(InitrdInfo { addr, size })

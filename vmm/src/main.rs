@@ -110,7 +110,7 @@ fn main() -> ExitCode {
             if code != 0 {
                 eprintln!("sandpod-vmm: {reason}");
             }
-            ExitCode::from(code.clamp(0, 255) as u8)
+            ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(u8::MAX))
         }
         Err(e) => {
             eprintln!("sandpod-vmm: {}", one_line(&e));

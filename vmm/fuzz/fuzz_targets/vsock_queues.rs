@@ -56,7 +56,6 @@ fuzz_target!(|data: &[u8]| {
         queues,
         queue_evts: (0..3).map(|_| eventfd()).collect(),
         interrupt: Arc::new(Interrupt::new(eventfd())),
-        stop: eventfd(),
         muxer: muxer(),
     };
     for _ in 0..=(rounds % 4) {

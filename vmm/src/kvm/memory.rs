@@ -31,6 +31,9 @@ pub enum MemoryError {
     /// mmap failed.
     #[error("cannot map guest memory: {0}")]
     Mmap(#[from] vm_memory::mmap::FromRangesError),
+    /// A region larger than this host's address space.
+    #[error("guest memory of {0} bytes does not fit the address space")]
+    TooLarge(u64),
     /// KVM_SET_USER_MEMORY_REGION failed.
     #[error("cannot register guest memory with KVM: {0}")]
     Register(kvm_ioctls::Error),
@@ -46,24 +49,22 @@ pub fn create_guest_memory(mem_size: u64) -> Result<GuestMem, MemoryError> {
             size: mem_size,
             source,
         })?;
-    let ranges: Vec<_> = ram_regions(mem_size)
+    let ranges = ram_regions(mem_size)
         .into_iter()
         .map(|r| {
-            (
-                r.guest,
-                r.size as usize,
-                Some(FileOffset::from_arc(file.clone(), r.file_offset)),
-            )
+            let size = usize::try_from(r.size).map_err(|_| MemoryError::TooLarge(mem_size))?;
+            let offset = FileOffset::from_arc(file.clone(), r.file_offset);
+            Ok((r.guest, size, Some(offset)))
         })
-        .collect();
+        .collect::<Result<Vec<_>, MemoryError>>()?;
     Ok(GuestMemoryMmap::from_ranges_with_files(ranges)?)
 }
 
 /// Registers every region of `mem` with the VM, one memory slot each.
 pub fn register_guest_memory(vm: &VmFd, mem: &GuestMem) -> Result<(), MemoryError> {
-    for (slot, region) in mem.iter().enumerate() {
+    for (slot, region) in (0u32..).zip(mem.iter()) {
         let kvm_region = kvm_userspace_memory_region {
-            slot: slot as u32,
+            slot,
             flags: 0,
             guest_phys_addr: region.start_addr().0,
             memory_size: region.len(),

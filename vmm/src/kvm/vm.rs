@@ -6,6 +6,13 @@ use kvm_ioctls::{Cap, Kvm, VmFd};
 use super::KvmError;
 use crate::arch::x86_64::layout::{KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
 
+/// [`KVM_TSS_ADDRESS`] for KVM_SET_TSS_ADDR: below 4 GiB, so it fits any usize we build for.
+#[allow(clippy::cast_possible_truncation)] // in range: asserted first
+const TSS_ADDRESS: usize = {
+    assert!(KVM_TSS_ADDRESS <= u32::MAX as u64);
+    KVM_TSS_ADDRESS as usize
+};
+
 /// A created VM with what vCPU setup needs from KVM.
 pub struct Vm {
     /// The VM fd.
@@ -33,7 +40,7 @@ pub fn create_vm(kvm: &Kvm, vcpus: u8) -> Result<Vm, KvmError> {
     let fd = kvm.create_vm().map_err(KvmError::ioctl("KVM_CREATE_VM"))?;
     fd.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
         .map_err(KvmError::ioctl("KVM_SET_IDENTITY_MAP_ADDR"))?;
-    fd.set_tss_address(KVM_TSS_ADDRESS as usize)
+    fd.set_tss_address(TSS_ADDRESS)
         .map_err(KvmError::ioctl("KVM_SET_TSS_ADDR"))?;
     fd.create_irq_chip()
         .map_err(KvmError::ioctl("KVM_CREATE_IRQCHIP"))?;

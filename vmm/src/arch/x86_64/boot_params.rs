@@ -6,7 +6,7 @@ use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use super::layout::{
-    low_ram_end, CMDLINE_START, EBDA_START, HIMEM_START, INITRD_ADDR_MAX, MMIO_GAP_END,
+    addr32, low_ram_end, CMDLINE_START, EBDA_START, HIMEM_START, INITRD_ADDR_MAX, MMIO_GAP_END,
     MMIO_GAP_START, ZERO_PAGE_START,
 };
 use super::BootError;
@@ -92,6 +92,13 @@ pub struct InitrdInfo {
     pub size: u64,
 }
 
+/// The command line's address, in the zero page's 32-bit field.
+const CMDLINE_PTR: u32 = addr32(CMDLINE_START);
+
+fn field32(what: &'static str, value: u64) -> Result<u32, BootError> {
+    u32::try_from(value).map_err(|_| BootError::FieldTooLarge { what, value })
+}
+
 /// Builds the zero page.
 pub fn build_boot_params(
     mem_size: u64,
@@ -103,17 +110,22 @@ pub fn build_boot_params(
     params.hdr.boot_flag = KERNEL_BOOT_FLAG_MAGIC;
     params.hdr.header = KERNEL_HDR_MAGIC;
     params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT_BYTES;
-    params.hdr.cmd_line_ptr = CMDLINE_START as u32;
-    params.hdr.cmdline_size = cmdline_size as u32;
+    params.hdr.cmd_line_ptr = CMDLINE_PTR;
+    params.hdr.cmdline_size =
+        u32::try_from(cmdline_size).map_err(|_| BootError::FieldTooLarge {
+            what: "command line size",
+            value: cmdline_size as u64,
+        })?;
     if let Some(initrd) = initrd {
         // initrd_address keeps both below 2 GiB, so they fit the 32-bit fields.
-        params.hdr.ramdisk_image = initrd.addr as u32;
-        params.hdr.ramdisk_size = initrd.size as u32;
+        params.hdr.ramdisk_image = field32("initrd address", initrd.addr)?;
+        params.hdr.ramdisk_size = field32("initrd size", initrd.size)?;
     }
     let map = e820_map(mem_size);
-    if map.len() > E820_MAX_ENTRIES {
-        return Err(BootError::TooManyE820Entries(map.len()));
-    }
+    let entries = u8::try_from(map.len())
+        .ok()
+        .filter(|&n| usize::from(n) <= E820_MAX_ENTRIES)
+        .ok_or(BootError::TooManyE820Entries(map.len()))?;
     for (i, e) in map.iter().enumerate() {
         params.e820_table[i] = boot_e820_entry {
             addr: e.addr,
@@ -121,7 +133,7 @@ pub fn build_boot_params(
             r#type: e.kind,
         };
     }
-    params.e820_entries = map.len() as u8;
+    params.e820_entries = entries;
     Ok(params)
 }
 
@@ -233,6 +245,32 @@ mod tests {
             ({ e.addr }, { e.size }, { e.r#type }),
             (0x10_0000, (256 << 20) - 0x10_0000, 1)
         );
+    }
+
+    #[test]
+    fn fields_too_large_for_32_bits_are_errors() {
+        let initrd = |addr, size| Some(InitrdInfo { addr, size });
+        let e = build_boot_params(256 << 20, 42, initrd(1 << 32, 1)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the initrd address (0x100000000) does not fit its 32-bit zero page field"
+        );
+        let e = build_boot_params(256 << 20, 42, initrd(0, 1 << 32)).unwrap_err();
+        assert!(matches!(
+            e,
+            BootError::FieldTooLarge {
+                what: "initrd size",
+                ..
+            }
+        ));
+        let e = build_boot_params(256 << 20, usize::MAX, None).unwrap_err();
+        assert!(matches!(
+            e,
+            BootError::FieldTooLarge {
+                what: "command line size",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -13,8 +13,15 @@ pub const DATA_FLAGS: u16 = 0xc093;
 /// Access/flags of the TSS (present, 64-bit busy TSS, G=1).
 pub const TSS_FLAGS: u16 = 0x808b;
 
+/// Entries of the boot GDT.
+pub const BOOT_GDT_LEN: u16 = 4;
+/// GDTR limit of the boot GDT (its size in bytes minus one).
+pub const BOOT_GDT_LIMIT: u16 = 8 * BOOT_GDT_LEN - 1;
+/// IDTR limit of the boot IDT: one (empty) 8-byte entry.
+pub const BOOT_IDT_LIMIT: u16 = 8 - 1;
+
 /// The boot GDT: null, code, data, TSS.
-pub fn boot_gdt() -> [u64; 4] {
+pub fn boot_gdt() -> [u64; BOOT_GDT_LEN as usize] {
     [
         gdt_entry(0, 0, 0),
         gdt_entry(CODE64_FLAGS, 0, 0xfffff),
@@ -43,7 +50,7 @@ pub fn segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
     let base = ((entry & 0xff00_0000_0000_0000) >> 32)
         | ((entry & 0x0000_00ff_0000_0000) >> 16)
         | ((entry & 0x0000_0000_ffff_0000) >> 16);
-    let raw_limit = (((entry & 0x000f_0000_0000_0000) >> 32) | (entry & 0xffff)) as u32;
+    let raw_limit = ((entry >> 32) & 0x000f_0000) as u32 | (entry & 0xffff) as u32;
     let g = bit(entry, 55);
     let limit = if g == 1 {
         (raw_limit << 12) | 0xfff

@@ -50,6 +50,17 @@ pub const APIC_START: u64 = 0xfee0_0000;
 /// Highest address an initrd may end at (Linux's default `initrd_addr_max`).
 pub const INITRD_ADDR_MAX: u64 = 0x7fff_ffff;
 
+/// `addr` for a 32-bit address field of a boot structure (zero page, MP table). Meant for
+/// layout constants: evaluated in a `const`, an address above 4 GiB fails the build.
+#[allow(clippy::cast_possible_truncation)] // in range: asserted first
+pub const fn addr32(addr: u64) -> u32 {
+    assert!(
+        addr <= u32::MAX as u64,
+        "boot structure address above 4 GiB"
+    );
+    addr as u32
+}
+
 /// A RAM region of the guest: where it sits in guest physical memory and where it sits in the
 /// memory file that backs all of guest RAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,6 +25,14 @@ pub enum BootError {
     /// The MP table does not fit in the space reserved for it.
     #[error("the MP table for {0} vCPUs does not fit below 1 MiB")]
     MpTableTooLarge(u8),
+    /// A value does not fit its field in the zero page.
+    #[error("the {what} ({value:#x}) does not fit its 32-bit zero page field")]
+    FieldTooLarge {
+        /// Which field.
+        what: &'static str,
+        /// The value.
+        value: u64,
+    },
     /// Too many e820 entries.
     #[error("too many e820 entries ({0})")]
     TooManyE820Entries(usize),

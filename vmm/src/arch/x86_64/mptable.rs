@@ -4,7 +4,7 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
-use super::layout::{APIC_START, EBDA_START, HIMEM_START, IOAPIC_START};
+use super::layout::{addr32, APIC_START, EBDA_START, HIMEM_START, IOAPIC_START};
 use super::BootError;
 
 const MPF_SIZE: usize = 16;
@@ -28,6 +28,8 @@ const CPU_FEATURE_FPU: u32 = 0x001;
 const MPC_SPEC: u8 = 4;
 const MPC_APIC_USABLE: u8 = 1;
 const BUS_ID_ISA: u8 = 0;
+const IOAPIC_ADDR: u32 = addr32(IOAPIC_START);
+const APIC_ADDR: u32 = addr32(APIC_START);
 /// IOAPIC input pins described (the KVM IOAPIC has 24).
 pub const IOAPIC_PINS: u8 = 24;
 
@@ -71,7 +73,7 @@ pub fn build_mptable(base: u64, num_cpus: u8) -> Result<Vec<u8>, BootError> {
     entries.extend_from_slice(&[MP_BUS, BUS_ID_ISA]);
     entries.extend_from_slice(b"ISA   ");
     entries.extend_from_slice(&[MP_IOAPIC, ioapic, APIC_VERSION, MPC_APIC_USABLE]);
-    entries.extend_from_slice(&(IOAPIC_START as u32).to_le_bytes());
+    entries.extend_from_slice(&IOAPIC_ADDR.to_le_bytes());
     for irq in 0..IOAPIC_PINS {
         // type, irqtype, irqflag (conforming polarity/trigger), bus, bus irq, dst apic, dst pin
         entries.extend_from_slice(&[MP_INTSRC, MP_IRQ_INT, 0, 0, BUS_ID_ISA, irq, ioapic, irq]);
@@ -84,7 +86,8 @@ pub fn build_mptable(base: u64, num_cpus: u8) -> Result<Vec<u8>, BootError> {
     let table_len = MPC_HEADER_SIZE + entries.len();
     let mut mpc = Vec::with_capacity(table_len);
     mpc.extend_from_slice(b"PCMP");
-    mpc.extend_from_slice(&(table_len as u16).to_le_bytes());
+    let too_large = |_| BootError::MpTableTooLarge(num_cpus);
+    mpc.extend_from_slice(&u16::try_from(table_len).map_err(too_large)?.to_le_bytes());
     mpc.push(MPC_SPEC);
     mpc.push(0); // checksum, filled below
     mpc.extend_from_slice(b"SANDPOD ");
@@ -92,7 +95,7 @@ pub fn build_mptable(base: u64, num_cpus: u8) -> Result<Vec<u8>, BootError> {
     mpc.extend_from_slice(&0u32.to_le_bytes()); // oem table pointer
     mpc.extend_from_slice(&0u16.to_le_bytes()); // oem table size
     mpc.extend_from_slice(&((num_cpus as u16) + 1 + 1 + u16::from(IOAPIC_PINS) + 2).to_le_bytes());
-    mpc.extend_from_slice(&(APIC_START as u32).to_le_bytes());
+    mpc.extend_from_slice(&APIC_ADDR.to_le_bytes());
     mpc.extend_from_slice(&0u32.to_le_bytes()); // reserved
     debug_assert_eq!(mpc.len(), MPC_HEADER_SIZE);
     mpc.extend_from_slice(&entries);
@@ -101,7 +104,9 @@ pub fn build_mptable(base: u64, num_cpus: u8) -> Result<Vec<u8>, BootError> {
     // Floating pointer structure.
     let mut mpf = Vec::with_capacity(MPF_SIZE);
     mpf.extend_from_slice(b"_MP_");
-    mpf.extend_from_slice(&((base + MPF_SIZE as u64) as u32).to_le_bytes());
+    // Below 1 MiB (checked above).
+    let table_addr = u32::try_from(base + MPF_SIZE as u64).map_err(too_large)?;
+    mpf.extend_from_slice(&table_addr.to_le_bytes());
     mpf.push(1); // length in 16-byte units
     mpf.push(MPC_SPEC);
     mpf.push(0); // checksum

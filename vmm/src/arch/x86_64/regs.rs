@@ -3,7 +3,7 @@
 
 use kvm_bindings::{kvm_fpu, kvm_lapic_state, kvm_regs, kvm_sregs};
 
-use super::gdt::{boot_gdt, segment_from_gdt};
+use super::gdt::{boot_gdt, segment_from_gdt, BOOT_GDT_LIMIT, BOOT_IDT_LIMIT};
 use super::layout::{BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER};
 
 /// CR0.PE: protected mode.
@@ -50,9 +50,9 @@ pub fn setup_long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64) {
     let tss = segment_from_gdt(gdt[3], 3);
 
     sregs.gdt.base = BOOT_GDT_START;
-    sregs.gdt.limit = (std::mem::size_of_val(&gdt) - 1) as u16;
+    sregs.gdt.limit = BOOT_GDT_LIMIT;
     sregs.idt.base = BOOT_IDT_START;
-    sregs.idt.limit = (std::mem::size_of::<u64>() - 1) as u16;
+    sregs.idt.limit = BOOT_IDT_LIMIT;
 
     sregs.cs = code;
     sregs.ds = data;
@@ -79,7 +79,8 @@ pub fn boot_fpu() -> kvm_fpu {
 
 fn get_apic_reg(lapic: &kvm_lapic_state, offset: usize) -> u32 {
     let b = &lapic.regs[offset..offset + 4];
-    u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
+    // The registers are C chars: each byte as it is.
+    u32::from_le_bytes(std::array::from_fn(|i| b[i].to_ne_bytes()[0]))
 }
 
 fn set_apic_reg(lapic: &mut kvm_lapic_state, offset: usize, value: u32) {

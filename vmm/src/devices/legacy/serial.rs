@@ -76,15 +76,18 @@ impl<T: Trigger + Send> BusDevice for SerialDevice<T>
 where
     T::E: std::fmt::Display,
 {
+    /// `offset` is below [`COM1_LEN`] (the bus's range check); the UART ignores other offsets.
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let offset = u8::try_from(offset).unwrap_or(u8::MAX);
         for b in data.iter_mut() {
-            *b = self.serial.read(offset as u8);
+            *b = self.serial.read(offset);
         }
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
+        let offset = u8::try_from(offset).unwrap_or(u8::MAX);
         for &b in data {
-            if let Err(e) = self.serial.write(offset as u8, b) {
+            if let Err(e) = self.serial.write(offset, b) {
                 self.errors += 1;
                 if self.errors.is_power_of_two() {
                     tracing::warn!("serial console: {e} ({} errors so far)", self.errors);

@@ -110,7 +110,7 @@ impl MmioTransport {
             0x08 => self.device.device_type(),
             0x0c => VENDOR_ID,
             0x10 => match self.device_features_sel {
-                0 => self.device_features() as u32,
+                0 => (self.device_features() & 0xffff_ffff) as u32,
                 1 => (self.device_features() >> 32) as u32,
                 _ => 0,
             },

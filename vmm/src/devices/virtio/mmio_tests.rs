@@ -1,110 +1,38 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::devices::virtio::device::{read_config_bytes, ActivateError};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
-
-#[derive(Default)]
-struct Log {
-    activations: Vec<(u64, Vec<u16>)>,
-    resets: usize,
-}
-
-struct Dummy(Arc<Mutex<Log>>);
-
-impl VirtioDevice for Dummy {
-    fn device_type(&self) -> u32 {
-        TYPE_VSOCK
-    }
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[256, 256]
-    }
-    fn device_features(&self) -> u64 {
-        1 << 3
-    }
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&0x1122_3344_5566_7788u64.to_le_bytes(), offset, data);
-    }
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-    fn activate(&mut self, features: u64, a: Activation) -> Result<(), ActivateError> {
-        use virtio_queue::QueueT;
-        let sizes = a.queues.iter().map(|q| q.size()).collect();
-        self.0.lock().unwrap().activations.push((features, sizes));
-        Ok(())
-    }
-    fn reset(&mut self) {
-        self.0.lock().unwrap().resets += 1;
-    }
-}
+use crate::devices::virtio::test_utils::{
+    guest_mem, negotiate, rd, setup_queue, transport, wr, MockDevice, MockLog,
+};
 
 struct Fixture {
     t: MmioTransport,
-    log: Arc<Mutex<Log>>,
+    log: Arc<Mutex<MockLog>>,
     irq: EventFd,
     notify: Vec<EventFd>,
 }
 
 fn fixture() -> Fixture {
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
-    let log = Arc::new(Mutex::new(Log::default()));
-    let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-    let notify: Vec<EventFd> = (0..2)
-        .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
-        .collect();
-    let t = MmioTransport::new(
-        Box::new(Dummy(log.clone())),
-        mem,
-        Arc::new(Interrupt::new(irq.try_clone().unwrap())),
-        notify.iter().map(|e| e.try_clone().unwrap()).collect(),
-    );
+    let log = Arc::new(Mutex::new(MockLog::default()));
+    let rig = transport(Box::new(MockDevice(log.clone())), guest_mem(0x10_0000));
     Fixture {
-        t,
+        t: rig.t,
         log,
-        irq,
-        notify,
+        irq: rig.irq,
+        notify: rig.notify,
     }
 }
 
-fn rd(t: &mut MmioTransport, off: u64) -> u32 {
-    let mut b = [0u8; 4];
-    t.read(off, &mut b);
-    u32::from_le_bytes(b)
+/// [`negotiate`] with the driver's high feature word only.
+fn negotiate_hi(t: &mut MmioTransport, features_hi: u32) {
+    negotiate(t, u64::from(features_hi) << 32);
 }
 
-fn wr(t: &mut MmioTransport, off: u64, v: u32) {
-    t.write(off, &v.to_le_bytes());
-}
-
-/// What Linux's virtio_mmio driver does, up to FEATURES_OK.
-fn negotiate(t: &mut MmioTransport, features_hi: u32) {
-    wr(t, 0x70, 0);
-    wr(t, 0x70, STATUS_ACKNOWLEDGE);
-    wr(t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-    wr(t, 0x24, 1);
-    wr(t, 0x20, features_hi);
-    wr(t, 0x24, 0);
-    wr(t, 0x20, 0);
-    wr(
-        t,
-        0x70,
-        STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
-    );
-}
-
-fn setup_queue(t: &mut MmioTransport, index: u32, size: u32) {
-    let base = 0x1000 * (index as u64 + 1) * 4;
+/// A queue of `size` entries with its rings at 16 KiB·(index + 1), as the driver sets it up.
+fn setup(t: &mut MmioTransport, index: u32, size: u32) {
     wr(t, 0x30, index);
-    assert_eq!(rd(t, 0x44), 0);
     assert_eq!(rd(t, 0x34), 256);
-    wr(t, 0x38, size);
-    wr(t, 0x80, base as u32);
-    wr(t, 0x84, 0);
-    wr(t, 0x90, (base + 0x1000) as u32);
-    wr(t, 0x94, 0);
-    wr(t, 0xa0, (base + 0x2000) as u32);
-    wr(t, 0xa4, 0);
-    wr(t, 0x44, 1);
-    assert_eq!(rd(t, 0x44), 1);
+    setup_queue(t, index, size, 0x4000 * (u64::from(index) + 1));
 }
 
 const DRIVER_OK_ALL: u32 =
@@ -139,10 +67,10 @@ fn identification_registers() {
 #[test]
 fn full_negotiation_activates_and_reset_stops() {
     let mut f = fixture();
-    negotiate(&mut f.t, 1);
+    negotiate_hi(&mut f.t, 1);
     assert_ne!(rd(&mut f.t, 0x70) & STATUS_FEATURES_OK, 0);
-    setup_queue(&mut f.t, 0, 128);
-    setup_queue(&mut f.t, 1, 256);
+    setup(&mut f.t, 0, 128);
+    setup(&mut f.t, 1, 256);
     wr(&mut f.t, 0x70, DRIVER_OK_ALL);
     assert_eq!(rd(&mut f.t, 0x70), DRIVER_OK_ALL);
     assert!(f.t.is_activated());
@@ -178,7 +106,7 @@ fn full_negotiation_activates_and_reset_stops() {
 #[test]
 fn legacy_or_unknown_features_are_refused() {
     let mut f = fixture();
-    negotiate(&mut f.t, 0);
+    negotiate_hi(&mut f.t, 0);
     assert_eq!(rd(&mut f.t, 0x70) & STATUS_FEATURES_OK, 0);
     // DRIVER_OK without FEATURES_OK does not activate.
     wr(
@@ -188,7 +116,7 @@ fn legacy_or_unknown_features_are_refused() {
     );
     assert!(!f.t.is_activated());
     let mut f = fixture();
-    negotiate(&mut f.t, 1 | 2);
+    negotiate_hi(&mut f.t, 1 | 2);
     assert_eq!(rd(&mut f.t, 0x70) & STATUS_FEATURES_OK, 0);
 }
 
@@ -201,9 +129,9 @@ fn bad_queue_config_marks_device_broken() {
         (128, 0xffff_f000),
     ] {
         let mut f = fixture();
-        negotiate(&mut f.t, 1);
-        setup_queue(&mut f.t, 0, 128);
-        setup_queue(&mut f.t, 1, size);
+        negotiate_hi(&mut f.t, 1);
+        setup(&mut f.t, 0, 128);
+        setup(&mut f.t, 1, size);
         wr(&mut f.t, 0x80, desc);
         wr(&mut f.t, 0x70, DRIVER_OK_ALL);
         assert!(!f.t.is_activated(), "size {size} desc {desc:#x}");
@@ -224,7 +152,7 @@ fn queue_registers_need_features_ok() {
     wr(&mut f.t, 0x44, 1);
     assert_eq!(rd(&mut f.t, 0x44), 0);
     // Unknown queue index: reads zero, writes ignored.
-    negotiate(&mut f.t, 1);
+    negotiate_hi(&mut f.t, 1);
     wr(&mut f.t, 0x30, 9);
     assert_eq!(rd(&mut f.t, 0x34), 0);
     wr(&mut f.t, 0x44, 1);

@@ -3,17 +3,22 @@
 //! A device implements [`VirtioDevice`]; [`MmioTransport`] exposes it on the MMIO bus, runs the
 //! driver's status/feature/queue negotiation and hands the configured queues to the device on
 //! DRIVER_OK. Queue notifications arrive on ioeventfds and interrupts leave through an irqfd
-//! ([`Interrupt`]), so the data path never goes through the vCPU threads.
+//! ([`Interrupt`]), so the data path never goes through the vCPU threads: each device serves
+//! its queues on its own thread ([`DeviceThread`], one epoll loop per device).
 
 pub mod block;
 pub mod device;
+pub mod epoll_helper;
 pub mod fs;
 pub mod interrupt;
 pub mod mmio;
 pub mod queue;
+#[cfg(test)]
+pub(crate) mod test_utils;
 pub mod vsock;
 
 pub use device::{ActivateError, Activation, VirtioDevice};
+pub use epoll_helper::{DeviceThread, EpollHandler};
 pub use interrupt::Interrupt;
 pub use mmio::{MmioTransport, MMIO_SIZE};
 

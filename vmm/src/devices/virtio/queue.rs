@@ -81,21 +81,15 @@ mod tests {
     use super::*;
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::GuestMemoryMmap;
+
+    use crate::devices::virtio::test_utils::{guest_mem, queue_config};
 
     fn mem() -> GuestMem {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
+        guest_mem(0x10_0000)
     }
 
     fn config_of(mq: &MockSplitQueue<'_, GuestMem>, size: u16) -> QueueConfig {
-        QueueConfig {
-            max_size: 256,
-            size,
-            ready: true,
-            desc: mq.desc_table_addr().0,
-            avail: mq.avail_addr().0,
-            used: mq.used_addr().0,
-        }
+        queue_config(mq, 256, size)
     }
 
     #[test]

@@ -2,21 +2,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::request::*;
 use super::*;
 use crate::config::DiskConfig;
-use crate::devices::virtio::queue::QueueConfig;
+use crate::devices::virtio::test_utils::{activation, eventfd, guest_mem, wait_until, DriverQueue};
 use crate::devices::virtio::Interrupt;
 use crate::kvm::memory::GuestMem;
 
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
 const HDR: u64 = 0x1_0000;
 const STATUS: u64 = 0x1_8000;
 const DATA: u64 = 0x2_0000;
@@ -40,7 +36,9 @@ impl Drop for Setup {
 
 fn image(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("spblk-dev-{}-{name}.img", std::process::id()));
-    let data: Vec<u8> = (0..SECTORS * 512).map(|i| (i / 512) as u8).collect();
+    let data: Vec<u8> = (0..SECTORS * 512)
+        .map(|i| u8::try_from(i / 512).unwrap())
+        .collect();
     std::fs::write(&p, data).unwrap();
     p
 }
@@ -54,95 +52,44 @@ fn setup(name: &str, read_only: bool) -> Setup {
     .unwrap();
     Setup {
         dev: Block::new(disk),
-        mem: GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap(),
-        evt: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
-        interrupt: Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())),
+        mem: guest_mem(1 << 20),
+        evt: eventfd(),
+        interrupt: Arc::new(Interrupt::new(eventfd())),
         path,
     }
 }
 
 struct Driver<'a> {
     mem: &'a GuestMem,
-    q: MockSplitQueue<'a, GuestMem>,
-    next_desc: u16,
-    seen: u16,
+    q: DriverQueue<'a>,
 }
 
 impl<'a> Driver<'a> {
     fn new(s: &'a mut Setup) -> Self {
-        let q = MockSplitQueue::create(&s.mem, GuestAddress(0), QUEUE_SIZE);
-        let queue = QueueConfig {
-            max_size: QUEUE_SIZE,
-            size: QUEUE_SIZE,
-            ready: true,
-            desc: q.desc_table_addr().0,
-            avail: q.avail_addr().0,
-            used: q.used_addr().0,
-        }
-        .build(&s.mem)
-        .unwrap();
-        let a = Activation {
-            mem: s.mem.clone(),
-            queues: vec![queue],
-            queue_evts: vec![s.evt.try_clone().unwrap()],
-            interrupt: s.interrupt.clone(),
-        };
+        let q = DriverQueue::new(&s.mem, 0, QUEUE_SIZE, s.evt.try_clone().unwrap());
+        let queue = q.config(QUEUE_SIZE).build(&s.mem).unwrap();
+        let a = activation(
+            &s.mem,
+            vec![queue],
+            std::slice::from_ref(&s.evt),
+            &s.interrupt,
+        );
         s.dev
             .activate(1 << 32 | 1 << VIRTIO_BLK_F_FLUSH, a)
             .unwrap();
-        Driver {
-            mem: &s.mem,
-            q,
-            next_desc: 0,
-            seen: 0,
-        }
+        Driver { mem: &s.mem, q }
     }
 
     /// Submits a chain of (addr, len, device-writable) and returns its used length once done.
-    fn submit(&mut self, evt: &EventFd, descs: &[(u64, u32, bool)]) -> u32 {
-        let base = self.next_desc;
-        let raw: Vec<RawDescriptor> = descs
-            .iter()
-            .enumerate()
-            .map(|(i, &(addr, len, w))| {
-                let last = i + 1 == descs.len();
-                let flags = if w { WRITE } else { 0 } | if last { 0 } else { NEXT };
-                let next = if last { 0 } else { base + i as u16 + 1 };
-                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
-            })
-            .collect();
-        self.q.add_desc_chains(&raw, base).unwrap();
-        self.next_desc += descs.len() as u16;
-        evt.write(1).unwrap();
-        self.wait_used()
-    }
-
-    fn wait_used(&mut self) -> u32 {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while u16::from_le(self.q.used().idx().load()) == self.seen {
-            assert!(Instant::now() < deadline, "request not completed");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let e = self
-            .q
-            .used()
-            .ring()
-            .ref_at(self.seen as usize)
-            .unwrap()
-            .load();
-        self.seen += 1;
-        e.len()
+    fn submit(&mut self, descs: &[(u64, u32, bool)]) -> u32 {
+        self.q.add(descs);
+        self.q.kick();
+        self.q.next_used("request not completed").len()
     }
 
     /// A request with a header for `type_`/`sector`, data at DATA, and a status byte; returns
     /// (status, used length).
-    fn request(
-        &mut self,
-        evt: &EventFd,
-        type_: u32,
-        sector: u64,
-        data: Option<(u32, bool)>,
-    ) -> (u8, u32) {
+    fn request(&mut self, type_: u32, sector: u64, data: Option<(u32, bool)>) -> (u8, u32) {
         let mut h = [0u8; 16];
         h[..4].copy_from_slice(&type_.to_le_bytes());
         h[8..].copy_from_slice(&sector.to_le_bytes());
@@ -153,7 +100,7 @@ impl<'a> Driver<'a> {
             descs.push((DATA, len, w));
         }
         descs.push((STATUS, 1, true));
-        let len = self.submit(evt, &descs);
+        let len = self.submit(&descs);
         (self.mem.read_obj(GuestAddress(STATUS)).unwrap(), len)
     }
 
@@ -166,7 +113,7 @@ impl<'a> Driver<'a> {
 
 fn file_sector(path: &Path, sector: u64) -> Vec<u8> {
     let all = std::fs::read(path).unwrap();
-    all[sector as usize * 512..][..512].to_vec()
+    all[usize::try_from(sector * 512).unwrap()..][..512].to_vec()
 }
 
 #[test]
@@ -190,14 +137,13 @@ fn config_space_and_features() {
 #[test]
 fn read_write_flush_and_get_id() {
     let mut s = setup("rw", false);
-    let evt = s.evt.try_clone().unwrap();
     let path = s.path.clone();
     let interrupt = s.interrupt.clone();
     let mut d = Driver::new(&mut s);
 
     // Read sectors 5 and 6: the image's bytes, used length = data + status.
     assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_IN, 5, Some((1024, true))),
+        d.request(VIRTIO_BLK_T_IN, 5, Some((1024, true))),
         (VIRTIO_BLK_S_OK, 1025)
     );
     let got = d.data(1024);
@@ -212,15 +158,12 @@ fn read_write_flush_and_get_id() {
     h[0] = 1;
     h[8] = 9;
     d.mem.write_slice(&h, GuestAddress(HDR)).unwrap();
-    let len = d.submit(
-        &evt,
-        &[
-            (HDR, 16, false),
-            (DATA, 256, false),
-            (DATA + 0x1000, 256, false),
-            (STATUS, 1, true),
-        ],
-    );
+    let len = d.submit(&[
+        (HDR, 16, false),
+        (DATA, 256, false),
+        (DATA + 0x1000, 256, false),
+        (STATUS, 1, true),
+    ]);
     assert_eq!(len, 1);
     assert_eq!(
         d.mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(),
@@ -232,26 +175,23 @@ fn read_write_flush_and_get_id() {
     assert!(file_sector(&path, 8).iter().all(|&b| b == 8));
     // The last sector is writable too.
     assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_OUT, SECTORS - 1, Some((512, false)))
+        d.request(VIRTIO_BLK_T_OUT, SECTORS - 1, Some((512, false)))
             .0,
         VIRTIO_BLK_S_OK
     );
     assert_eq!(std::fs::metadata(&path).unwrap().len(), SECTORS * 512);
 
-    assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_FLUSH, 0, None),
-        (VIRTIO_BLK_S_OK, 1)
-    );
+    assert_eq!(d.request(VIRTIO_BLK_T_FLUSH, 0, None), (VIRTIO_BLK_S_OK, 1));
     // The sector of a FLUSH is not used: a huge one neither overflows nor matters.
     assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_FLUSH, u64::MAX, None),
+        d.request(VIRTIO_BLK_T_FLUSH, u64::MAX, None),
         (VIRTIO_BLK_S_OK, 1)
     );
 
     // GET_ID: the file name, zero padded to 20 bytes.
     d.mem.write_slice(&[0xee; 20], GuestAddress(DATA)).unwrap();
     assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_GET_ID, 0, Some((20, true))),
+        d.request(VIRTIO_BLK_T_GET_ID, 0, Some((20, true))),
         (VIRTIO_BLK_S_OK, 21)
     );
     let name = path.file_name().unwrap().as_encoded_bytes();
@@ -261,57 +201,48 @@ fn read_write_flush_and_get_id() {
     assert_eq!(d.data(20), want);
 
     // Unsupported type (DISCARD was not offered).
-    assert_eq!(
-        d.request(&evt, 11, 0, Some((16, false))).0,
-        VIRTIO_BLK_S_UNSUPP
-    );
+    assert_eq!(d.request(11, 0, Some((16, false))).0, VIRTIO_BLK_S_UNSUPP);
     assert!(!interrupt.needs_reset());
 }
 
 #[test]
 fn invalid_requests_get_ioerr_and_change_nothing() {
     let mut s = setup("bad", false);
-    let evt = s.evt.try_clone().unwrap();
     let path = s.path.clone();
     let interrupt = s.interrupt.clone();
     let before = std::fs::read(&path).unwrap();
     let mut d = Driver::new(&mut s);
     // Past the end, overlapping the end, overflowing.
     assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_OUT, SECTORS, Some((512, false)))
+        d.request(VIRTIO_BLK_T_OUT, SECTORS, Some((512, false))).0,
+        VIRTIO_BLK_S_IOERR
+    );
+    assert_eq!(
+        d.request(VIRTIO_BLK_T_OUT, SECTORS - 1, Some((1024, false)))
             .0,
         VIRTIO_BLK_S_IOERR
     );
     assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_OUT, SECTORS - 1, Some((1024, false)))
-            .0,
+        d.request(VIRTIO_BLK_T_IN, u64::MAX, Some((512, true))).0,
         VIRTIO_BLK_S_IOERR
     );
     assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_IN, u64::MAX, Some((512, true)))
-            .0,
-        VIRTIO_BLK_S_IOERR
-    );
-    assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_OUT, u64::MAX / 512, Some((512, false)))
+        d.request(VIRTIO_BLK_T_OUT, u64::MAX / 512, Some((512, false)))
             .0,
         VIRTIO_BLK_S_IOERR
     );
     // Not a multiple of 512; wrong direction.
     assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_OUT, 0, Some((100, false))).0,
+        d.request(VIRTIO_BLK_T_OUT, 0, Some((100, false))).0,
         VIRTIO_BLK_S_IOERR
     );
     assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_OUT, 0, Some((512, true))).0,
+        d.request(VIRTIO_BLK_T_OUT, 0, Some((512, true))).0,
         VIRTIO_BLK_S_IOERR
     );
     // Data outside guest memory.
     d.mem.write_slice(&[0u8; 16], GuestAddress(HDR)).unwrap();
-    let len = d.submit(
-        &evt,
-        &[(HDR, 16, false), (0xff_ff00, 512, true), (STATUS, 1, true)],
-    );
+    let len = d.submit(&[(HDR, 16, false), (0xff_ff00, 512, true), (STATUS, 1, true)]);
     assert_eq!(
         (d.mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), len),
         (VIRTIO_BLK_S_IOERR, 1)
@@ -320,7 +251,7 @@ fn invalid_requests_get_ioerr_and_change_nothing() {
     assert!(!interrupt.needs_reset());
     // The device still works.
     assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_IN, 1, Some((512, true))).0,
+        d.request(VIRTIO_BLK_T_IN, 1, Some((512, true))).0,
         VIRTIO_BLK_S_OK
     );
 }
@@ -328,33 +259,25 @@ fn invalid_requests_get_ioerr_and_change_nothing() {
 #[test]
 fn read_only_disk_refuses_writes() {
     let mut s = setup("ro", true);
-    let evt = s.evt.try_clone().unwrap();
     let path = s.path.clone();
     let before = std::fs::read(&path).unwrap();
     let mut d = Driver::new(&mut s);
     d.mem.write_slice(&[0x11; 512], GuestAddress(DATA)).unwrap();
     assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_OUT, 0, Some((512, false))),
+        d.request(VIRTIO_BLK_T_OUT, 0, Some((512, false))),
         (VIRTIO_BLK_S_IOERR, 1)
     );
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_IN, 3, Some((512, true))).0,
+        d.request(VIRTIO_BLK_T_IN, 3, Some((512, true))).0,
         VIRTIO_BLK_S_OK
     );
     assert!(d.data(512).iter().all(|&b| b == 3));
-    assert_eq!(
-        d.request(&evt, VIRTIO_BLK_T_FLUSH, 0, None).0,
-        VIRTIO_BLK_S_OK
-    );
+    assert_eq!(d.request(VIRTIO_BLK_T_FLUSH, 0, None).0, VIRTIO_BLK_S_OK);
 }
 
 fn wait_broken(interrupt: &Interrupt) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !interrupt.needs_reset() {
-        assert!(Instant::now() < deadline, "device not marked broken");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_until("device not marked broken", || interrupt.needs_reset());
 }
 
 #[test]
@@ -373,32 +296,21 @@ fn chain_without_status_marks_the_device_broken() {
         ),
     ] {
         let mut s = setup(name, false);
-        let evt = s.evt.try_clone().unwrap();
         let interrupt = s.interrupt.clone();
-        let d = Driver::new(&mut s);
-        let raw: Vec<RawDescriptor> = descs
-            .iter()
-            .enumerate()
-            .map(|(i, &(a, l, w))| {
-                let last = i + 1 == descs.len();
-                let flags = if w { WRITE } else { 0 } | if last { 0 } else { NEXT };
-                RawDescriptor::from(SplitDescriptor::new(a, l, flags, i as u16 + 1))
-            })
-            .collect();
-        d.q.add_desc_chains(&raw, 0).unwrap();
-        evt.write(1).unwrap();
+        let mut d = Driver::new(&mut s);
+        d.q.add(&descs);
+        d.q.kick();
         wait_broken(&interrupt);
-        assert_eq!(u16::from_le(d.q.used().idx().load()), 0, "{name}");
+        assert_eq!(d.q.used_idx(), 0, "{name}");
     }
 }
 
 #[test]
 fn corrupt_avail_index_marks_the_device_broken() {
     let mut s = setup("avail", false);
-    let evt = s.evt.try_clone().unwrap();
     let interrupt = s.interrupt.clone();
     let d = Driver::new(&mut s);
-    d.q.avail().idx().store(u16::to_le(1000));
-    evt.write(1).unwrap();
+    d.q.mq.avail().idx().store(u16::to_le(1000));
+    d.q.kick();
     wait_broken(&interrupt);
 }

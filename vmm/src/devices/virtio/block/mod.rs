@@ -11,14 +11,11 @@ pub mod disk;
 pub mod request;
 pub mod worker;
 
-use std::thread::JoinHandle;
-
-use vmm_sys_util::eventfd::EventFd;
-
 use super::device::{read_config_bytes, ActivateError, Activation, VirtioDevice};
+use super::epoll_helper::DeviceThread;
 use super::TYPE_BLOCK;
 use disk::DiskImage;
-use worker::{Stats, Worker};
+use worker::{queue_epoll, Stats, Worker};
 
 /// Size of the request queue.
 pub const QUEUE_SIZE: u16 = 256;
@@ -41,7 +38,7 @@ const CONFIG_LEN: usize = 16;
 pub struct Block {
     disk: DiskImage,
     config: [u8; CONFIG_LEN],
-    running: Option<(EventFd, JoinHandle<Stats>)>,
+    running: Option<DeviceThread<Worker>>,
 }
 
 impl Block {
@@ -101,24 +98,21 @@ impl VirtioDevice for Block {
                 why: "virtio-blk has exactly 1 queue".into(),
             });
         };
-        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::Start)?;
         let worker = Worker {
             mem: a.mem,
             queue,
+            epoll: queue_epoll(&queue_evt).map_err(ActivateError::Start)?,
             queue_evt,
-            interrupt: a.interrupt,
-            stop: stop.try_clone().map_err(ActivateError::Start)?,
+            interrupt: a.interrupt.clone(),
             disk: self.disk.handle().map_err(ActivateError::Start)?,
             capacity: self.disk.capacity(),
             serial: *self.disk.serial(),
             write_through: features & (1 << VIRTIO_BLK_F_FLUSH) == 0,
             stats: Stats::default(),
         };
-        let handle = std::thread::Builder::new()
-            .name("virtio-blk".into())
-            .spawn(move || worker.run())
+        let thread = DeviceThread::spawn("virtio-blk", "virtio-blk".into(), worker, a.interrupt)
             .map_err(ActivateError::Start)?;
-        self.running = Some((stop, handle));
+        self.running = Some(thread);
         tracing::debug!(
             "virtio-blk {}: activated, {} sectors, features {features:#x}",
             self.serial(),
@@ -128,12 +122,8 @@ impl VirtioDevice for Block {
     }
 
     fn reset(&mut self) {
-        if let Some((stop, handle)) = self.running.take() {
-            let _ = stop.write(1);
-            match handle.join() {
-                Ok(stats) => tracing::debug!("virtio-blk {}: stopped: {stats}", self.serial()),
-                Err(_) => tracing::error!("virtio-blk: device thread panicked"),
-            }
+        if let Some(worker) = self.running.take().and_then(|mut thread| thread.stop()) {
+            tracing::debug!("virtio-blk {}: stopped: {}", self.serial(), worker.stats);
         }
     }
 }

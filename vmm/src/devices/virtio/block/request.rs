@@ -297,6 +297,7 @@ fn split_at(segs: &[Segment], n: u64) -> (Vec<Segment>, Vec<Segment>) {
             tail.push(*s);
         } else {
             // left < len <= u32::MAX, and addr + len was checked to be in guest memory.
+            #[allow(clippy::cast_possible_truncation)] // left < len, a u32
             let l = left as u32;
             head.push(Segment {
                 addr: s.addr,

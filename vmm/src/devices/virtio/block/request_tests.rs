@@ -1,18 +1,16 @@
 //! Request parsing and validation on hand-made descriptor lists.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
+use crate::devices::virtio::test_utils::guest_mem;
 
 const MEM: u64 = 0x10_0000;
+const MEM_SIZE: usize = 0x10_0000;
 const HDR: u64 = 0x1000;
 const DATA: u64 = 0x2000;
 const STATUS: u64 = 0x9000;
 const CAPACITY: u64 = 16;
-
-fn mem() -> GuestMem {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap()
-}
 
 fn header(m: &GuestMem, type_: u32, sector: u64) {
     let mut h = [0u8; HEADER_SIZE];
@@ -61,7 +59,7 @@ fn request(m: &GuestMem, descs: &[Desc]) -> Result<Request, Invalid> {
 
 #[test]
 fn read_write_flush_get_id() {
-    let m = mem();
+    let m = guest_mem(MEM_SIZE);
     header(&m, VIRTIO_BLK_T_IN, 3);
     let r = request(&m, &chain(1024, true)).unwrap();
     assert_eq!(r.kind, RequestKind::In);
@@ -91,7 +89,7 @@ fn read_write_flush_get_id() {
 
 #[test]
 fn any_layout_header_data_and_status_split_or_merged() {
-    let m = mem();
+    let m = guest_mem(MEM_SIZE);
     // The header split in two descriptors, the data and the status in one writable descriptor.
     let mut h = [0u8; HEADER_SIZE];
     h[8..].copy_from_slice(&2u64.to_le_bytes());
@@ -120,7 +118,7 @@ fn any_layout_header_data_and_status_split_or_merged() {
 
 #[test]
 fn chains_without_a_status_byte_are_fatal() {
-    let m = mem();
+    let m = guest_mem(MEM_SIZE);
     header(&m, VIRTIO_BLK_T_IN, 0);
     assert_eq!(
         parse(&[d(HDR, 16, false)], 8, &m, CAPACITY),
@@ -158,7 +156,7 @@ fn chains_without_a_status_byte_are_fatal() {
 
 #[test]
 fn bad_requests_are_refused_with_the_reason() {
-    let m = mem();
+    let m = guest_mem(MEM_SIZE);
     // Header shorter than 16 bytes.
     let descs = [d(HDR, 15, false), d(STATUS, 1, true)];
     assert_eq!(request(&m, &descs), Err(Invalid::ShortHeader(15)));
@@ -219,7 +217,7 @@ fn bad_requests_are_refused_with_the_reason() {
 
 #[test]
 fn sector_ranges_are_checked_without_overflow() {
-    let m = mem();
+    let m = guest_mem(MEM_SIZE);
     // The last sector is fine, one past it is not.
     header(&m, VIRTIO_BLK_T_IN, CAPACITY - 1);
     assert!(request(&m, &chain(512, true)).is_ok());

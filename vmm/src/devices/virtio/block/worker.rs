@@ -1,6 +1,6 @@
-//! The block device's thread: waits (epoll, no timeout) for queue notifications or the stop
-//! eventfd, then serves every available request. Guest-triggerable conditions log at debug;
-//! the first host I/O error logs a warning once.
+//! The block device's thread: woken (epoll, no timeout) by queue notifications, it serves
+//! every available request. Guest-triggerable conditions log at debug; the first host I/O
+//! error logs a warning once.
 
 use std::fmt;
 use std::io;
@@ -9,18 +9,18 @@ use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::disk::{DiskIo, IoError};
 use super::request::*;
 use super::SEG_MAX;
+use crate::devices::virtio::epoll_helper::{epoll_add, EpollHandler};
 use crate::devices::virtio::queue::{add_used, pop_chain};
 use crate::devices::virtio::Interrupt;
 use crate::kvm::memory::GuestMem;
 
-const TOKEN_STOP: u64 = 1;
-const TOKEN_QUEUE: u64 = 2;
+const TOKEN_QUEUE: u64 = 0;
 /// Header + data segments + status.
 const MAX_DESCS: usize = SEG_MAX as usize + 2;
 
@@ -51,7 +51,7 @@ impl fmt::Display for Stats {
     }
 }
 
-/// The device's running state.
+/// The device's running state: the [`EpollHandler`] of its device thread.
 pub struct Worker {
     /// Guest memory.
     pub mem: GuestMem,
@@ -61,8 +61,8 @@ pub struct Worker {
     pub queue_evt: EventFd,
     /// The device interrupt.
     pub interrupt: Arc<Interrupt>,
-    /// Written to stop the thread.
-    pub stop: EventFd,
+    /// What the thread waits on: `queue_evt` (see [`queue_epoll`]).
+    pub epoll: Epoll,
     /// The image.
     pub disk: DiskIo,
     /// Capacity in sectors.
@@ -75,64 +75,35 @@ pub struct Worker {
     pub stats: Stats,
 }
 
+/// An epoll set holding the queue's notification eventfd, for [`Worker::epoll`].
+pub fn queue_epoll(queue_evt: &EventFd) -> io::Result<Epoll> {
+    let epoll = Epoll::new()?;
+    epoll_add(&epoll, queue_evt.as_raw_fd(), EventSet::IN, TOKEN_QUEUE)?;
+    Ok(epoll)
+}
+
+impl EpollHandler for Worker {
+    fn epoll(&self) -> &Epoll {
+        &self.epoll
+    }
+
+    /// Requests made available before activation (or before a notification) count too.
+    fn start(&mut self) -> Result<(), String> {
+        self.process_queue()
+    }
+
+    fn handle_event(&mut self, _token: u64, _events: EventSet) -> Result<(), String> {
+        let _ = self.queue_evt.read();
+        Ok(())
+    }
+
+    /// Every wake-up is a queue notification (the only fd besides the stop eventfd).
+    fn after_wake(&mut self) -> Result<(), String> {
+        self.process_queue()
+    }
+}
+
 impl Worker {
-    /// Runs until stopped (or the driver breaks the queue); returns the counters.
-    pub fn run(mut self) -> Stats {
-        let epoll = match self.register() {
-            Ok(e) => e,
-            Err(e) => {
-                self.interrupt
-                    .mark_broken(&format!("virtio-blk: epoll setup: {e}"));
-                return self.stats;
-            }
-        };
-        let mut events = [EpollEvent::default(); 2];
-        // Requests made available before activation (or before a notification) count too.
-        let mut work = true;
-        loop {
-            if work {
-                if let Err(e) = self.process_queue() {
-                    self.interrupt.mark_broken(&format!("virtio-blk: {e}"));
-                    return self.stats;
-                }
-            }
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.interrupt
-                        .mark_broken(&format!("virtio-blk: epoll: {e}"));
-                    return self.stats;
-                }
-            };
-            work = false;
-            for ev in &events[..n] {
-                match ev.data() {
-                    TOKEN_STOP => return self.stats,
-                    _ => {
-                        let _ = self.queue_evt.read();
-                        work = true;
-                    }
-                }
-            }
-        }
-    }
-
-    fn register(&self) -> io::Result<Epoll> {
-        let epoll = Epoll::new()?;
-        for (fd, token) in [
-            (self.stop.as_raw_fd(), TOKEN_STOP),
-            (self.queue_evt.as_raw_fd(), TOKEN_QUEUE),
-        ] {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )?;
-        }
-        Ok(epoll)
-    }
-
     /// Serves every available request. `Err`: the queue or a chain is unusable, the device
     /// must be marked broken.
     pub fn process_queue(&mut self) -> Result<(), String> {

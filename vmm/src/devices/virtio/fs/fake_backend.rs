@@ -128,7 +128,7 @@ fn reply(s: &mut UnixStream, code: u32, body: &[u8]) {
     let mut out = Vec::with_capacity(12 + body.len());
     out.extend_from_slice(&code.to_le_bytes());
     out.extend_from_slice(&(VERSION | REPLY).to_le_bytes());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&u32::try_from(body.len()).unwrap().to_le_bytes());
     out.extend_from_slice(body);
     let _ = s.write_all(&out);
 }

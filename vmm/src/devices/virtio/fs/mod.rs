@@ -16,11 +16,12 @@ pub mod worker;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::device::{read_config_bytes, ActivateError, Activation, VirtioDevice};
+use super::epoll_helper::DeviceThread;
 use super::TYPE_FS;
 pub use config::FsConfig;
 use config::MAX_TAG_LEN;
 pub use frontend::{Backend, FsError};
-use worker::CallWorker;
+use worker::CallHandler;
 
 /// Size of the config space: the tag and `num_request_queues` (le32).
 pub const CONFIG_SIZE: usize = MAX_TAG_LEN + 4;
@@ -31,7 +32,7 @@ pub struct Fs {
     config_space: [u8; CONFIG_SIZE],
     queue_sizes: Vec<u16>,
     backend: Backend,
-    worker: Option<CallWorker>,
+    worker: Option<DeviceThread<CallHandler>>,
 }
 
 impl std::fmt::Debug for Fs {
@@ -78,15 +79,12 @@ impl Fs {
             .map(EventFd::try_clone)
             .collect::<Result<Vec<_>, _>>()
             .map_err(ActivateError::Start)?;
-        let worker = CallWorker::spawn(
-            "virtio-fs".into(),
-            self.tag.clone(),
-            calls,
-            socket,
-            a.interrupt.clone(),
-        )
-        .map_err(ActivateError::Start)?;
-        self.worker = Some(worker);
+        let handler = CallHandler::new(self.tag.clone(), calls, socket, a.interrupt.clone())
+            .map_err(ActivateError::Start)?;
+        let label = format!("virtio-fs {}", self.tag);
+        let thread = DeviceThread::spawn("virtio-fs", label, handler, a.interrupt.clone())
+            .map_err(ActivateError::Start)?;
+        self.worker = Some(thread);
         Ok(())
     }
 }

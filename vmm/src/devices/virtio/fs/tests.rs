@@ -3,7 +3,7 @@
 //! a failing request and a back end that hangs up.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -15,6 +15,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::fake_backend::{code, Fake, Msg, Script, NEED_REPLY};
 use super::*;
 use crate::devices::bus::BusDevice;
+use crate::devices::virtio::test_utils::{negotiate, rd, setup_queue, transport, wait_until, wr};
 use crate::devices::virtio::*;
 use crate::kvm::memory::{create_guest_memory, GuestMem};
 
@@ -160,35 +161,15 @@ fn rig(script: Script) -> Rig {
     let _ = fake.drain();
     let dev = Fs::with_backend(&config, b.unwrap());
     let mem = create_guest_memory(16 << 20).unwrap();
-    let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-    let interrupt = Arc::new(Interrupt::new(irq.try_clone().unwrap()));
-    let notify: Vec<EventFd> = (0..2)
-        .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
-        .collect();
-    let t = MmioTransport::new(
-        Box::new(dev),
-        mem.clone(),
-        interrupt.clone(),
-        notify.iter().map(|e| e.try_clone().unwrap()).collect(),
-    );
+    let rig = transport(Box::new(dev), mem.clone());
     Rig {
-        t,
+        t: rig.t,
         fake,
         mem,
-        irq,
-        interrupt,
-        notify,
+        irq: rig.irq,
+        interrupt: rig.interrupt,
+        notify: rig.notify,
     }
-}
-
-fn rd(t: &mut MmioTransport, off: u64) -> u32 {
-    let mut b = [0u8; 4];
-    t.read(off, &mut b);
-    u32::from_le_bytes(b)
-}
-
-fn wr(t: &mut MmioTransport, off: u64, v: u32) {
-    t.write(off, &v.to_le_bytes());
 }
 
 fn queue_base(i: u32) -> u64 {
@@ -197,29 +178,17 @@ fn queue_base(i: u32) -> u64 {
 
 /// What Linux's virtio_mmio + virtio_fs drivers do, up to DRIVER_OK.
 fn drive_to_driver_ok(t: &mut MmioTransport) {
-    for s in [0, STATUS_ACKNOWLEDGE, STATUS_ACKNOWLEDGE | STATUS_DRIVER] {
-        wr(t, 0x70, s);
-    }
     wr(t, 0x14, 1);
     assert_eq!(rd(t, 0x10), 1); // VERSION_1
     wr(t, 0x14, 0);
-    assert_eq!(rd(t, 0x10), (F_INDIRECT | F_EVENT_IDX) as u32);
-    wr(t, 0x24, 1);
-    wr(t, 0x20, 1);
-    wr(t, 0x24, 0);
-    wr(t, 0x20, F_EVENT_IDX as u32);
+    assert_eq!(u64::from(rd(t, 0x10)), F_INDIRECT | F_EVENT_IDX);
+    negotiate(t, F_VERSION_1 | F_EVENT_IDX);
     let s = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
-    wr(t, 0x70, s);
     assert_eq!(rd(t, 0x70), s);
     for q in 0..2 {
-        let base = queue_base(q);
         wr(t, 0x30, q);
         assert_eq!(rd(t, 0x34), 256);
-        wr(t, 0x38, 128);
-        wr(t, 0x80, base as u32);
-        wr(t, 0x90, (base + 0x1000) as u32);
-        wr(t, 0xa0, (base + 0x2000) as u32);
-        wr(t, 0x44, 1);
+        setup_queue(t, q, 128, queue_base(q));
     }
     wr(t, 0x70, s | STATUS_DRIVER_OK);
 }
@@ -283,7 +252,7 @@ fn driver_ok_sets_up_the_backend() {
     assert_eq!(uaddr, host_addr(&r.mem, 0));
     let backend_view = vm_memory::GuestMemoryMmap::<()>::from_ranges_with_files([(
         GuestAddress(0),
-        size as usize,
+        usize::try_from(size).unwrap(),
         Some(vm_memory::FileOffset::new(
             mt.files[0].try_clone().unwrap(),
             off,
@@ -325,11 +294,7 @@ fn driver_ok_sets_up_the_backend() {
     assert_eq!(rd(&mut r.t, 0x60), 0);
     let call = &msgs[5 + 6].files[0];
     evt_write(call);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while r.irq.read().is_err() {
-        assert!(Instant::now() < deadline, "no interrupt after a call");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("no interrupt after a call", || r.irq.read().is_ok());
     assert_eq!(rd(&mut r.t, 0x60), INT_USED_RING);
     wr(&mut r.t, 0x64, INT_USED_RING);
     assert_eq!(rd(&mut r.t, 0x60), 0);
@@ -374,11 +339,7 @@ fn backend_hang_up_marks_the_device_broken() {
     drive_to_driver_ok(&mut r.t);
     assert!(!r.interrupt.needs_reset());
     r.fake.peer.shutdown(std::net::Shutdown::Both).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !r.interrupt.needs_reset() {
-        assert!(Instant::now() < deadline, "hang-up not noticed");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("hang-up not noticed", || r.interrupt.needs_reset());
     assert_ne!(rd(&mut r.t, 0x70) & STATUS_DEVICE_NEEDS_RESET, 0);
     // The config change interrupt tells the driver.
     assert_ne!(rd(&mut r.t, 0x60) & INT_CONFIG, 0);

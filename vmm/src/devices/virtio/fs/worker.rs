@@ -1,5 +1,5 @@
-//! The device thread: turns the back end's used-buffer signals (its call eventfds) into
-//! virtio-mmio interrupts, and notices the back end hanging up.
+//! The device thread's handler: turns the back end's used-buffer signals (its call eventfds)
+//! into virtio-mmio interrupts, and notices the back end hanging up.
 //!
 //! The back end cannot raise the guest's IRQ directly: Linux's virtio-mmio interrupt handler
 //! reads InterruptStatus and ignores the interrupt unless the used-ring bit is set, so the
@@ -8,77 +8,20 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::devices::virtio::epoll_helper::{epoll_add, EpollHandler};
 use crate::devices::virtio::Interrupt;
 
-const TOKEN_STOP: u64 = 0;
-const TOKEN_SOCKET: u64 = 1;
-const TOKEN_CALL: u64 = 2;
+const TOKEN_SOCKET: u64 = 0;
+/// epoll token of queue `i`'s call eventfd: `TOKEN_CALL + i`.
+const TOKEN_CALL: u64 = 1;
 
-/// The running thread; stopping it is [`CallWorker::stop`] (also on drop).
-pub struct CallWorker {
-    stop: EventFd,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl CallWorker {
-    /// Starts the thread `name` for `calls` (one eventfd per queue) and the back end's
-    /// connection `socket` (watched for hang-up only).
-    pub fn spawn(
-        name: String,
-        tag: String,
-        calls: Vec<EventFd>,
-        socket: OwnedFd,
-        interrupt: Arc<Interrupt>,
-    ) -> io::Result<CallWorker> {
-        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
-        let epoll = Epoll::new()?;
-        let add = |fd: i32, events: EventSet, token: u64| {
-            epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(events, token))
-        };
-        add(stop.as_raw_fd(), EventSet::IN, TOKEN_STOP)?;
-        add(socket.as_raw_fd(), EventSet::READ_HANG_UP, TOKEN_SOCKET)?;
-        for (i, call) in calls.iter().enumerate() {
-            add(call.as_raw_fd(), EventSet::IN, TOKEN_CALL + i as u64)?;
-        }
-        let loop_ = Loop {
-            tag,
-            epoll,
-            calls,
-            socket,
-            interrupt,
-        };
-        let handle = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || loop_.run())?;
-        Ok(CallWorker {
-            stop,
-            handle: Some(handle),
-        })
-    }
-
-    /// Stops the thread and waits for it.
-    pub fn stop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            let _ = self.stop.write(1);
-            if handle.join().is_err() {
-                tracing::error!("virtio-fs: device thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for CallWorker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-struct Loop {
+/// The device thread's handler: the call eventfds (one per queue) and the back end's
+/// connection (watched for hang-up only).
+pub struct CallHandler {
     tag: String,
     epoll: Epoll,
     calls: Vec<EventFd>,
@@ -86,31 +29,36 @@ struct Loop {
     interrupt: Arc<Interrupt>,
 }
 
-impl Loop {
-    fn run(self) {
-        let mut events = vec![EpollEvent::default(); 8];
-        loop {
-            let n = match self.epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.interrupt
-                        .mark_broken(&format!("virtio-fs {}: epoll: {e}", self.tag));
-                    return;
-                }
-            };
-            for ev in &events[..n] {
-                match ev.data() {
-                    TOKEN_STOP => return,
-                    TOKEN_SOCKET => self.hung_up(),
-                    t => self.on_call((t - TOKEN_CALL) as usize),
-                }
-            }
+impl CallHandler {
+    /// A handler for the device tagged `tag`: `calls` are the eventfds the back end signals,
+    /// `socket` its connection.
+    pub fn new(
+        tag: String,
+        calls: Vec<EventFd>,
+        socket: OwnedFd,
+        interrupt: Arc<Interrupt>,
+    ) -> io::Result<CallHandler> {
+        let epoll = Epoll::new()?;
+        epoll_add(
+            &epoll,
+            socket.as_raw_fd(),
+            EventSet::READ_HANG_UP,
+            TOKEN_SOCKET,
+        )?;
+        for (token, call) in (TOKEN_CALL..).zip(&calls) {
+            epoll_add(&epoll, call.as_raw_fd(), EventSet::IN, token)?;
         }
+        Ok(CallHandler {
+            tag,
+            epoll,
+            calls,
+            socket,
+            interrupt,
+        })
     }
 
-    fn on_call(&self, index: usize) {
-        let Some(call) = self.calls.get(index) else {
+    fn on_call(&self, index: u64) {
+        let Some(call) = usize::try_from(index).ok().and_then(|i| self.calls.get(i)) else {
             return;
         };
         // Several signals since the last read collapse into one interrupt.
@@ -133,5 +81,21 @@ impl Loop {
         );
         self.interrupt
             .mark_broken(&format!("virtio-fs {}: back end disconnected", self.tag));
+    }
+}
+
+impl EpollHandler for CallHandler {
+    fn epoll(&self) -> &Epoll {
+        &self.epoll
+    }
+
+    /// A signalled call or the hang-up only ever marks the device broken: the thread keeps
+    /// running (the driver's reset stops it).
+    fn handle_event(&mut self, token: u64, _events: EventSet) -> Result<(), String> {
+        match token.checked_sub(TOKEN_CALL) {
+            Some(index) => self.on_call(index),
+            None => self.hung_up(),
+        }
+        Ok(())
     }
 }

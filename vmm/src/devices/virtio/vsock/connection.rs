@@ -232,7 +232,10 @@ impl Connection {
                     self.to_host.drain(..n);
                     let counted = n.saturating_sub(self.uncounted);
                     self.uncounted -= n - counted;
-                    self.fwd_cnt += Wrapping(counted as u32);
+                    // fwd_cnt counts modulo 2^32 (and one send is at most the buffer).
+                    #[allow(clippy::cast_possible_truncation)]
+                    let counted = Wrapping(counted as u32);
+                    self.fwd_cnt += counted;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

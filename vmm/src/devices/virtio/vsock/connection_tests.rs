@@ -86,14 +86,15 @@ fn credit_accounting_both_ways() {
 
     // Guest -> host: forwarded bytes raise fwd_cnt; an update is due past the threshold.
     let chunk = vec![1u8; 32 * 1024];
+    let chunk_len = u32::try_from(chunk.len()).unwrap();
     let mut sent = 0u32;
     while sent < CREDIT_UPDATE_THRESHOLD {
         assert_eq!(
-            c.on_packet(&guest(OP_RW, chunk.len() as u32, 100, 60), &chunk),
+            c.on_packet(&guest(OP_RW, chunk_len, 100, 60), &chunk),
             Action::None
         );
         assert_eq!(c.flush().unwrap(), Action::None);
-        sent += chunk.len() as u32;
+        sent += chunk_len;
         assert_eq!(read_all(&mut client).len(), chunk.len());
     }
     assert!(c.needs_credit_update());
@@ -112,10 +113,11 @@ fn host_back_pressure_is_bounded() {
     let mut c = Connection::new(ours, 3, 1 << 30, 1024, State::Established);
     // The client never reads: the socket fills, then our buffer, then the guest is reset.
     let chunk = vec![0u8; 64 * 1024];
-    let mut accepted = 0usize;
+    let chunk_len = u32::try_from(chunk.len()).unwrap();
+    let mut accepted = 0u32;
     loop {
-        match c.on_packet(&guest(OP_RW, chunk.len() as u32, 4096, 0), &chunk) {
-            Action::None => accepted += chunk.len(),
+        match c.on_packet(&guest(OP_RW, chunk_len, 4096, 0), &chunk) {
+            Action::None => accepted += chunk_len,
             Action::Reset => break,
             other => panic!("unexpected {other:?}"),
         }
@@ -125,7 +127,7 @@ fn host_back_pressure_is_bounded() {
     assert!(c.has_pending_output());
     // fwd_cnt only counts what reached the socket, so the guest ran out of credit first.
     let h = c.header(OP_CREDIT_UPDATE, 0, 0);
-    assert!((accepted as u32 - h.fwd_cnt) >= CONN_BUF_SIZE - chunk.len() as u32);
+    assert!((accepted - h.fwd_cnt) >= CONN_BUF_SIZE - chunk_len);
     drop(client);
 }
 

@@ -12,12 +12,11 @@ pub mod worker;
 
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 
 use virtio_queue::QueueT;
-use vmm_sys_util::eventfd::EventFd;
 
 use super::device::{read_config_bytes, ActivateError, Activation, VirtioDevice};
+use super::epoll_helper::DeviceThread;
 use super::{TYPE_VSOCK, VIRTIO_RING_F_EVENT_IDX};
 use muxer::Muxer;
 use worker::Worker;
@@ -31,7 +30,7 @@ pub struct Vsock {
     guest_cid: u64,
     uds_path: PathBuf,
     listener: UnixListener,
-    running: Option<(EventFd, JoinHandle<()>)>,
+    running: Option<DeviceThread<Worker>>,
 }
 
 impl Vsock {
@@ -85,30 +84,18 @@ impl VirtioDevice for Vsock {
         let listener = self.listener.try_clone().map_err(ActivateError::Start)?;
         let muxer = Muxer::new(self.guest_cid, self.uds_path.clone(), listener)
             .map_err(ActivateError::Start)?;
-        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::Start)?;
-        let worker = Worker {
-            mem: a.mem,
-            queues: a.queues,
-            queue_evts: a.queue_evts,
-            interrupt: a.interrupt,
-            stop: stop.try_clone().map_err(ActivateError::Start)?,
-            muxer,
-        };
-        let handle = std::thread::Builder::new()
-            .name("vsock".into())
-            .spawn(move || worker.run())
+        let worker = Worker::new(a.mem, a.queues, a.queue_evts, a.interrupt.clone(), muxer)
             .map_err(ActivateError::Start)?;
-        self.running = Some((stop, handle));
+        let thread = DeviceThread::spawn("vsock", "vsock".into(), worker, a.interrupt)
+            .map_err(ActivateError::Start)?;
+        self.running = Some(thread);
         tracing::debug!("vsock: activated, guest CID {}", self.guest_cid);
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some((stop, handle)) = self.running.take() {
-            let _ = stop.write(1);
-            if handle.join().is_err() {
-                tracing::error!("vsock: device thread panicked");
-            }
+        if let Some(mut thread) = self.running.take() {
+            thread.stop();
         }
     }
 }

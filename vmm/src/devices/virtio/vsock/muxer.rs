@@ -58,6 +58,12 @@ pub struct Muxer {
     listener_paused_until: Option<Instant>,
 }
 
+/// The epoll token of a Unix stream: its fd (the fixed tokens are above u32).
+#[allow(clippy::cast_sign_loss)] // an open fd is never negative: the value is kept
+pub(super) fn fd_token(fd: RawFd) -> u64 {
+    fd as u64
+}
+
 /// How long accepting pauses after an accept error (instead of spinning on it).
 pub const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -213,7 +219,7 @@ impl Muxer {
         if want == e.registered {
             return;
         }
-        let ev = EpollEvent::new(want.unwrap_or(EventSet::empty()), fd as u64);
+        let ev = EpollEvent::new(want.unwrap_or(EventSet::empty()), fd_token(fd));
         let res = match (e.registered, want) {
             (None, Some(_)) => self.epoll.ctl(ControlOperation::Add, fd, ev),
             (Some(_), Some(_)) => self.epoll.ctl(ControlOperation::Modify, fd, ev),

@@ -49,7 +49,7 @@ impl Muxer {
                             continue;
                         }
                     };
-                    let ev = EpollEvent::new(EventSet::IN, fd as u64);
+                    let ev = EpollEvent::new(EventSet::IN, fd_token(fd));
                     if let Err(e) = self.epoll.ctl(ControlOperation::Add, fd, ev) {
                         tracing::warn!("vsock: cannot watch a host client: {e}");
                         continue;
@@ -234,7 +234,10 @@ impl Muxer {
             }
             match e.conn.read_for_guest(room) {
                 Ok(ReadOutcome::Data(data)) => {
-                    let hdr = e.conn.header(OP_RW, 0, data.len() as u32);
+                    // At most MAX_PKT_PAYLOAD bytes (read_for_guest).
+                    #[allow(clippy::cast_possible_truncation)]
+                    let len = data.len() as u32;
+                    let hdr = e.conn.header(OP_RW, 0, len);
                     e.queued_rx = true;
                     self.rx_ready.push_back(key);
                     return Some((hdr, data));

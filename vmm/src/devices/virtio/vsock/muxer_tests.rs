@@ -3,6 +3,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use super::*;
+use crate::devices::virtio::test_utils::vsock_guest_header;
 use crate::devices::virtio::vsock::unix::{bind_listener, UdsCleanup};
 
 fn muxer(name: &str) -> (Muxer, PathBuf, UdsCleanup) {
@@ -12,16 +13,7 @@ fn muxer(name: &str) -> (Muxer, PathBuf, UdsCleanup) {
 }
 
 fn g(op: u16, src_port: u32, dst_port: u32) -> Header {
-    Header {
-        src_cid: 3,
-        dst_cid: HOST_CID,
-        src_port,
-        dst_port,
-        type_: TYPE_STREAM,
-        op,
-        buf_alloc: 1 << 20,
-        ..Header::default()
-    }
+    vsock_guest_header(op, src_port, dst_port, 1 << 20)
 }
 
 /// Runs the epoll loop once, like the worker.
@@ -59,7 +51,7 @@ fn junk_from_the_guest_gets_rst_or_is_dropped() {
     m.on_guest_packet(&h, &[]);
     assert_eq!(m.next_rx_packet(4096).unwrap().0.op, OP_RST);
     // The control queue is bounded.
-    for i in 0..(MAX_CONTROL as u32 + 100) {
+    for i in 0..(u32::try_from(MAX_CONTROL).unwrap() + 100) {
         m.on_guest_packet(&g(OP_RW, i, 2000), &[]);
     }
     let mut n = 0;

@@ -135,6 +135,9 @@ pub enum PacketError {
     /// The rx buffer cannot even hold a header.
     #[error("rx buffer of {0} bytes cannot hold a header")]
     RxTooSmall(usize),
+    /// A payload too long for the header's 32-bit length.
+    #[error("payload of {0} bytes is too long for a packet")]
+    TooLong(usize),
 }
 
 /// Reads a tx packet (header and payload, possibly spread over several descriptors).
@@ -199,11 +202,13 @@ impl<'a> RxBuffer<'a> {
         if payload.len() > self.payload_room() {
             return Err(PacketError::RxTooSmall(self.writer.available_bytes()));
         }
-        header.len = payload.len() as u32;
+        let too_long = |_| PacketError::TooLong(payload.len());
+        header.len = u32::try_from(payload.len()).map_err(too_long)?;
+        let used = u32::try_from(HDR_SIZE + payload.len()).map_err(too_long)?;
         let io = |e: std::io::Error| PacketError::Chain(e.to_string());
         self.writer.write_all(&header.to_bytes()).map_err(io)?;
         self.writer.write_all(payload).map_err(io)?;
-        Ok((HDR_SIZE + payload.len()) as u32)
+        Ok(used)
     }
 }
 

@@ -1,14 +1,9 @@
 use super::*;
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
-/// VRING_DESC_F_WRITE.
-const WRITE: u16 = 2;
-
-fn mem() -> GuestMem {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
-}
+use crate::devices::virtio::test_utils::{guest_mem, F_WRITE as WRITE};
 
 fn sample() -> Header {
     Header {
@@ -42,7 +37,7 @@ fn desc(addr: u64, len: u32, flags: u16) -> RawDescriptor {
 
 #[test]
 fn reads_header_split_across_descriptors() {
-    let m = mem();
+    let m = guest_mem(0x10_0000);
     let mq = MockSplitQueue::new(&m, 16);
     let b = sample().to_bytes();
     m.write_slice(&b[..10], GuestAddress(0x8000)).unwrap();
@@ -58,7 +53,7 @@ fn reads_header_split_across_descriptors() {
 
 #[test]
 fn rejects_malformed_packets() {
-    let m = mem();
+    let m = guest_mem(0x10_0000);
     let mq = MockSplitQueue::new(&m, 16);
     // Shorter than a header.
     let chain = mq.build_desc_chain(&[desc(0x8000, 20, 0)]).unwrap();
@@ -93,7 +88,7 @@ fn rejects_malformed_packets() {
 
 #[test]
 fn writes_rx_packets_across_descriptors() {
-    let m = mem();
+    let m = guest_mem(0x10_0000);
     let mq = MockSplitQueue::new(&m, 16);
     let chain = mq
         .build_desc_chain(&[desc(0x8000, 30, WRITE), desc(0x9000, 100, WRITE)])

@@ -1,6 +1,6 @@
-//! The vsock device's event loop thread: queue notifications (ioeventfds), the Unix sockets
-//! and a stop eventfd in one epoll; tx packets go to the muxer, the muxer's packets go to the
-//! rx queue.
+//! The vsock device's event loop, run by its device thread: queue notifications (ioeventfds)
+//! and the Unix sockets in one epoll; tx packets go to the muxer, the muxer's packets go to
+//! the rx queue.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::muxer::Muxer;
 use super::packet::{read_packet, RxBuffer};
+use crate::devices::virtio::epoll_helper::{epoll_add, EpollHandler};
 use crate::devices::virtio::queue::{add_used, pop_chain};
 use crate::devices::virtio::Interrupt;
 use crate::kvm::memory::GuestMem;
@@ -24,10 +25,11 @@ pub const TXQ: usize = 1;
 /// Transport events (unused: no migration).
 pub const EVQ: usize = 2;
 
-const TOKEN_STOP: u64 = 1 << 41;
+/// epoll token of queue `i`'s notification eventfd: `TOKEN_QUEUE + i` (the muxer's tokens are
+/// below).
 const TOKEN_QUEUE: u64 = 1 << 42;
 
-/// The device's running state.
+/// The device's running state: the [`EpollHandler`] of its device thread.
 pub struct Worker {
     /// Guest memory.
     pub mem: GuestMem,
@@ -37,69 +39,29 @@ pub struct Worker {
     pub queue_evts: Vec<EventFd>,
     /// The device interrupt.
     pub interrupt: Arc<Interrupt>,
-    /// Written to stop the loop.
-    pub stop: EventFd,
-    /// Connections.
+    /// Connections; its epoll set is the thread's.
     pub muxer: Muxer,
 }
 
 impl Worker {
-    /// Runs until stopped or the device breaks.
-    pub fn run(mut self) {
-        if let Err(e) = self.register() {
-            self.interrupt
-                .mark_broken(&format!("vsock: epoll setup: {e}"));
-            return;
+    /// A worker whose thread waits on the queue eventfds too (added to the muxer's epoll).
+    pub fn new(
+        mem: GuestMem,
+        queues: Vec<Queue>,
+        queue_evts: Vec<EventFd>,
+        interrupt: Arc<Interrupt>,
+        muxer: Muxer,
+    ) -> io::Result<Worker> {
+        for (token, evt) in (TOKEN_QUEUE..).zip(&queue_evts) {
+            epoll_add(muxer.epoll(), evt.as_raw_fd(), EventSet::IN, token)?;
         }
-        let mut events = vec![EpollEvent::default(); 64];
-        loop {
-            let n = match self
-                .muxer
-                .epoll()
-                .wait(self.muxer.timeout_ms(), &mut events)
-            {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.interrupt.mark_broken(&format!("vsock: epoll: {e}"));
-                    return;
-                }
-            };
-            for ev in &events[..n] {
-                match ev.data() {
-                    TOKEN_STOP => return,
-                    t if t >= TOKEN_QUEUE => {
-                        let index = (t - TOKEN_QUEUE) as usize;
-                        if let Some(evt) = self.queue_evts.get(index) {
-                            let _ = evt.read();
-                        }
-                    }
-                    t => self.muxer.handle_event(t, ev.event_set()),
-                }
-            }
-            self.muxer.expire(Instant::now());
-            if let Err(e) = self.process_queues() {
-                self.interrupt.mark_broken(&format!("vsock: {e}"));
-                return;
-            }
-        }
-    }
-
-    fn register(&self) -> io::Result<()> {
-        let epoll = self.muxer.epoll();
-        epoll.ctl(
-            ControlOperation::Add,
-            self.stop.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, TOKEN_STOP),
-        )?;
-        for (i, evt) in self.queue_evts.iter().enumerate() {
-            epoll.ctl(
-                ControlOperation::Add,
-                evt.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, TOKEN_QUEUE + i as u64),
-            )?;
-        }
-        Ok(())
+        Ok(Worker {
+            mem,
+            queues,
+            queue_evts,
+            interrupt,
+            muxer,
+        })
     }
 
     /// Consumes every tx packet, then fills rx buffers. `Err`: the driver corrupted a queue or
@@ -183,5 +145,36 @@ impl Worker {
                 .map_err(|e| format!("interrupt: {e}"))?;
         }
         Ok(())
+    }
+}
+
+impl EpollHandler for Worker {
+    fn epoll(&self) -> &Epoll {
+        self.muxer.epoll()
+    }
+
+    fn timeout_ms(&self) -> i32 {
+        self.muxer.timeout_ms()
+    }
+
+    fn handle_event(&mut self, token: u64, events: EventSet) -> Result<(), String> {
+        match token.checked_sub(TOKEN_QUEUE) {
+            Some(index) => {
+                let evt = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| self.queue_evts.get(i));
+                if let Some(evt) = evt {
+                    let _ = evt.read();
+                }
+            }
+            None => self.muxer.handle_event(token, events),
+        }
+        Ok(())
+    }
+
+    /// Handshake deadlines, then the queues (whatever woke us may have made work for both).
+    fn after_wake(&mut self) -> Result<(), String> {
+        self.muxer.expire(Instant::now());
+        self.process_queues()
     }
 }
