@@ -17,4 +17,3 @@ pub use fake_vmm::FakeHybridVsock;
 pub use logs::{parse_log_line, GuestLogLine, LogReceiver};
 pub use sandpod_protocol::{agent as proto, StreamKind};
 pub use stdio::{attach_stdio, open_stream};
-mod container_ops;
