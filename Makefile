@@ -19,7 +19,7 @@ build:
 	$(CARGO) build --release --workspace --exclude sandpod-agent
 	@mkdir -p $(BIN_DIR)
 	@cp target/release/sandpod-vmm target/release/sandpod target/release/containerd-shim-kata-v2 target/release/sandpod-agentctl \
-	    target/release/sandpod-testhost $(BIN_DIR)/
+	    target/release/sandpod-testhost target/release/sandpod-fake-vmm $(BIN_DIR)/
 
 agent:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p sandpod-agent --target $(HOST_TARGET)
@@ -56,9 +56,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit:
+## fake_vmm: the agent client against sandpod-fake-vmm (the agent on the host, no KVM; root and
+## the busybox bundle). It runs the sandpod-agent beside it, built here first.
+unit: bundle
 	$(CARGO) test --workspace --exclude sandpod-tests
-	$(CARGO) test -p sandpod-tests --lib --bins
+	$(CARGO) build -p sandpod-agent
+	$(CARGO) test -p sandpod-tests --lib --bins --test fake_vmm
 
 ## The VMM's cargo-fuzz targets (vmm/fuzz), SANDPOD_FUZZ_SECONDS (default 20) each.
 fuzz:

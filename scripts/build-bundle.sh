@@ -12,6 +12,7 @@ if readelf -d "$BUSYBOX" 2>/dev/null | grep -q "(NEEDED)"; then
 fi
 
 out=$BUILD_DIR/bundles/busybox
+mkdir -p "$BUILD_DIR"
 tmp=$(mktemp -d "$BUILD_DIR/.bundle.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 root=$tmp/rootfs

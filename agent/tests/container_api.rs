@@ -58,3 +58,44 @@ async fn unknown_containers_are_not_found() {
     let err = client.exec_process(&req).await.unwrap_err();
     assert_eq!(err.code(), Some(Code::NOT_FOUND), "{err}");
 }
+
+#[tokio::test]
+async fn cgroup_calls_on_unknown_containers_are_not_found() {
+    let agent = TestAgent::start();
+    let client = agent.client().await;
+    let not_found = |r: Result<(), sandpod_runtime::agent_client::AgentError>| {
+        let err = r.unwrap_err();
+        assert_eq!(err.code(), Some(Code::NOT_FOUND), "{err}");
+        assert!(err.to_string().contains("no container \"nope\""), "{err}");
+    };
+    not_found(client.signal_container_all("nope", 9).await);
+    not_found(client.pause_container("nope").await);
+    not_found(client.resume_container("nope").await);
+    not_found(client.update_container("nope", b"{}".to_vec()).await);
+    not_found(client.stats_container("nope").await.map(|_| ()));
+    not_found(client.list_processes("nope").await.map(|_| ()));
+    // A bad signal is refused as such.
+    let err = client.signal_container_all("nope", 0).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::INVALID_ARGUMENT), "{err}");
+}
+
+#[tokio::test]
+async fn kill_all_needs_a_container_not_a_process() {
+    let agent = TestAgent::start();
+    let client = agent.client().await;
+    client
+        .exec_process(&exec_req("p1", &["sleep", "30"], [false; 3]))
+        .await
+        .unwrap();
+    // p1 is a process of the agent, not a container: `all` does not reach it.
+    let err = client.signal_container_all("p1", 9).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NOT_FOUND), "{err}");
+    assert!(err.to_string().contains("no container \"p1\""), "{err}");
+    // It still runs; a plain signal ends it.
+    client.signal_process("p1", 9).await.unwrap();
+    let status = client.wait_process("p1").await.unwrap();
+    assert_eq!(
+        status,
+        sandpod_runtime::agent_client::ExitStatus::Signaled(9)
+    );
+}

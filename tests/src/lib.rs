@@ -6,8 +6,12 @@
 //! the build outputs at `/sandpod` inside, runs a command there and returns its output and exit
 //! status. Used by `tests/kvm-host/run` (through the `sandpod-testhost` binary) and by the
 //! integration tests.
+//!
+//! [`fakevm`]: the pieces of `sandpod-fake-vmm`, a test-only stand-in for sandpod-vmm that runs
+//! the agent on the host (no KVM).
 pub mod config;
 pub mod console;
+pub mod fakevm;
 pub mod qemu;
 pub mod runner;
 pub mod share;

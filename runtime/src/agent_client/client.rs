@@ -6,6 +6,7 @@ use sandpod_protocol::agent_ttrpc;
 use sandpod_protocol::{StreamHeader, StreamKind, AGENT_PORT};
 use tokio::net::UnixStream;
 
+use super::bounds::{bound_processes, bound_stats};
 use super::connector::HybridVsockConnector;
 use super::error::AgentError;
 use super::stdio::open_stream;
@@ -333,6 +334,99 @@ impl AgentClient {
         )
         .await?;
         Ok(())
+    }
+
+    /// `runc kill --all`: `signal` to every process of container `id` (its cgroup's).
+    pub async fn signal_container_all(&self, id: &str, signal: u32) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = SignalProcessRequest::new();
+        req.exec_id = id.to_string();
+        req.signal = signal;
+        req.all = true;
+        call("SignalProcess", t, self.inner.signal_process(ctx(t), &req)).await?;
+        Ok(())
+    }
+
+    /// Freezes container `id` (the agent waits up to 5 s for the freezer).
+    pub async fn pause_container(&self, id: &str) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = PauseContainerRequest::new();
+        req.container_id = id.to_string();
+        call(
+            "PauseContainer",
+            t,
+            self.inner.pause_container(ctx(t), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Thaws paused container `id`.
+    pub async fn resume_container(&self, id: &str) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = ResumeContainerRequest::new();
+        req.container_id = id.to_string();
+        call(
+            "ResumeContainer",
+            t,
+            self.inner.resume_container(ctx(t), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// New limits for container `id`: `resources_json` is the JSON of an OCI
+    /// `LinuxResources` (what config.json has at linux.resources).
+    pub async fn update_container(
+        &self,
+        id: &str,
+        resources_json: Vec<u8>,
+    ) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = UpdateContainerRequest::new();
+        req.container_id = id.to_string();
+        req.resources = resources_json;
+        call(
+            "UpdateContainer",
+            t,
+            self.inner.update_container(ctx(t), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The figures of container `id`'s cgroup, bounded (see [`bound_stats`]).
+    pub async fn stats_container(&self, id: &str) -> Result<StatsContainerResponse, AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = StatsContainerRequest::new();
+        req.container_id = id.to_string();
+        let resp = call(
+            "StatsContainer",
+            t,
+            self.inner.stats_container(ctx(t), &req),
+        )
+        .await?;
+        let (stats, dropped) = bound_stats(&resp);
+        if dropped > 0 {
+            tracing::warn!("StatsContainer {id}: {dropped} memory.stat entries dropped");
+        }
+        Ok(stats)
+    }
+
+    /// The processes of container `id`, bounded and printable (see [`bound_processes`]).
+    pub async fn list_processes(&self, id: &str) -> Result<Vec<ProcessInfo>, AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = ListProcessesRequest::new();
+        req.container_id = id.to_string();
+        let resp = call("ListProcesses", t, self.inner.list_processes(ctx(t), &req)).await?;
+        let (processes, dropped) = bound_processes(&resp.processes);
+        if dropped > 0 {
+            tracing::warn!(
+                "ListProcesses {id}: {dropped} processes beyond the first {} dropped",
+                processes.len()
+            );
+        }
+        Ok(processes)
     }
 
     /// Opens the `kind` stream of `exec_id` (see [`open_stream`]).

@@ -108,3 +108,123 @@ async fn calls_time_out() {
         "{err}"
     );
 }
+
+/// Answers ListProcesses and StatsContainer with far too much, and records what it is asked.
+#[derive(Default)]
+struct HostileAgent {
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Agent for HostileAgent {
+    async fn health(&self, _: &TtrpcContext, _: HealthRequest) -> ttrpc::Result<HealthResponse> {
+        let mut r = HealthResponse::new();
+        r.ok = true;
+        Ok(r)
+    }
+
+    async fn signal_process(
+        &self,
+        _: &TtrpcContext,
+        req: SignalProcessRequest,
+    ) -> ttrpc::Result<SignalProcessResponse> {
+        let line = format!("signal {} {} all={}", req.exec_id, req.signal, req.all);
+        self.asked.lock().unwrap().push(line);
+        Ok(SignalProcessResponse::new())
+    }
+
+    async fn update_container(
+        &self,
+        _: &TtrpcContext,
+        req: UpdateContainerRequest,
+    ) -> ttrpc::Result<UpdateContainerResponse> {
+        let line = format!(
+            "update {} {}",
+            req.container_id,
+            String::from_utf8_lossy(&req.resources)
+        );
+        self.asked.lock().unwrap().push(line);
+        Ok(UpdateContainerResponse::new())
+    }
+
+    async fn list_processes(
+        &self,
+        _: &TtrpcContext,
+        req: ListProcessesRequest,
+    ) -> ttrpc::Result<ListProcessesResponse> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push(format!("ps {}", req.container_id));
+        let mut r = ListProcessesResponse::new();
+        r.processes = (0..5000)
+            .map(|i| {
+                let mut p = ProcessInfo::new();
+                p.pid = i;
+                p.comm = "\u{1b}]0;owned\u{7}".into();
+                p.cmdline = "z".repeat(600);
+                p
+            })
+            .collect();
+        Ok(r)
+    }
+
+    async fn stats_container(
+        &self,
+        _: &TtrpcContext,
+        _: StatsContainerRequest,
+    ) -> ttrpc::Result<StatsContainerResponse> {
+        let mut r = StatsContainerResponse::new();
+        r.pids_current = 2;
+        for i in 0..1000 {
+            r.memory_stat.insert(format!("k{i:04}"), i);
+        }
+        Ok(r)
+    }
+}
+
+#[tokio::test]
+async fn container_calls_send_their_fields_and_bound_the_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("v.sock");
+    let _vmm = FakeHybridVsock::start(&uds).unwrap();
+    let connector = HybridVsockConnector::new(&uds);
+    let agent = Arc::new(HostileAgent::default());
+    let mut server = ttrpc::r#async::Server::new()
+        .bind(&format!(
+            "unix://{}",
+            connector
+                .host_port_path(sandpod_protocol::AGENT_PORT)
+                .display()
+        ))
+        .unwrap()
+        .register_service(create_agent(agent.clone()));
+    server.start().await.unwrap();
+    let client = AgentClient::connect(connector, config(5_000, 5_000))
+        .await
+        .unwrap();
+    client.signal_container_all("c1", 9).await.unwrap();
+    client
+        .update_container("c1", br#"{"pids":{"limit":5}}"#.to_vec())
+        .await
+        .unwrap();
+    let procs = client.list_processes("c1").await.unwrap();
+    assert_eq!(procs.len(), bounds::MAX_PROCESSES);
+    assert_eq!(procs[0].comm, "\\u{1b}]0;owned\\u{7}");
+    assert_eq!(procs[0].cmdline.len(), 600);
+    let stats = client.stats_container("c1").await.unwrap();
+    assert_eq!(stats.pids_current, 2);
+    assert_eq!(stats.memory_stat.len(), bounds::MAX_MEMORY_STAT);
+    assert_eq!(
+        *agent.asked.lock().unwrap(),
+        vec![
+            "signal c1 9 all=true".to_string(),
+            r#"update c1 {"pids":{"limit":5}}"#.to_string(),
+            "ps c1".to_string(),
+        ]
+    );
+    // Not implemented by this agent: its status comes back.
+    let err = client.pause_container("c1").await.unwrap_err();
+    assert_eq!(err.code(), Some(ttrpc::Code::NOT_FOUND), "{err}");
+    assert!(err.to_string().contains("PauseContainer"), "{err}");
+}

@@ -18,7 +18,20 @@ pub struct FakeHybridVsock {
 impl FakeHybridVsock {
     /// Starts serving `uds` (inside a tokio runtime).
     pub fn start(uds: &Path) -> io::Result<FakeHybridVsock> {
-        let listener = UnixListener::bind(uds)?;
+        Self::serve(UnixListener::bind(uds)?, uds)
+    }
+
+    /// Serves a listener already bound at `uds` (say, by sandpod-vmm's own `bind_listener`,
+    /// which replaces a stale socket file), inside a tokio runtime.
+    pub fn from_std(
+        listener: std::os::unix::net::UnixListener,
+        uds: &Path,
+    ) -> io::Result<FakeHybridVsock> {
+        listener.set_nonblocking(true)?;
+        Self::serve(UnixListener::from_std(listener)?, uds)
+    }
+
+    fn serve(listener: UnixListener, uds: &Path) -> io::Result<FakeHybridVsock> {
         let uds = uds.to_path_buf();
         let task = tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {

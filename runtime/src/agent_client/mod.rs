@@ -1,6 +1,7 @@
 //! The host's client of the guest agent: hybrid-vsock connections ([`HybridVsockConnector`]),
 //! the ttrpc API ([`AgentClient`]), stdio streams ([`open_stream`]) and the agent's logs
 //! ([`LogReceiver`]). [`fake_vmm`] stands in for the VMM in host-side tests.
+pub mod bounds;
 pub mod client;
 #[cfg(test)]
 mod client_tests;
