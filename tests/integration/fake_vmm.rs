@@ -264,6 +264,17 @@ async fn containers_run_pause_and_die_behind_the_fake_vmm() {
     assert_eq!(wait(&client, "c1").await, ExitStatus::Exited(0));
     let out = reader.await.unwrap().unwrap();
     assert_eq!(String::from_utf8_lossy(&out), "hi\n");
+    // Stopped: no pause, no update (runc's words).
+    assert_code(
+        client.pause_container("c1").await,
+        Code::FAILED_PRECONDITION,
+        "container not running",
+    );
+    assert_code(
+        client.update_container("c1", b"{}".to_vec()).await,
+        Code::FAILED_PRECONDITION,
+        "container not running",
+    );
     client.remove_container("c1").await.unwrap();
 
     // c2: a sleeping container, and a second process exec'd into it.
