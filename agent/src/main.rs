@@ -4,6 +4,8 @@
 //! Hidden test mode: `sandpod-agent --test-serve unix:///path/base` serves the same API as in
 //! the guest, but on Unix sockets `<base>_1024` (ttrpc) and `<base>_1026` (stdio), sending its
 //! logs to `<base>_1025`, without being PID 1 (CreateSandbox then skips hostname and mounts).
+//! There, `SANDPOD_AGENT_CGROUP_ROOT` names the cgroup2 directory the containers' cgroups go
+//! under (default /sys/fs/cgroup); the guest ignores it.
 use sandpod_agent::transport::Transport;
 use sandpod_agent::{init, serve, VERSION};
 

@@ -264,6 +264,17 @@ async fn containers_run_pause_and_die_behind_the_fake_vmm() {
     assert_eq!(wait(&client, "c1").await, ExitStatus::Exited(0));
     let out = reader.await.unwrap().unwrap();
     assert_eq!(String::from_utf8_lossy(&out), "hi\n");
+    // Stopped: no pause, no update (runc's words).
+    assert_code(
+        client.pause_container("c1").await,
+        Code::FAILED_PRECONDITION,
+        "container not running",
+    );
+    assert_code(
+        client.update_container("c1", b"{}".to_vec()).await,
+        Code::FAILED_PRECONDITION,
+        "container not running",
+    );
     client.remove_container("c1").await.unwrap();
 
     // c2: a sleeping container, and a second process exec'd into it.
@@ -365,14 +376,16 @@ async fn containers_run_pause_and_die_behind_the_fake_vmm() {
         ("sleep", "sleep 1000")
     );
     assert_eq!((init.uid, init.ppid), (0, vm.agent_pid as u32), "{init:?}");
-    assert_eq!(init.state, "S", "{init:?}");
+    // Sleeping, or running still just after the thaw.
+    assert!(matches!(init.state.as_str(), "S" | "R"), "{init:?}");
     assert!(
         ps.iter()
             .any(|p| p.pid == exec_pid && p.cmdline == "sleep 2000"),
         "{ps:?}"
     );
 
-    // kill --all: the init and the exec, both by SIGKILL.
+    // kill --all, while paused (SIGKILL reaches frozen processes): the init and the exec.
+    client.pause_container("c2").await.unwrap();
     client.signal_container_all("c2", 9).await.unwrap();
     assert_eq!(wait(&client, "c2").await, ExitStatus::Signaled(9));
     assert_eq!(wait(&client, "e1").await, ExitStatus::Signaled(9));
@@ -423,6 +436,77 @@ async fn the_agent_dying_is_exit_2_and_sigint_is_130() {
     vm.signal(nix::sys::signal::Signal::SIGINT);
     assert_eq!(vm.wait(), Some(130), "{}", vm.logs());
     assert!(!Path::new(&format!("/proc/{}", vm.agent_pid)).exists());
+}
+
+/// Whether process `pid` is gone (a zombie counts as gone: it runs nothing).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+#[tokio::test]
+async fn it_dies_with_its_parent_and_takes_the_agent_along() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("shared")).unwrap();
+    // A parent shell that starts the fake VMM, says its pid, and is then SIGKILLed.
+    let cmd = FakeVm::command(dir);
+    let mut line = vec![FAKE_VMM.to_string()];
+    line.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    let mut parent = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} 2>/dev/null & echo $!; wait", line.join(" ")))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    let stdout = parent.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut out).unwrap();
+    let fake_pid: i32 = out.trim().parse().unwrap();
+    let started = Instant::now();
+    let console = loop {
+        let text = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
+        if let Some(l) = text
+            .lines()
+            .find(|l| l.starts_with("sandpod-fake-vmm: agent_pid="))
+        {
+            break l.to_owned();
+        }
+        assert!(started.elapsed() < WAIT, "no console line: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let agent_pid: i32 = console
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("agent_pid="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let started = Instant::now();
+    while !(gone(fake_pid) && gone(agent_pid)) {
+        assert!(
+            started.elapsed() < WAIT,
+            "the fake VMM {fake_pid} or its agent {agent_pid} outlived its parent"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cgroup = console
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("cgroup="))
+        .unwrap()
+        .to_owned();
+    // Its cleanup ran (SIGTERM from PR_SET_PDEATHSIG, not a plain death).
+    let started = Instant::now();
+    while Path::new(&cgroup).exists() {
+        assert!(started.elapsed() < WAIT, "{cgroup} left behind");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
