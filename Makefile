@@ -6,7 +6,7 @@ AGENT_BIN := target/$(HOST_TARGET)/release/sandpod-agent
 BIN_DIR := build/bin
 STAGE := scripts/stage
 
-.PHONY: all deps build agent kernel initramfs virtiofsd bundle artifacts testhost demo test unit \
+.PHONY: all deps build agent kernel initramfs virtiofsd bundle artifacts testhost demo test unit install \
         lint integration fuzz bench clean
 
 all: artifacts
@@ -43,6 +43,17 @@ artifacts: build kernel initramfs virtiofsd bundle
 ## The busybox OCI bundle the demo and the container tests run (build/bundles/busybox).
 bundle:
 	@scripts/build-bundle.sh
+
+## `make install [PREFIX=/usr/local] [DESTDIR=]`: sandpod, the shim and agentctl in $PREFIX/bin,
+## sandpod-vmm and virtiofsd in $PREFIX/libexec/sandpod, the guest kernel and initramfs (and an
+## example config) in $PREFIX/share/sandpod, where `sandpod` finds them (see docs/config.toml.example).
+PREFIX ?= /usr/local
+install: build agent kernel initramfs virtiofsd
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/libexec/sandpod $(DESTDIR)$(PREFIX)/share/sandpod
+	install -m 0755 $(BIN_DIR)/sandpod $(BIN_DIR)/containerd-shim-kata-v2 $(BIN_DIR)/sandpod-agentctl $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(BIN_DIR)/sandpod-vmm $(BIN_DIR)/virtiofsd $(DESTDIR)$(PREFIX)/libexec/sandpod/
+	install -m 0644 build/guest/vmlinux build/guest/initramfs.cpio $(DESTDIR)$(PREFIX)/share/sandpod/
+	install -m 0644 docs/config.toml.example $(DESTDIR)$(PREFIX)/share/sandpod/config.toml.example
 
 testhost:
 	@tests/kvm-host/build-image.sh >/dev/null
