@@ -40,9 +40,11 @@ virtiofsd:
 artifacts: build kernel initramfs virtiofsd bundle
 	@mkdir -p build/scripts && cp tests/kvm-host/guest/*.sh build/scripts/
 
-## The busybox OCI bundle the demo and the container tests run (build/bundles/busybox).
+## The busybox OCI bundle the demo and the container tests run (build/bundles/busybox), and the
+## same rootfs as an offline image for docker/podman/ctr (build/images/busybox.tar).
 bundle:
 	@scripts/build-bundle.sh
+	@scripts/build-image-tar.sh
 
 testhost:
 	@tests/kvm-host/build-image.sh >/dev/null
