@@ -80,12 +80,12 @@ if [ "$DOCKERD_NET" = full ]; then
   ip1=$(inspect n1 '{{.NetworkSettings.IPAddress}}')
   d n1addr exec n1 ip -o -4 addr show eth0
   check net-eth0-has-docker-ip eval 'rc_is 0 && [ -n "$ip1" ] && grep -q " inet $ip1/16 " "$work/n1addr.out"'
-  wait_for 30 busybox wget -q -T 5 -O /dev/null "http://$ip1/"
-  x hostwget busybox wget -q -T 10 -O - "http://$ip1/"
-  check net-host-to-container eval 'rc_is 0 && out_is hostwget hello-from-n1'
-  x pubwget busybox wget -q -T 10 -O - "http://127.0.0.1:8080/"
-  check net-published-port eval 'rc_is 0 && out_is pubwget hello-from-n1'
-  dr c2c --rm "$IMG" wget -q -T 10 -O - "http://$ip1/"
+  wait_for 30 sh -c "$HTTP_GET | grep -qx hello-from-n1" _ "$ip1" 80
+  x hostget sh -c "$HTTP_GET" _ "$ip1" 80
+  check net-host-to-container eval 'rc_is 0 && out_is hostget hello-from-n1'
+  x pubget sh -c "$HTTP_GET" _ 127.0.0.1 8080
+  check net-published-port eval 'rc_is 0 && out_is pubget hello-from-n1'
+  dr c2c --rm "$IMG" sh -c "printf 'GET / HTTP/1.0\r\n\r\n' | nc $ip1 80 | tail -n 1"
   check net-container-to-container eval 'rc_is 0 && out_is c2c hello-from-n1'
   group_end
 fi

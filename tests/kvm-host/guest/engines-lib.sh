@@ -135,13 +135,18 @@ argv_summary() {
   echo "=== runtime command lines ($RUNTIME_BIN, $(grep -vc '^[a-z]* spec ' "$ARGV_LOG") calls, distinct forms with counts; 'spec': the bundle's hooks and namespaces at create)"
   names=
   for nm in $ARGV_NAMES; do names="$names -e s#\\b$nm\\b#<id>#g"; done
-  sed -E $names -e 's/[0-9a-f]{64}/<id>/g' -e 's#/tmp/pty[0-9]+/#/tmp/pty<n>/#g' -e 's/\b[0-9a-f]{12}\b/<id12>/g' \
-      -e 's/netns-[0-9a-f-]{36}/netns-<uuid>/g' -e 's#/proc/[0-9]+/exe#/proc/<dockerd-pid>/exe#g' \
+  sed -E $names -e 's/netns-[0-9a-f-]{36}/netns-<uuid>/g' -e 's/[0-9a-f]{64}/<id>/g' \
+      -e 's#/tmp/pty[0-9]+/#/tmp/pty<n>/#g' -e 's/\b[0-9a-f]{12}\b/<id12>/g' \
+      -e 's#/proc/[0-9]+/exe#/proc/<dockerd-pid>/exe#g' \
       -e 's#(/runc-process|/runtime-process|/exec-process-?)[0-9A-Za-z-]+#\1<n>#g' \
       -e 's#/tmp/engines\.[A-Za-z0-9]+#/tmp/engines.<w>#g' \
       -e 's/(ctr-[a-z0-9-]*-)[0-9]+/\1<n>/g' "$ARGV_LOG" |
     sort | uniq -c | sort -k2,2 -k1,1nr | sed 's/^/argv /'
 }
+
+# HTTP_GET: a shell script for `sh -c "$HTTP_GET" _ HOST PORT`: prints the body of GET / (busybox
+# nc: the static busybox's wget crashes in getservbyname; nc with a numeric port looks nothing up).
+HTTP_GET='printf "GET / HTTP/1.0\r\n\r\n" | timeout 20 busybox nc "$1" "$2" | tail -n 1'
 
 # --- containerd -------------------------------------------------------------------------------
 CONTAINERD_SOCK=/run/containerd/containerd.sock
@@ -273,10 +278,9 @@ leaks() {
     for s in "$r"/*; do [ -d "$s" ] && echo "state dir $s"; done
   done
   for b in /run/containerd/io.containerd.runtime.v2.task/*/*; do [ -d "$b" ] && echo "bundle $b"; done
-  # Networking: container network namespaces (docker keeps a "default" one) and veths.
-  for n in /run/docker/netns/* /run/netns/*; do
-    [ -e "$n" ] && [ "$n" != /run/docker/netns/default ] && echo "netns $n"
-  done
+  # Networking: podman's container network namespaces and veths. (Not /run/docker/netns: dockerd
+  # removes a container's netns in a garbage collection every 60 s, also under runc.)
+  for n in /run/netns/*; do [ -e "$n" ] && echo "netns $n"; done
   ip -o link show type veth | sed 's/^/veth /'
   true
 }

@@ -44,9 +44,9 @@ check podman-rm eval 'rc_is 0 && [ -z "$(podman ps -aq)" ]'
 if [ "$PODMAN_NET" = default ]; then
   p pn run -d --name pn "$PODMAN_IMG" sh -c 'mkdir -p /www && echo hello-from-pn >/www/index.html && exec httpd -f -p 80 -h /www'
   pip=$(pinspect pn '{{.NetworkSettings.IPAddress}}')
-  wait_for 30 busybox wget -q -T 5 -O /dev/null "http://$pip/"
-  x pwget busybox wget -q -T 10 -O - "http://$pip/"
-  check podman-net-host-to-container eval 'rc_is 0 && [ -n "$pip" ] && out_is pwget hello-from-pn'
+  wait_for 30 sh -c "$HTTP_GET | grep -qx hello-from-pn" _ "$pip" 80
+  x pget sh -c "$HTTP_GET" _ "$pip" 80
+  check podman-net-host-to-container eval 'rc_is 0 && [ -n "$pip" ] && out_is pget hello-from-pn'
 fi
 group_end
 
