@@ -196,13 +196,17 @@ pub fn main() -> ExitCode {
 }
 
 /// Reports a fatal error once: to standard error and, with `--log`, as the log's last error line
-/// (where containerd and Docker read the reason from).
+/// (where containerd and Docker read the reason from). The internal modes only log it: a
+/// stand-in's stderr is its container's, the monitor's is the log file itself.
 fn fail(cli: &Cli, e: &anyhow::Error) -> ExitCode {
     let msg = format!("{e:#}");
+    let internal = matches!(cli.command, Command::Monitor { .. } | Command::Standin(_));
     if cli.log.is_some() {
         tracing::error!("{msg}");
     }
-    eprintln!("sandpod: {msg}");
+    if !(internal && cli.log.is_some()) {
+        eprintln!("sandpod: {msg}");
+    }
     ExitCode::FAILURE
 }
 

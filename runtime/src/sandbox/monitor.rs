@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::layout::Layout;
@@ -25,7 +25,7 @@ use crate::agent_client::LogReceiver;
 
 /// Lines of the VMM's own error output kept for `vm-exit.json`.
 const VMM_STDERR_TAIL: usize = 5;
-/// Longest VMM output line kept there (bytes).
+/// Longest line of a child's output logged (bytes).
 const VMM_LINE_MAX: usize = 400;
 
 /// How long virtiofsd may take to create its socket.
@@ -116,18 +116,10 @@ fn command(argv: &[PathBuf]) -> anyhow::Result<Command> {
     Ok(Command::from(c))
 }
 
-fn spawn(
-    argv: &[PathBuf],
-    log: &std::fs::File,
-    pipe_stderr: bool,
-) -> anyhow::Result<(Child, ProcessIdent)> {
+/// Starts a child with its stdout and stderr piped: [`relay_output`] puts their lines in the log.
+fn spawn(argv: &[PathBuf]) -> anyhow::Result<(Child, ProcessIdent)> {
     let mut c = command(argv)?;
-    c.stdout(log.try_clone()?);
-    if pipe_stderr {
-        c.stderr(Stdio::piped());
-    } else {
-        c.stderr(log.try_clone()?);
-    }
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = c
         .spawn()
         .with_context(|| format!("starting {}", argv[0].display()))?;
@@ -173,36 +165,57 @@ async fn stop_child(child: &mut Child, name: &str) -> Option<std::process::ExitS
     }
 }
 
-/// Copies the VMM's standard error to the log, keeping its last lines (bounded: the VMM is ours,
-/// but what it prints may quote the guest).
-async fn tee_stderr(child: &mut Child, log: std::fs::File) -> tokio::task::JoinHandle<Vec<String>> {
+/// Re-emits a child's output lines through `tracing` (so a `--log-format json` log holds only
+/// JSON lines, as containerd expects), escaped and cut (what the VMM prints may quote the guest);
+/// returns the last lines of its standard error.
+fn relay_output(child: &mut Child, name: &'static str) -> tokio::task::JoinHandle<Vec<String>> {
+    let stdout = child.stdout.take();
     let stderr = child.stderr.take();
+    if let Some(out) = stdout {
+        tokio::spawn(async move {
+            let _ = relay_lines(out, name, false).await;
+        });
+    }
     tokio::spawn(async move {
-        let mut tail = VecDeque::new();
-        let Some(stderr) = stderr else {
-            return Vec::new();
-        };
-        let mut log = tokio::fs::File::from_std(log);
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let _ = log.write_all(line.as_bytes()).await;
-            let _ = log.write_all(b"\n").await;
-            let mut kept: String = line.chars().take(VMM_LINE_MAX).collect();
-            kept = kept.escape_debug().to_string();
-            if tail.len() == VMM_STDERR_TAIL {
-                tail.pop_front();
-            }
-            tail.push_back(kept);
+        match stderr {
+            Some(err) => relay_lines(err, name, true).await,
+            None => Vec::new(),
         }
-        tail.into_iter().collect()
     })
 }
 
-/// Runs the sandbox's VM until it ends or `stop` completes (its output says why). `log` is the
-/// runtime log file. Records and returns how the VM ended.
+async fn relay_lines(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    name: &'static str,
+    keep_tail: bool,
+) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let mut tail = VecDeque::new();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut buf = Vec::new();
+        // A line longer than the limit is cut; its rest is read as the next lines.
+        match (&mut reader).take(VMM_LINE_MAX as u64).read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end().escape_debug().to_string();
+        tracing::info!(target: "sandpod::vm", process = name, "{line}");
+        if keep_tail {
+            if tail.len() == VMM_STDERR_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    }
+    tail.into_iter().collect()
+}
+
+/// Runs the sandbox's VM until it ends or `stop` completes (its output says why); the children's
+/// output goes to this process's `tracing` log. Records and returns how the VM ended.
 pub async fn run_monitor(
     layout: &Layout,
-    log: &std::fs::File,
     stop: impl Future<Output = String>,
 ) -> anyhow::Result<VmExit> {
     let plan: MonitorPlan = serde_json::from_slice(
@@ -216,7 +229,8 @@ pub async fn run_monitor(
     let mut children = Children::default();
     let mut fsd = None;
     if let Some((argv, socket)) = &plan.virtiofsd {
-        let (mut child, ident) = spawn(argv, log, false)?;
+        let (mut child, ident) = spawn(argv)?;
+        relay_output(&mut child, "virtiofsd");
         children.virtiofsd = Some(ident);
         write_json_atomic(&layout.children(), &children)?;
         if let Err(e) = wait_for_socket(&mut child, socket).await {
@@ -225,7 +239,7 @@ pub async fn run_monitor(
         }
         fsd = Some(child);
     }
-    let (mut vmm, ident) = match spawn(&plan.vmm, log, true) {
+    let (mut vmm, ident) = match spawn(&plan.vmm) {
         Ok(v) => v,
         Err(e) => {
             if let Some(c) = fsd.as_mut() {
@@ -234,7 +248,7 @@ pub async fn run_monitor(
             return Err(e);
         }
     };
-    let stderr_tail = tee_stderr(&mut vmm, log.try_clone()?).await;
+    let stderr_tail = relay_output(&mut vmm, "sandpod-vmm");
     children.vmm = Some(ident);
     write_json_atomic(&layout.children(), &children)?;
     tracing::info!(vmm_pid = ident.pid, "VM started");
