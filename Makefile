@@ -58,10 +58,10 @@ lint:
 
 ## fake_vmm: the agent client against sandpod-fake-vmm (the agent on the host, no KVM; root and
 ## the busybox bundle). It runs the sandpod-agent beside it, built here first.
-unit: bundle
+unit: bundle virtiofsd
 	$(CARGO) test --workspace --exclude sandpod-tests
-	$(CARGO) build -p sandpod-agent
-	$(CARGO) test -p sandpod-tests --lib --bins --test fake_vmm
+	$(CARGO) build -p sandpod-agent -p sandpod-runtime
+	$(CARGO) test -p sandpod-tests --lib --bins --test fake_vmm --test cli_lifecycle
 
 ## The VMM's cargo-fuzz targets (vmm/fuzz), SANDPOD_FUZZ_SECONDS (default 20) each.
 fuzz:
