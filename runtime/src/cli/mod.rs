@@ -1,6 +1,7 @@
 //! The `sandpod` command line: runc's global flags and commands, translated onto
 //! [`crate::container`], plus the hidden modes the runtime re-executes itself in (the sandbox
 //! monitor, the stand-in of a guest process).
+mod check;
 mod commands;
 mod exec;
 mod info;
@@ -89,6 +90,8 @@ pub enum Command {
     Update(Box<resources::UpdateArgs>),
     /// Print what this runtime supports (runc's JSON).
     Features,
+    /// Check that this host can run Sandpod's microVMs (one line per check).
+    Check,
     /// Write a default config.json for a new bundle.
     Spec(commands::SpecArgs),
     /// Not supported: a container in a microVM cannot be checkpointed.
@@ -233,6 +236,7 @@ async fn dispatch(cli: &Cli, config: Config) -> anyhow::Result<u8> {
             println!("{}", serde_json::to_string_pretty(&info::features())?);
             Ok(0)
         }
+        Command::Check => Ok(check::run(&rt)),
         Command::Spec(a) => info::write_spec(&a.bundle).map(|()| 0),
         Command::Checkpoint(_) => {
             anyhow::bail!("checkpoint is not supported: the container runs in a microVM (sandpod)")
