@@ -392,10 +392,8 @@ fn console_socket_gets_the_terminal_and_resizes_reach_the_guest() {
         ws_ypixel: 0,
     };
     // SAFETY: TIOCSWINSZ reads a winsize from the pointer, which lives for the call.
-    assert_eq!(
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
-        0
-    );
+    let set = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    assert_eq!(set, 0);
     assert!(env.sandpod(&["start", "t1"]).status.success());
     let pid = env.state("t1")["pid"].as_i64().unwrap() as i32;
     let mut master = master;

@@ -22,6 +22,7 @@ use super::process::ProcessIdent;
 use super::standin_watch::StandinWatch;
 use super::state::write_json_atomic;
 use crate::agent_client::LogReceiver;
+use crate::hypervisor::{VirtiofsdCommand, VmmCommand};
 
 /// Lines of the VMM's own error output kept for `vm-exit.json`.
 const VMM_STDERR_TAIL: usize = 5;
@@ -36,10 +37,10 @@ const CHILD_GRACE: Duration = Duration::from_secs(5);
 /// What the monitor starts, written by the creator to `monitor.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitorPlan {
-    /// sandpod-vmm's program and arguments.
-    pub vmm: Vec<PathBuf>,
-    /// virtiofsd's program and arguments, and the socket it creates.
-    pub virtiofsd: Option<(Vec<PathBuf>, PathBuf)>,
+    /// sandpod-vmm and its configuration file (`vm.json`, written beside `monitor.json`).
+    pub vmm: VmmCommand,
+    /// virtiofsd (started first; the VMM connects to its socket).
+    pub virtiofsd: Option<VirtiofsdCommand>,
     /// Where the VMM forwards the guest's log connections (`<vsock uds>_1025`).
     pub guest_log_socket: PathBuf,
 }
@@ -228,18 +229,18 @@ pub async fn run_monitor(
     let _standins = StandinWatch::bind(layout)?;
     let mut children = Children::default();
     let mut fsd = None;
-    if let Some((argv, socket)) = &plan.virtiofsd {
-        let (mut child, ident) = spawn(argv)?;
+    if let Some(virtiofsd) = &plan.virtiofsd {
+        let (mut child, ident) = spawn(&virtiofsd.argv())?;
         relay_output(&mut child, "virtiofsd");
         children.virtiofsd = Some(ident);
         write_json_atomic(&layout.children(), &children)?;
-        if let Err(e) = wait_for_socket(&mut child, socket).await {
+        if let Err(e) = wait_for_socket(&mut child, &virtiofsd.socket).await {
             stop_child(&mut child, "virtiofsd").await;
             return Err(e);
         }
         fsd = Some(child);
     }
-    let (mut vmm, ident) = match spawn(&plan.vmm) {
+    let (mut vmm, ident) = match spawn(&plan.vmm.argv()) {
         Ok(v) => v,
         Err(e) => {
             if let Some(c) = fsd.as_mut() {
@@ -294,4 +295,34 @@ pub async fn run_monitor(
     tracing::info!(code = ?exit.code, signal = ?exit.signal, "VM ended");
     write_json_atomic(&layout.vm_exit(), &exit)?;
     Ok(exit)
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use crate::hypervisor::CacheMode;
+
+    #[test]
+    fn monitor_json_has_named_fields() {
+        let plan = MonitorPlan {
+            vmm: VmmCommand {
+                program: "/b/sandpod-vmm".into(),
+                config: "/run/sandpod/c/vm.json".into(),
+            },
+            virtiofsd: Some(VirtiofsdCommand {
+                virtiofsd: "/b/virtiofsd".into(),
+                socket: "/run/sandpod/c/fs.sock".into(),
+                shared_dir: "/run/sandpod/c/shared".into(),
+                cache: CacheMode::Auto,
+            }),
+            guest_log_socket: "/run/sandpod/c/v_1025".into(),
+        };
+        let json: serde_json::Value = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["vmm"]["program"], "/b/sandpod-vmm");
+        assert_eq!(json["vmm"]["config"], "/run/sandpod/c/vm.json");
+        assert_eq!(json["virtiofsd"]["socket"], "/run/sandpod/c/fs.sock");
+        assert_eq!(json["virtiofsd"]["cache"], "auto");
+        let back: MonitorPlan = serde_json::from_value(json).unwrap();
+        assert_eq!(back, plan);
+    }
 }
