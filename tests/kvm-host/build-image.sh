@@ -81,7 +81,7 @@ rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 mkdir -p "$root/sandpod"
 
 log "mkfs.ext4 ($ROOTFS_SIZE, sparse)"
-mkfs.ext4 -q -F -L sandpod-l2 -E root_owner=0:0 -d "$root" "$tmp/rootfs.ext4" "$ROOTFS_SIZE"
+mkfs.ext4 -q -F -L sandpod-l2 -E root_owner=0:0 -d "$root" "$tmp/rootfs.ext4" "$ROOTFS_SIZE" >&2  # its notes must not reach stdout (the image path)
 rm -rf "$root" "$tmp/kernel" "$ird" "$tmp"/*.deb
 
 trap - EXIT
