@@ -11,7 +11,8 @@ raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 SANDPOD_TESTHOST_NOBUILD=1 "$REPO_ROOT/tests/kvm-host/run" -- sh -c \
   "/sandpod/scripts/boot-bench.sh $RUNS 1 128 sandpod qemu; /sandpod/scripts/vmm-overhead.sh 5; \
-   /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/run-bench.sh $RUNS" |
+   /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/run-bench.sh $RUNS; \
+   /sandpod/scripts/docker-bench.sh $RUNS" |
   tee "$raw" >&2
 
 ours=$(awk '$1=="boot" && $2=="sandpod" && $3!="fail" {print $3}' "$raw" | median)
@@ -38,4 +39,15 @@ ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { if (b > 0 && a > 0) printf "%.1
 echo "bench run_true_ms sandpod=$ours runc=$theirs ratio=$ratio runs=$RUNS failed=$fails"
 awk '$1=="idle" {
   for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-  printf "bench idle_pod_pss_mib vmm=%.1f virtiofsd=%.1f monitor=%.1f total=%.1f\n", v["vmm_kib"]/1024, v["virtiofsd_kib"]/1024, v["monitor_kib"]/1024, (v["vmm_kib"]+v["virtiofsd_kib"]+v["monitor_kib"])/1024 }' "$raw"
+  printf "bench idle_pod_pss_mib vmm=%.1f virtiofsd=%.1f monitor=%.1f standin=%.1f total=%.1f\n", v["vmm_kib"]/1024, v["virtiofsd_kib"]/1024, v["monitor_kib"]/1024, v["standin_kib"]/1024, (v["vmm_kib"]+v["virtiofsd_kib"]+v["monitor_kib"]+v["standin_kib"])/1024 }' "$raw"
+
+# ours vs theirs (medians) of `<tag> kata|runc <ms>` lines.
+pair() {
+  k=$(awk -v t="$1" '$1==t && $2=="kata" && $3!="fail" {print $3}' "$raw" | median)
+  r=$(awk -v t="$1" '$1==t && $2=="runc" && $3!="fail" {print $3}' "$raw" | median)
+  f=$(awk -v t="$1" '$1==t && $3=="fail"' "$raw" | wc -l)
+  ratio=$(awk -v a="$k" -v b="$r" 'BEGIN { if (b > 0 && a > 0) printf "%.1f", a / b; else print "nan" }')
+  echo "bench $2 kata=$k runc=$r ratio=$ratio runs=$RUNS failed=$f"
+}
+pair docker_run docker_run_ms
+pair docker_exec docker_exec_ms

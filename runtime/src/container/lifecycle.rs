@@ -8,7 +8,7 @@
 //! stdio streams; CreateContainer (the init blocked before exec); the state and `--pid-file`.
 //! Any failure undoes every step (nothing is left: no process, mount, socket or directory).
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use crate::io::{IoConfig, StandinStdio};
 use crate::paths::RuntimePaths;
 use crate::sandbox::process::ProcessIdent;
 use crate::sandbox::state::{now_rfc3339_nanos, write_atomic};
-use crate::sandbox::{reserve, Layout, Sandbox, SandboxConfig};
+use crate::sandbox::{host_cgroup, reserve, Layout, Sandbox, SandboxConfig};
 
 /// How long delete waits for stand-ins to see their processes end.
 const STANDIN_EXIT_WAIT: Duration = Duration::from_secs(5);
@@ -95,14 +95,14 @@ pub async fn create(rt: &RuntimeOptions, opts: CreateOptions) -> anyhow::Result<
     let layout = reserve(&rt.root, &opts.id)?;
     let mut standin: Option<Standin> = None;
     let mut sandbox: Option<Sandbox> = None;
+    let mut cgroup: Option<PathBuf> = None;
     let r = create_steps(
         rt,
         &opts,
         &layout,
         paths,
         terminal,
-        &mut standin,
-        &mut sandbox,
+        (&mut standin, &mut sandbox, &mut cgroup),
     )
     .await;
     match r {
@@ -122,6 +122,11 @@ pub async fn create(rt: &RuntimeOptions, opts: CreateOptions) -> anyhow::Result<
                 }
                 None => {
                     let _ = std::fs::remove_dir_all(&layout.dir);
+                    if let Some(cg) = cgroup {
+                        if let Err(ce) = host_cgroup::remove(&cg) {
+                            tracing::warn!("{ce:#}");
+                        }
+                    }
                 }
             }
             Err(e)
@@ -135,10 +140,20 @@ async fn create_steps(
     layout: &Layout,
     paths: RuntimePaths,
     terminal: bool,
-    standin: &mut Option<Standin>,
-    sandbox: &mut Option<Sandbox>,
+    (standin, sandbox, cgroup): (
+        &mut Option<Standin>,
+        &mut Option<Sandbox>,
+        &mut Option<PathBuf>,
+    ),
 ) -> anyhow::Result<()> {
     let spec = &opts.bundle.spec;
+    let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    if let (Some(p), true) = (cgroups_path, host_cgroup::unified_host()) {
+        let path =
+            host_cgroup::host_path(Path::new(host_cgroup::CGROUP_ROOT), &p.to_string_lossy())?;
+        host_cgroup::create(&path)?;
+        *cgroup = Some(path);
+    }
     let stdio = match (&opts.io, terminal) {
         (IoConfig::ConsoleSocket(sock), true) => {
             StandinStdio::Pty(HostPty::open()?.send_master(sock)?)
@@ -157,6 +172,9 @@ async fn create_steps(
     };
     let s = standin.insert(Standin::spawn(rt, layout, &args, stdio)?);
     let pid = s.ident.pid;
+    if let Some(cg) = cgroup.as_deref() {
+        host_cgroup::add(cg, s.child.id())?;
+    }
 
     let state = oci_state(&opts.id, &opts.bundle, pid, Status::Creating);
     let spec_hooks = spec.hooks().as_ref();
@@ -181,6 +199,7 @@ async fn create_steps(
         cache: opts.vm.cache,
         boot_timeout: opts.vm.boot_timeout,
         self_exe: rt.self_exe.clone(),
+        host_cgroup: cgroup.clone(),
     };
     let sb = sandbox.insert(Sandbox::create(&cfg, layout.clone()).await?);
     let (guest_spec, guest_rootfs) =

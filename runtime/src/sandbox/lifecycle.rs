@@ -52,6 +52,8 @@ pub struct SandboxConfig {
     pub boot_timeout: Duration,
     /// The runtime's own executable (re-executed as the monitor).
     pub self_exe: PathBuf,
+    /// The sandbox's host cgroup, made by the caller (its processes go there; removed with it).
+    pub host_cgroup: Option<PathBuf>,
 }
 
 /// A running sandbox whose agent answers.
@@ -121,6 +123,7 @@ impl Sandbox {
             monitor: None,
             created: now_rfc3339(),
             mounts: Vec::new(),
+            host_cgroup: cfg.host_cgroup.clone(),
         };
         let mut monitor = None;
         match create_steps(cfg, &layout, &mut state, &mut monitor).await {
@@ -292,6 +295,7 @@ fn start_monitor(opts: &SandboxConfig, layout: &Layout) -> anyhow::Result<Child>
         virtiofsd: Some(fsd),
         guest_log_socket: HybridVsockConnector::new(layout.vsock())
             .host_port_path(sandpod_protocol::LOG_PORT),
+        host_cgroup: opts.host_cgroup.clone(),
     };
     write_json_atomic(&layout.monitor_plan(), &plan)?;
     let log_path = opts.log.clone().unwrap_or_else(|| layout.default_log());
@@ -351,6 +355,12 @@ pub(crate) fn teardown(layout: &Layout, state: &SandboxState) -> anyhow::Result<
             errors.join("; ")
         );
     }
+    if let Some(cg) = &state.host_cgroup {
+        // What is left in it is a stand-in still ending: not worth failing the delete for.
+        if let Err(e) = super::host_cgroup::remove(cg) {
+            tracing::warn!("{e:#}");
+        }
+    }
     match std::fs::remove_dir_all(&layout.dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -374,6 +384,7 @@ pub fn destroy(root: &std::path::Path, id: &str) -> anyhow::Result<()> {
                 monitor: None,
                 created: String::new(),
                 mounts: Vec::new(),
+                host_cgroup: None,
             }
         }
     };

@@ -43,6 +43,9 @@ pub struct MonitorPlan {
     pub virtiofsd: Option<VirtiofsdCommand>,
     /// Where the VMM forwards the guest's log connections (`<vsock uds>_1025`).
     pub guest_log_socket: PathBuf,
+    /// The sandbox's host cgroup: the monitor moves itself there before it starts anything.
+    #[serde(default)]
+    pub host_cgroup: Option<PathBuf>,
 }
 
 /// The VM's processes, as started (`children.json`).
@@ -196,7 +199,11 @@ async fn relay_lines(
     loop {
         let mut buf = Vec::new();
         // A line longer than the limit is cut; its rest is read as the next lines.
-        match (&mut reader).take(VMM_LINE_MAX as u64).read_until(b'\n', &mut buf).await {
+        match (&mut reader)
+            .take(VMM_LINE_MAX as u64)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
@@ -223,6 +230,11 @@ pub async fn run_monitor(
         &std::fs::read(layout.monitor_plan()).context("reading monitor.json")?,
     )
     .context("parsing monitor.json")?;
+    if let Some(cg) = &plan.host_cgroup {
+        if let Err(e) = super::host_cgroup::add(cg, std::process::id()) {
+            tracing::warn!("{e:#}");
+        }
+    }
 
     let _guest_logs = LogReceiver::bind(&plan.guest_log_socket)
         .with_context(|| format!("listening on {}", plan.guest_log_socket.display()))?;

@@ -18,6 +18,9 @@ pub struct SandboxState {
     pub created: String,
     /// Host mounts made for the sandbox, innermost last (undone in reverse order).
     pub mounts: Vec<PathBuf>,
+    /// The sandbox's cgroup on the host (see `host_cgroup`), removed with it.
+    #[serde(default)]
+    pub host_cgroup: Option<PathBuf>,
 }
 
 impl SandboxState {
@@ -111,6 +114,7 @@ mod tests {
             }),
             created: now_rfc3339(),
             mounts: vec!["/run/sandpod/c1/shared".into()],
+            host_cgroup: None,
         };
         let p = d.path().join("state.json");
         s.save(&p).unwrap();

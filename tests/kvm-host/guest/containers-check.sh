@@ -52,8 +52,9 @@ mkbundle sleeper "$(args '["sleep","1000"]')"
 "$dir/bin/sandpod" --root "$ROOT" run --kill-after 2 --bundle "$work/sleeper" sleeper </dev/null >"$work/sleeper.out" 2>"$work/sleeper.err" &
 runner=$!
 i=0
-while [ $i -lt 600 ] && ! grep -q '"running"' "$ROOT/sleeper/state.json" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
-check sleeper-running grep -q '"running"' "$ROOT/sleeper/state.json"
+running() { sandpod state sleeper 2>/dev/null | grep -q '"status": "running"'; }
+while [ $i -lt 600 ] && ! running; do sleep 0.1; i=$((i + 1)); done
+check sleeper-running running
 kill -TERM $runner
 i=0
 while [ $i -lt 300 ] && kill -0 $runner 2>/dev/null; do sleep 0.1; i=$((i + 1)); done

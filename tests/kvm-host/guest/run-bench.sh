@@ -41,12 +41,14 @@ jq '.process.args = ["sleep","1000"]' "$dir/bundles/busybox/config.json" >"$work
 "$dir/bin/sandpod" --root /run/sandpod-bench run --bundle "$work/bundle" idle </dev/null >/dev/null 2>"$work/err" &
 runner=$!
 n=0
-while [ $n -lt 600 ] && ! grep -q '"running"' /run/sandpod-bench/idle/state.json 2>/dev/null; do sleep 0.1; n=$((n + 1)); done
+running() { "$dir/bin/sandpod" --root /run/sandpod-bench state idle 2>/dev/null | grep -q '"status": "running"'; }
+while [ $n -lt 600 ] && ! running; do sleep 0.1; n=$((n + 1)); done
 sleep 3
 vmm=$(pgrep -f "sandpod-vmm .*/run/sandpod-bench/idle/")
 fsd=$(pgrep -f "virtiofsd .*/run/sandpod-bench/idle/")
 mon=$(pgrep -f "sandpod .*monitor /run/sandpod-bench/idle")
-echo "idle vmm_kib=$(pss $vmm) virtiofsd_kib=$(pss $fsd) monitor_kib=$(pss $mon) pids=$(echo $vmm $fsd $mon | tr ' ' ,)"
+standin=$(pgrep -f "sandpod .*standin --sandbox idle ")
+echo "idle vmm_kib=$(pss $vmm) virtiofsd_kib=$(pss $fsd) monitor_kib=$(pss $mon) standin_kib=$(pss $standin) pids=$(echo $vmm $fsd $mon $standin | tr ' ' ,)"
 kill -TERM $runner
 # (`sandpod run` exits 137: sleep, as the container's init, ignores SIGTERM and is killed.)
 wait $runner
