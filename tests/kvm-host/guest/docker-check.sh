@@ -162,7 +162,7 @@ echo "paused: tick $t1 then $t2 3 s later"
 check paused-container-frozen eval '[ -n "$t1" ] && [ "$t1" = "$t2" ]'
 d unpause unpause c1
 check unpause eval 'rc_is 0 && [ "$(inspect c1 "{{.State.Status}}")" = running ]'
-check unpaused-container-runs wait_for 20 sh -c "[ \$(cat $work/tick/tick) -gt $t2 ]"
+check unpaused-container-runs eval '[ -n "$t2" ] && wait_for 20 sh -c "[ \"\$(cat $work/tick/tick)\" -gt $t2 ]"'
 d kill kill -s USR1 c1
 check kill-usr1-delivered eval 'rc_is 0 && wait_for 30 sh -c "docker logs c1 | grep -qx got-usr1" && [ "$(inspect c1 "{{.State.Running}}")" = true ]'
 t0=$(date +%s%N)
@@ -178,8 +178,9 @@ stop2_ms=$(ms_since "$t0")
 echo "stop -t 2 of a container ignoring SIGTERM: $stop2_ms ms"
 check stop-t2-sigkill-after-timeout eval 'rc_is 0 && [ "$(inspect c2 "{{.State.ExitCode}}")" = 137 ] && [ $stop2_ms -ge 2000 ] && [ $stop2_ms -lt 30000 ]'
 dr c3 -d --name c3 "$IMG" sleep 1000
+c3_running=$(inspect c3 '{{.State.Running}}')
 d rmf rm -f c3
-check rm-f-running eval 'rc_is 0 && [ -z "$(docker ps -aq --filter name=^c3$)" ]'
+check rm-f-running eval '[ "$c3_running" = true ] && rc_is 0 && [ -z "$(docker ps -aq --filter name=^c3$)" ]'
 group_end
 
 # --- dockerd restarted with --live-restore while a container runs -----------------------------
