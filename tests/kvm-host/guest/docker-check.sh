@@ -1,7 +1,8 @@
 #!/bin/sh
 # Docker 20.10 scenarios against the OCI runtime chosen by RUNTIME (kata: /sandpod/bin/sandpod,
 # the default; runc: the control that proves the checks right), in the KVM test host:
-# run/exit codes/settings/stdin/terminal/read-only/volumes/limits, a detached container's whole
+# run/exit codes/settings/stdin/terminal/read-only/volumes, networking on the default bridge
+# (DOCKERD_NET=full, the default), limits, a detached container's whole
 # life (ps, logs, exec, top, stats, update, pause, kill, stop, rm -f) and a dockerd restart with
 # --live-restore. Each scenario group ends with a clean-up and a leak check and prints its time.
 # Prints `check <name> ok|FAIL` lines and ends with `docker-check.sh: N failed`.
