@@ -7,14 +7,17 @@
 #   ARGV_LOG  if set, every engine calls the runtime through a wrapper that appends
 #             "<engine> <argv...>" to this file, then execs the runtime (argv_summary prints it)
 #   T         timeout in seconds for one engine command (default 240)
+#   DOCKERD_NET, PODMAN_NET: see below (default: full networking, which works in the test host)
 #
 # What the test host needs for the engines (found out here):
 #   - containerd: started by hand (no systemd) with a config that only disables the CRI plugin
 #     (not used; faster start); socket /run/containerd/containerd.sock. dockerd uses it (as
 #     Debian's docker.service does) instead of starting its own, so containers survive a dockerd
 #     restart (live-restore) and ctr sees the same daemon.
-#   - dockerd: its own daemon.json (runtimes, overlay2, networking flags), pid file and data in
-#     the default places (/var/lib/docker on the throw-away root disk).
+#   - dockerd: its own daemon.json (runtimes, overlay2), pid file and data in the default places
+#     (/var/lib/docker on the throw-away root disk). Full networking works (docker0, iptables,
+#     docker-proxy; the test host's init loads br_netfilter, veth, bridge); so does podman's CNI
+#     bridge.
 #   - podman: containers.conf with cgroup_manager = "cgroupfs" (no systemd), events_logger =
 #     "file" and log_driver = "k8s-file" (no journald), via CONTAINERS_CONF.
 #   - cgroup v2 is mounted at /sys/fs/cgroup by the test host's init: enough for all three.

@@ -39,8 +39,9 @@ p exec5 exec p1 sh -c 'exit 5'
 check podman-exec-exit-code-5 rc_is 5
 p stop stop -t 30 p1
 check podman-stop-sigterm eval 'rc_is 0 && [ "$(pinspect p1 "{{.State.Status}} {{.State.ExitCode}}")" = "exited 0" ] && podman logs p1 | grep -qx got-term'
+p1_exited=$(pinspect p1 '{{.State.Status}}')
 p rm rm p1
-check podman-rm eval 'rc_is 0 && [ -z "$(podman ps -aq)" ]'
+check podman-rm eval '[ "$p1_exited" = exited ] && rc_is 0 && [ -z "$(podman ps -aq)" ]'
 if [ "$PODMAN_NET" = default ] && [ "$RUNTIME" != kata ]; then  # kata: the pod network reaching the VM is the networking issue's
   p pn run -d --name pn "$PODMAN_IMG" sh -c 'mkdir -p /www && echo hello-from-pn >/www/index.html && exec httpd -f -p 80 -h /www'
   pip=$(pinspect pn '{{.NetworkSettings.IPAddress}}')
