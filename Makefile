@@ -81,15 +81,14 @@ fuzz:
 	@scripts/fuzz.sh
 
 ## The test-host tests (each boots its own L2; one at a time).
-INTEGRATION_TESTS := testhost reference_boot vmm_boot vsock agent_api blk virtiofs containers sandpod_run container_security
+INTEGRATION_TESTS := testhost reference_boot vmm_boot vsock agent_api blk virtiofs containers sandpod_run container_security docker
 
 integration:
 	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -- --test-threads=1
 
 ## Docker / Podman / ctr scenarios (tests/kvm-host/guest/docker-check.sh, podman-ctr-check.sh)
 ## against runc in one test host run: the control that proves the checks of
-## tests/integration/docker.rs (the same scripts against kata; not in INTEGRATION_TESTS until the
-## runc-compatible CLI lands) right. Prints every check, the time per scenario group and the
+## tests/integration/docker.rs (the same scripts against kata, in INTEGRATION_TESTS) right. Prints every check, the time per scenario group and the
 ## distinct runtime command lines each engine used (`argv ...` lines, through a logging wrapper).
 engines-control:
 	@SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-1700} tests/kvm-host/run -- sh -c \
