@@ -328,6 +328,7 @@ mod plan_tests {
                 cache: CacheMode::Auto,
             }),
             guest_log_socket: "/run/sandpod/c/v_1025".into(),
+            host_cgroup: Some("/sys/fs/cgroup/docker/c".into()),
         };
         let json: serde_json::Value = serde_json::to_value(&plan).unwrap();
         assert_eq!(json["vmm"]["program"], "/b/sandpod-vmm");
