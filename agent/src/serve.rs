@@ -24,11 +24,12 @@ async fn listen(
     let stdio = transport
         .bind(STDIO_PORT)
         .with_context(|| format!("listening on the stdio port {STDIO_PORT}"))?;
-    transport.prepare(AGENT_PORT);
     let addr = transport.ttrpc_addr(AGENT_PORT);
+    let listener = transport
+        .ttrpc_listener(AGENT_PORT)
+        .with_context(|| format!("listening on {addr}"))?;
     let mut server = ttrpc::r#async::Server::new()
-        .bind(&addr)
-        .with_context(|| format!("listening on {addr}"))?
+        .add_listener(listener)
         .register_service(create_agent(Arc::new(service.clone())));
     server
         .start()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sandpod_runtime::agent_client::proto::CreateSandboxRequest;
 use sandpod_runtime::agent_client::{ExitStatus, LogReceiver, StreamKind};
 use sha2::{Digest, Sha256};
-use support::{exec_req, run, TestAgent};
+use support::{exec_req, run, token, TestAgent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -164,8 +164,14 @@ async fn children_start_with_a_clean_signal_mask() {
 async fn close_stdin_ends_cat() {
     let agent = TestAgent::start();
     let client = agent.client().await;
-    let mut stdin = client.open_stream("c", StreamKind::Stdin).await.unwrap();
-    let mut stdout = client.open_stream("c", StreamKind::Stdout).await.unwrap();
+    let mut stdin = client
+        .open_stream("c", StreamKind::Stdin, token())
+        .await
+        .unwrap();
+    let mut stdout = client
+        .open_stream("c", StreamKind::Stdout, token())
+        .await
+        .unwrap();
     client
         .exec_process(&exec_req("c", &["cat"], [true, true, false]))
         .await
@@ -190,7 +196,10 @@ async fn close_stdin_ends_cat() {
 async fn terminal_mode_echoes_and_resizes() {
     let agent = TestAgent::start();
     let client = agent.client().await;
-    let mut tty = client.open_stream("t", StreamKind::Tty).await.unwrap();
+    let mut tty = client
+        .open_stream("t", StreamKind::Tty, token())
+        .await
+        .unwrap();
     let mut req = exec_req(
         "t",
         &[
@@ -377,7 +386,7 @@ async fn exec_fails_when_requested_streams_never_attach() {
     assert!(started.elapsed() >= Duration::from_secs(9));
     // The id is free again, and a late stream is used by the retry.
     let mut stdout = client
-        .open_stream("lonely", StreamKind::Stdout)
+        .open_stream("lonely", StreamKind::Stdout, token())
         .await
         .unwrap();
     client

@@ -210,9 +210,9 @@ mod tests {
     #[test]
     fn rejects_bad_tokens() {
         for bad in [
-            "abc stdin 00112233445566778899aabbccddeef\n",   // 31 digits
+            "abc stdin 00112233445566778899aabbccddeef\n", // 31 digits
             "abc stdin 00112233445566778899aabbccddeeff0\n", // 33 digits
-            "abc stdin 00112233445566778899AABBCCDDEEFF\n",  // upper case
+            "abc stdin 00112233445566778899AABBCCDDEEFF\n", // upper case
             "abc stdin 0011223344556677-899aabbccddeeff\n",
             "abc stdin x\n",
             "abc stdin \n",
@@ -252,7 +252,10 @@ mod tests {
         let max = format!("{} stdout {T}\n", "x".repeat(MAX_EXEC_ID_LEN));
         assert!(max.len() <= MAX_HEADER_LEN);
         assert!(StreamHeader::parse(max.as_bytes()).is_ok());
-        assert_eq!(max.len(), MAX_EXEC_ID_LEN + " stdout ".len() + TOKEN_HEX_LEN + 1);
+        assert_eq!(
+            max.len(),
+            MAX_EXEC_ID_LEN + " stdout ".len() + TOKEN_HEX_LEN + 1
+        );
     }
 
     #[test]

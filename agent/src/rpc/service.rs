@@ -174,6 +174,7 @@ impl Agent for AgentService {
             stdin: req.stdin,
             stdout: req.stdout,
             stderr: req.stderr,
+            stream_token: req.stream_token,
         };
         let pid = detached(async move { Ok(containers.create(req).await?) }).await?;
         let mut resp = CreateContainerResponse::new();
