@@ -36,6 +36,7 @@ pub mod sync;
 pub mod terminal;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod vsock_guard;
 
 pub use error::ContainerError;
 pub use manager::{ContainerManager, CreateRequest};
