@@ -44,6 +44,7 @@ async fn listen(
 /// In the guest, failing to listen (no vsock device yet, say) is not fatal: PID 1 keeps reaping
 /// and retries every few seconds, so the VM stays up and the host's connect times out instead.
 pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<()> {
+    let log_auth = logs.auth();
     logs.spawn(transport.clone());
     let reaper = Reaper::start().context("watching SIGCHLD")?;
     let broker = StreamBroker::new();
@@ -79,6 +80,7 @@ pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<(
         containers: ContainerManager::new(processes.clone()),
         processes,
         sandbox: Sandbox::new(mode),
+        log_auth,
     };
     let mut failures = 0u32;
     let (stdio, _server) = loop {
