@@ -109,8 +109,7 @@ pub struct LogAuth {
 
 impl LogAuth {
     /// Sets the log token; the forwarder reconnects with it. Setting the same token again is
-    /// fine; another one is refused (a compromised caller could otherwise redirect nothing, but
-    /// the host's receiver would stop accepting the agent).
+    /// fine; another one is refused (the host's receiver knows the first one only).
     pub fn set(&self, token: LogToken) -> Result<(), &'static str> {
         let mut result = Ok(());
         self.token.send_if_modified(|current| match current {
@@ -187,9 +186,12 @@ impl LogForwarder {
                 }
                 Err(e) => {
                     tracing::debug!("no log listener on the host ({e}); retrying");
+                    // A new token cuts the wait short (once: it is marked seen here).
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = token_rx.changed() => {}
+                        _ = token_rx.changed() => {
+                            token_rx.borrow_and_update();
+                        }
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
@@ -232,7 +234,7 @@ impl LogForwarder {
                 None => tokio::select! {
                     l = self.rx.recv() => l?,
                     changed = token_rx.changed(), if state.presented.is_none() => {
-                        if changed.is_ok() && token_rx.borrow().is_some() {
+                        if changed.is_ok() && token_rx.borrow_and_update().is_some() {
                             tracing::debug!("log token set: reconnecting with it");
                             return Some(());
                         }

@@ -181,16 +181,18 @@ check cgroup-ns-still-in-its-cgroup sh -c "$ctl exec -- cat $cg/cgns/cgroup.proc
 $ctl remove-container cgns; wait $attached
 
 # The helper is not dumpable before its exec: an exec'd process of the same uid cannot read the
-# waiting init's /proc/1/exe (no CAP_SYS_PTRACE); once started (exec'd), it can.
+# waiting init's /proc/1/exe and environ (no CAP_SYS_PTRACE); once started (exec'd), it can.
 mkroot dump
 spec "$work/dump.json" '["sleep", "1000"]'
 $ctl create-container --id dump --spec "$work/dump.json" --rootfs /run/ctr/dump/rootfs 2>/dev/null
-before=$($ctl exec --container dump -- readlink /proc/1/exe 2>&1)
+peek='readlink /proc/1/exe || echo no-exe; cat /proc/1/environ >/dev/null && echo environ-readable'
+before=$($ctl exec --container dump -- sh -c "$peek" 2>&1)
 $ctl start-container dump
-after=$($ctl exec --container dump -- readlink /proc/1/exe 2>&1)
-echo "[dump] created: $before | started: $after"
-check helper-not-dumpable-before-exec has "$before" "ermission denied"
-check init-dumpable-after-exec test "$after" = /bin/busybox
+after=$($ctl exec --container dump -- sh -c "$peek" 2>&1)
+echo "[dump] created: $(echo "$before" | tr '\n' '|') started: $(echo "$after" | tr '\n' '|')"
+check helper-not-dumpable-before-exec eval 'has "$before" "^no-exe$" && has "$before" "environ.*ermission denied" && ! has "$before" environ-readable'
+check init-dumpable-after-exec test "$after" = "/bin/busybox
+environ-readable"
 $ctl remove-container dump
 
 # The device cgroup (BPF, runc's default allow-list): a node of a device not on the list can be
