@@ -6,8 +6,8 @@ AGENT_BIN := target/$(HOST_TARGET)/release/sandpod-agent
 BIN_DIR := build/bin
 STAGE := scripts/stage
 
-.PHONY: all deps build agent kernel initramfs virtiofsd bundle artifacts testhost demo test unit \
-        lint integration fuzz bench clean
+.PHONY: all deps build agent kernel initramfs virtiofsd bundle artifacts testhost demo test unit install \
+        lint integration engines-control fuzz bench clean
 
 all: artifacts
 
@@ -40,9 +40,22 @@ virtiofsd:
 artifacts: build kernel initramfs virtiofsd bundle
 	@mkdir -p build/scripts && cp tests/kvm-host/guest/*.sh build/scripts/
 
-## The busybox OCI bundle the demo and the container tests run (build/bundles/busybox).
+## The busybox OCI bundle the demo and the container tests run (build/bundles/busybox), and the
+## same rootfs as an offline image for docker/podman/ctr (build/images/busybox.tar).
 bundle:
 	@scripts/build-bundle.sh
+	@scripts/build-image-tar.sh
+
+## `make install [PREFIX=/usr/local] [DESTDIR=]`: sandpod, the shim and agentctl in $PREFIX/bin,
+## sandpod-vmm and virtiofsd in $PREFIX/libexec/sandpod, the guest kernel and initramfs (and an
+## example config) in $PREFIX/share/sandpod, where `sandpod` finds them (see docs/config.toml.example).
+PREFIX ?= /usr/local
+install: build agent kernel initramfs virtiofsd
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/libexec/sandpod $(DESTDIR)$(PREFIX)/share/sandpod
+	install -m 0755 $(BIN_DIR)/sandpod $(BIN_DIR)/containerd-shim-kata-v2 $(BIN_DIR)/sandpod-agentctl $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(BIN_DIR)/sandpod-vmm $(BIN_DIR)/virtiofsd $(DESTDIR)$(PREFIX)/libexec/sandpod/
+	install -m 0644 build/guest/vmlinux build/guest/initramfs.cpio $(DESTDIR)$(PREFIX)/share/sandpod/
+	install -m 0644 docs/config.toml.example $(DESTDIR)$(PREFIX)/share/sandpod/config.toml.example
 
 testhost:
 	@tests/kvm-host/build-image.sh >/dev/null
@@ -58,10 +71,10 @@ lint:
 
 ## fake_vmm: the agent client against sandpod-fake-vmm (the agent on the host, no KVM; root and
 ## the busybox bundle). It runs the sandpod-agent beside it, built here first.
-unit: bundle
+unit: bundle virtiofsd
 	$(CARGO) test --workspace --exclude sandpod-tests
-	$(CARGO) build -p sandpod-agent
-	$(CARGO) test -p sandpod-tests --lib --bins --test fake_vmm
+	$(CARGO) build -p sandpod-agent -p sandpod-runtime
+	$(CARGO) test -p sandpod-tests --lib --bins --test fake_vmm --test cli_lifecycle
 
 ## The VMM's cargo-fuzz targets (vmm/fuzz), SANDPOD_FUZZ_SECONDS (default 20) each.
 fuzz:
@@ -72,6 +85,17 @@ INTEGRATION_TESTS := testhost reference_boot vmm_boot vsock agent_api blk virtio
 
 integration:
 	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -- --test-threads=1
+
+## Docker / Podman / ctr scenarios (tests/kvm-host/guest/docker-check.sh, podman-ctr-check.sh)
+## against runc in one test host run: the control that proves the checks of
+## tests/integration/docker.rs (the same scripts against kata; not in INTEGRATION_TESTS until the
+## runc-compatible CLI lands) right. Prints every check, the time per scenario group and the
+## distinct runtime command lines each engine used (`argv ...` lines, through a logging wrapper).
+engines-control:
+	@SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-1700} tests/kvm-host/run -- sh -c \
+	  'RUNTIME=runc ARGV_LOG=/tmp/docker-argv.log timeout -k 10 1200 /sandpod/scripts/docker-check.sh; a=$$?; \
+	   RUNTIME=runc ARGV_LOG=/tmp/podman-ctr-argv.log timeout -k 10 400 /sandpod/scripts/podman-ctr-check.sh; b=$$?; \
+	   [ $$a = 0 ] && [ $$b = 0 ]'
 
 test: deps
 	@$(STAGE) lint $(MAKE) -s lint

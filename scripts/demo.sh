@@ -19,6 +19,6 @@ else
   [ -c /dev/kvm ] && why="no VMX/SVM in /proc/cpuinfo"
   [ -d /sys/module/kvm_pvm ] && why="/dev/kvm is kvm_pvm, which only runs PVM guest kernels"
   echo "This host has no hardware KVM ($why):"
-  echo "running inside the KVM test host (QEMU-TCG L2 with an emulated AMD SVM CPU; see README)."
+  echo "running inside the KVM test host (QEMU-TCG L2 with an emulated AMD SVM CPU; see docs/testing.md)."
   SANDPOD_TESTHOST_NOBUILD=1 "$REPO_ROOT/tests/kvm-host/run" -- /sandpod/scripts/sandpod-demo.sh
 fi

@@ -1,8 +1,15 @@
 //! The Sandpod guest agent, PID 1 of every Sandpod microVM.
 //!
-//! `init` brings the guest up (mounts, console, ready line, power control), then `serve` runs the
-//! host's API: `rpc` (ttrpc on vsock port 1024) over `process` (spawning, reaping, signals) and
-//! `sandbox`, `stdio` (stream connections on port 1026) and `logging` (to the host's port 1025).
+//! - [`init`] brings the guest up as PID 1 (mounts, switch_root out of the initramfs, console,
+//!   the ready line, power-off/reboot on the power port), with its settings from [`cmdline`]
+//!   (`sandpod.<key>=<value>` on the kernel command line); then
+//! - [`serve`] serves the host: [`rpc`] (the ttrpc API on vsock port 1024) over [`process`]
+//!   (spawning, waiting, signals, reaping), [`container`] (containers from OCI specs,
+//!   runc-style: namespaces, mounts, cgroup v2, capabilities, seccomp) and [`sandbox`]
+//!   (hostname, DNS, the shared mounts); [`stdio`] (one stream connection per stdio stream, port
+//!   1026) and [`logging`] (JSON lines to the host's port 1025);
+//! - [`transport`]: vsock in the guest, Unix sockets named like hybrid vsock's in the host-side
+//!   test mode (`--test-serve`); [`guest`]: facts about the guest reported to the host.
 pub mod cmdline;
 pub mod container;
 pub mod guest;

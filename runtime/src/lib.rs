@@ -4,6 +4,7 @@
 pub mod agent_client;
 pub mod bundle;
 pub mod cli;
+pub mod config;
 pub mod container;
 pub mod hypervisor;
 pub mod io;

@@ -1,12 +1,15 @@
 //! Where the runtime finds its helpers (sandpod-vmm, virtiofsd) and the guest image (kernel,
 //! initramfs), and where it keeps sandbox state.
 //!
-//! Each is taken from an environment variable if set, else next to the running binary (the layout
-//! of `build/`: `bin/` holds the binaries, `guest/` the kernel and initramfs), else from the
-//! installed locations (`/usr/libexec/sandpod`, `/usr/share/sandpod`).
+//! Each is taken from an environment variable if set, else from the config file, else next to
+//! the running binary (the layout of `build/`: `bin/` holds the binaries, `guest/` the kernel and
+//! initramfs), else from the installed layout relative to the binary (`make install`:
+//! `$PREFIX/bin`, `$PREFIX/libexec/sandpod`, `$PREFIX/share/sandpod`), else `/usr`'s.
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
+
+use crate::config::HypervisorConfig;
 
 /// The default root of the sandboxes' state directories (runc uses /run/runc).
 pub const DEFAULT_ROOT: &str = "/run/sandpod";
@@ -31,11 +34,11 @@ pub struct RuntimePaths {
 
 impl RuntimePaths {
     /// Resolves every path; the first missing one is the error.
-    pub fn discover() -> Result<RuntimePaths, NotFound> {
+    pub fn discover(config: &HypervisorConfig) -> Result<RuntimePaths, NotFound> {
         let exe_dir = std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf));
-        Self::discover_from(exe_dir.as_deref(), |k| {
+        Self::discover_from(exe_dir.as_deref(), config, |k| {
             std::env::var_os(k).map(PathBuf::from)
         })
     }
@@ -43,12 +46,21 @@ impl RuntimePaths {
     /// [`RuntimePaths::discover`] with the binary's directory and the environment given.
     pub fn discover_from(
         exe_dir: Option<&Path>,
+        config: &HypervisorConfig,
         env: impl Fn(&str) -> Option<PathBuf>,
     ) -> Result<RuntimePaths, NotFound> {
-        let guest_dir = exe_dir.and_then(Path::parent).map(|p| p.join("guest"));
-        let find = |what, var: &'static str, beside: Option<PathBuf>, installed: &str| {
+        let prefix = exe_dir.and_then(Path::parent);
+        let guest_dir = prefix.map(|p| p.join("guest"));
+        let libexec = prefix.map(|p| p.join("libexec/sandpod"));
+        let share = prefix.map(|p| p.join("share/sandpod"));
+        let find = |what,
+                    var: &'static str,
+                    configured: &Option<PathBuf>,
+                    beside: Option<PathBuf>,
+                    relative: Option<PathBuf>,
+                    installed: &str| {
             let mut tried = Vec::new();
-            if let Some(p) = env(var) {
+            if let Some(p) = env(var).or_else(|| configured.clone()) {
                 // An explicit setting is used as is or fails: no silent fallback.
                 return if p.is_file() {
                     Ok(p)
@@ -60,7 +72,11 @@ impl RuntimePaths {
                     })
                 };
             }
-            for p in beside.into_iter().chain([PathBuf::from(installed)]) {
+            for p in beside
+                .into_iter()
+                .chain(relative)
+                .chain([PathBuf::from(installed)])
+            {
                 if p.is_file() {
                     return Ok(p);
                 }
@@ -76,25 +92,33 @@ impl RuntimePaths {
             vmm: find(
                 "sandpod-vmm",
                 "SANDPOD_VMM",
+                &config.vmm,
                 exe_dir.map(|d| d.join("sandpod-vmm")),
+                libexec.as_ref().map(|d| d.join("sandpod-vmm")),
                 "/usr/libexec/sandpod/sandpod-vmm",
             )?,
             virtiofsd: find(
                 "virtiofsd",
                 "SANDPOD_VIRTIOFSD",
+                &config.virtiofsd,
                 exe_dir.map(|d| d.join("virtiofsd")),
+                libexec.as_ref().map(|d| d.join("virtiofsd")),
                 "/usr/libexec/sandpod/virtiofsd",
             )?,
             kernel: find(
                 "the guest kernel",
                 "SANDPOD_KERNEL",
+                &config.kernel,
                 guest_dir.as_ref().map(|d| d.join("vmlinux")),
+                share.as_ref().map(|d| d.join("vmlinux")),
                 "/usr/share/sandpod/vmlinux",
             )?,
             initrd: find(
                 "the guest initramfs",
                 "SANDPOD_INITRD",
+                &config.initrd,
                 guest_dir.as_ref().map(|d| d.join("initramfs.cpio")),
+                share.as_ref().map(|d| d.join("initramfs.cpio")),
                 "/usr/share/sandpod/initramfs.cpio",
             )?,
         })
@@ -124,16 +148,46 @@ mod tests {
     #[test]
     fn finds_files_beside_the_binary() {
         let d = build_dir();
-        let p = RuntimePaths::discover_from(Some(&d.path().join("bin")), |_| None).unwrap();
+        let none = HypervisorConfig::default();
+        let p = RuntimePaths::discover_from(Some(&d.path().join("bin")), &none, |_| None).unwrap();
         assert_eq!(p.kernel, d.path().join("guest/vmlinux"));
         assert_eq!(p.virtiofsd, d.path().join("bin/virtiofsd"));
+    }
+
+    #[test]
+    fn finds_the_installed_layout_and_the_config_wins_over_it() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            "bin/sandpod",
+            "libexec/sandpod/sandpod-vmm",
+            "libexec/sandpod/virtiofsd",
+            "share/sandpod/vmlinux",
+            "share/sandpod/initramfs.cpio",
+            "other/vmlinux",
+        ] {
+            let p = d.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        let bin = d.path().join("bin");
+        let none = HypervisorConfig::default();
+        let p = RuntimePaths::discover_from(Some(&bin), &none, |_| None).unwrap();
+        assert_eq!(p.vmm, d.path().join("libexec/sandpod/sandpod-vmm"));
+        assert_eq!(p.initrd, d.path().join("share/sandpod/initramfs.cpio"));
+        let cfg = HypervisorConfig {
+            kernel: Some(d.path().join("other/vmlinux")),
+            ..HypervisorConfig::default()
+        };
+        let p = RuntimePaths::discover_from(Some(&bin), &cfg, |_| None).unwrap();
+        assert_eq!(p.kernel, d.path().join("other/vmlinux"));
     }
 
     #[test]
     fn env_overrides_and_missing_files_are_named() {
         let d = build_dir();
         let missing = d.path().join("nope");
-        let err = RuntimePaths::discover_from(Some(&d.path().join("bin")), |k| {
+        let none = HypervisorConfig::default();
+        let err = RuntimePaths::discover_from(Some(&d.path().join("bin")), &none, |k| {
             (k == "SANDPOD_KERNEL").then(|| missing.clone())
         })
         .unwrap_err();

@@ -553,4 +553,48 @@ fn bad_arguments_are_refused() {
     let (code, err) = run(&[], true);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no share directory"), "{err}");
+
+    // The same through --config (what the runtime passes), parsed by sandpod-vmm's own code.
+    let config = |name: &str, json: serde_json::Value| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, json.to_string()).unwrap();
+        p
+    };
+    let run_config = |path: &Path, extra: &[&str]| {
+        let out = Command::new(FAKE_VMM)
+            .arg("--config")
+            .arg(path)
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let kernel = tmp.path().join("vmlinux");
+    let no_vsock = config("novsock.json", serde_json::json!({ "kernel": kernel }));
+    let (code, err) = run_config(&no_vsock, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("needs --vsock-uds"), "{err}");
+    let vsock = serde_json::json!({ "uds_path": tmp.path().join("vsock.sock") });
+    let with_vsock = config(
+        "vsock.json",
+        serde_json::json!({ "kernel": kernel, "vsock": vsock }),
+    );
+    let (code, err) = run_config(&with_vsock, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no share directory"), "{err}");
+    // A file or flags, not both; unknown fields are refused.
+    let (code, err) = run_config(&with_vsock, &["--vcpus", "2"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+    let typo = config(
+        "typo.json",
+        serde_json::json!({ "kernel": kernel, "vsock_uds": "/x" }),
+    );
+    let (code, err) = run_config(&typo, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("unknown field `vsock_uds`"), "{err}");
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses from the cache) the KVM test host: the L2 machine that QEMU-TCG boots with an
-# emulated AMD SVM CPU, so that a real /dev/kvm exists inside it (see README, "Working without
-# hardware KVM").
+# emulated AMD SVM CPU, so that a real /dev/kvm exists inside it (see docs/testing.md, "Working
+# without hardware KVM").
 #
 # Output (cached under $SANDPOD_CACHE/testhost/<key>/, key = hash of the inputs below):
 #   vmlinuz     Debian's cloud kernel (linux-image-*-cloud-amd64, unpacked, never installed)

@@ -1,6 +1,6 @@
 //! The KVM test host: a QEMU-TCG machine ("L2") with an emulated AMD SVM CPU, in which
 //! `kvm_amd` loads and a real `/dev/kvm` exists, so Sandpod's VMs can be booted and tested on
-//! hosts without hardware KVM (see the README, "Working without hardware KVM").
+//! hosts without hardware KVM (see docs/testing.md, "Working without hardware KVM").
 //!
 //! [`TestHost::run`] boots the L2 from the cached image (`tests/kvm-host/build-image.sh`), shows
 //! the build outputs at `/sandpod` inside, runs a command there and returns its output and exit

@@ -20,7 +20,7 @@ struct Cli {
     /// L2 memory in MiB.
     #[arg(long)]
     mem_mib: Option<u32>,
-    /// L2 vCPUs (1 is the reliable choice: see the README).
+    /// L2 vCPUs (1 is the reliable choice: see docs/testing.md).
     #[arg(long)]
     smp: Option<u32>,
     /// Seconds the command may run.

@@ -1,12 +1,14 @@
 //! `sandpod-vmm`: command-line front end of the VMM library.
-use std::path::PathBuf;
+// A cast that may truncate or lose a sign is a try_from with an error, or an #[allow] with the
+// reason it is in range (the rest of the workspace's lints: [workspace.lints] in Cargo.toml).
+#![warn(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use sandpod_vmm::config::{ConfigError, DEFAULT_CMDLINE, DEFAULT_GUEST_CID, DEFAULT_MEM_MIB};
-use sandpod_vmm::{ConsoleConfig, DiskConfig, ExitReason, FsConfig, VmConfig, Vmm, VsockConfig};
+use sandpod_vmm::cli::VmmArgs;
+use sandpod_vmm::{ExitReason, Vmm};
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
@@ -23,57 +25,12 @@ Logs go to stderr (RUST_LOG=debug for more); the guest's ttyS0 goes to --console
 #[derive(Parser, Debug)]
 #[command(name = "sandpod-vmm", version = sandpod_vmm::VERSION, after_help = EXIT_STATUS_HELP)]
 struct Cli {
-    /// Uncompressed ELF kernel image (vmlinux).
-    #[arg(long, value_name = "PATH")]
-    kernel: PathBuf,
-    /// Initramfs (cpio archive).
-    #[arg(long, value_name = "PATH")]
-    initrd: Option<PathBuf>,
-    /// Kernel command line, passed unchanged.
-    #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
-    cmdline: String,
-    /// Guest memory in MiB.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MEM_MIB)]
-    mem_mib: u32,
-    /// Number of vCPUs.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    vcpus: u32,
-    /// Guest serial console: stdout, file:PATH or none.
-    #[arg(long, value_name = "DEST", default_value = "stdout")]
-    console: ConsoleConfig,
-    /// Add a virtio-vsock device: host clients connect to this Unix socket and send
-    /// `CONNECT <port>\n`; guest connections to host port P go to the socket `PATH_P`.
-    #[arg(long, value_name = "PATH")]
-    vsock_uds: Option<PathBuf>,
-    /// The guest's vsock CID (with --vsock-uds).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_GUEST_CID, requires = "vsock_uds")]
-    vsock_cid: u32,
-    /// Add a virtio-fs device (repeatable) whose back end is a vhost-user-fs daemon
-    /// (virtiofsd) listening on PATH; the guest mounts it with `mount -t virtiofs TAG DIR`.
-    /// N request queues (default 1) of queue-size entries (default 1024).
-    #[arg(long, value_name = "tag=TAG,socket=PATH[,queues=N,queue-size=N]")]
-    fs: Vec<FsConfig>,
-    /// Add a virtio-blk device on a raw disk image (repeatable: the guest's vda, vdb, ...
-    /// after the vsock device); `,ro` makes it read-only. Its serial is the file name.
-    #[arg(long = "disk", value_name = "PATH[,ro]")]
-    disks: Vec<DiskConfig>,
+    #[command(flatten)]
+    vm: VmmArgs,
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitReason> {
-    let config = VmConfig {
-        kernel: cli.kernel,
-        initrd: cli.initrd,
-        cmdline: cli.cmdline,
-        mem_mib: cli.mem_mib,
-        vcpus: u8::try_from(cli.vcpus).map_err(|_| ConfigError::TooManyVcpus(cli.vcpus))?,
-        console: cli.console,
-        vsock: cli.vsock_uds.map(|uds_path| VsockConfig {
-            guest_cid: cli.vsock_cid,
-            uds_path,
-        }),
-        fs: cli.fs,
-        disks: cli.disks,
-    };
+    let config = cli.vm.vm_config()?;
     // Block SIGINT/SIGTERM in every thread (vCPU threads inherit the mask); a dedicated thread
     // waits for them and stops the VM cleanly.
     let mut signals = SigSet::empty();

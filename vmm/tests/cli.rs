@@ -241,3 +241,37 @@ fn bad_disks() {
     std::fs::remove_file(k).unwrap();
     std::fs::remove_file(img).unwrap();
 }
+
+#[test]
+fn config_file() {
+    let k = temp_file("elf6", &tiny_elf());
+    let k = k.to_str().unwrap();
+    // The same input errors as with flags, one line each.
+    let json = format!(r#"{{"kernel":"{k}","mem_mib":16}}"#);
+    let c = temp_file("vm16.json", json.as_bytes());
+    let c = c.to_str().unwrap();
+    assert_one_line_error(
+        &vmm(&["--config", c]),
+        "needs at least 17 MiB of guest memory",
+    );
+    let json = format!(r#"{{"kernel":"{k}","vcpus":0}}"#);
+    let c0 = temp_file("vm0.json", json.as_bytes());
+    assert_one_line_error(&vmm(&["--config", c0.to_str().unwrap()]), "at least 1 vCPU");
+    // Not a configuration: where and why.
+    let bad = temp_file("vmbad.json", b"{\"kernel\":\"/k\",\n \"disk\":[]}");
+    assert_one_line_error(
+        &vmm(&["--config", bad.to_str().unwrap()]),
+        "unknown field `disk`",
+    );
+    assert_one_line_error(
+        &vmm(&["--config", "/nonexistent/vm.json"]),
+        "cannot read the VM configuration /nonexistent/vm.json",
+    );
+    // A file or flags, not both: a usage error.
+    let o = vmm(&["--config", c, "--mem-mib", "64"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+    for p in [PathBuf::from(k), PathBuf::from(c), c0, bad] {
+        std::fs::remove_file(p).unwrap();
+    }
+}

@@ -58,7 +58,7 @@ pub struct ProcessConfig {
     pub terminal: bool,
 }
 
-/// The security settings of a container process, applied by the agentsec modules (see
+/// The security settings of a container process, applied by the security modules (see
 /// `security`). Kept in the OCI spec's own types: those modules take them as they are.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SecurityConfig {

@@ -68,7 +68,7 @@ fn argument_conditions_and_errno_values() {
         ]
     }"#;
     let result = run_filtered(json, || {
-        // SAFETY (whole block): plain libc calls on fds this child owns.
+        // SAFETY: plain libc calls (the whole block) on fds this child owns.
         unsafe {
             if libc::dup(0) != -1 || errno() != libc::EACCES {
                 return Err(format!("dup(0) not denied (errno {})", errno()));

@@ -6,6 +6,7 @@ use anyhow::bail;
 
 use super::{signal, VmArgs};
 use crate::bundle::Bundle;
+use crate::container::foreground::{create_or_undo, Signals};
 use crate::container::{CreateOptions, RuntimeOptions};
 use crate::io::IoConfig;
 
@@ -53,10 +54,12 @@ pub async fn create(rt: &RuntimeOptions, a: &CreateArgs) -> anyhow::Result<u8> {
         bundle,
         pid_file: a.pid_file.clone(),
         io,
-        vm: a.vm.options(),
+        vm: a.vm.options(&rt.config),
     };
+    // SIGINT/SIGTERM/SIGHUP during create undo it (never a half-made container).
+    let mut signals = Signals::new()?;
     // The stand-in is left to the caller (a subreaper: containerd's shim, conmon) to reap.
-    drop(crate::container::create(rt, opts).await?);
+    drop(create_or_undo(rt, opts, &mut signals).await?);
     Ok(0)
 }
 

@@ -23,10 +23,12 @@ pub struct LogGuard;
 /// binary: SANDPOD_LOG.
 pub const LOG_ENV: &str = "SANDPOD_LOG";
 
-/// Sets up `tracing` from the global flags.
-pub fn init(cli: &Cli) -> anyhow::Result<LogGuard> {
+/// Sets up `tracing` from the global flags; `configured` is the config file's log level.
+pub fn init(cli: &Cli, configured: Option<&str>) -> anyhow::Result<LogGuard> {
     let default = if cli.debug {
         "debug"
+    } else if let Some(l) = configured {
+        l
     } else if cli.log.is_some() {
         "info"
     } else {

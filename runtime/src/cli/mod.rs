@@ -1,6 +1,7 @@
 //! The `sandpod` command line: runc's global flags and commands, translated onto
 //! [`crate::container`], plus the hidden modes the runtime re-executes itself in (the sandbox
 //! monitor, the stand-in of a guest process).
+mod check;
 mod commands;
 mod exec;
 mod info;
@@ -17,6 +18,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::config::Config;
 use crate::container::standin::StandinArgs;
 use crate::container::RuntimeOptions;
 use crate::hypervisor::CacheMode;
@@ -38,6 +40,9 @@ pub struct Cli {
     /// Log at debug level.
     #[arg(long, global = true)]
     pub debug: bool,
+    /// The config file (default: $SANDPOD_CONFIG, else /etc/sandpod/config.toml if it exists).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
     /// Accepted for runc compatibility; containers' cgroups live in the guest.
     #[arg(long, global = true, hide = true)]
     pub systemd_cgroup: bool,
@@ -85,6 +90,8 @@ pub enum Command {
     Update(Box<resources::UpdateArgs>),
     /// Print what this runtime supports (runc's JSON).
     Features,
+    /// Check that this host can run Sandpod's microVMs (one line per check).
+    Check,
     /// Write a default config.json for a new bundle.
     Spec(commands::SpecArgs),
     /// Not supported: a container in a microVM cannot be checkpointed.
@@ -105,19 +112,23 @@ pub enum Command {
 /// Options of the commands that create a sandbox.
 #[derive(clap::Args, Debug, Clone)]
 pub struct VmArgs {
-    /// virtio-fs cache mode of the shared rootfs: auto, always or never.
-    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(CacheMode))]
-    pub virtiofs_cache: CacheMode,
-    /// Seconds to wait for the VM's agent.
-    #[arg(long, default_value_t = 60)]
-    pub boot_timeout: u64,
+    /// virtio-fs cache mode of the shared rootfs: auto, always or never (default: the config
+    /// file's, else auto).
+    #[arg(long, value_parser = clap::value_parser!(CacheMode))]
+    pub virtiofs_cache: Option<CacheMode>,
+    /// Seconds to wait for the VM's agent (default: the config file's, else 60).
+    #[arg(long)]
+    pub boot_timeout: Option<u64>,
 }
 
 impl VmArgs {
-    fn options(&self) -> crate::container::VmOptions {
+    fn options(&self, config: &Config) -> crate::container::VmOptions {
+        let h = &config.hypervisor;
         crate::container::VmOptions {
-            cache: self.virtiofs_cache,
-            boot_timeout: std::time::Duration::from_secs(self.boot_timeout),
+            cache: self.virtiofs_cache.or(config.cache()).unwrap_or_default(),
+            boot_timeout: std::time::Duration::from_secs(
+                self.boot_timeout.or(h.boot_timeout_secs).unwrap_or(60),
+            ),
         }
     }
 }
@@ -129,8 +140,9 @@ impl clap::builder::ValueParserFactory for CacheMode {
     }
 }
 
-fn runtime_options(cli: &Cli) -> anyhow::Result<RuntimeOptions> {
+fn runtime_options(cli: &Cli, config: Config) -> anyhow::Result<RuntimeOptions> {
     Ok(RuntimeOptions {
+        config,
         root: cli.root.clone(),
         log: cli.log.clone(),
         log_format: cli.log_format.clone(),
@@ -142,7 +154,14 @@ fn runtime_options(cli: &Cli) -> anyhow::Result<RuntimeOptions> {
 /// `sandpod`'s main.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _guard = match logging::init(&cli) {
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sandpod: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _guard = match logging::init(&cli, config.runtime.log_level.as_deref()) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("sandpod: {e:#}");
@@ -167,7 +186,7 @@ pub fn main() -> ExitCode {
             )
         }
     };
-    let result = rt.block_on(dispatch(&cli));
+    let result = rt.block_on(dispatch(&cli, config));
     // A stdin copy may still block on the terminal: do not wait for it.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
@@ -177,18 +196,22 @@ pub fn main() -> ExitCode {
 }
 
 /// Reports a fatal error once: to standard error and, with `--log`, as the log's last error line
-/// (where containerd and Docker read the reason from).
+/// (where containerd and Docker read the reason from). The internal modes only log it: a
+/// stand-in's stderr is its container's, the monitor's is the log file itself.
 fn fail(cli: &Cli, e: &anyhow::Error) -> ExitCode {
     let msg = format!("{e:#}");
+    let internal = matches!(cli.command, Command::Monitor { .. } | Command::Standin(_));
     if cli.log.is_some() {
         tracing::error!("{msg}");
     }
-    eprintln!("sandpod: {msg}");
+    if !(internal && cli.log.is_some()) {
+        eprintln!("sandpod: {msg}");
+    }
     ExitCode::FAILURE
 }
 
-async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
-    let rt = runtime_options(cli)?;
+async fn dispatch(cli: &Cli, config: Config) -> anyhow::Result<u8> {
+    let rt = runtime_options(cli, config)?;
     let c = crate::container::lifecycle::load;
     match &cli.command {
         Command::Create(a) => commands::create(&rt, a).await,
@@ -217,6 +240,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             println!("{}", serde_json::to_string_pretty(&info::features())?);
             Ok(0)
         }
+        Command::Check => Ok(check::run(&rt)),
         Command::Spec(a) => info::write_spec(&a.bundle).map(|()| 0),
         Command::Checkpoint(_) => {
             anyhow::bail!("checkpoint is not supported: the container runs in a microVM (sandpod)")

@@ -2,23 +2,16 @@
 //! SIGTERM, SIGINT or SIGHUP and exits with the VMM's status.
 use std::path::Path;
 
-use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::Cli;
 use crate::sandbox::monitor::run_monitor;
 use crate::sandbox::Layout;
 
-pub async fn monitor(cli: &Cli, state_dir: &Path) -> anyhow::Result<u8> {
+pub async fn monitor(_cli: &Cli, state_dir: &Path) -> anyhow::Result<u8> {
     let layout = Layout {
         dir: state_dir.to_path_buf(),
     };
-    let log_path = cli.log.clone().unwrap_or_else(|| layout.default_log());
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -29,7 +22,7 @@ pub async fn monitor(cli: &Cli, state_dir: &Path) -> anyhow::Result<u8> {
             _ = hup.recv() => "SIGHUP".to_string(),
         }
     };
-    let exit = run_monitor(&layout, &log, stop).await?;
+    let exit = run_monitor(&layout, stop).await?;
     Ok(if exit.stopped_because.is_some() {
         0
     } else {

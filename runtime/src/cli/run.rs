@@ -4,8 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
-
 use super::VmArgs;
 use crate::bundle::Bundle;
 use crate::container::foreground::{self, Signals};
@@ -42,26 +40,9 @@ pub async fn run(rt: &RuntimeOptions, args: &RunArgs) -> anyhow::Result<u8> {
         bundle,
         pid_file: args.pid_file.clone(),
         io: IoConfig::Inherit,
-        vm: args.vm.options(),
+        vm: args.vm.options(&rt.config),
     };
-    let create = crate::container::create(rt, opts);
-    tokio::pin!(create);
-    let mut interrupted = None;
-    let created = loop {
-        tokio::select! {
-            r = &mut create => break r,
-            sig = signals.recv() => {
-                if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP) {
-                    interrupted.get_or_insert(sig);
-                }
-            }
-        }
-    };
-    let standin = created?;
-    if let Some(sig) = interrupted {
-        crate::container::delete(rt, &args.id, true).await?;
-        bail!("interrupted by signal {sig} while creating the container (removed)");
-    }
+    let standin = foreground::create_or_undo(rt, opts, &mut signals).await?;
     let result = async {
         crate::container::start(rt, &args.id).await?;
         let kill_after = Some(Duration::from_secs(args.kill_after));

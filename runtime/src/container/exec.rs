@@ -8,7 +8,7 @@ use oci_spec::runtime::Process;
 
 use super::foreground::{self, Signals};
 use super::lifecycle::open_running;
-use super::standin::{Standin, StandinArgs};
+use super::standin::{record_exec_standin, Standin, StandinArgs};
 use super::state::Status;
 use super::RuntimeOptions;
 use crate::agent_client::proto::ExecProcessRequest;
@@ -118,6 +118,7 @@ pub async fn exec(rt: &RuntimeOptions, opts: ExecOptions) -> anyhow::Result<u8> 
         return Err(e);
     }
     let pid = standin.ident.pid;
+    record_exec_standin(&layout, &opts.id, &exec_id, standin.ident);
     let child = standin.go().await?;
     if let Some(p) = &opts.pid_file {
         write_atomic(p, pid.to_string().as_bytes())

@@ -5,7 +5,7 @@
 use std::process::Child;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
@@ -53,6 +53,37 @@ impl Signals {
         })
         .await
     }
+}
+
+/// Creates a container with [`super::create`]; an interrupt (SIGINT, SIGTERM, SIGHUP) that
+/// arrives meanwhile is acted on once create is done: the container is deleted again and the
+/// result is an error. Nothing is left behind either way.
+pub async fn create_or_undo(
+    rt: &super::RuntimeOptions,
+    opts: super::CreateOptions,
+    signals: &mut Signals,
+) -> anyhow::Result<Child> {
+    let id = opts.id.clone();
+    let create = super::create(rt, opts);
+    tokio::pin!(create);
+    let mut interrupted = None;
+    let created = loop {
+        tokio::select! {
+            r = &mut create => break r,
+            sig = signals.recv() => {
+                if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP) {
+                    interrupted.get_or_insert(sig);
+                }
+            }
+        }
+    };
+    let standin = created?;
+    if let Some(sig) = interrupted {
+        drop(standin);
+        super::delete(rt, &id, true).await?;
+        bail!("interrupted by signal {sig} while creating the container (removed)");
+    }
+    Ok(standin)
 }
 
 /// Waits for the stand-in `child`, passing signals on; returns its exit status (128+N if a

@@ -91,7 +91,7 @@ fn annotations(spec: &Spec) -> BTreeMap<String, String> {
 pub async fn create(rt: &RuntimeOptions, opts: CreateOptions) -> anyhow::Result<Child> {
     let terminal = opts.bundle.terminal();
     hooks::check_supported(opts.bundle.spec.hooks().as_ref())?;
-    let paths = RuntimePaths::discover()?;
+    let paths = RuntimePaths::discover(&rt.config.hypervisor)?;
     let layout = reserve(&rt.root, &opts.id)?;
     let mut standin: Option<Standin> = None;
     let mut sandbox: Option<Sandbox> = None;
@@ -164,10 +164,15 @@ async fn create_steps(
     hooks::run(spec_hooks, "prestart", &state)?;
 
     let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let h = &rt.config.hypervisor;
+    let defaults = VmSize {
+        vcpus: h.default_vcpus.unwrap_or(VmSize::DEFAULT.vcpus),
+        mem_mib: h.default_memory_mib.unwrap_or(VmSize::DEFAULT.mem_mib),
+    };
     let cfg = SandboxConfig {
         root: rt.root.clone(),
         id: opts.id.clone(),
-        size: VmSize::for_spec(spec, host_cpus),
+        size: VmSize::for_spec(spec, host_cpus, defaults),
         hostname: spec.hostname().clone(),
         paths,
         log: rt.log.clone(),

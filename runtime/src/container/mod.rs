@@ -13,6 +13,7 @@ pub mod state;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::config::Config;
 use crate::hypervisor::CacheMode;
 
 pub use lifecycle::{create, delete, kill, start, CreateOptions};
@@ -30,6 +31,8 @@ pub struct RuntimeOptions {
     pub debug: bool,
     /// This executable (re-executed as the monitor and the stand-ins).
     pub self_exe: PathBuf,
+    /// The config file's settings (or the defaults).
+    pub config: Config,
 }
 
 /// How the VM of a new sandbox is made.

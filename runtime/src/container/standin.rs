@@ -245,9 +245,6 @@ pub async fn run(rt: &RuntimeOptions, args: &StandinArgs) -> anyhow::Result<u8> 
         return Ok(1);
     }
     drop((lines, w));
-    if args.exec_id != args.container {
-        record_exec_standin(&layout, args);
-    }
 
     let mut signals = Vec::new();
     for n in FORWARDED {
@@ -294,7 +291,7 @@ pub async fn run(rt: &RuntimeOptions, args: &StandinArgs) -> anyhow::Result<u8> 
             tracing::debug!("recording the exit of {}: {e}", args.container);
         }
     } else {
-        let _ = std::fs::remove_file(exec_standin_path(&layout, args));
+        let _ = std::fs::remove_file(exec_standin_path(&layout, &args.container, &args.exec_id));
     }
     if tokio::time::timeout(DRAIN_TIMEOUT, streams.output)
         .await
@@ -310,22 +307,18 @@ pub async fn run(rt: &RuntimeOptions, args: &StandinArgs) -> anyhow::Result<u8> 
     Ok(status)
 }
 
-fn exec_standin_path(layout: &Layout, args: &StandinArgs) -> std::path::PathBuf {
-    layout
-        .container_dir(&args.container)
-        .join("execs")
-        .join(&args.exec_id)
+fn exec_standin_path(layout: &Layout, container: &str, exec_id: &str) -> std::path::PathBuf {
+    layout.container_dir(container).join("execs").join(exec_id)
 }
 
-/// Records an exec's stand-in (for `ps`), removed when it ends.
-fn record_exec_standin(layout: &Layout, args: &StandinArgs) {
-    let p = exec_standin_path(layout, args);
-    let r = std::fs::create_dir_all(p.parent().unwrap_or(&p)).and_then(|()| {
-        let me = ProcessIdent::of(std::process::id()).ok_or(std::io::ErrorKind::NotFound)?;
-        write_json_atomic(&p, &me)
-    });
+/// Records an exec's stand-in for `ps` (by its creator, before the caller gets the pid: `ps`
+/// right after `exec -d` lists it); the stand-in removes it when it ends.
+pub fn record_exec_standin(layout: &Layout, container: &str, exec_id: &str, standin: ProcessIdent) {
+    let p = exec_standin_path(layout, container, exec_id);
+    let r = std::fs::create_dir_all(p.parent().unwrap_or(&p))
+        .and_then(|()| write_json_atomic(&p, &standin));
     if let Err(e) = r {
-        tracing::debug!("recording the stand-in of {}: {e}", args.exec_id);
+        tracing::warn!("recording the stand-in of {exec_id}: {e}");
     }
 }
 

@@ -19,8 +19,15 @@ pub struct VmSize {
 }
 
 impl VmSize {
-    /// The size for a spec, never more than the host has CPUs (`host_cpus`).
-    pub fn for_spec(spec: &Spec, host_cpus: usize) -> VmSize {
+    /// The size when the spec sets no limits.
+    pub const DEFAULT: VmSize = VmSize {
+        vcpus: 1,
+        mem_mib: DEFAULT_MEM_MIB,
+    };
+
+    /// The size for a spec, never more than the host has CPUs (`host_cpus`); `defaults` where the
+    /// spec sets no memory limit or CPU quota.
+    pub fn for_spec(spec: &Spec, host_cpus: usize, defaults: VmSize) -> VmSize {
         let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
         let limit = resources
             .and_then(|r| r.memory().as_ref())
@@ -34,7 +41,7 @@ impl VmSize {
                     .unwrap_or(MAX_MEM_MIB)
                     .clamp(64, MAX_MEM_MIB)
             }
-            None => DEFAULT_MEM_MIB,
+            None => defaults.mem_mib,
         };
         let cpu = resources.and_then(|r| r.cpu().as_ref());
         let quota = cpu.and_then(|c| c.quota()).filter(|q| *q > 0);
@@ -44,7 +51,7 @@ impl VmSize {
             .unwrap_or(100_000);
         let wanted = match quota {
             Some(q) => u64::try_from(q).unwrap_or(1).div_ceil(period),
-            None => 1,
+            None => u64::from(defaults.vcpus),
         };
         let cap = u64::try_from(host_cpus.max(1))
             .unwrap_or(1)
@@ -68,7 +75,7 @@ mod tests {
     #[test]
     fn defaults_without_limits() {
         assert_eq!(
-            VmSize::for_spec(&spec("{}"), 8),
+            VmSize::for_spec(&spec("{}"), 8, VmSize::DEFAULT),
             VmSize {
                 vcpus: 1,
                 mem_mib: DEFAULT_MEM_MIB
@@ -80,7 +87,7 @@ mod tests {
     fn memory_limit_plus_overhead_and_cpu_quota_rounded_up() {
         let s = spec(r#"{"memory":{"limit":67108864},"cpu":{"quota":150000,"period":100000}}"#);
         assert_eq!(
-            VmSize::for_spec(&s, 8),
+            VmSize::for_spec(&s, 8, VmSize::DEFAULT),
             VmSize {
                 vcpus: 2,
                 mem_mib: 64 + GUEST_OVERHEAD_MIB
@@ -94,13 +101,16 @@ mod tests {
             r#"{"memory":{"limit":9223372036854775807},"cpu":{"quota":6400000,"period":100000}}"#,
         );
         assert_eq!(
-            VmSize::for_spec(&s, 2),
+            VmSize::for_spec(&s, 2, VmSize::DEFAULT),
             VmSize {
                 vcpus: 2,
                 mem_mib: MAX_MEM_MIB
             }
         );
         let unlimited = spec(r#"{"memory":{"limit":-1},"cpu":{"quota":-1}}"#);
-        assert_eq!(VmSize::for_spec(&unlimited, 2).mem_mib, DEFAULT_MEM_MIB);
+        assert_eq!(
+            VmSize::for_spec(&unlimited, 2, VmSize::DEFAULT).mem_mib,
+            DEFAULT_MEM_MIB
+        );
     }
 }

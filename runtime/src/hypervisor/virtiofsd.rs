@@ -4,8 +4,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
+
 /// virtiofsd's `--cache`: how long the guest may cache metadata and data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CacheMode {
     /// Cache until the host changes a file (close-to-open consistency).
     #[default]
@@ -41,10 +44,13 @@ impl fmt::Display for CacheMode {
 }
 
 /// Everything virtiofsd is started with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtiofsdCommand {
+    /// The virtiofsd binary.
     pub virtiofsd: PathBuf,
+    /// The vhost-user socket it creates (the VMM's `FsConfig::socket`).
     pub socket: PathBuf,
+    /// The directory it shares.
     pub shared_dir: PathBuf,
     pub cache: CacheMode,
 }
@@ -106,5 +112,21 @@ mod tests {
         assert!(j.contains("--sandbox namespace"), "{j}");
         assert!(j.contains("--cache never"), "{j}");
         assert!(j.contains("--shared-dir /s/shared"), "{j}");
+    }
+
+    #[test]
+    fn json_form() {
+        let c = VirtiofsdCommand {
+            virtiofsd: "/b/virtiofsd".into(),
+            socket: "/s/fs.sock".into(),
+            shared_dir: "/s/shared".into(),
+            cache: CacheMode::Always,
+        };
+        let s = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            s,
+            r#"{"virtiofsd":"/b/virtiofsd","socket":"/s/fs.sock","shared_dir":"/s/shared","cache":"always"}"#
+        );
+        assert_eq!(serde_json::from_str::<VirtiofsdCommand>(&s).unwrap(), c);
     }
 }

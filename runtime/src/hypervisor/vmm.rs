@@ -1,6 +1,10 @@
-//! The sandpod-vmm command line of a sandbox VM.
+//! sandpod-vmm for a sandbox VM: the VM's configuration (a [`VmConfig`], written to the state
+//! directory's `vm.json`) and the command that boots it (`sandpod-vmm --config vm.json`).
 use std::ffi::OsString;
 use std::path::PathBuf;
+
+use sandpod_vmconfig::{ConsoleConfig, FsConfig, VmConfig, VsockConfig};
+use serde::{Deserialize, Serialize};
 
 use super::sizing::VmSize;
 
@@ -9,11 +13,12 @@ use super::sizing::VmSize;
 pub const SANDBOX_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet sandpod.after_ready=serve";
 /// The guest's vsock CID (any value ≥ 3: each VM has its own vsock device).
 pub const GUEST_CID: u32 = 3;
+/// The VM's configuration file in the sandbox's state directory.
+pub const VM_CONFIG_FILE: &str = "vm.json";
 
-/// Everything sandpod-vmm is started with.
+/// What a sandbox VM is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmmCommand {
-    pub vmm: PathBuf,
+pub struct SandboxVm {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub size: VmSize,
@@ -21,47 +26,47 @@ pub struct VmmCommand {
     pub vsock_uds: PathBuf,
     /// The guest's serial console goes to this file.
     pub console_log: PathBuf,
-    /// virtio-fs devices: (tag, vhost-user socket).
-    pub fs: Vec<(String, PathBuf)>,
+    /// virtio-fs devices (each with its virtiofsd's socket).
+    pub fs: Vec<FsConfig>,
+}
+
+impl SandboxVm {
+    /// The VMM's configuration.
+    pub fn vm_config(&self) -> VmConfig {
+        VmConfig {
+            initrd: Some(self.initrd.clone()),
+            cmdline: SANDBOX_CMDLINE.to_string(),
+            mem_mib: self.size.mem_mib,
+            vcpus: self.size.vcpus,
+            console: ConsoleConfig::File(self.console_log.clone()),
+            vsock: Some(VsockConfig {
+                guest_cid: GUEST_CID,
+                uds_path: self.vsock_uds.clone(),
+            }),
+            fs: self.fs.clone(),
+            ..VmConfig::new(self.kernel.clone())
+        }
+    }
+}
+
+/// How sandpod-vmm is started: the program and its configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmmCommand {
+    /// The sandpod-vmm binary.
+    pub program: PathBuf,
+    /// The VM's configuration (JSON, a [`VmConfig`]).
+    pub config: PathBuf,
 }
 
 impl VmmCommand {
     /// The program's arguments.
     pub fn args(&self) -> Vec<OsString> {
-        let mut a: Vec<OsString> = vec![
-            "--kernel".into(),
-            self.kernel.clone().into(),
-            "--initrd".into(),
-            self.initrd.clone().into(),
-            "--cmdline".into(),
-            SANDBOX_CMDLINE.into(),
-            "--mem-mib".into(),
-            self.size.mem_mib.to_string().into(),
-            "--vcpus".into(),
-            self.size.vcpus.to_string().into(),
-            "--console".into(),
-            {
-                let mut c = OsString::from("file:");
-                c.push(&self.console_log);
-                c
-            },
-            "--vsock-uds".into(),
-            self.vsock_uds.clone().into(),
-            "--vsock-cid".into(),
-            GUEST_CID.to_string().into(),
-        ];
-        for (tag, socket) in &self.fs {
-            let mut v = OsString::from(format!("tag={tag},socket="));
-            v.push(socket);
-            a.push("--fs".into());
-            a.push(v);
-        }
-        a
+        vec!["--config".into(), self.config.clone().into()]
     }
 
     /// The whole command line: the program, then [`Self::args`].
     pub fn argv(&self) -> Vec<PathBuf> {
-        std::iter::once(self.vmm.clone())
+        std::iter::once(self.program.clone())
             .chain(self.args().into_iter().map(PathBuf::from))
             .collect()
     }
@@ -71,35 +76,56 @@ impl VmmCommand {
 mod tests {
     use super::*;
 
-    #[test]
-    fn arguments() {
-        let c = VmmCommand {
-            vmm: "/b/sandpod-vmm".into(),
+    fn vm() -> SandboxVm {
+        SandboxVm {
             kernel: "/g/vmlinux".into(),
             initrd: "/g/initramfs.cpio".into(),
             size: VmSize {
                 vcpus: 2,
                 mem_mib: 384,
             },
-            vsock_uds: "/run/s/vsock.sock".into(),
+            vsock_uds: "/run/s/v".into(),
             console_log: "/run/s/console.log".into(),
-            fs: vec![("sandpod".into(), "/run/s/virtiofsd.sock".into())],
+            fs: vec![FsConfig::new("sandpod", "/run/s/fs.sock")],
+        }
+    }
+
+    #[test]
+    fn vm_config() {
+        let c = vm().vm_config();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!((c.mem_mib, c.vcpus), (384, 2));
+        assert_eq!(c.kernel, PathBuf::from("/g/vmlinux"));
+        assert_eq!(c.initrd, Some(PathBuf::from("/g/initramfs.cpio")));
+        assert_eq!(c.cmdline, SANDBOX_CMDLINE);
+        assert_eq!(c.console, ConsoleConfig::File("/run/s/console.log".into()));
+        assert_eq!(
+            c.vsock,
+            Some(VsockConfig {
+                guest_cid: GUEST_CID,
+                uds_path: "/run/s/v".into()
+            })
+        );
+        assert_eq!(c.fs, vec![FsConfig::new("sandpod", "/run/s/fs.sock")]);
+        assert!(c.disks.is_empty());
+    }
+
+    #[test]
+    fn invalid_sizes_are_caught_by_validation() {
+        let mut v = vm();
+        v.size.vcpus = 0;
+        assert!(v.vm_config().validate().is_err());
+    }
+
+    #[test]
+    fn arguments() {
+        let c = VmmCommand {
+            program: "/b/sandpod-vmm".into(),
+            config: "/run/s/vm.json".into(),
         };
-        let a: Vec<String> = c
-            .args()
-            .into_iter()
-            .map(|s| s.into_string().unwrap())
-            .collect();
-        let joined = a.join(" ");
-        assert!(joined.contains("--mem-mib 384 --vcpus 2"), "{joined}");
-        assert!(
-            joined.contains("--console file:/run/s/console.log"),
-            "{joined}"
+        assert_eq!(
+            c.argv(),
+            ["/b/sandpod-vmm", "--config", "/run/s/vm.json"].map(PathBuf::from)
         );
-        assert!(
-            joined.ends_with("--fs tag=sandpod,socket=/run/s/virtiofsd.sock"),
-            "{joined}"
-        );
-        assert!(a.contains(&SANDBOX_CMDLINE.to_string()));
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use sandpod_protocol::shared::{guest_rootfs, GUEST_SHARED_DIR, VIRTIOFS_TAG};
+use sandpod_vmconfig::FsConfig;
 use tokio::process::Child;
 
 use super::layout::{validate_id, Layout};
@@ -19,7 +20,9 @@ use super::state::{now_rfc3339, write_json_atomic, SandboxState};
 use crate::agent_client::proto::{CreateSandboxRequest, Mount};
 use crate::agent_client::{AgentClient, ClientConfig, HybridVsockConnector};
 use crate::bundle::Bundle;
-use crate::hypervisor::{CacheMode, VirtiofsdCommand, VmSize, VmmCommand};
+use crate::hypervisor::{
+    CacheMode, SandboxVm, VirtiofsdCommand, VmSize, VmmCommand, VM_CONFIG_FILE,
+};
 use crate::paths::RuntimePaths;
 
 /// How long the monitor gets to stop the VM before it is killed.
@@ -259,18 +262,25 @@ async fn create_steps(
     Ok(client)
 }
 
-/// Writes monitor.json and starts `sandpod` as the sandbox's monitor, in its own process group
-/// (a Ctrl-C meant for the caller does not reach it), output to the runtime log.
+/// Writes vm.json (the VMM's configuration) and monitor.json, and starts `sandpod` as the
+/// sandbox's monitor, in its own process group (a Ctrl-C meant for the caller does not reach it),
+/// output to the runtime log.
 fn start_monitor(opts: &SandboxConfig, layout: &Layout) -> anyhow::Result<Child> {
-    let vmm = VmmCommand {
-        vmm: opts.paths.vmm.clone(),
+    let vm = SandboxVm {
         kernel: opts.paths.kernel.clone(),
         initrd: opts.paths.initrd.clone(),
         size: opts.size,
         vsock_uds: layout.vsock(),
         console_log: layout.console_log(),
-        fs: vec![(VIRTIOFS_TAG.to_string(), layout.virtiofsd_socket())],
+        fs: vec![FsConfig::new(VIRTIOFS_TAG, layout.virtiofsd_socket())],
+    }
+    .vm_config();
+    vm.validate().context("the sandbox's VM configuration")?;
+    let vmm = VmmCommand {
+        program: opts.paths.vmm.clone(),
+        config: layout.dir.join(VM_CONFIG_FILE),
     };
+    write_json_atomic(&vmm.config, &vm)?;
     let fsd = VirtiofsdCommand {
         virtiofsd: opts.paths.virtiofsd.clone(),
         socket: layout.virtiofsd_socket(),
@@ -278,8 +288,8 @@ fn start_monitor(opts: &SandboxConfig, layout: &Layout) -> anyhow::Result<Child>
         cache: opts.cache,
     };
     let plan = MonitorPlan {
-        vmm: vmm.argv(),
-        virtiofsd: Some((fsd.argv(), fsd.socket.clone())),
+        vmm,
+        virtiofsd: Some(fsd),
         guest_log_socket: HybridVsockConnector::new(layout.vsock())
             .host_port_path(sandpod_protocol::LOG_PORT),
     };

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::layout::Layout;
@@ -22,10 +22,11 @@ use super::process::ProcessIdent;
 use super::standin_watch::StandinWatch;
 use super::state::write_json_atomic;
 use crate::agent_client::LogReceiver;
+use crate::hypervisor::{VirtiofsdCommand, VmmCommand};
 
 /// Lines of the VMM's own error output kept for `vm-exit.json`.
 const VMM_STDERR_TAIL: usize = 5;
-/// Longest VMM output line kept there (bytes).
+/// Longest line of a child's output logged (bytes).
 const VMM_LINE_MAX: usize = 400;
 
 /// How long virtiofsd may take to create its socket.
@@ -36,10 +37,10 @@ const CHILD_GRACE: Duration = Duration::from_secs(5);
 /// What the monitor starts, written by the creator to `monitor.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitorPlan {
-    /// sandpod-vmm's program and arguments.
-    pub vmm: Vec<PathBuf>,
-    /// virtiofsd's program and arguments, and the socket it creates.
-    pub virtiofsd: Option<(Vec<PathBuf>, PathBuf)>,
+    /// sandpod-vmm and its configuration file (`vm.json`, written beside `monitor.json`).
+    pub vmm: VmmCommand,
+    /// virtiofsd (started first; the VMM connects to its socket).
+    pub virtiofsd: Option<VirtiofsdCommand>,
     /// Where the VMM forwards the guest's log connections (`<vsock uds>_1025`).
     pub guest_log_socket: PathBuf,
 }
@@ -116,18 +117,10 @@ fn command(argv: &[PathBuf]) -> anyhow::Result<Command> {
     Ok(Command::from(c))
 }
 
-fn spawn(
-    argv: &[PathBuf],
-    log: &std::fs::File,
-    pipe_stderr: bool,
-) -> anyhow::Result<(Child, ProcessIdent)> {
+/// Starts a child with its stdout and stderr piped: [`relay_output`] puts their lines in the log.
+fn spawn(argv: &[PathBuf]) -> anyhow::Result<(Child, ProcessIdent)> {
     let mut c = command(argv)?;
-    c.stdout(log.try_clone()?);
-    if pipe_stderr {
-        c.stderr(Stdio::piped());
-    } else {
-        c.stderr(log.try_clone()?);
-    }
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = c
         .spawn()
         .with_context(|| format!("starting {}", argv[0].display()))?;
@@ -173,36 +166,57 @@ async fn stop_child(child: &mut Child, name: &str) -> Option<std::process::ExitS
     }
 }
 
-/// Copies the VMM's standard error to the log, keeping its last lines (bounded: the VMM is ours,
-/// but what it prints may quote the guest).
-async fn tee_stderr(child: &mut Child, log: std::fs::File) -> tokio::task::JoinHandle<Vec<String>> {
+/// Re-emits a child's output lines through `tracing` (so a `--log-format json` log holds only
+/// JSON lines, as containerd expects), escaped and cut (what the VMM prints may quote the guest);
+/// returns the last lines of its standard error.
+fn relay_output(child: &mut Child, name: &'static str) -> tokio::task::JoinHandle<Vec<String>> {
+    let stdout = child.stdout.take();
     let stderr = child.stderr.take();
+    if let Some(out) = stdout {
+        tokio::spawn(async move {
+            let _ = relay_lines(out, name, false).await;
+        });
+    }
     tokio::spawn(async move {
-        let mut tail = VecDeque::new();
-        let Some(stderr) = stderr else {
-            return Vec::new();
-        };
-        let mut log = tokio::fs::File::from_std(log);
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let _ = log.write_all(line.as_bytes()).await;
-            let _ = log.write_all(b"\n").await;
-            let mut kept: String = line.chars().take(VMM_LINE_MAX).collect();
-            kept = kept.escape_debug().to_string();
-            if tail.len() == VMM_STDERR_TAIL {
-                tail.pop_front();
-            }
-            tail.push_back(kept);
+        match stderr {
+            Some(err) => relay_lines(err, name, true).await,
+            None => Vec::new(),
         }
-        tail.into_iter().collect()
     })
 }
 
-/// Runs the sandbox's VM until it ends or `stop` completes (its output says why). `log` is the
-/// runtime log file. Records and returns how the VM ended.
+async fn relay_lines(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    name: &'static str,
+    keep_tail: bool,
+) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let mut tail = VecDeque::new();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut buf = Vec::new();
+        // A line longer than the limit is cut; its rest is read as the next lines.
+        match (&mut reader).take(VMM_LINE_MAX as u64).read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end().escape_debug().to_string();
+        tracing::info!(target: "sandpod::vm", process = name, "{line}");
+        if keep_tail {
+            if tail.len() == VMM_STDERR_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    }
+    tail.into_iter().collect()
+}
+
+/// Runs the sandbox's VM until it ends or `stop` completes (its output says why); the children's
+/// output goes to this process's `tracing` log. Records and returns how the VM ended.
 pub async fn run_monitor(
     layout: &Layout,
-    log: &std::fs::File,
     stop: impl Future<Output = String>,
 ) -> anyhow::Result<VmExit> {
     let plan: MonitorPlan = serde_json::from_slice(
@@ -215,17 +229,18 @@ pub async fn run_monitor(
     let _standins = StandinWatch::bind(layout)?;
     let mut children = Children::default();
     let mut fsd = None;
-    if let Some((argv, socket)) = &plan.virtiofsd {
-        let (mut child, ident) = spawn(argv, log, false)?;
+    if let Some(virtiofsd) = &plan.virtiofsd {
+        let (mut child, ident) = spawn(&virtiofsd.argv())?;
+        relay_output(&mut child, "virtiofsd");
         children.virtiofsd = Some(ident);
         write_json_atomic(&layout.children(), &children)?;
-        if let Err(e) = wait_for_socket(&mut child, socket).await {
+        if let Err(e) = wait_for_socket(&mut child, &virtiofsd.socket).await {
             stop_child(&mut child, "virtiofsd").await;
             return Err(e);
         }
         fsd = Some(child);
     }
-    let (mut vmm, ident) = match spawn(&plan.vmm, log, true) {
+    let (mut vmm, ident) = match spawn(&plan.vmm.argv()) {
         Ok(v) => v,
         Err(e) => {
             if let Some(c) = fsd.as_mut() {
@@ -234,7 +249,7 @@ pub async fn run_monitor(
             return Err(e);
         }
     };
-    let stderr_tail = tee_stderr(&mut vmm, log.try_clone()?).await;
+    let stderr_tail = relay_output(&mut vmm, "sandpod-vmm");
     children.vmm = Some(ident);
     write_json_atomic(&layout.children(), &children)?;
     tracing::info!(vmm_pid = ident.pid, "VM started");
@@ -280,4 +295,34 @@ pub async fn run_monitor(
     tracing::info!(code = ?exit.code, signal = ?exit.signal, "VM ended");
     write_json_atomic(&layout.vm_exit(), &exit)?;
     Ok(exit)
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use crate::hypervisor::CacheMode;
+
+    #[test]
+    fn monitor_json_has_named_fields() {
+        let plan = MonitorPlan {
+            vmm: VmmCommand {
+                program: "/b/sandpod-vmm".into(),
+                config: "/run/sandpod/c/vm.json".into(),
+            },
+            virtiofsd: Some(VirtiofsdCommand {
+                virtiofsd: "/b/virtiofsd".into(),
+                socket: "/run/sandpod/c/fs.sock".into(),
+                shared_dir: "/run/sandpod/c/shared".into(),
+                cache: CacheMode::Auto,
+            }),
+            guest_log_socket: "/run/sandpod/c/v_1025".into(),
+        };
+        let json: serde_json::Value = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["vmm"]["program"], "/b/sandpod-vmm");
+        assert_eq!(json["vmm"]["config"], "/run/sandpod/c/vm.json");
+        assert_eq!(json["virtiofsd"]["socket"], "/run/sandpod/c/fs.sock");
+        assert_eq!(json["virtiofsd"]["cache"], "auto");
+        let back: MonitorPlan = serde_json::from_value(json).unwrap();
+        assert_eq!(back, plan);
+    }
 }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# vsock throughput diagnostics (not a test; see README "Benchmarks"): MIB MiB guest to host
+# vsock throughput diagnostics (not a test; see docs/benchmarks.md): MIB MiB guest to host
 # (`busybox head`, then `dd bs=64k`), host to guest, 5 execs; after each, the guest's virtio and
 # timer interrupt counts and the VMM threads' CPU ticks (utime+stime).
 #   tests/kvm-host/run -- /sandpod/scripts/vsock-prof.sh [MIB] [INITRAMFS in guest/] [VMM in bin/]

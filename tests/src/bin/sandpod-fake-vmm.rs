@@ -3,19 +3,20 @@
 //! (create/start/exec/kill/delete) can be tested on a host without KVM. It never isolates
 //! anything: the "containers" run on the host, as root.
 //!
-//! It takes sandpod-vmm's arguments (unknown ones are an error, exit 2), ignores what only a
-//! guest needs (kernel, initrd, cmdline, memory, vCPUs, disks, virtio-fs sockets) and then:
+//! It takes sandpod-vmm's arguments, parsed and validated by the VMM's own code (`--config FILE`
+//! or the flags; unknown ones are an error, exit 2), ignores what only a guest needs (kernel,
+//! initrd, cmdline, memory, vCPUs, disks, virtio-fs sockets) and then:
 //!
 //! 1. enters a mount namespace of its own (every mount a slave: nothing leaks to the host) and
-//!    bind-mounts the sandbox's share (`<dir of --vsock-uds>/shared`, the runtime's layout) at
-//!    the guest's `/run/sandpod/shared`, where the agent finds the containers' rootfs;
+//!    bind-mounts the sandbox's share (`<dir of the vsock socket>/shared`, the runtime's layout)
+//!    at the guest's `/run/sandpod/shared`, where the agent finds the containers' rootfs;
 //! 2. makes the fake VM's cgroup under the host's cgroup2 (`<cgroup2>/sandpod-fake-vmm-<pid>`),
 //!    runs the agent in its `agent/` and gives it `containers/` as `SANDPOD_AGENT_CGROUP_ROOT`
 //!    (unless the caller set that variable: then the caller's value goes to the agent as is);
 //!    without cgroup2 on the host there is no cgroup and the agent runs containers without one;
-//! 3. serves the hybrid vsock on --vsock-uds (`CONNECT <port>` spliced to `<uds>_<port>`, where
-//!    the agent listens) and runs the agent (`SANDPOD_AGENT_BIN`, else `sandpod-agent` beside
-//!    this executable) with `--test-serve unix://<uds>`, its output on the console;
+//! 3. serves the hybrid vsock on the vsock socket (`CONNECT <port>` spliced to `<uds>_<port>`,
+//!    where the agent listens) and runs the agent (`SANDPOD_AGENT_BIN`, else `sandpod-agent`
+//!    beside this executable) with `--test-serve unix://<uds>`, its output on the console;
 //! 4. writes one line to the console: `sandpod-fake-vmm: agent_pid=N cgroup=DIR vsock=UDS
 //!    share=DIR`.
 //!
@@ -37,51 +38,22 @@ use nix::sys::signal::Signal;
 use sandpod_protocol::shared::GUEST_SHARED_DIR;
 use sandpod_runtime::agent_client::FakeHybridVsock;
 use sandpod_testhost::fakevm::{mounts, VmCgroup};
-use sandpod_vmm::config::{DEFAULT_CMDLINE, DEFAULT_GUEST_CID, DEFAULT_MEM_MIB};
+use sandpod_vmm::cli::VmmArgs;
 use sandpod_vmm::devices::virtio::vsock::unix::bind_listener;
-use sandpod_vmm::{ConsoleConfig, DiskConfig, FsConfig};
+use sandpod_vmm::{ConsoleConfig, VmConfig};
 
 /// The agent binary to run (else `sandpod-agent` beside this executable).
 const AGENT_BIN_ENV: &str = "SANDPOD_AGENT_BIN";
 /// The agent's cgroup root in test mode (see the agent's container::cgroups).
 const CGROUP_ROOT_ENV: &str = "SANDPOD_AGENT_CGROUP_ROOT";
 
-/// TEST ONLY: sandpod-vmm's command line, running the agent on the host instead of a guest.
-// The guest-only arguments are parsed (and checked) like sandpod-vmm's, then not used.
-#[allow(dead_code)]
+/// TEST ONLY: sandpod-vmm's command line (its own [`VmmArgs`]: `--config FILE` or the flags),
+/// running the agent on the host instead of a guest.
 #[derive(Parser, Debug)]
 #[command(name = "sandpod-fake-vmm", version)]
 struct Cli {
-    /// Ignored (no guest kernel).
-    #[arg(long, value_name = "PATH")]
-    kernel: PathBuf,
-    /// Ignored.
-    #[arg(long, value_name = "PATH")]
-    initrd: Option<PathBuf>,
-    /// Ignored.
-    #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
-    cmdline: String,
-    /// Ignored.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MEM_MIB)]
-    mem_mib: u32,
-    /// Ignored.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    vcpus: u32,
-    /// Where the fake VM's line and the agent's output go: stdout, file:PATH or none.
-    #[arg(long, value_name = "DEST", default_value = "stdout")]
-    console: ConsoleConfig,
-    /// The hybrid vsock socket (required here: the agent is reached only through it).
-    #[arg(long, value_name = "PATH")]
-    vsock_uds: Option<PathBuf>,
-    /// Ignored.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_GUEST_CID, requires = "vsock_uds")]
-    vsock_cid: u32,
-    /// Ignored: the share is reached directly (`<dir of --vsock-uds>/shared`).
-    #[arg(long, value_name = "tag=TAG,socket=PATH[,queues=N,queue-size=N]")]
-    fs: Vec<FsConfig>,
-    /// Ignored.
-    #[arg(long = "disk", value_name = "PATH[,ro]")]
-    disks: Vec<DiskConfig>,
+    #[command(flatten)]
+    vm: VmmArgs,
 }
 
 /// How the fake VM ended.
@@ -201,7 +173,7 @@ fn spawn_agent(
 
 /// Serves until a signal or the agent's end; the agent is killed and reaped before it returns.
 async fn serve(
-    cli: &Cli,
+    config: &VmConfig,
     uds: &Path,
     share: &Path,
     cgroup: Option<&VmCgroup>,
@@ -214,8 +186,8 @@ async fn serve(
     let (listener, _remove_at_end) =
         bind_listener(uds).with_context(|| format!("vsock socket {}", uds.display()))?;
     let _front = FakeHybridVsock::from_std(listener, uds)?;
-    let mut console_file = open_console(&cli.console)?;
-    let mut agent = spawn_agent(uds, &cli.console, console_file.as_ref(), cgroup)?;
+    let mut console_file = open_console(&config.console)?;
+    let mut agent = spawn_agent(uds, &config.console, console_file.as_ref(), cgroup)?;
     let line = format!(
         "sandpod-fake-vmm: agent_pid={} cgroup={} vsock={} share={}\n",
         agent.id().unwrap_or(0),
@@ -223,7 +195,7 @@ async fn serve(
         uds.display(),
         share.display()
     );
-    match (&cli.console, console_file.as_mut()) {
+    match (&config.console, console_file.as_mut()) {
         (ConsoleConfig::File(_), Some(f)) => f.write_all(line.as_bytes())?,
         (ConsoleConfig::Stdout, _) => std::io::stdout().write_all(line.as_bytes())?,
         _ => {}
@@ -248,10 +220,12 @@ fn run(cli: Cli) -> anyhow::Result<End> {
     if nix::unistd::getppid() != parent {
         return Ok(End::Signal(Signal::SIGTERM));
     }
-    let uds = cli
-        .vsock_uds
-        .clone()
-        .context("the fake VMM needs --vsock-uds (its agent is reached only through it)")?;
+    let config = cli.vm.vm_config()?;
+    config.validate()?;
+    let uds = config.vsock.as_ref().map(|v| v.uds_path.clone()).context(
+        "the fake VMM needs --vsock-uds (or \"vsock\" in --config): its agent is reached only \
+         through it",
+    )?;
     let share = mounts::share_of(&uds);
     // Single-threaded still, as unshare(CLONE_NEWNS) requires.
     mounts::enter_private_namespace(&share, Path::new(GUEST_SHARED_DIR))?;
@@ -270,7 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<End> {
         .enable_all()
         .build()
         .context("tokio runtime")
-        .and_then(|rt| rt.block_on(serve(&cli, &uds, &share, cgroup.as_ref())));
+        .and_then(|rt| rt.block_on(serve(&config, &uds, &share, cgroup.as_ref())));
     if let Some(cg) = &cgroup {
         if let Err(e) = cg.destroy() {
             eprintln!("sandpod-fake-vmm: removing the fake VM's cgroup: {e:#}");

@@ -9,7 +9,6 @@
 //! the device DEVICE_NEEDS_RESET; the VMM keeps running. The back end's cache policy
 //! (`virtiofsd --cache auto|always|never`) is chosen by whoever starts it.
 
-pub mod config;
 pub mod frontend;
 pub mod worker;
 
@@ -18,9 +17,9 @@ use vmm_sys_util::eventfd::EventFd;
 use super::device::{read_config_bytes, ActivateError, Activation, VirtioDevice};
 use super::epoll_helper::DeviceThread;
 use super::TYPE_FS;
-pub use config::FsConfig;
-use config::MAX_TAG_LEN;
 pub use frontend::{Backend, FsError};
+pub use sandpod_vmconfig::FsConfig;
+use sandpod_vmconfig::MAX_TAG_LEN;
 use worker::CallHandler;
 
 /// Size of the config space: the tag and `num_request_queues` (le32).

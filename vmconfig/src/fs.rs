@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ParseError;
+
 /// Longest tag: the config space field is 36 bytes (not NUL-terminated when full).
 pub const MAX_TAG_LEN: usize = 36;
 /// Default number of request queues (virtiofsd serves one).
@@ -19,6 +21,36 @@ pub const MAX_QUEUE_SIZE: u16 = 32768;
 /// Longest Unix socket path.
 pub const MAX_SOCKET_PATH: usize = 107;
 
+/// An invalid [`FsConfig`].
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FsConfigError {
+    /// Empty or too long tag.
+    #[error("tag {0:?} must be 1 to {MAX_TAG_LEN} bytes long")]
+    TagLength(String),
+    /// A tag with control characters.
+    #[error("tag {0:?} contains control characters")]
+    TagControl(String),
+    /// Empty or too long socket path.
+    #[error("tag {0}: socket path must be non-empty and at most {MAX_SOCKET_PATH} bytes")]
+    SocketPath(String),
+    /// No request queue, or too many.
+    #[error("tag {tag}: {queues} request queues: use 1 to {MAX_REQUEST_QUEUES}")]
+    RequestQueues {
+        /// The device's tag.
+        tag: String,
+        /// The number asked for.
+        queues: u16,
+    },
+    /// A queue size that is not a power of two, or too large.
+    #[error("tag {tag}: queue size {size} is not a power of two up to {MAX_QUEUE_SIZE}")]
+    QueueSize {
+        /// The device's tag.
+        tag: String,
+        /// The size asked for.
+        size: u16,
+    },
+}
+
 /// A virtio-fs device whose back end is a vhost-user-fs daemon (virtiofsd) listening on
 /// `socket`. The guest mounts it with `mount -t virtiofs TAG /mnt`.
 ///
@@ -26,6 +58,7 @@ pub const MAX_SOCKET_PATH: usize = 107;
 /// `--cache auto|always|never`, and the device offers no DAX window (no shared memory
 /// region), so DAX is always off.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FsConfig {
     /// The mount tag the guest sees (1 to 36 bytes of UTF-8, no NUL or control characters).
     pub tag: String,
@@ -59,34 +92,29 @@ impl FsConfig {
     }
 
     /// Checks the values (not the socket's existence: that is checked on connecting).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FsConfigError> {
+        let tag = || self.tag.clone();
         if self.tag.is_empty() || self.tag.len() > MAX_TAG_LEN {
-            return Err(format!(
-                "tag {:?} must be 1 to {MAX_TAG_LEN} bytes long",
-                self.tag
-            ));
+            return Err(FsConfigError::TagLength(tag()));
         }
         if self.tag.chars().any(char::is_control) {
-            return Err(format!("tag {:?} contains control characters", self.tag));
+            return Err(FsConfigError::TagControl(tag()));
         }
         let len = self.socket.as_os_str().len();
         if len == 0 || len > MAX_SOCKET_PATH {
-            return Err(format!(
-                "tag {}: socket path must be non-empty and at most {MAX_SOCKET_PATH} bytes",
-                self.tag
-            ));
+            return Err(FsConfigError::SocketPath(tag()));
         }
         if self.request_queues == 0 || self.request_queues > MAX_REQUEST_QUEUES {
-            return Err(format!(
-                "tag {}: {} request queues: use 1 to {MAX_REQUEST_QUEUES}",
-                self.tag, self.request_queues
-            ));
+            return Err(FsConfigError::RequestQueues {
+                tag: tag(),
+                queues: self.request_queues,
+            });
         }
         if !self.queue_size.is_power_of_two() || self.queue_size > MAX_QUEUE_SIZE {
-            return Err(format!(
-                "tag {}: queue size {} is not a power of two up to {MAX_QUEUE_SIZE}",
-                self.tag, self.queue_size
-            ));
+            return Err(FsConfigError::QueueSize {
+                tag: tag(),
+                size: self.queue_size,
+            });
         }
         Ok(())
     }
@@ -98,7 +126,7 @@ impl FsConfig {
 }
 
 impl FromStr for FsConfig {
-    type Err = String;
+    type Err = ParseError;
 
     /// Parses `tag=TAG,socket=PATH[,queues=N][,queue-size=N]` (the socket path cannot hold
     /// a comma).
@@ -109,14 +137,14 @@ impl FromStr for FsConfig {
         for part in s.split(',') {
             let (key, value) = part
                 .split_once('=')
-                .ok_or_else(|| format!("{part:?} is not KEY=VALUE (in {s:?})"))?;
+                .ok_or_else(|| ParseError(format!("{part:?} is not KEY=VALUE (in {s:?})")))?;
             let number = |v: &str| {
                 v.parse::<u16>()
-                    .map_err(|_| format!("{key}={v}: not a number from 0 to 65535"))
+                    .map_err(|_| ParseError(format!("{key}={v}: not a number from 0 to 65535")))
             };
             let dup = |seen: bool| {
                 if seen {
-                    Err(format!("{key} given twice in {s:?}"))
+                    Err(ParseError(format!("{key} given twice in {s:?}")))
                 } else {
                     Ok(())
                 }
@@ -133,15 +161,15 @@ impl FromStr for FsConfig {
                 "queues" => request_queues = number(value)?,
                 "queue-size" => queue_size = number(value)?,
                 _ => {
-                    return Err(format!(
+                    return Err(ParseError(format!(
                         "unknown key {key:?}: expected tag, socket, queues or queue-size"
-                    ))
+                    )))
                 }
             }
         }
         let config = FsConfig {
-            tag: tag.ok_or("tag=TAG is missing")?,
-            socket: socket.ok_or("socket=PATH is missing")?,
+            tag: tag.ok_or_else(|| ParseError("tag=TAG is missing".into()))?,
+            socket: socket.ok_or_else(|| ParseError("socket=PATH is missing".into()))?,
             request_queues,
             queue_size,
         };
@@ -195,7 +223,7 @@ mod tests {
             ("tag=t,socket=/s,queue-size=65536", "not a number"),
             ("", "is not KEY=VALUE"),
         ] {
-            let e = s.parse::<FsConfig>().unwrap_err();
+            let e = s.parse::<FsConfig>().unwrap_err().to_string();
             assert!(e.contains(why), "{s:?}: {e}");
         }
         let long = format!("tag={},socket=/s", "x".repeat(37));
@@ -213,5 +241,31 @@ mod tests {
         assert_eq!(c, FsConfig::new("t", "/s"));
         let s = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<FsConfig>(&s).unwrap(), c);
+        let e = serde_json::from_str::<FsConfig>(r#"{"tag":"t","socket":"/s","cache":"auto"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `cache`"), "{e}");
+    }
+
+    #[test]
+    fn typed_validation_errors() {
+        let mut c = FsConfig::new("t", "/s");
+        c.queue_size = 1000;
+        assert_eq!(
+            c.validate(),
+            Err(FsConfigError::QueueSize {
+                tag: "t".into(),
+                size: 1000
+            })
+        );
+        c.queue_size = 1024;
+        c.request_queues = MAX_REQUEST_QUEUES + 1;
+        assert_eq!(
+            c.validate(),
+            Err(FsConfigError::RequestQueues {
+                tag: "t".into(),
+                queues: MAX_REQUEST_QUEUES + 1
+            })
+        );
     }
 }

@@ -1,0 +1,138 @@
+//! `sandpod-vmm`'s command line: either `--config FILE` (a [`VmConfig`] as JSON, what the
+//! runtime writes) or the flags for people (`--kernel …`), never both. Both give the same
+//! [`VmConfig`]. `sandpod-fake-vmm` (the tests' stand-in) takes the same [`VmmArgs`].
+
+use std::path::{Path, PathBuf};
+
+use clap::{ArgGroup, Args};
+
+use crate::config::{
+    ConfigError, ConsoleConfig, DiskConfig, FsConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE,
+    DEFAULT_GUEST_CID, DEFAULT_MEM_MIB, DEFAULT_VCPUS,
+};
+
+/// The flags `--config` cannot be combined with.
+const DEVICE_FLAGS: [&str; 10] = [
+    "kernel",
+    "initrd",
+    "cmdline",
+    "mem_mib",
+    "vcpus",
+    "console",
+    "vsock_uds",
+    "vsock_cid",
+    "fs",
+    "disks",
+];
+
+/// What to boot: a configuration file, or flags.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+#[command(group(ArgGroup::new("what").required(true).args(["config", "kernel"])))]
+pub struct VmmArgs {
+    /// The whole VM configuration as a JSON file (sandpod_vmconfig::VmConfig; missing fields
+    /// take the flags' defaults, unknown fields are an error). Not combinable with the flags
+    /// below.
+    #[arg(long, value_name = "FILE", conflicts_with_all = DEVICE_FLAGS)]
+    pub config: Option<PathBuf>,
+    /// Uncompressed ELF kernel image (vmlinux).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Initramfs (cpio archive).
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line, passed unchanged.
+    #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
+    pub cmdline: String,
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MEM_MIB)]
+    pub mem_mib: u32,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = u32::from(DEFAULT_VCPUS))]
+    pub vcpus: u32,
+    /// Guest serial console: stdout, file:PATH or none.
+    #[arg(long, value_name = "DEST", default_value = "stdout")]
+    pub console: ConsoleConfig,
+    /// Add a virtio-vsock device: host clients connect to this Unix socket and send
+    /// `CONNECT <port>\n`; guest connections to host port P go to the socket `PATH_P`.
+    #[arg(long, value_name = "PATH")]
+    pub vsock_uds: Option<PathBuf>,
+    /// The guest's vsock CID (with --vsock-uds).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_GUEST_CID, requires = "vsock_uds")]
+    pub vsock_cid: u32,
+    /// Add a virtio-fs device (repeatable) whose back end is a vhost-user-fs daemon
+    /// (virtiofsd) listening on PATH; the guest mounts it with `mount -t virtiofs TAG DIR`.
+    /// N request queues (default 1) of queue-size entries (default 1024).
+    #[arg(long, value_name = "tag=TAG,socket=PATH[,queues=N,queue-size=N]")]
+    pub fs: Vec<FsConfig>,
+    /// Add a virtio-blk device on a raw disk image (repeatable: the guest's vda, vdb, ...
+    /// after the vsock device); `,ro` makes it read-only. Its serial is the file name.
+    #[arg(long = "disk", value_name = "PATH[,ro]")]
+    pub disks: Vec<DiskConfig>,
+}
+
+/// The command line does not give a usable configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration file cannot be read.
+    #[error("cannot read the VM configuration {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration file is not a VM configuration.
+    #[error("invalid VM configuration {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where and why (line and column).
+        source: serde_json::Error,
+    },
+    /// Neither `--config` nor `--kernel` (clap normally catches this).
+    #[error("no kernel given: use --kernel PATH or --config FILE")]
+    NoKernel,
+    /// An invalid value.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl VmmArgs {
+    /// The configuration the arguments describe (read from `--config`, or built from the
+    /// flags). Not validated yet: [`crate::Vmm::new`] does that.
+    pub fn vm_config(self) -> Result<VmConfig, CliError> {
+        if let Some(path) = &self.config {
+            return read_config_file(path);
+        }
+        Ok(VmConfig {
+            kernel: self.kernel.ok_or(CliError::NoKernel)?,
+            initrd: self.initrd,
+            cmdline: self.cmdline,
+            mem_mib: self.mem_mib,
+            vcpus: u8::try_from(self.vcpus).map_err(|_| ConfigError::TooManyVcpus(self.vcpus))?,
+            console: self.console,
+            vsock: self.vsock_uds.map(|uds_path| VsockConfig {
+                guest_cid: self.vsock_cid,
+                uds_path,
+            }),
+            fs: self.fs,
+            disks: self.disks,
+        })
+    }
+}
+
+/// Reads a [`VmConfig`] from a JSON file.
+pub fn read_config_file(path: &Path) -> Result<VmConfig, CliError> {
+    let text = std::fs::read(path).map_err(|source| CliError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|source| CliError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+#[path = "cli_tests.rs"]
+mod tests;
