@@ -4,12 +4,22 @@
 //! host's [`LOG_PORT`] (vsock CID 2; in test mode `<base>_1025`). Forwarding never blocks the
 //! agent: events go through a bounded queue and are dropped when it is full; while nobody
 //! listens, the forwarder retries with backoff and the console still gets every event.
+//!
+//! The log token: any guest process allowed AF_VSOCK (guest processes the host runs; containers
+//! only with the `io.sandpod.allow-vsock` annotation, see `container::vsock_guard`) can connect
+//! to the host's port 1025 too, so the host cannot tell the agent's connection by where it comes
+//! from. Once CreateSandbox hands the agent a log token (through the API, which only the host
+//! reaches), the forwarder opens a new connection whose first line is `log-token <token>`,
+//! resends the lines it sent before (the last [`REPLAY_LINES`]: a host that checks the token
+//! dropped them) and presents the token on every reconnection; the host's receiver drops every
+//! connection that does not start with it (`runtime/src/agent_client/logs.rs`).
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use sandpod_protocol::LOG_PORT;
+use sandpod_protocol::{LogToken, LOG_PORT};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -24,6 +34,8 @@ pub const QUEUE_LEN: usize = 1024;
 pub const FILTER_ENV: &str = "SANDPOD_AGENT_LOG";
 /// Log target of the forwarder itself: never forwarded (that would feed itself).
 const SELF_TARGET: &str = "sandpod_agent::logging";
+/// Lines sent before the log token kept for resending with it.
+pub const REPLAY_LINES: usize = 256;
 
 /// One log line as sent to the host.
 pub fn json_line(level: &str, msg: &str, target: &str) -> String {
@@ -86,6 +98,33 @@ impl<S: Subscriber> Layer<S> for ForwardLayer {
 /// The queued events, waiting for [`LogForwarder::spawn`].
 pub struct LogForwarder {
     rx: mpsc::Receiver<String>,
+    token: watch::Sender<Option<LogToken>>,
+}
+
+/// Hands the forwarder its log token (CreateSandbox). Cheap to clone.
+#[derive(Clone)]
+pub struct LogAuth {
+    token: watch::Sender<Option<LogToken>>,
+}
+
+impl LogAuth {
+    /// Sets the log token; the forwarder reconnects with it. Setting the same token again is
+    /// fine; another one is refused (the host's receiver knows the first one only).
+    pub fn set(&self, token: LogToken) -> Result<(), &'static str> {
+        let mut result = Ok(());
+        self.token.send_if_modified(|current| match current {
+            Some(t) if *t == token => false,
+            Some(_) => {
+                result = Err("the log token is set already and cannot change");
+                false
+            }
+            None => {
+                *current = Some(token);
+                true
+            }
+        });
+        result
+    }
 }
 
 /// Installs the global subscriber: console (stderr) plus the host queue. Call once, early (no
@@ -101,18 +140,43 @@ pub fn init() -> LogForwarder {
         .with(console)
         .with(ForwardLayer { tx })
         .try_init();
-    LogForwarder { rx }
+    LogForwarder {
+        rx,
+        token: watch::channel(None).0,
+    }
+}
+
+/// What the forwarder keeps between connections.
+struct ForwardState {
+    /// A line taken from the queue but not written yet.
+    carry: Option<String>,
+    /// Lines sent without the token (bounded), until they are resent with it.
+    replay: VecDeque<String>,
+    /// The token the current connection presented, if any.
+    presented: Option<LogToken>,
 }
 
 impl LogForwarder {
+    /// The handle that sets the log token (for the API).
+    pub fn auth(&self) -> LogAuth {
+        LogAuth {
+            token: self.token.clone(),
+        }
+    }
+
     /// Sends the queued events to the host from now on (a task of the current runtime).
     pub fn spawn(self, transport: Transport) {
         tokio::spawn(self.run(transport));
     }
 
     async fn run(mut self, transport: Transport) {
+        let mut token_rx = self.token.subscribe();
         let mut backoff = Duration::from_millis(100);
-        let mut carry: Option<String> = None;
+        let mut state = ForwardState {
+            carry: None,
+            replay: VecDeque::new(),
+            presented: None,
+        };
         loop {
             let mut conn = match transport.connect_host(LOG_PORT).await {
                 Ok(c) => {
@@ -122,24 +186,72 @@ impl LogForwarder {
                 }
                 Err(e) => {
                     tracing::debug!("no log listener on the host ({e}); retrying");
-                    tokio::time::sleep(backoff).await;
+                    // A new token cuts the wait short (once: it is marked seen here).
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = token_rx.changed() => {
+                            token_rx.borrow_and_update();
+                        }
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
-            loop {
-                let line = match carry.take() {
-                    Some(l) => l,
-                    None => match self.rx.recv().await {
-                        Some(l) => l,
-                        None => return,
-                    },
-                };
-                if let Err(e) = conn.write_all(line.as_bytes()).await {
-                    tracing::debug!("log connection lost: {e}");
-                    carry = Some(line);
-                    break;
+            let token = token_rx.borrow_and_update().clone();
+            if let Some(t) = &token {
+                let mut hello = t.log_line();
+                for l in &state.replay {
+                    hello.push_str(l);
                 }
+                if let Err(e) = conn.write_all(hello.as_bytes()).await {
+                    tracing::debug!("log connection lost: {e}");
+                    continue;
+                }
+                state.replay.clear();
+            }
+            state.presented = token;
+            if self
+                .forward(&mut conn, &mut state, &mut token_rx)
+                .await
+                .is_none()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Forwards queued lines on `conn` until it fails or a token arrives that the connection
+    /// did not present (Some: reconnect), or the queue is closed (None: stop).
+    async fn forward(
+        &mut self,
+        conn: &mut crate::stdio::HostStream,
+        state: &mut ForwardState,
+        token_rx: &mut watch::Receiver<Option<LogToken>>,
+    ) -> Option<()> {
+        loop {
+            let line = match state.carry.take() {
+                Some(l) => l,
+                None => tokio::select! {
+                    l = self.rx.recv() => l?,
+                    changed = token_rx.changed(), if state.presented.is_none() => {
+                        if changed.is_ok() && token_rx.borrow_and_update().is_some() {
+                            tracing::debug!("log token set: reconnecting with it");
+                            return Some(());
+                        }
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = conn.write_all(line.as_bytes()).await {
+                tracing::debug!("log connection lost: {e}");
+                state.carry = Some(line);
+                return Some(());
+            }
+            if state.presented.is_none() {
+                if state.replay.len() == REPLAY_LINES {
+                    state.replay.pop_front();
+                }
+                state.replay.push_back(line);
             }
         }
     }

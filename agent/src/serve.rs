@@ -24,11 +24,12 @@ async fn listen(
     let stdio = transport
         .bind(STDIO_PORT)
         .with_context(|| format!("listening on the stdio port {STDIO_PORT}"))?;
-    transport.prepare(AGENT_PORT);
     let addr = transport.ttrpc_addr(AGENT_PORT);
+    let listener = transport
+        .ttrpc_listener(AGENT_PORT)
+        .with_context(|| format!("listening on {addr}"))?;
     let mut server = ttrpc::r#async::Server::new()
-        .bind(&addr)
-        .with_context(|| format!("listening on {addr}"))?
+        .add_listener(listener)
         .register_service(create_agent(Arc::new(service.clone())));
     server
         .start()
@@ -43,6 +44,7 @@ async fn listen(
 /// In the guest, failing to listen (no vsock device yet, say) is not fatal: PID 1 keeps reaping
 /// and retries every few seconds, so the VM stays up and the host's connect times out instead.
 pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<()> {
+    let log_auth = logs.auth();
     logs.spawn(transport.clone());
     let reaper = Reaper::start().context("watching SIGCHLD")?;
     let broker = StreamBroker::new();
@@ -78,6 +80,7 @@ pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<(
         containers: ContainerManager::new(processes.clone()),
         processes,
         sandbox: Sandbox::new(mode),
+        log_auth,
     };
     let mut failures = 0u32;
     let (stdio, _server) = loop {

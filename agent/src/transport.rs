@@ -1,11 +1,20 @@
 //! Where the agent listens and how it reaches the host: vsock in the guest, Unix sockets named
 //! like hybrid vsock's (`<base>_<port>`) in host-side test mode.
+//!
+//! Only the host may connect: every connection accepted on a vsock port (the ttrpc API and the
+//! stdio streams) is checked for the peer's CID, and one that is not [`HOST_CID`] is closed and
+//! logged. With the guest kernel's vsock loopback transport off (`guest-kernel-config/`) no guest
+//! process can reach the agent's ports in the first place; the check keeps it so if a kernel
+//! with loopback (or another transport) is ever used. The VMM sends every packet of a hybrid
+//! vsock connection with source CID 2 (sandpod-vmm's `vsock/connection.rs`). Test mode's Unix
+//! sockets have no CID: their access is the socket file's.
 use std::io;
 use std::path::{Path, PathBuf};
 
 use sandpod_protocol::ports::HOST_CID;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
+use ttrpc::r#async::transport::Listener as TtrpcListener;
 
 use crate::stdio::HostStream;
 
@@ -49,6 +58,23 @@ impl Transport {
         }
     }
 
+    /// A ttrpc listener on `port` that hands the server the host's connections only.
+    pub fn ttrpc_listener(&self, port: u32) -> io::Result<TtrpcListener> {
+        self.prepare(port);
+        Ok(match self {
+            Transport::Vsock => {
+                let l = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))?;
+                TtrpcListener::new(futures::stream::unfold(l, move |l| async move {
+                    let next = accept_host(&l, port).await;
+                    Some((next, l))
+                }))
+            }
+            Transport::Unix { base } => {
+                TtrpcListener::from(UnixListener::bind(Self::unix_path(base, port))?)
+            }
+        })
+    }
+
     /// Removes a stale socket file left by an earlier run (test mode).
     pub fn prepare(&self, port: u32) {
         if let Transport::Unix { base } = self {
@@ -89,11 +115,38 @@ pub enum StreamListener {
 }
 
 impl StreamListener {
+    /// The next connection (vsock: the next one from the host; see [`accept_host`]).
     pub async fn accept(&self) -> io::Result<HostStream> {
         Ok(match self {
-            StreamListener::Vsock(l) => Box::new(l.accept().await?.0),
+            StreamListener::Vsock(l) => {
+                let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+                Box::new(accept_host(l, port).await?)
+            }
             StreamListener::Unix(l) => Box::new(l.accept().await?.0),
         })
+    }
+}
+
+/// Whether a vsock peer may connect to the agent: the host only.
+pub fn peer_allowed(peer: &VsockAddr) -> bool {
+    peer.cid() == HOST_CID
+}
+
+/// Accepts connections on `listener` (port `port`, for the log) until one comes from the host;
+/// the others are closed at once and logged.
+pub async fn accept_host(listener: &VsockListener, port: u32) -> io::Result<VsockStream> {
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        if peer_allowed(&peer) {
+            return Ok(stream);
+        }
+        drop(stream);
+        tracing::warn!(
+            "refused a connection to port {port} from CID {} port {}: only the host (CID \
+             {HOST_CID}) may connect",
+            peer.cid(),
+            peer.port()
+        );
     }
 }
 
@@ -114,5 +167,13 @@ mod tests {
         assert!(Transport::parse_test_addr("unix://rel").is_err());
         assert!(Transport::parse_test_addr("vsock://-1:1024").is_err());
         assert_eq!(Transport::Vsock.ttrpc_addr(1024), "vsock://-1:1024");
+    }
+
+    #[test]
+    fn only_the_host_cid_is_allowed() {
+        assert!(peer_allowed(&VsockAddr::new(2, 1234)));
+        for cid in [0, 1, 3, 4, VMADDR_CID_ANY] {
+            assert!(!peer_allowed(&VsockAddr::new(cid, 1234)), "cid {cid}");
+        }
     }
 }

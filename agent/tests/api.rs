@@ -7,7 +7,7 @@ use std::time::Duration;
 use sandpod_runtime::agent_client::proto::CreateSandboxRequest;
 use sandpod_runtime::agent_client::{ExitStatus, LogReceiver, StreamKind};
 use sha2::{Digest, Sha256};
-use support::{exec_req, run, TestAgent};
+use support::{exec_req, run, token, TestAgent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -164,8 +164,14 @@ async fn children_start_with_a_clean_signal_mask() {
 async fn close_stdin_ends_cat() {
     let agent = TestAgent::start();
     let client = agent.client().await;
-    let mut stdin = client.open_stream("c", StreamKind::Stdin).await.unwrap();
-    let mut stdout = client.open_stream("c", StreamKind::Stdout).await.unwrap();
+    let mut stdin = client
+        .open_stream("c", StreamKind::Stdin, token())
+        .await
+        .unwrap();
+    let mut stdout = client
+        .open_stream("c", StreamKind::Stdout, token())
+        .await
+        .unwrap();
     client
         .exec_process(&exec_req("c", &["cat"], [true, true, false]))
         .await
@@ -190,7 +196,10 @@ async fn close_stdin_ends_cat() {
 async fn terminal_mode_echoes_and_resizes() {
     let agent = TestAgent::start();
     let client = agent.client().await;
-    let mut tty = client.open_stream("t", StreamKind::Tty).await.unwrap();
+    let mut tty = client
+        .open_stream("t", StreamKind::Tty, token())
+        .await
+        .unwrap();
     let mut req = exec_req(
         "t",
         &[
@@ -377,7 +386,7 @@ async fn exec_fails_when_requested_streams_never_attach() {
     assert!(started.elapsed() >= Duration::from_secs(9));
     // The id is free again, and a late stream is used by the retry.
     let mut stdout = client
-        .open_stream("lonely", StreamKind::Stdout)
+        .open_stream("lonely", StreamKind::Stdout, token())
         .await
         .unwrap();
     client
@@ -391,4 +400,51 @@ async fn exec_fails_when_requested_streams_never_attach() {
         client.wait_process("lonely").await.unwrap(),
         ExitStatus::Exited(0)
     );
+}
+
+/// With CreateSandbox's log token, the agent reconnects presenting it and resends what it
+/// logged before; a connection without it (what a guest process with vsock could open) is not
+/// read by the host.
+#[tokio::test]
+async fn agent_logs_with_the_log_token() {
+    let agent = TestAgent::start();
+    let token = sandpod_runtime::agent_client::LogToken::generate().unwrap();
+    let path = agent.connector().host_port_path(1025);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _logs = LogReceiver::bind_with_token(&path, token.clone(), move |l| {
+        let _ = tx.send(l);
+    })
+    .unwrap();
+    let client = agent.client().await;
+    // Before the token: the agent logs (the API is up), the host reads nothing of it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(rx.try_recv().is_err(), "read a line before the token");
+    // A forger on the same port.
+    let mut forger = tokio::net::UnixStream::connect(&path).await.unwrap();
+    forger
+        .write_all(b"{\"level\":\"error\",\"msg\":\"forged\",\"target\":\"t\"}\n")
+        .await
+        .unwrap();
+    let mut req = CreateSandboxRequest::new();
+    req.log_token = token.to_string();
+    client.create_sandbox(&req).await.unwrap();
+    // A malformed token is refused.
+    let mut other = CreateSandboxRequest::new();
+    other.log_token = "not hex".into();
+    let err = client.create_sandbox(&other).await.unwrap_err();
+    assert!(err.to_string().contains("log_token"), "{err}");
+    let lines = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut seen = Vec::new();
+        while let Some(l) = rx.recv().await {
+            let done = l.msg.contains("serving the agent API");
+            seen.push(l.msg);
+            if done {
+                return seen;
+            }
+        }
+        panic!("log channel closed");
+    })
+    .await
+    .expect("the lines logged before the token were not resent with it");
+    assert!(!lines.iter().any(|m| m.contains("forged")), "{lines:?}");
 }

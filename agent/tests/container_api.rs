@@ -4,7 +4,7 @@
 mod support;
 
 use sandpod_runtime::agent_client::StreamSet;
-use support::{exec_req, TestAgent};
+use support::{exec_req, token, TestAgent};
 use ttrpc::Code;
 
 fn spec_json(args: &[&str]) -> Vec<u8> {
@@ -22,7 +22,7 @@ async fn create_refuses_bad_ids_specs_and_rootfs() {
     let client = agent.client().await;
     let json = spec_json(&["true"]);
     let err = client
-        .create_container("bad id", json.clone(), "/", StreamSet::default())
+        .create_container("bad id", json.clone(), "/", StreamSet::default(), token())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(Code::INVALID_ARGUMENT), "{err}");
@@ -32,13 +32,20 @@ async fn create_refuses_bad_ids_specs_and_rootfs() {
             b"{\"process\": 3}".to_vec(),
             "/",
             StreamSet::default(),
+            token(),
         )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(Code::INVALID_ARGUMENT), "{err}");
     assert!(err.to_string().contains("oci_spec: "), "{err}");
     let err = client
-        .create_container("c1", json, "/nonexistent-rootfs", StreamSet::default())
+        .create_container(
+            "c1",
+            json,
+            "/nonexistent-rootfs",
+            StreamSet::default(),
+            token(),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("is not a directory"), "{err}");

@@ -1,8 +1,10 @@
 //! The protocol between Sandpod's host runtime and its guest agent: the ttrpc API (generated from
-//! `protos/agent.proto`), the vsock ports and the stdio stream header.
+//! `protos/agent.proto`), the vsock ports, the stdio stream header and the tokens that
+//! authenticate stream and log connections.
 pub mod ports;
 pub mod shared;
 pub mod stream;
+pub mod token;
 
 /// Messages of `sandpod.agent.v1` (rust-protobuf).
 #[allow(
@@ -41,6 +43,7 @@ pub mod agent_ttrpc {
 
 pub use ports::{AGENT_PORT, LOG_PORT, STDIO_PORT};
 pub use stream::{StreamHeader, StreamHeaderError, StreamKind};
+pub use token::{LogToken, StreamToken, Token, TokenError};
 
 /// Re-exported so that users of the protocol need not depend on these crates themselves.
 pub use {protobuf, ttrpc};

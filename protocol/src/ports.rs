@@ -1,7 +1,8 @@
 //! The vsock ports of the host <-> guest protocol.
 //!
-//! Guest side: the agent listens on [`AGENT_PORT`] and [`STDIO_PORT`] (any CID) and connects to
-//! the host (CID 2) on [`LOG_PORT`]. Host side (Firecracker-style hybrid vsock): the host reaches
+//! Guest side: the agent listens on [`AGENT_PORT`] and [`STDIO_PORT`] and accepts connections
+//! from the host only (peer CID [`HOST_CID`]; the guest kernel has no vsock loopback), and
+//! connects to the host (CID 2) on [`LOG_PORT`]. Host side (Firecracker-style hybrid vsock): the host reaches
 //! a guest port through the VMM's Unix socket `uds` (`CONNECT <port>\n`), and the VMM forwards
 //! the guest's connections to host port P to the Unix socket `<uds>_<P>`.
 

@@ -1,13 +1,17 @@
 //! The header that opens every stdio stream connection.
 //!
 //! The host connects to the agent's [`STDIO_PORT`](crate::STDIO_PORT) and writes one line,
-//! `<exec_id> <kind>\n` (kind: `stdin`, `stdout`, `stderr` or `tty`), then raw bytes flow: host to
-//! guest for `stdin`, guest to host for `stdout` and `stderr`, both ways for `tty`. The agent sends
-//! no reply; it closes a connection whose header it rejects.
+//! `<exec_id> <kind> <token>\n` (kind: `stdin`, `stdout`, `stderr` or `tty`; token: the
+//! [`StreamToken`] the host chose for the process in its ExecProcess/CreateContainer request),
+//! then raw bytes flow: host to guest for `stdin`, guest to host for `stdout` and `stderr`, both
+//! ways for `tty`. The agent sends no reply; it closes a connection whose header it rejects or
+//! whose token is not the process's: an exec id is no secret, the token is.
 use std::fmt;
 use std::str::FromStr;
 
 use thiserror::Error;
+
+use crate::token::{StreamToken, TokenError};
 
 /// Longest accepted header line, newline included.
 pub const MAX_HEADER_LEN: usize = 256;
@@ -60,12 +64,14 @@ pub enum StreamHeaderError {
     TooLong,
     #[error("stream header is not UTF-8")]
     NotUtf8,
-    #[error("stream header {0:?}: expected `<exec_id> <stdin|stdout|stderr|tty>`")]
-    Malformed(String),
+    #[error("stream header: expected `<exec_id> <stdin|stdout|stderr|tty> <token>`")]
+    Malformed,
     #[error("stream kind {0:?}: expected stdin, stdout, stderr or tty")]
     BadKind(String),
     #[error("exec id {0:?}: expected 1 to {MAX_EXEC_ID_LEN} characters out of [A-Za-z0-9._-]")]
     BadExecId(String),
+    #[error("stream header: {0}")]
+    BadToken(#[from] TokenError),
 }
 
 /// Checks an exec id: 1 to [`MAX_EXEC_ID_LEN`] characters out of `[A-Za-z0-9._-]`.
@@ -87,18 +93,28 @@ pub fn validate_exec_id(id: &str) -> Result<(), StreamHeaderError> {
 pub struct StreamHeader {
     pub exec_id: String,
     pub kind: StreamKind,
+    /// The process's stream token (compared by the agent, in constant time).
+    pub token: StreamToken,
 }
 
 impl StreamHeader {
-    pub fn new(exec_id: impl Into<String>, kind: StreamKind) -> Result<Self, StreamHeaderError> {
+    pub fn new(
+        exec_id: impl Into<String>,
+        kind: StreamKind,
+        token: StreamToken,
+    ) -> Result<Self, StreamHeaderError> {
         let exec_id = exec_id.into();
         validate_exec_id(&exec_id)?;
-        Ok(StreamHeader { exec_id, kind })
+        Ok(StreamHeader {
+            exec_id,
+            kind,
+            token,
+        })
     }
 
     /// The header line as sent on the wire, newline included.
     pub fn to_line(&self) -> String {
-        format!("{} {}\n", self.exec_id, self.kind)
+        format!("{} {} {}\n", self.exec_id, self.kind, self.token)
     }
 
     /// Parses a header line (with or without its trailing `\n`).
@@ -111,89 +127,151 @@ impl StreamHeader {
             return Err(StreamHeaderError::TooLong);
         }
         let text = std::str::from_utf8(line).map_err(|_| StreamHeaderError::NotUtf8)?;
+        // Not echoed in the error: the line may hold a token.
         let mut words = text.split(' ');
-        let (Some(id), Some(kind), None) = (words.next(), words.next(), words.next()) else {
-            return Err(StreamHeaderError::Malformed(text.to_string()));
+        let (Some(id), Some(kind), Some(token), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return Err(StreamHeaderError::Malformed);
         };
-        StreamHeader::new(id, kind.parse()?)
+        StreamHeader::new(id, kind.parse()?, StreamToken::parse(token)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::TOKEN_HEX_LEN;
+
+    const T: &str = "00112233445566778899aabbccddeeff";
+
+    fn token() -> StreamToken {
+        StreamToken::parse(T).unwrap()
+    }
+
+    fn line(rest: &str) -> Vec<u8> {
+        rest.replace("TOK", T).into_bytes()
+    }
 
     #[test]
     fn round_trips_every_kind() {
         for kind in StreamKind::ALL {
-            let h = StreamHeader::new("exec-1.a_b", kind).unwrap();
+            let h = StreamHeader::new("exec-1.a_b", kind, token()).unwrap();
             assert_eq!(StreamHeader::parse(h.to_line().as_bytes()).unwrap(), h);
         }
         assert_eq!(
-            StreamHeader::new("e1", StreamKind::Tty).unwrap().to_line(),
-            "e1 tty\n"
+            StreamHeader::new("e1", StreamKind::Tty, token())
+                .unwrap()
+                .to_line(),
+            format!("e1 tty {T}\n")
         );
     }
 
     #[test]
     fn parses_without_newline() {
-        let h = StreamHeader::parse(b"abc stdout").unwrap();
+        let h = StreamHeader::parse(&line("abc stdout TOK")).unwrap();
         assert_eq!(h.exec_id, "abc");
         assert_eq!(h.kind, StreamKind::Stdout);
+        assert_eq!(h.token, token());
     }
 
     #[test]
     fn rejects_bad_kind() {
         assert_eq!(
-            StreamHeader::parse(b"abc stdio\n"),
+            StreamHeader::parse(&line("abc stdio TOK\n")),
             Err(StreamHeaderError::BadKind("stdio".into()))
         );
         assert_eq!(
-            StreamHeader::parse(b"abc STDIN\n"),
+            StreamHeader::parse(&line("abc STDIN TOK\n")),
             Err(StreamHeaderError::BadKind("STDIN".into()))
         );
     }
 
     #[test]
     fn rejects_malformed() {
-        for bad in [&b"\n"[..], b"abc\n", b"abc stdin extra\n", b"abc  stdin\n"] {
-            assert!(StreamHeader::parse(bad).is_err(), "{bad:?}");
+        for bad in [
+            "\n",
+            "abc\n",
+            "abc stdin\n",
+            "abc stdin TOK extra\n",
+            "abc  stdin TOK\n",
+            "abc stdin  TOK\n",
+            "abc stdin TOK \n",
+            "abc\tstdin TOK\n",
+        ] {
+            assert_eq!(
+                StreamHeader::parse(&line(bad)),
+                Err(StreamHeaderError::Malformed),
+                "{bad:?}"
+            );
         }
-        assert!(matches!(
-            StreamHeader::parse(b"onlyone\n"),
-            Err(StreamHeaderError::Malformed(_))
-        ));
+    }
+
+    #[test]
+    fn rejects_bad_tokens() {
+        for bad in [
+            "abc stdin 00112233445566778899aabbccddeef\n", // 31 digits
+            "abc stdin 00112233445566778899aabbccddeeff0\n", // 33 digits
+            "abc stdin 00112233445566778899AABBCCDDEEFF\n", // upper case
+            "abc stdin 0011223344556677-899aabbccddeeff\n",
+            "abc stdin x\n",
+            "abc stdin \n",
+        ] {
+            assert!(
+                matches!(
+                    StreamHeader::parse(bad.as_bytes()),
+                    Err(StreamHeaderError::BadToken(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_do_not_echo_the_line() {
+        let e = StreamHeader::parse(&line("abc stdin TOK extra\n")).unwrap_err();
+        assert!(!e.to_string().contains(T), "{e}");
     }
 
     #[test]
     fn rejects_bad_exec_ids() {
         assert!(matches!(
-            StreamHeader::parse(b" stdin\n"),
+            StreamHeader::parse(&line(" stdin TOK\n")),
             Err(StreamHeaderError::BadExecId(_))
         ));
         assert!(matches!(
-            StreamHeader::parse(b"a/b stdin\n"),
+            StreamHeader::parse(&line("a/b stdin TOK\n")),
             Err(StreamHeaderError::BadExecId(_))
         ));
-        let long = format!("{} stdin\n", "x".repeat(MAX_EXEC_ID_LEN + 1));
+        let long = format!("{} stdin {T}\n", "x".repeat(MAX_EXEC_ID_LEN + 1));
         assert!(matches!(
             StreamHeader::parse(long.as_bytes()),
             Err(StreamHeaderError::BadExecId(_))
         ));
-        let max = format!("{} stdin\n", "x".repeat(MAX_EXEC_ID_LEN));
+        // The longest valid header fits the line limit.
+        let max = format!("{} stdout {T}\n", "x".repeat(MAX_EXEC_ID_LEN));
+        assert!(max.len() <= MAX_HEADER_LEN);
         assert!(StreamHeader::parse(max.as_bytes()).is_ok());
+        assert_eq!(
+            max.len(),
+            MAX_EXEC_ID_LEN + " stdout ".len() + TOKEN_HEX_LEN + 1
+        );
     }
 
     #[test]
     fn rejects_non_utf8_and_overlong() {
         assert_eq!(
-            StreamHeader::parse(b"\xff\xfe stdin\n"),
+            StreamHeader::parse(&line("\u{fffd} stdin TOK\n")[..]).map(|_| ()),
+            Err(StreamHeaderError::BadExecId("\u{fffd}".into()))
+        );
+        assert_eq!(
+            StreamHeader::parse(b"\xff\xfe stdin 00112233445566778899aabbccddeeff\n"),
             Err(StreamHeaderError::NotUtf8)
         );
         let huge = vec![b'a'; MAX_HEADER_LEN + 1];
         assert_eq!(StreamHeader::parse(&huge), Err(StreamHeaderError::TooLong));
         assert_eq!(
-            StreamHeader::parse(b"a stdin\nb stdout\n"),
+            StreamHeader::parse(&line("a stdin TOK\nb stdout TOK\n")),
             Err(StreamHeaderError::TooLong)
         );
     }

@@ -1,7 +1,10 @@
 //! Container limits and security settings enforced in a Sandpod microVM, through
 //! sandpod-agentctl in the KVM test host: cgroup v2 memory (OOM kill) / pids / cpu, exec joining
 //! the container's cgroup, cgroup removal, capabilities, no_new_privileges, seccomp, masked and
-//! read-only paths, rlimits, bad profiles refused. The checks are in
+//! read-only paths, rlimits, bad profiles refused; no capabilities without a capabilities spec,
+//! the cgroup namespace rooted at the container's cgroup, the helper not dumpable before exec,
+//! the device cgroup, no vsock from containers (and no guest-local vsock path), stdio streams
+//! refused without the process's token. The checks are in
 //! tests/kvm-host/guest/container-security-check.sh.
 mod common;
 
@@ -15,7 +18,7 @@ fn container_security_end_to_end() {
         &[
             "sh",
             "-c",
-            "timeout -k 5 280 /sandpod/scripts/container-security-check.sh",
+            "timeout -k 5 480 /sandpod/scripts/container-security-check.sh",
         ],
     );
     let mut checks = vec![
@@ -47,6 +50,27 @@ fn container_security_end_to_end() {
         "bad-memory-limit-refused",
         "bad-specs-leave-no-cgroup",
         "no-cgroups-left",
+        "no-caps-spec-CapInh-empty",
+        "no-caps-spec-CapPrm-empty",
+        "no-caps-spec-CapEff-empty",
+        "no-caps-spec-CapBnd-empty",
+        "no-caps-spec-CapAmb-empty",
+        "no-caps-spec-chown-refused",
+        "cgroup-ns-init-sees-root",
+        "cgroup-ns-exec-sees-root",
+        "cgroup-ns-still-in-its-cgroup",
+        "helper-not-dumpable-before-exec",
+        "init-dumpable-after-exec",
+        "device-cgroup-mknod-allowed",
+        "device-cgroup-denies-console",
+        "device-cgroup-allows-null",
+        "device-cgroup-rule-allows-console",
+        "guest-vsock-loopback-off",
+        "vsock-refused-to-containers",
+        "vsock-allowed-creates-sockets",
+        "vsock-allowed-still-reaches-nothing",
+        "stream-with-token-works",
+        "stream-wrong-token-gets-nothing",
     ];
     let seccomp: Vec<String> = ["true", "false"]
         .iter()

@@ -15,6 +15,7 @@ use sandpod_protocol::ttrpc::Code;
 use sandpod_runtime::agent_client::proto::{CreateSandboxRequest, ExecProcessRequest, Mount};
 use sandpod_runtime::agent_client::{
     AgentClient, AgentError, ClientConfig, ExitStatus, HybridVsockConnector, StreamKind, StreamSet,
+    StreamToken,
 };
 use sandpod_testhost::fakevm::mounts;
 use tokio::io::AsyncReadExt;
@@ -245,7 +246,11 @@ async fn containers_run_pause_and_die_behind_the_fake_vmm() {
     client.create_sandbox(&req).await.unwrap();
 
     // c1: echo hi, its stdout read through the fake vsock.
-    let mut stdout = client.open_stream("c1", StreamKind::Stdout).await.unwrap();
+    let token = StreamToken::generate().unwrap();
+    let mut stdout = client
+        .open_stream("c1", StreamKind::Stdout, &token)
+        .await
+        .unwrap();
     let reader = tokio::spawn(async move {
         let mut out = Vec::new();
         stdout.read_to_end(&mut out).await.map(|_| out)
@@ -255,7 +260,13 @@ async fn containers_run_pause_and_die_behind_the_fake_vmm() {
         ..Default::default()
     };
     let create = client
-        .create_container("c1", spec(&["echo", "hi"]), &guest_rootfs("c1"), streams)
+        .create_container(
+            "c1",
+            spec(&["echo", "hi"]),
+            &guest_rootfs("c1"),
+            streams,
+            &token,
+        )
         .await;
     if let Err(e) = create {
         panic!("CreateContainer c1: {e}\n{}", vm.logs());
@@ -284,6 +295,7 @@ async fn containers_run_pause_and_die_behind_the_fake_vmm() {
             spec(&["sleep", "1000"]),
             &guest_rootfs("c2"),
             StreamSet::default(),
+            &token,
         )
         .await
         .unwrap();

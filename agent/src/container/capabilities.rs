@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use anyhow::{anyhow, bail, Context, Result};
 use caps::{CapSet, Capability as Cap, CapsHashSet};
-use oci_spec::runtime::{Capabilities, LinuxCapabilities};
+use oci_spec::runtime::{Capabilities, LinuxCapabilities, LinuxCapabilitiesBuilder};
 use tracing::{debug, warn};
 
 /// A capability by name: "CAP_MKNOD" or "MKNOD" (any case); unknown → an error naming it.
@@ -105,6 +105,19 @@ pub fn apply(spec: &LinuxCapabilities) -> Result<()> {
     Ok(())
 }
 
+/// Every set empty, the bounding set included: what a process gets without
+/// `process.capabilities`.
+pub fn no_capabilities() -> LinuxCapabilities {
+    LinuxCapabilitiesBuilder::default()
+        .bounding(HashSet::new())
+        .effective(HashSet::new())
+        .inheritable(HashSet::new())
+        .permitted(HashSet::new())
+        .ambient(HashSet::new())
+        .build()
+        .expect("every field set")
+}
+
 /// Raises the effective set to the whole permitted set (setuid with keep-caps cleared it):
 /// what CAP_SETPCAP-guarded drops and a seccomp filter without no_new_privs need.
 pub fn raise_effective() -> Result<()> {
@@ -112,16 +125,6 @@ pub fn raise_effective() -> Result<()> {
         caps::read(None, CapSet::Permitted).map_err(|e| anyhow!("read permitted set: {e}"))?;
     caps::set(None, CapSet::Effective, &permitted)
         .map_err(|e| anyhow!("raise the effective set: {e}"))
-}
-
-/// Empties the effective, permitted, inheritable and ambient sets.
-pub fn clear_all() -> Result<()> {
-    let err = |what: &'static str| move |e: caps::errors::CapsError| anyhow!("clear {what}: {e}");
-    if let Err(e) = caps::clear(None, CapSet::Ambient) {
-        debug!(error = %e, "no ambient set to clear");
-    }
-    caps::clear(None, CapSet::Inheritable).map_err(err("inheritable"))?;
-    caps::clear(None, CapSet::Permitted).map_err(err("permitted and effective"))
 }
 
 /// PR_SET_KEEPCAPS: keep the permitted set across the setuid away from root.
@@ -194,6 +197,40 @@ mod tests {
         )
         .unwrap();
         assert!(bad.validate().unwrap_err().to_string().contains("ambient"));
+    }
+
+    /// Root without a capabilities spec ends with nothing: every set empty, bounding included.
+    /// Needs root (a full permitted set); says so and passes without it.
+    #[test]
+    fn no_capabilities_leaves_root_with_none() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let result = in_child(|| {
+            apply(&no_capabilities()).map_err(|e| format!("{e:#}"))?;
+            for set in [
+                CapSet::Bounding,
+                CapSet::Effective,
+                CapSet::Permitted,
+                CapSet::Inheritable,
+                CapSet::Ambient,
+            ] {
+                let held = caps::read(None, set).map_err(|e| e.to_string())?;
+                if !held.is_empty() {
+                    return Err(format!("{set:?} still holds {held:?}"));
+                }
+            }
+            // Still uid 0, yet chown (CAP_CHOWN) of a file of another user is refused.
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let f = dir.path().join("f");
+            std::fs::write(&f, "x").map_err(|e| e.to_string())?;
+            match nix::unistd::chown(&f, Some(nix::unistd::Uid::from_raw(1234)), None) {
+                Err(nix::errno::Errno::EPERM) => Ok(()),
+                other => Err(format!("chown without CAP_CHOWN: {other:?}")),
+            }
+        });
+        assert_eq!(result, Ok(()));
     }
 
     /// Needs root (a full permitted set); says so and passes without it.

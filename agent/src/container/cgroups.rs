@@ -2,7 +2,9 @@
 //!
 //! The spec's `linux.resources` become interface-file writes, converted and checked like runc's
 //! cgroup v2 driver does (-1 = "max", 0 = unset, other negatives rejected), all computed before
-//! anything is written so a bad spec leaves no cgroup behind.
+//! anything is written so a bad spec leaves no cgroup behind; `linux.resources.devices` (with
+//! runc's default allow-list) becomes the device program attached to the new cgroup before any
+//! process is in it (`device_rules`, `device_filter`).
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
 use tracing::{debug, warn};
 
 use super::cgroup_stats::{self, CgroupStats};
+use super::device_filter;
+use super::device_rules::DeviceRules;
 
 /// Where the guest mounts cgroup2.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -81,7 +85,33 @@ impl ContainerCgroup {
         container_id: &str,
         resources: Option<&LinuxResources>,
     ) -> Result<Self> {
+        Self::create_at(root, container_id, resources, true)
+    }
+
+    /// Tests on a plain directory imitating a cgroup2 root, where no BPF program can attach.
+    #[cfg(test)]
+    pub(crate) fn create_without_device_program(
+        root: &Path,
+        container_id: &str,
+        resources: Option<&LinuxResources>,
+    ) -> Result<Self> {
+        Self::create_at(root, container_id, resources, false)
+    }
+
+    fn create_at(
+        root: &Path,
+        container_id: &str,
+        resources: Option<&LinuxResources>,
+        device_program: bool,
+    ) -> Result<Self> {
         validate_id(container_id)?;
+        // The device rules: the spec's then runc's defaults, enforced even without a spec.
+        let device_rules = DeviceRules::from_spec(
+            resources
+                .and_then(|r| r.devices().as_deref())
+                .unwrap_or_default(),
+        )
+        .with_context(|| format!("container {container_id}"))?;
         let available = read_controllers(root)?;
         let writes = match resources {
             Some(r) => plan(r, &available).with_context(|| {
@@ -109,11 +139,17 @@ impl ContainerCgroup {
         let path = parent.join(container_id);
         fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
         let cgroup = Self { path };
-        if let Err(e) = apply_writes(&cgroup.path, &writes) {
+        let applied = apply_writes(&cgroup.path, &writes)
+            .context("cgroup limits")
+            .and_then(|()| match device_program {
+                true => device_filter::attach(&cgroup.path, &device_rules),
+                false => Ok(()),
+            });
+        if let Err(e) = applied {
             if let Err(rm) = fs::remove_dir(&cgroup.path) {
                 warn!(path = %cgroup.path.display(), error = %rm, "cannot remove a half-made cgroup");
             }
-            return Err(e.context(format!("container {container_id}: cgroup limits")));
+            return Err(e.context(format!("container {container_id}")));
         }
         debug!(path = %cgroup.path.display(), writes = writes.len(), "container cgroup created");
         Ok(cgroup)
@@ -372,9 +408,8 @@ pub fn plan(resources: &LinuxResources, available: &[String]) -> Result<Vec<Cgro
             writes.push(("pids.max".to_owned(), v));
         }
     }
-    if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        debug!("linux.resources.devices not enforced (cgroup v2 device filter not implemented)");
-    }
+    // linux.resources.devices: the device program, made at creation (`device_filter`); an
+    // update does not change it (neither does runc's).
     if resources.block_io().is_some() || resources.hugepage_limits().is_some() {
         warn!("linux.resources blockIO/hugepageLimits are not supported: ignored");
     }

@@ -165,9 +165,14 @@ fn create_layout_and_remove_on_a_fake_root() {
     let root = tempfile::tempdir().unwrap();
     fs::write(root.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
     fs::write(root.path().join("cgroup.subtree_control"), "").unwrap();
+    // No device program on a plain directory: create fails closed and leaves nothing behind.
+    let err = ContainerCgroup::create_in(root.path(), "c0", None).unwrap_err();
+    assert!(format!("{err:#}").contains("device program"), "{err:#}");
+    assert!(!root.path().join("sandpod/c0").exists());
     // The kernel would create sandpod/cgroup.subtree_control itself; a plain dir has none, so
     // enabling there fails with a warning, which must not stop create.
-    let cg = ContainerCgroup::create_in(root.path(), "c1", None).unwrap();
+    fs::write(root.path().join("cgroup.subtree_control"), "").unwrap();
+    let cg = ContainerCgroup::create_without_device_program(root.path(), "c1", None).unwrap();
     assert_eq!(cg.path(), root.path().join("sandpod/c1"));
     assert!(cg.path().is_dir());
     // One write per controller, in order; the last one remains in a plain file.
@@ -180,9 +185,16 @@ fn create_layout_and_remove_on_a_fake_root() {
     assert!(!cg.oom_killed());
     // Limits whose files are missing: create fails and leaves no directory behind.
     let r = resources(r#"{"pids":{"limit":5}}"#);
-    let err = ContainerCgroup::create_in(root.path(), "c2", Some(&r)).unwrap_err();
+    let err =
+        ContainerCgroup::create_without_device_program(root.path(), "c2", Some(&r)).unwrap_err();
     assert!(format!("{err:#}").contains("pids.max"), "{err:#}");
     assert!(!root.path().join("sandpod/c2").exists());
+    // Bad device rules: refused before anything is made.
+    let r = resources(r#"{"devices":[{"allow":true,"type":"c","access":"rx"}]}"#);
+    let err =
+        ContainerCgroup::create_without_device_program(root.path(), "c3", Some(&r)).unwrap_err();
+    assert!(format!("{err:#}").contains("devices[0]"), "{err:#}");
+    assert!(!root.path().join("sandpod/c3").exists());
     cg.remove().unwrap();
     assert!(!cg.path().exists());
     cg.remove().unwrap();

@@ -68,6 +68,10 @@ pub struct SecurityConfig {
     pub seccomp: Option<LinuxSeccomp>,
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
+    /// AF_VSOCK allowed (annotation `io.sandpod.allow-vsock: "true"`); otherwise refused by the
+    /// `vsock_guard` filter.
+    #[serde(default)]
+    pub allow_vsock: bool,
 }
 
 /// Sets a container up (CreateContainer).
@@ -79,7 +83,8 @@ pub struct InitConfig {
     pub readonly_rootfs: bool,
     /// Propagation of the container's mount tree (`MsFlags` bits, e.g. MS_SLAVE|MS_REC).
     pub rootfs_propagation: u64,
-    /// Namespaces created by the clone (informational in the helper).
+    /// New namespaces: created by the clone, except the cgroup one, which the helper creates
+    /// once it is in its cgroup (see `namespaces::clone_flags`).
     pub new_namespaces: Vec<NsKind>,
     /// Existing namespaces to join, except pid (joined by the agent before cloning).
     pub join_namespaces: Vec<NsJoin>,

@@ -20,6 +20,14 @@ pub fn main() -> ! {
     // SAFETY: `launch` starts the helper with its end of the sync socket on this descriptor,
     // owned by nobody else in this process.
     let sync = unsafe { SyncSocket::from_inherited() };
+    // Not dumpable until the final execve (which makes the container's binary dumpable again,
+    // unless it is set-id): the container's other processes cannot ptrace the helper, nor open
+    // its /proc/<pid>/{mem,exe,fd,environ,...} (the agent binary and its descriptors), as runc's
+    // init does. A root process in the container with CAP_SYS_PTRACE still could: that is what
+    // the capability means.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        fail(&sync, format!("PR_SET_DUMPABLE 0: {e}"));
+    }
     // Close-on-exec from now on: the agent reads EOF exactly when the final exec succeeds.
     if let Err(e) = nix::fcntl::fcntl(
         sync.fd(),

@@ -1,5 +1,5 @@
-//! The container's init, set up by the helper in its new namespaces (runc's order): join the
-//! namespaces given by path, rlimits, rootfs propagation and self-bind, the spec's mounts, /dev,
+//! The container's init, set up by the helper in its new namespaces (runc's order): the cgroup
+//! namespace (now that the helper is in its cgroup), join the namespaces given by path, rlimits, rootfs propagation and self-bind, the spec's mounts, /dev,
 //! pivot_root, terminal, masked/readonly paths, read-only root, hostname, the binary looked up,
 //! `Ready`; then it blocks until the agent's `Start` and execs.
 use std::convert::Infallible;
@@ -18,6 +18,9 @@ pub fn run(cfg: &InitConfig, sync: &SyncSocket) -> anyhow::Result<Infallible> {
     process::reset_signals()?;
     // Device nodes and mount points get exactly the modes asked for.
     nix::sys::stat::umask(Mode::empty());
+    // We are in the container's cgroup (the agent put us there before sending the config): the
+    // new cgroup namespace is rooted at it.
+    namespaces::unshare_cgroup(&cfg.new_namespaces)?;
     namespaces::join_all(&cfg.join_namespaces)?;
     security::apply_rlimits(&cfg.security)?;
 

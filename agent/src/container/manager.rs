@@ -38,6 +38,8 @@ pub struct CreateRequest {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
+    /// The init's stream token (see ExecProcess).
+    pub stream_token: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,7 +297,7 @@ impl ContainerManager {
             namespaces.push(NsKind::Pid);
         }
         let security_cfg = init.security.clone();
-        let exec_spec = exec_spec_of(&id, &init.process, req.stdin, req.stdout, req.stderr);
+        let exec_spec = exec_spec_of(&id, &init.process, &req);
         let start = HelperStart {
             mode: INIT_MODE,
             flags: clone_flags(&init.new_namespaces),
@@ -561,7 +563,7 @@ fn setup_error(id: &str, e: ProcessError) -> ContainerError {
 }
 
 /// The process-table view of a container's init.
-fn exec_spec_of(id: &str, p: &ProcessConfig, stdin: bool, stdout: bool, stderr: bool) -> ExecSpec {
+fn exec_spec_of(id: &str, p: &ProcessConfig, req: &CreateRequest) -> ExecSpec {
     ExecSpec {
         exec_id: id.to_string(),
         args: p.args.clone(),
@@ -573,9 +575,10 @@ fn exec_spec_of(id: &str, p: &ProcessConfig, stdin: bool, stdout: bool, stderr: 
             additional_gids: p.additional_gids.clone(),
         },
         terminal: p.terminal,
-        stdin,
-        stdout,
-        stderr,
+        stdin: req.stdin,
+        stdout: req.stdout,
+        stderr: req.stderr,
+        stream_token: req.stream_token.clone(),
     }
 }
 

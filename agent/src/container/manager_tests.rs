@@ -20,6 +20,7 @@ fn request(id: &str, rootfs: &str) -> CreateRequest {
         stdin: false,
         stdout: false,
         stderr: false,
+        stream_token: String::new(),
     }
 }
 
@@ -75,6 +76,7 @@ async fn unknown_containers_are_not_found() {
         stdin: false,
         stdout: false,
         stderr: false,
+        stream_token: String::new(),
     };
     assert_eq!(m.exec("nope", spec).await.unwrap_err(), nf("nope"));
     assert!(!m.oom_killed("nope"));

@@ -13,6 +13,8 @@ pub mod capabilities;
 pub mod cgroup_stats;
 pub mod cgroups;
 pub mod config;
+pub mod device_filter;
+pub mod device_rules;
 pub mod devices;
 pub mod error;
 pub mod exec;
@@ -36,6 +38,7 @@ pub mod sync;
 pub mod terminal;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod vsock_guard;
 
 pub use error::ContainerError;
 pub use manager::{ContainerManager, CreateRequest};

@@ -67,10 +67,23 @@ pub struct NsJoin {
     pub path: PathBuf,
 }
 
-/// The clone flags that create the `new` namespaces.
+/// The clone flags that create the `new` namespaces, except the cgroup namespace: its root is
+/// the creator's cgroup at the time it is made, and the helper is moved into the container's
+/// cgroup only after the clone. [`unshare_cgroup`] makes it later, in the helper, so that the
+/// container sees its own cgroup as `/` (`0::/` in /proc/self/cgroup), as under runc.
 pub fn clone_flags(new: &[NsKind]) -> CloneFlags {
     new.iter()
+        .filter(|k| **k != NsKind::Cgroup)
         .fold(CloneFlags::empty(), |flags, k| flags | k.flag())
+}
+
+/// The helper's new cgroup namespace, if `new` has one: call it once the agent has put the
+/// helper in the container's cgroup (the agent does that before it sends the config).
+pub fn unshare_cgroup(new: &[NsKind]) -> anyhow::Result<()> {
+    if new.contains(&NsKind::Cgroup) {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).context("unshare(CLONE_NEWCGROUP)")?;
+    }
+    Ok(())
 }
 
 /// Opens a namespace file.

@@ -86,7 +86,8 @@ pub fn finish(
     exec: &ExecArgs,
 ) -> anyhow::Result<Infallible> {
     nix::sys::stat::umask(Mode::from_bits_truncate(cfg.umask.unwrap_or(0o022) as _));
-    let keepcaps = security::needs_keepcaps(security_cfg) && cfg.uid != 0;
+    // Step 5 needs the permitted set after the setuid (see `security::apply_final`).
+    let keepcaps = cfg.uid != 0;
     if keepcaps {
         nix::sys::prctl::set_keepcaps(true).context("PR_SET_KEEPCAPS")?;
     }

@@ -25,28 +25,30 @@ use oci_spec::runtime::{
 use seccompiler::{BpfProgram, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
 use tracing::debug;
 
-const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
-const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-/// offsetof(struct seccomp_data, nr) and (…, arch).
-const DATA_NR: u32 = 0;
-const DATA_ARCH: u32 = 4;
+pub(super) const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+pub(super) const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+/// offsetof(struct seccomp_data, nr), (…, arch) and (…, args[0]) (its low 32 bits: x86_64 is
+/// little-endian).
+pub(super) const DATA_NR: u32 = 0;
+pub(super) const DATA_ARCH: u32 = 4;
+pub(super) const DATA_ARG0_LO: u32 = 16;
 const BPF_MAXINSNS: usize = 4096;
 const MAX_ERRNO: u32 = 4095;
 
 /// BPF_LD | BPF_W | BPF_ABS (BPF_LD and BPF_W are 0).
-const BPF_LD_W_ABS: u16 = 0x20;
-const BPF_JMP_JA: u16 = 0x05;
-const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
-const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
-const BPF_RET_K: u16 = 0x06;
+pub(super) const BPF_LD_W_ABS: u16 = 0x20;
+pub(super) const BPF_JMP_JA: u16 = 0x05;
+pub(super) const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
+pub(super) const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
+pub(super) const BPF_RET_K: u16 = 0x06;
 
-const RET_KILL_THREAD: u32 = 0x0000_0000;
-const RET_KILL_PROCESS: u32 = 0x8000_0000;
-const RET_TRAP: u32 = 0x0003_0000;
-const RET_ERRNO: u32 = 0x0005_0000;
-const RET_TRACE: u32 = 0x7ff0_0000;
-const RET_LOG: u32 = 0x7ffc_0000;
-const RET_ALLOW: u32 = 0x7fff_0000;
+pub(super) const RET_KILL_THREAD: u32 = 0x0000_0000;
+pub(super) const RET_KILL_PROCESS: u32 = 0x8000_0000;
+pub(super) const RET_TRAP: u32 = 0x0003_0000;
+pub(super) const RET_ERRNO: u32 = 0x0005_0000;
+pub(super) const RET_TRACE: u32 = 0x7ff0_0000;
+pub(super) const RET_LOG: u32 = 0x7ffc_0000;
+pub(super) const RET_ALLOW: u32 = 0x7fff_0000;
 
 /// A compiled filter, ready for `apply`.
 #[derive(Debug, Clone)]
@@ -56,6 +58,17 @@ pub struct Program {
 }
 
 impl Program {
+    /// A program of ours (not from a spec): `filter` as is, no flags.
+    pub(super) fn from_filter(filter: Vec<libc::sock_filter>) -> Program {
+        Program { filter, flags: 0 }
+    }
+
+    /// The instructions.
+    #[cfg(test)]
+    pub(super) fn instructions(&self) -> &[libc::sock_filter] {
+        &self.filter
+    }
+
     /// Number of BPF instructions.
     pub fn len(&self) -> usize {
         self.filter.len()
@@ -235,7 +248,7 @@ fn condition(arg: &LinuxSeccompArg) -> Result<SeccompCondition> {
     )?)
 }
 
-fn stmt(code: u16, k: u32) -> libc::sock_filter {
+pub(super) fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {
         code,
         jt: 0,
@@ -244,7 +257,7 @@ fn stmt(code: u16, k: u32) -> libc::sock_filter {
     }
 }
 
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+pub(super) fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 

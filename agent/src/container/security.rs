@@ -7,18 +7,18 @@
 //! | 1 | [`join_cgroup`] | agent, right after the clone, before the helper gets its config | `cgroups::ContainerCgroup::create(id, resources)` then `.add_process(pid)` (an exec: the container's cgroup) |
 //! | 2 | [`apply_rlimits`] | helper, first step of the setup | `rlimits::apply(&cfg.rlimits)` |
 //! | 3 | [`apply_paths`] | init helper, after mounts and pivot_root | `paths::apply(&cfg.masked_paths, &cfg.readonly_paths)` |
-//! | 4 | [`prepare_final`] | helper, before Ready (init) / before exec (exec) | `seccomp::compile(seccomp)` |
-//! | 5 | [`apply_final`] | helper, after setuid (keepcaps), right before execve | no_new_privs, `capabilities::apply(caps)`, `seccomp::apply(&program)` |
+//! | 4 | [`prepare_final`] | helper, before Ready (init) / before exec (exec) | `seccomp::compile(seccomp)`, `vsock_guard::program()` |
+//! | 5 | [`apply_final`] | helper, after setuid (keepcaps), right before execve | no_new_privs, `capabilities::apply(caps or none)`, `seccomp::apply` (the AF_VSOCK guard, then the spec's program) |
 //! | – | [`oom_killed`], [`kill_all`], [`remove_cgroup`] | agent: WaitProcess, RemoveContainer | `.oom_killed()`, `.kill_all()`, `.remove()` |
 //! | – | [`update_cgroup`] | agent: UpdateContainer | `.update(resources)` (same `plan` as step 1) |
 use std::sync::Arc;
 
 use anyhow::Context;
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxCapabilities, LinuxResources};
 
 use super::cgroups::{self, ContainerCgroup};
 use super::config::SecurityConfig;
-use super::{capabilities, paths, rlimits, seccomp};
+use super::{capabilities, paths, rlimits, seccomp, vsock_guard};
 
 /// The container's cgroup, as the agent holds it.
 pub type CgroupHandle = ContainerCgroup;
@@ -79,10 +79,12 @@ pub fn apply_paths(cfg: &SecurityConfig) -> anyhow::Result<()> {
     paths::apply(&cfg.masked_paths, &cfg.readonly_paths)
 }
 
-/// What step 4 prepares for step 5 (the compiled seccomp program).
+/// What step 4 prepares for step 5: the compiled seccomp program of the spec and the AF_VSOCK
+/// guard (unless the spec allows vsock).
 #[derive(Debug, Default)]
 pub struct Prepared {
     seccomp: Option<seccomp::Program>,
+    vsock_guard: Option<seccomp::Program>,
 }
 
 /// Step 4 (helper, while errors can still fail CreateContainer / ExecProcess cleanly).
@@ -93,37 +95,48 @@ pub fn prepare_final(cfg: &SecurityConfig) -> anyhow::Result<Prepared> {
         .map(seccomp::compile)
         .transpose()
         .context("linux.seccomp")?;
-    Ok(Prepared { seccomp })
+    let vsock_guard = (!cfg.allow_vsock).then(vsock_guard::program);
+    Ok(Prepared {
+        seccomp,
+        vsock_guard,
+    })
 }
 
-/// Whether the helper must keep its capabilities across setuid (PR_SET_KEEPCAPS) for step 5:
-/// to set the spec's capabilities, or to install a seccomp filter without no_new_privileges
-/// (which needs CAP_SYS_ADMIN).
-pub fn needs_keepcaps(cfg: &SecurityConfig) -> bool {
-    cfg.capabilities.is_some() || (cfg.seccomp.is_some() && !cfg.no_new_privileges)
+/// The capabilities a process gets: the spec's, or none at all (every set empty, the bounding
+/// set included) when `process.capabilities` is absent, as under runc, for root too.
+pub fn capabilities_of(cfg: &SecurityConfig) -> LinuxCapabilities {
+    cfg.capabilities
+        .clone()
+        .unwrap_or_else(capabilities::no_capabilities)
 }
 
-/// Step 5 (helper): after setgroups/setgid/setuid (with keepcaps), right before execve.
-/// Like runc: without no_new_privileges the seccomp filter goes in while the process still
-/// holds CAP_SYS_ADMIN, before the capabilities are set; with it, as the very last step.
+/// Installs the filters of step 5: the AF_VSOCK guard first (the spec's profile may deny
+/// seccomp(2) itself), then the spec's. The kernel answers with the most restrictive of them.
+fn install_filters(prepared: &Prepared) -> anyhow::Result<()> {
+    if let Some(g) = &prepared.vsock_guard {
+        seccomp::apply(g).context("the AF_VSOCK guard")?;
+    }
+    if let Some(p) = &prepared.seccomp {
+        seccomp::apply(p).context("linux.seccomp")?;
+    }
+    Ok(())
+}
+
+/// Step 5 (helper): after setgroups/setgid/setuid (a non-root process keeps its permitted set
+/// across setuid with PR_SET_KEEPCAPS: dropping the bounding set and installing a filter without
+/// no_new_privileges need CAP_SETPCAP and CAP_SYS_ADMIN), right before execve.
+/// Like runc: without no_new_privileges the seccomp filters go in while the process still holds
+/// CAP_SYS_ADMIN, before the capabilities are set; with it, as the very last step.
 pub fn apply_final(cfg: &SecurityConfig, prepared: Prepared) -> anyhow::Result<()> {
     if cfg.no_new_privileges {
         capabilities::set_no_new_privs()?;
-    } else if let Some(p) = &prepared.seccomp {
+    } else {
         capabilities::raise_effective()?;
-        seccomp::apply(p)?;
+        install_filters(&prepared)?;
     }
-    match &cfg.capabilities {
-        Some(c) => capabilities::apply(c).context("process.capabilities")?,
-        // Kept only for the filter: a non-root process without a capabilities spec has none,
-        // as after a plain setuid.
-        None if !nix::unistd::getuid().is_root() => capabilities::clear_all()?,
-        None => {}
-    }
+    capabilities::apply(&capabilities_of(cfg)).context("process.capabilities")?;
     if cfg.no_new_privileges {
-        if let Some(p) = &prepared.seccomp {
-            seccomp::apply(p)?;
-        }
+        install_filters(&prepared)?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use super::error::ContainerError;
 use super::mounts::{parse_options, propagation};
 use super::namespaces::{NsJoin, NsKind};
 use super::rootfs::DEFAULT_PROPAGATION;
+use super::vsock_guard;
 
 /// What CreateContainer asked for, translated.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +143,7 @@ pub fn translate(id: &str, spec: Spec, rootfs: &Path) -> Result<Translated, Cont
         seccomp: linux.seccomp().clone(),
         masked_paths: linux.masked_paths().clone().unwrap_or_default(),
         readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
+        allow_vsock: vsock_guard::allowed_by(spec.annotations().as_ref()),
     };
     let readonly_rootfs = spec
         .root()

@@ -171,3 +171,28 @@ fn devices_are_translated() {
     let d = &t.init.devices[0];
     assert_eq!((d.kind, d.major, d.minor, d.mode), ('c', 10, 229, 0o666));
 }
+
+#[test]
+fn vsock_only_with_the_annotation() {
+    let t = translate_json(&spec_json(|_| {})).unwrap();
+    assert!(!t.init.security.allow_vsock);
+    for (value, allowed) in [("true", true), ("false", false), ("1", false)] {
+        let t = translate_json(&spec_json(|v| {
+            v["annotations"] = json!({"io.sandpod.allow-vsock": value});
+        }))
+        .unwrap();
+        assert_eq!(t.init.security.allow_vsock, allowed, "{value}");
+    }
+}
+
+#[test]
+fn the_cgroup_namespace_is_not_made_by_the_clone() {
+    let t = translate_json(&spec_json(|_| {})).unwrap();
+    let new = &t.init.new_namespaces;
+    assert!(new.contains(&NsKind::Cgroup));
+    let flags = crate::container::namespaces::clone_flags(new);
+    assert!(!flags.contains(nix::sched::CloneFlags::CLONE_NEWCGROUP));
+    assert!(
+        flags.contains(nix::sched::CloneFlags::CLONE_NEWPID | nix::sched::CloneFlags::CLONE_NEWNS)
+    );
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use sandpod_protocol::stream::validate_exec_id;
-use sandpod_protocol::StreamKind;
+use sandpod_protocol::{StreamKind, StreamToken};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{oneshot, watch};
@@ -139,22 +139,33 @@ impl ProcessManager {
     {
         validate_exec_id(&spec.exec_id)
             .map_err(|e| ProcessError::InvalidArgument(e.to_string()))?;
-        let reservation = self.table.reserve(&spec.exec_id)?;
         let kinds = expected_streams(&spec);
-        let streams = self
-            .broker
-            .take(&spec.exec_id, &kinds, self.attach_timeout)
-            .await
-            .map_err(|missing| ProcessError::StreamsMissing {
-                exec_id: spec.exec_id.clone(),
-                what: missing
-                    .0
-                    .iter()
-                    .map(|k| format!("the {k} stream"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                secs: self.attach_timeout.as_secs(),
-            })?;
+        // Streams attach only with the host's token: without one, nothing to compare with.
+        let token = if kinds.is_empty() {
+            None
+        } else {
+            Some(StreamToken::parse(&spec.stream_token).map_err(|e| {
+                ProcessError::InvalidArgument(format!("exec {}: stream_{e}", spec.exec_id))
+            })?)
+        };
+        let reservation = self.table.reserve(&spec.exec_id)?;
+        let streams = match &token {
+            None => Vec::new(),
+            Some(token) => self
+                .broker
+                .take(&spec.exec_id, &kinds, token, self.attach_timeout)
+                .await
+                .map_err(|missing| ProcessError::StreamsMissing {
+                    exec_id: spec.exec_id.clone(),
+                    what: missing
+                        .0
+                        .iter()
+                        .map(|k| format!("the {k} stream"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    secs: self.attach_timeout.as_secs(),
+                })?,
+        };
         let (spec, started) = tokio::task::spawn_blocking(move || {
             let started = start(&spec);
             (spec, started)

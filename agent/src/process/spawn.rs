@@ -20,6 +20,9 @@ pub struct ExecSpec {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
+    /// The host's stream token for this process, as received (checked when streams are
+    /// expected: see `ProcessManager::launch`).
+    pub stream_token: String,
 }
 
 /// The child's stdin, stdout and stderr.
@@ -114,6 +117,7 @@ mod tests {
             stdin: false,
             stdout: false,
             stderr: false,
+            stream_token: String::new(),
         }
     }
 

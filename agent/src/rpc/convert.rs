@@ -25,6 +25,7 @@ pub fn exec_spec(req: ExecProcessRequest) -> ExecSpec {
         stdin: req.stdin,
         stdout: req.stdout,
         stderr: req.stderr,
+        stream_token: req.stream_token,
     }
 }
 

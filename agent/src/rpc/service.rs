@@ -2,6 +2,7 @@
 use async_trait::async_trait;
 use sandpod_protocol::agent::*;
 use sandpod_protocol::agent_ttrpc::Agent;
+use sandpod_protocol::LogToken;
 use ttrpc::r#async::TtrpcContext;
 use ttrpc::Code;
 
@@ -9,6 +10,7 @@ use super::convert;
 use super::status::status;
 use crate::container::{ContainerManager, CreateRequest};
 use crate::guest::info::GuestInfo;
+use crate::logging::LogAuth;
 use crate::process::ProcessManager;
 use crate::sandbox::Sandbox;
 
@@ -18,6 +20,8 @@ pub struct AgentService {
     pub processes: ProcessManager,
     pub containers: ContainerManager,
     pub sandbox: Sandbox,
+    /// Where CreateSandbox's log token goes (the log forwarder).
+    pub log_auth: LogAuth,
 }
 
 /// Runs `fut` as a task of its own and waits for it: a call that the client abandons (or whose
@@ -62,11 +66,24 @@ impl Agent for AgentService {
         req: CreateSandboxRequest,
     ) -> ttrpc::Result<CreateSandboxResponse> {
         let sandbox = self.sandbox.clone();
+        let log_token = match req.log_token.as_str() {
+            "" => None,
+            t => Some(
+                LogToken::parse(t)
+                    .map_err(|e| status(Code::INVALID_ARGUMENT, format!("log_token: {e}")))?,
+            ),
+        };
         let spec = convert::sandbox_spec(req);
+        let log_auth = self.log_auth.clone();
         detached(async move {
             tokio::task::spawn_blocking(move || sandbox.create(&spec))
                 .await
                 .map_err(|e| status(Code::INTERNAL, e.to_string()))??;
+            if let Some(t) = log_token {
+                log_auth
+                    .set(t)
+                    .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+            }
             Ok(CreateSandboxResponse::new())
         })
         .await
@@ -174,6 +191,7 @@ impl Agent for AgentService {
             stdin: req.stdin,
             stdout: req.stdout,
             stderr: req.stderr,
+            stream_token: req.stream_token,
         };
         let pid = detached(async move { Ok(containers.create(req).await?) }).await?;
         let mut resp = CreateContainerResponse::new();

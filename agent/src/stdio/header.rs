@@ -31,10 +31,11 @@ mod tests {
 
     #[tokio::test]
     async fn reads_header_and_leaves_payload() {
-        let mut input: &[u8] = b"e1 stdin\npayload";
+        let mut input: &[u8] = b"e1 stdin 00112233445566778899aabbccddeeff\npayload";
         let h = read_header(&mut input).await.unwrap();
         assert_eq!(h.exec_id, "e1");
         assert_eq!(h.kind, StreamKind::Stdin);
+        assert_eq!(h.token.as_str(), "00112233445566778899aabbccddeeff");
         assert_eq!(input, b"payload");
     }
 
@@ -43,7 +44,11 @@ mod tests {
         let mut input: &[u8] = b"e1 std";
         let err = read_header(&mut input).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-        let mut input: &[u8] = b"e1 nope\n";
+        // The header of before tokens: refused.
+        let mut input: &[u8] = b"e1 stdin\n";
+        let err = read_header(&mut input).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let mut input: &[u8] = b"e1 nope 00112233445566778899aabbccddeeff\n";
         let err = read_header(&mut input).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         let long = vec![b'x'; 1000];

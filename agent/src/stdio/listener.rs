@@ -23,8 +23,8 @@ pub async fn accept_streams(listener: StreamListener, broker: StreamBroker) {
         tokio::spawn(async move {
             match tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut stream)).await {
                 Ok(Ok(h)) => {
-                    tracing::debug!("{} stream of exec {} attached", h.kind, h.exec_id);
-                    broker.offer(&h.exec_id, h.kind, stream);
+                    tracing::debug!("{} stream of exec {} arrived", h.kind, h.exec_id);
+                    broker.offer(&h.exec_id, h.kind, h.token, stream);
                 }
                 Ok(Err(e)) => tracing::warn!("rejected a stdio stream: {e}"),
                 Err(_) => {

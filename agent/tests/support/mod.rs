@@ -8,7 +8,7 @@ use std::time::Duration;
 use sandpod_runtime::agent_client::proto::ExecProcessRequest;
 use sandpod_runtime::agent_client::{
     AgentClient, AgentError, ClientConfig, ExitStatus, FakeHybridVsock, HybridVsockConnector,
-    StreamKind,
+    StreamKind, StreamToken,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -83,7 +83,13 @@ impl Drop for TestAgent {
     }
 }
 
-/// An ExecProcess request as the current user.
+/// The stream token of the tests' requests (one per test process, drawn like the host's).
+pub fn token() -> &'static StreamToken {
+    static TOKEN: std::sync::OnceLock<StreamToken> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| StreamToken::generate().expect("getrandom"))
+}
+
+/// An ExecProcess request as the current user, with the tests' stream [`token`].
 pub fn exec_req(exec_id: &str, args: &[&str], streams: [bool; 3]) -> ExecProcessRequest {
     let mut req = ExecProcessRequest::new();
     req.exec_id = exec_id.into();
@@ -92,6 +98,7 @@ pub fn exec_req(exec_id: &str, args: &[&str], streams: [bool; 3]) -> ExecProcess
     req.uid = nix::unistd::getuid().as_raw();
     req.gid = nix::unistd::getgid().as_raw();
     [req.stdin, req.stdout, req.stderr] = streams;
+    req.stream_token = token().to_string();
     req
 }
 
@@ -111,9 +118,15 @@ pub async fn run(
     args: &[&str],
     input: Vec<u8>,
 ) -> Result<Output, AgentError> {
-    let mut stdin = client.open_stream(exec_id, StreamKind::Stdin).await?;
-    let mut stdout = client.open_stream(exec_id, StreamKind::Stdout).await?;
-    let mut stderr = client.open_stream(exec_id, StreamKind::Stderr).await?;
+    let mut stdin = client
+        .open_stream(exec_id, StreamKind::Stdin, token())
+        .await?;
+    let mut stdout = client
+        .open_stream(exec_id, StreamKind::Stdout, token())
+        .await?;
+    let mut stderr = client
+        .open_stream(exec_id, StreamKind::Stderr, token())
+        .await?;
     let writer = tokio::spawn(async move {
         let _ = stdin.write_all(&input).await;
         let _ = stdin.shutdown().await;

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use sandpod_protocol::agent::*;
 use sandpod_protocol::agent_ttrpc;
-use sandpod_protocol::{StreamHeader, StreamKind, AGENT_PORT};
+use sandpod_protocol::{StreamHeader, StreamKind, StreamToken, Token, AGENT_PORT};
 use tokio::net::UnixStream;
 
 use super::bounds::{bound_processes, bound_stats};
@@ -166,7 +166,16 @@ impl AgentClient {
         call("GuestDetails", t, self.inner.guest_details(ctx(t), &req)).await
     }
 
+    /// CreateSandbox. With `req.log_token` set (a [`LogToken`](sandpod_protocol::LogToken)'s
+    /// text), the agent presents that token on its log connections from then on: listen with
+    /// [`LogReceiver::listen_with_token`](super::LogReceiver::listen_with_token).
     pub async fn create_sandbox(&self, req: &CreateSandboxRequest) -> Result<(), AgentError> {
+        if !req.log_token.is_empty() {
+            Token::parse(&req.log_token).map_err(|source| AgentError::Token {
+                what: "CreateSandbox log_token",
+                source,
+            })?;
+        }
         let t = Some(self.config.call_timeout);
         call("CreateSandbox", t, self.inner.create_sandbox(ctx(t), req)).await?;
         Ok(())
@@ -185,8 +194,16 @@ impl AgentClient {
     }
 
     /// Starts a process; returns its guest pid. Open the streams the request asks for with
-    /// [`AgentClient::open_stream`] before or while this runs: the agent waits for them.
+    /// [`AgentClient::open_stream`] before or while this runs: the agent waits for them. A
+    /// request that asks for a stream must carry a stream token (`req.stream_token =
+    /// token.to_string()`, the token from [`StreamToken::generate`]), the one the streams present.
     pub async fn exec_process(&self, req: &ExecProcessRequest) -> Result<u32, AgentError> {
+        if req.stdin || req.stdout || req.stderr {
+            StreamToken::parse(&req.stream_token).map_err(|source| AgentError::Token {
+                what: "ExecProcess stream_token",
+                source,
+            })?;
+        }
         let t = Some(self.config.exec_timeout);
         let resp = call("ExecProcess", t, self.inner.exec_process(ctx(t), req)).await?;
         Ok(resp.pid)
@@ -282,14 +299,15 @@ impl AgentClient {
 
     /// Creates container `id` from its OCI spec (config.json bytes) with its root at the guest
     /// path `rootfs`; its init process is left blocked before exec. Returns the init's guest
-    /// pid. Open the streams in `streams` (exec id = `id`) before or while this runs; in
-    /// terminal mode (the spec's process.terminal) that is one `tty` stream.
+    /// pid. Open the streams in `streams` (exec id = `id`, presenting `token`) before or while
+    /// this runs; in terminal mode (the spec's process.terminal) that is one `tty` stream.
     pub async fn create_container(
         &self,
         id: &str,
         spec_json: Vec<u8>,
         rootfs: &str,
         streams: StreamSet,
+        token: &StreamToken,
     ) -> Result<u32, AgentError> {
         let t = Some(self.config.container_timeout);
         let mut req = CreateContainerRequest::new();
@@ -299,6 +317,7 @@ impl AgentClient {
         req.stdin = streams.stdin;
         req.stdout = streams.stdout;
         req.stderr = streams.stderr;
+        req.stream_token = token.to_string();
         let resp = call(
             "CreateContainer",
             t,
@@ -429,12 +448,14 @@ impl AgentClient {
         Ok(processes)
     }
 
-    /// Opens the `kind` stream of `exec_id` (see [`open_stream`]).
+    /// Opens the `kind` stream of `exec_id`, presenting `token` (see [`open_stream`]).
     pub async fn open_stream(
         &self,
         exec_id: &str,
         kind: StreamKind,
+        token: &StreamToken,
     ) -> Result<UnixStream, AgentError> {
-        open_stream(&self.connector, &StreamHeader::new(exec_id, kind)?).await
+        let header = StreamHeader::new(exec_id, kind, token.clone())?;
+        open_stream(&self.connector, &header).await
     }
 }

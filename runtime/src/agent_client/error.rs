@@ -53,6 +53,12 @@ pub enum AgentError {
     Stream(#[from] sandpod_protocol::StreamHeaderError),
     #[error("writing the stream header: {0}")]
     StreamIo(io::Error),
+    /// A request asks for streams without a valid stream token (or has a malformed log token).
+    #[error("{what}: {source}")]
+    Token {
+        what: &'static str,
+        source: sandpod_protocol::TokenError,
+    },
 }
 
 impl AgentError {

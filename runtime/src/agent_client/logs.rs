@@ -1,10 +1,20 @@
 //! The guest agent's logs: JSON lines the agent sends to host port 1025, which the VMM forwards
 //! to `<uds>_1025`; re-emitted through `tracing` with target "guest".
+//!
+//! Who connects: the VMM forwards every guest connection to host port 1025, not only the
+//! agent's. Containers cannot create AF_VSOCK sockets (the agent's seccomp guard, unless the
+//! spec's `io.sandpod.allow-vsock` annotation allows them), but guest processes the host runs
+//! and such containers can, and would otherwise write forged "guest" lines. So the host draws a
+//! [`LogToken`], listens with [`LogReceiver::listen_with_token`] and hands the token to the
+//! agent in CreateSandbox (`log_token`): from then on the agent starts each log connection with
+//! `log-token <token>` (resending what it logged before), and the receiver drops every
+//! connection that does not. [`LogReceiver::listen`] (no token) takes every connection: for
+//! tests and tools that never call CreateSandbox.
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sandpod_protocol::LOG_PORT;
+use sandpod_protocol::{LogToken, LOG_PORT};
 use serde::Deserialize;
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -82,9 +92,24 @@ pub struct LogReceiver {
 
 impl LogReceiver {
     /// Listens where the VMM behind `connector` forwards the agent's log connections
-    /// (`<uds>_1025`), emitting lines with [`emit`].
+    /// (`<uds>_1025`), emitting lines with [`emit`]. Takes every connection: see the module
+    /// docs for [`LogReceiver::listen_with_token`].
     pub fn listen(connector: &HybridVsockConnector) -> io::Result<LogReceiver> {
         Self::bind(connector.host_port_path(LOG_PORT))
+    }
+
+    /// Like [`LogReceiver::listen`], keeping only the connections that start with `token`'s
+    /// line: give the agent the same token in CreateSandbox (`req.log_token =
+    /// token.to_string()`). Until then the agent's lines wait (it resends them with the token).
+    pub fn listen_with_token(
+        connector: &HybridVsockConnector,
+        token: LogToken,
+    ) -> io::Result<LogReceiver> {
+        Self::start(
+            connector.host_port_path(LOG_PORT),
+            Some(token),
+            Arc::new(|l| emit(&l)),
+        )
     }
 
     /// Listens at `path` (the VMM's `<uds>_1025`), emitting lines with [`emit`].
@@ -97,15 +122,27 @@ impl LogReceiver {
         path: impl Into<PathBuf>,
         sink: impl Fn(GuestLogLine) + Send + Sync + 'static,
     ) -> io::Result<LogReceiver> {
-        let path = path.into();
+        Self::start(path.into(), None, Arc::new(sink))
+    }
+
+    /// Like [`LogReceiver::bind_with`], keeping only connections that present `token`.
+    pub fn bind_with_token(
+        path: impl Into<PathBuf>,
+        token: LogToken,
+        sink: impl Fn(GuestLogLine) + Send + Sync + 'static,
+    ) -> io::Result<LogReceiver> {
+        Self::start(path.into(), Some(token), Arc::new(sink))
+    }
+
+    fn start(path: PathBuf, token: Option<LogToken>, sink: Sink) -> io::Result<LogReceiver> {
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
-        let sink: Sink = Arc::new(sink);
+        let token = token.map(Arc::new);
         let task = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(read_lines(stream, sink.clone()));
+                        tokio::spawn(read_lines(stream, sink.clone(), token.clone()));
                     }
                     Err(e) => {
                         tracing::warn!("guest log listener: {e}");
@@ -126,31 +163,51 @@ impl LogReceiver {
 /// line without an end must not grow the host's memory).
 const MAX_LOG_LINE: usize = 16 * 1024;
 
-async fn read_lines(stream: tokio::net::UnixStream, sink: Sink) {
+/// Reads one line into `line` (without its newline), keeping at most [`MAX_LOG_LINE`] bytes of
+/// it: Some(whether it was longer), or None at the end of the stream.
+async fn read_line(
+    reader: &mut BufReader<tokio::net::UnixStream>,
+    line: &mut Vec<u8>,
+) -> Option<bool> {
+    line.clear();
+    let mut truncated = false;
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => return None,
+            Ok(b) => b,
+        };
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let room = MAX_LOG_LINE.saturating_sub(line.len());
+        truncated |= chunk.len() > room;
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = done.unwrap_or(buf.len());
+        reader.consume(used);
+        if done.is_some() {
+            return Some(truncated);
+        }
+    }
+}
+
+async fn read_lines(stream: tokio::net::UnixStream, sink: Sink, token: Option<Arc<LogToken>>) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::with_capacity(256);
-    loop {
-        line.clear();
-        let mut truncated = false;
-        // Read one line, keeping at most MAX_LOG_LINE bytes of it.
-        loop {
-            let buf = match reader.fill_buf().await {
-                Ok([]) | Err(_) => return,
-                Ok(b) => b,
-            };
-            let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
-                Some(i) => (&buf[..i], Some(i + 1)),
-                None => (buf, None),
-            };
-            let room = MAX_LOG_LINE.saturating_sub(line.len());
-            truncated |= chunk.len() > room;
-            line.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            let used = done.unwrap_or(buf.len());
-            reader.consume(used);
-            if done.is_some() {
-                break;
-            }
+    if let Some(token) = token {
+        // Not the agent's (or not yet: it reconnects with the token): dropped unread. Debug
+        // only: any guest process allowed vsock could repeat this.
+        let presented = read_line(&mut reader, &mut line).await == Some(false)
+            && std::str::from_utf8(&line).is_ok_and(|l| token.matches_log_line(l));
+        if !presented {
+            tracing::debug!(target: "guest", "guest log connection without the log token dropped");
+            return;
         }
+    }
+    loop {
+        let Some(truncated) = read_line(&mut reader, &mut line).await else {
+            return;
+        };
         // Lines the agent should never send log at debug: a guest could send them in a loop.
         if truncated {
             tracing::debug!(target: "guest", "guest log line longer than {MAX_LOG_LINE} bytes dropped");
@@ -229,6 +286,46 @@ mod tests {
         assert_eq!((two.level, two.msg.as_str()), (Level::DEBUG, "two"));
         drop(recv);
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn with_a_token_only_connections_presenting_it_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock_1025");
+        let token = LogToken::generate().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let _recv = LogReceiver::bind_with_token(&path, token.clone(), move |l| {
+            let _ = tx.send(l);
+        })
+        .unwrap();
+        let line = |m: &str| format!("{{\"level\":\"error\",\"msg\":\"{m}\",\"target\":\"t\"}}\n");
+        // A forger: plain lines, the token's line quoted in a message, another token, the
+        // token's line too long to be one line: each connection is dropped unread.
+        let wrong = LogToken::generate().unwrap();
+        let inside_json = line(token.log_line().trim_end());
+        let long = format!(
+            "{}{}",
+            token.log_line().trim_end(),
+            " ".repeat(MAX_LOG_LINE)
+        );
+        for first in [line("forged"), inside_json, wrong.log_line(), long + "\n"] {
+            let mut c = tokio::net::UnixStream::connect(&path).await.unwrap();
+            c.write_all(first.as_bytes()).await.unwrap();
+            c.write_all(line("forged-after").as_bytes()).await.unwrap();
+            // Dropped: the receiver closes its side, this reads EOF.
+            let mut rest = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut c, &mut rest)
+                .await
+                .unwrap();
+        }
+        // The agent: the token first, then its lines.
+        let mut c = tokio::net::UnixStream::connect(&path).await.unwrap();
+        c.write_all(format!("{}{}", token.log_line(), line("real")).as_bytes())
+            .await
+            .unwrap();
+        let got = rx.recv().await.unwrap();
+        assert_eq!(got.msg, "real", "a forged line got through first");
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -16,5 +16,5 @@ pub use connector::HybridVsockConnector;
 pub use error::{AgentError, ConnectError};
 pub use fake_vmm::FakeHybridVsock;
 pub use logs::{parse_log_line, GuestLogLine, LogReceiver};
-pub use sandpod_protocol::{agent as proto, StreamKind};
+pub use sandpod_protocol::{agent as proto, LogToken, StreamKind, StreamToken};
 pub use stdio::{attach_stdio, open_stream};

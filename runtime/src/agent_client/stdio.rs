@@ -1,5 +1,5 @@
 //! Process stdio streams: one hybrid-vsock connection to the agent's stdio port per stream.
-use sandpod_protocol::{StreamHeader, StreamKind, STDIO_PORT};
+use sandpod_protocol::{StreamHeader, StreamKind, StreamToken, STDIO_PORT};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
@@ -10,7 +10,8 @@ use super::error::AgentError;
 
 /// Connects to the agent's stdio port and sends `header`; the stream then carries the raw bytes:
 /// write to a `stdin` stream (shut down its write side for EOF), read a `stdout`/`stderr` stream
-/// to EOF, both on a `tty` stream.
+/// to EOF, both on a `tty` stream. The agent closes a stream whose header's token is not the one
+/// of the process's ExecProcess/CreateContainer request (the stream then reads EOF at once).
 pub async fn open_stream(
     connector: &HybridVsockConnector,
     header: &StreamHeader,
@@ -24,19 +25,21 @@ pub async fn open_stream(
 }
 
 /// Copies this process's stdio to and from the `streams` of `exec_id` (one `tty` stream in
-/// terminal mode). stdin is copied by a detached task: it may never end (a terminal), and the
-/// process's exit does not wait for it. The returned tasks end when the output streams do.
+/// terminal mode), presenting `token` (the process's stream token, as in its request). stdin is
+/// copied by a detached task: it may never end (a terminal), and the process's exit does not
+/// wait for it. The returned tasks end when the output streams do.
 pub async fn attach_stdio(
     client: &AgentClient,
     exec_id: &str,
     streams: StreamSet,
     tty: bool,
+    token: &StreamToken,
 ) -> Result<Vec<JoinHandle<std::io::Result<u64>>>, AgentError> {
     let mut outputs = Vec::new();
     if tty {
         if streams.stdin || streams.stdout {
             let (from, to) = client
-                .open_stream(exec_id, StreamKind::Tty)
+                .open_stream(exec_id, StreamKind::Tty, token)
                 .await?
                 .into_split();
             if streams.stdin {
@@ -51,15 +54,21 @@ pub async fn attach_stdio(
         return Ok(outputs);
     }
     if streams.stdin {
-        let s = client.open_stream(exec_id, StreamKind::Stdin).await?;
+        let s = client
+            .open_stream(exec_id, StreamKind::Stdin, token)
+            .await?;
         tokio::spawn(copy_stdin(s));
     }
     if streams.stdout {
-        let s = client.open_stream(exec_id, StreamKind::Stdout).await?;
+        let s = client
+            .open_stream(exec_id, StreamKind::Stdout, token)
+            .await?;
         outputs.push(tokio::spawn(copy_out(s, tokio::io::stdout())));
     }
     if streams.stderr {
-        let s = client.open_stream(exec_id, StreamKind::Stderr).await?;
+        let s = client
+            .open_stream(exec_id, StreamKind::Stderr, token)
+            .await?;
         outputs.push(tokio::spawn(copy_out(s, tokio::io::stderr())));
     }
     Ok(outputs)

@@ -9,7 +9,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sandpod_runtime::agent_client::proto::ExecProcessRequest;
 use sandpod_runtime::agent_client::{
-    attach_stdio, AgentClient, ClientConfig, ExitStatus, HybridVsockConnector, StreamSet,
+    attach_stdio, AgentClient, ClientConfig, ExitStatus, HybridVsockConnector, StreamKind,
+    StreamSet, StreamToken,
 };
 
 /// Talk to the agent of a Sandpod microVM through the VMM's hybrid-vsock socket.
@@ -90,6 +91,22 @@ enum Command {
     Wait { exec_id: String },
     /// Send a signal (a number) to a process or container init.
     Signal { exec_id: String, signal: u32 },
+    /// Open one stdio stream of a process by hand (security tests: a stream must present the
+    /// process's token, which only the host that made the request knows). Copies what the stream
+    /// carries to stdout until it ends, then prints `stream closed after N bytes` on stderr.
+    OpenStream {
+        exec_id: String,
+        /// stdin, stdout, stderr or tty.
+        kind: String,
+        /// The token to present (32 lowercase hex digits); default: a fresh random one.
+        #[arg(long)]
+        token: Option<String>,
+    },
+}
+
+/// A fresh stream token for a request and its streams.
+fn new_token() -> anyhow::Result<StreamToken> {
+    StreamToken::generate().context("drawing a stream token")
 }
 
 async fn attach(
@@ -97,8 +114,9 @@ async fn attach(
     exec_id: &str,
     streams: StreamSet,
     tty: bool,
+    token: &StreamToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<std::io::Result<u64>>>> {
-    attach_stdio(client, exec_id, streams, tty)
+    attach_stdio(client, exec_id, streams, tty, token)
         .await
         .context("opening the stdio streams")
 }
@@ -173,8 +191,10 @@ async fn exec(client: &AgentClient, a: ExecArgs) -> anyhow::Result<i32> {
     req.stdin = true;
     req.stdout = true;
     req.stderr = true;
+    let token = new_token()?;
+    req.stream_token = token.to_string();
     let (outputs, started) = tokio::join!(
-        attach(client, &exec_id, StreamSet::ALL, a.tty),
+        attach(client, &exec_id, StreamSet::ALL, a.tty, &token),
         client.exec_process(&req)
     );
     started.context("starting the process")?;
@@ -197,9 +217,10 @@ async fn create_container(client: &AgentClient, a: CreateArgs) -> anyhow::Result
         .pointer("/process/terminal")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
+    let token = new_token()?;
     let (outputs, created) = tokio::join!(
-        attach(client, &a.id, a.streams, tty),
-        client.create_container(&a.id, json, &a.rootfs, a.streams)
+        attach(client, &a.id, a.streams, tty, &token),
+        client.create_container(&a.id, json, &a.rootfs, a.streams, &token)
     );
     let pid = created.context("creating the container")?;
     let outputs = outputs.context("opening the stdio streams")?;
@@ -217,6 +238,23 @@ async fn create_container(client: &AgentClient, a: CreateArgs) -> anyhow::Result
         return Ok(0);
     }
     finish(client, &a.id, outputs, false).await
+}
+
+async fn open_stream(
+    client: &AgentClient,
+    exec_id: &str,
+    kind: &str,
+    token: Option<String>,
+) -> anyhow::Result<i32> {
+    let kind: StreamKind = kind.parse()?;
+    let token = match token {
+        Some(t) => StreamToken::parse(&t)?,
+        None => new_token()?,
+    };
+    let mut stream = client.open_stream(exec_id, kind, &token).await?;
+    let n = tokio::io::copy(&mut stream, &mut tokio::io::stdout()).await?;
+    eprintln!("stream closed after {n} bytes");
+    Ok(0)
 }
 
 fn rand_suffix() -> u128 {
@@ -305,6 +343,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             client.signal_process(&exec_id, signal).await?;
             Ok(0)
         }
+        Command::OpenStream {
+            exec_id,
+            kind,
+            token,
+        } => open_stream(&client, &exec_id, &kind, token).await,
     }
 }
 

@@ -79,7 +79,9 @@ pub async fn exec(rt: &RuntimeOptions, opts: ExecOptions) -> anyhow::Result<u8> 
         );
     }
     let exec_id = new_exec_id(&opts.id)?;
-    let req = request(&opts.id, &exec_id, &opts.process)?;
+    let mut req = request(&opts.id, &exec_id, &opts.process)?;
+    let token = crate::agent_client::StreamToken::generate().context("drawing a stream token")?;
+    req.stream_token = token.to_string();
     let stdio = match &opts.io {
         IoConfig::ConsoleSocket(sock) if terminal => {
             StandinStdio::Pty(HostPty::open()?.send_master(sock)?)
@@ -104,7 +106,7 @@ pub async fn exec(rt: &RuntimeOptions, opts: ExecOptions) -> anyhow::Result<u8> 
     };
     let mut standin = Standin::spawn(rt, &layout, &args, stdio)?;
     let started = async {
-        standin.attach().await?;
+        standin.attach(&token).await?;
         sb.client
             .exec_process(&req)
             .await

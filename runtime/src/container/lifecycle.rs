@@ -206,11 +206,12 @@ async fn create_steps(
         sb.share_container(&opts.id, &opts.bundle, &guest_spec(spec))?;
 
     let s = standin.as_mut().context("no stand-in")?;
-    s.attach().await?;
+    let token = crate::agent_client::StreamToken::generate().context("drawing a stream token")?;
+    s.attach(&token).await?;
     let streams = crate::io::relay::streams(terminal);
     let guest_pid = sb
         .client
-        .create_container(&opts.id, guest_spec, &guest_rootfs, streams)
+        .create_container(&opts.id, guest_spec, &guest_rootfs, streams, &token)
         .await
         .context("creating the container")?;
     let cs = ContainerState {

@@ -22,7 +22,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::state::{ContainerState, ExitRecord};
 use super::RuntimeOptions;
-use crate::agent_client::{AgentClient, ClientConfig, ExitStatus, HybridVsockConnector};
+use crate::agent_client::{
+    AgentClient, ClientConfig, ExitStatus, HybridVsockConnector, StreamToken,
+};
 use crate::io::relay::attach;
 use crate::io::StandinStdio;
 use crate::sandbox::process::ProcessIdent;
@@ -140,9 +142,13 @@ impl Standin {
     }
 
     /// Has the stand-in open the guest process's streams (before the process is created: the
-    /// agent waits for them).
-    pub async fn attach(&mut self) -> anyhow::Result<()> {
-        self.control.get_mut().write_all(b"attach\n").await?;
+    /// agent waits for them), presenting `token` (the one of the process's request; it goes over
+    /// the control socket, never on a command line).
+    pub async fn attach(&mut self, token: &StreamToken) -> anyhow::Result<()> {
+        self.control
+            .get_mut()
+            .write_all(format!("attach {token}\n").as_bytes())
+            .await?;
         let mut line = String::new();
         let read = tokio::time::timeout(ATTACH_TIMEOUT, self.control.read_line(&mut line)).await;
         match read {
@@ -199,9 +205,15 @@ pub async fn run(rt: &RuntimeOptions, args: &StandinArgs) -> anyhow::Result<u8> 
     control.set_nonblocking(true)?;
     let (r, mut w) = tokio::net::UnixStream::from_std(control)?.into_split();
     let mut lines = BufReader::new(r).lines();
-    if lines.next_line().await?.as_deref() != Some("attach") {
-        return Ok(1);
-    }
+    let token = match lines
+        .next_line()
+        .await?
+        .as_deref()
+        .map(|l| l.strip_prefix("attach "))
+    {
+        Some(Some(t)) => StreamToken::parse(t).context("the stream token from the creator")?,
+        _ => return Ok(1),
+    };
     let layout = Layout::new(&rt.root, &args.sandbox);
     let attached = async {
         let config = ClientConfig {
@@ -212,7 +224,7 @@ pub async fn run(rt: &RuntimeOptions, args: &StandinArgs) -> anyhow::Result<u8> 
             .await
             .context("reaching the agent")?;
         let reg = Registered::register(&layout, &args.exec_id).await?;
-        let streams = attach(&client, &args.exec_id, args.tty).await?;
+        let streams = attach(&client, &args.exec_id, args.tty, &token).await?;
         anyhow::Ok((client, reg, streams))
     }
     .await;

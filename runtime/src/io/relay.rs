@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 
 use tokio::task::JoinHandle;
 
-use crate::agent_client::{attach_stdio, AgentClient, AgentError, StreamSet};
+use crate::agent_client::{attach_stdio, AgentClient, AgentError, StreamSet, StreamToken};
 
 /// Streams attached to a guest process.
 pub struct Attached {
@@ -25,15 +25,16 @@ pub fn streams(terminal: bool) -> StreamSet {
     }
 }
 
-/// Opens the streams of `id` and starts copying ([`attach_stdio`]); in terminal mode the
-/// terminal goes raw and its size is followed.
+/// Opens the streams of `id`, presenting `token`, and starts copying ([`attach_stdio`]); in
+/// terminal mode the terminal goes raw and its size is followed.
 pub async fn attach(
     client: &AgentClient,
     id: &str,
     terminal: bool,
+    token: &StreamToken,
 ) -> Result<Attached, AgentError> {
     let streams = streams(terminal);
-    let outputs = attach_stdio(client, id, streams, terminal).await?;
+    let outputs = attach_stdio(client, id, streams, terminal, token).await?;
     let raw = if terminal { RawMode::enable() } else { None };
     if raw.is_some() {
         follow_window_size(client.clone(), id.to_string());

@@ -1,9 +1,12 @@
 #!/bin/sh
 # Container limits and security settings enforced in the guest, through sandpod-agentctl:
 # cgroup v2 memory (OOM kill) and pids limits, an exec joining the container's cgroup, the cgroup
-# removed with the container, capabilities (CAP_MKNOD dropped), no_new_privileges, seccomp (mkdir
-# denied with EPERM), masked and read-only paths, rlimits. Prints `check <name> ok|FAIL` lines
-# and ends with `container-security-check: N failed`. SANDPOD_DIR: the build outputs (/sandpod).
+# removed with the container, capabilities (CAP_MKNOD dropped; none without a capabilities spec),
+# no_new_privileges, seccomp (mkdir denied with EPERM), masked and read-only paths, rlimits, the
+# cgroup namespace rooted at the container's cgroup, the device cgroup (BPF), the helper not
+# dumpable before exec, no vsock from containers (nor a guest-local vsock path at all), stdio
+# streams refused without the process's token. Prints `check <name> ok|FAIL` lines and ends with
+# `container-security-check: N failed`. SANDPOD_DIR: the build outputs (/sandpod).
 set -u
 dir=${SANDPOD_DIR:-/sandpod}
 work=$(mktemp -d /tmp/container-security-check.XXXXXX)
@@ -27,14 +30,17 @@ cg=/sys/fs/cgroup/sandpod
 mkroot() {
   r=/run/ctr/$1/rootfs
   $ctl exec -- sh -c "mkdir -p $r/bin $r/proc $r/sys $r/dev $r/tmp $r/etc && \
-    cp /bin/busybox $r/bin/busybox && /bin/busybox --install -s $r/bin"
+    cp /bin/busybox /bin/sandpod-vsock-probe $r/bin/ && /bin/busybox --install -s $r/bin"
 }
 
 CAPS_ALL='"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_MKNOD", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_SYS_CHROOT"'
 # spec FILE ARGS_JSON: config.json; knobs (reset after each use): CAPS (capability names),
-# NNP (true/false), RLIMITS (JSON array), LINUX_EXTRA (JSON members added to "linux").
+# NOCAPS=1 (no process.capabilities at all), NNP (true/false), RLIMITS (JSON array), LINUX_EXTRA
+# (JSON members added to "linux"), NS_EXTRA (namespace objects added), ANNOTATIONS (JSON members).
 spec() {
   caps=${CAPS:-$CAPS_ALL}
+  capline="\"capabilities\": {\"bounding\": [$caps], \"effective\": [$caps], \"permitted\": [$caps]},"
+  [ -n "${NOCAPS:-}" ] && capline=
   cat >"$1" <<EOF
 {
   "ociVersion": "1.0.2",
@@ -44,11 +50,12 @@ spec() {
     "args": $2,
     "env": ["PATH=/bin"],
     "cwd": "/",
-    "capabilities": {"bounding": [$caps], "effective": [$caps], "permitted": [$caps]},
+    $capline
     "noNewPrivileges": ${NNP:-false},
     "rlimits": ${RLIMITS:-[]}
   },
   "root": {"path": "rootfs", "readonly": false},
+  "annotations": {${ANNOTATIONS:-}},
   "mounts": [
     {"destination": "/proc", "type": "proc", "source": "proc"},
     {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
@@ -56,11 +63,11 @@ spec() {
   ],
   "linux": {
     ${LINUX_EXTRA:-}${LINUX_EXTRA:+,}
-    "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
+    "namespaces": [${NS_EXTRA:-}${NS_EXTRA:+,} {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
   }
 }
 EOF
-  unset CAPS NNP RLIMITS LINUX_EXTRA
+  unset CAPS NOCAPS NNP RLIMITS LINUX_EXTRA NS_EXTRA ANNOTATIONS
 }
 # create NAME ARGS_JSON: a created and started container, output to $work/NAME.out/.err.
 create() {
@@ -151,6 +158,76 @@ RLIMITS='[{"type": "RLIMIT_NOFILE", "hard": 200, "soft": 123}, {"type": "RLIMIT_
 check rlimit-nofile test "$out" = "123
 200
 0"
+
+# No process.capabilities: nothing at all, for uid 0 too (as runc), bounding set included.
+NOCAPS=1 create nocaps '["sh", "-c", "grep -E ^Cap /proc/self/status; touch /tmp/f; chown 1:1 /tmp/f && echo chowned"]'
+remove nocaps
+for set in CapInh CapPrm CapEff CapBnd CapAmb; do
+  check "no-caps-spec-$set-empty" has "$out" "^$set:[[:space:]]*0000000000000000$"
+done
+check no-caps-spec-chown-refused sh -c "! grep -q chowned $work/nocaps.out && grep -q 'Operation not permitted' $work/nocaps.err"
+
+# A cgroup namespace is made after the cgroup join: the container sees its cgroup as the root,
+# and so does a process exec'd into it.
+NS_EXTRA='{"type": "cgroup"}' spec "$work/cgns.json" '["sh", "-c", "cat /proc/self/cgroup; sleep 1000"]'
+mkroot cgns
+$ctl create-container --id cgns --spec "$work/cgns.json" --rootfs /run/ctr/cgns/rootfs --stdout --start >"$work/cgns.out" 2>"$work/cgns.err" &
+attached=$!
+sleep 2
+out=$($ctl exec --container cgns -- cat /proc/self/cgroup); echo "[cgns] init: $(head -c 100 "$work/cgns.out") exec: $out"
+check cgroup-ns-init-sees-root test "$(head -n 1 "$work/cgns.out")" = "0::/"
+check cgroup-ns-exec-sees-root test "$out" = "0::/"
+check cgroup-ns-still-in-its-cgroup sh -c "$ctl exec -- cat $cg/cgns/cgroup.procs | grep -q ."
+$ctl remove-container cgns; wait $attached
+
+# The helper is not dumpable before its exec: an exec'd process of the same uid cannot read the
+# waiting init's /proc/1/exe and environ (no CAP_SYS_PTRACE); once started (exec'd), it can.
+mkroot dump
+spec "$work/dump.json" '["sleep", "1000"]'
+$ctl create-container --id dump --spec "$work/dump.json" --rootfs /run/ctr/dump/rootfs 2>/dev/null
+peek='readlink /proc/1/exe || echo no-exe; cat /proc/1/environ >/dev/null && echo environ-readable'
+before=$($ctl exec --container dump -- sh -c "$peek" 2>&1)
+$ctl start-container dump
+after=$($ctl exec --container dump -- sh -c "$peek" 2>&1)
+echo "[dump] created: $(echo "$before" | tr '\n' '|') started: $(echo "$after" | tr '\n' '|')"
+check helper-not-dumpable-before-exec eval 'has "$before" "^no-exe$" && has "$before" "environ.*ermission denied" && ! has "$before" environ-readable'
+check init-dumpable-after-exec test "$after" = "/bin/busybox
+environ-readable"
+$ctl remove-container dump
+
+# The device cgroup (BPF, runc's default allow-list): a node of a device not on the list can be
+# made (mknod is allowed) but not opened; a linux.resources.devices rule opens it.
+DEV='mknod /dev/cons c 5 1 && echo made; echo x >/dev/cons && echo wrote; echo x >/dev/null && echo null-ok'
+create devdeny "[\"sh\", \"-c\", \"$DEV\"]"; remove devdeny
+check device-cgroup-mknod-allowed has "$out" "^made$"
+check device-cgroup-denies-console sh -c "! grep -q '^wrote' $work/devdeny.out && grep -q 'Operation not permitted' $work/devdeny.err"
+check device-cgroup-allows-null has "$out" "^null-ok$"
+LINUX_EXTRA='"resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 5, "minor": 1, "access": "rw"}]}' \
+  create devallow "[\"sh\", \"-c\", \"$DEV\"]"; remove devallow
+check device-cgroup-rule-allows-console has "$out" "^wrote$"
+
+# vsock: no guest-local path to the agent's ports (the kernel has no vsock loopback), and
+# containers cannot even create an AF_VSOCK socket unless their spec allows it.
+out=$($ctl exec -- sandpod-vsock-probe 1 1024 2>&1); echo "[vsock] guest process to 1:1024: $out"
+check guest-vsock-loopback-off has "$out" "^connect: "
+probes='for c in 1 2 3; do for p in 1024 1025 1026; do echo $c:$p $(sandpod-vsock-probe $c $p hello); done; done'
+create vsock_denied "[\"sh\", \"-c\", \"$probes\"]"; remove vsock_denied
+check vsock-refused-to-containers test "$(grep -c 'socket: EPERM' "$work/vsock_denied.out")" = 9
+ANNOTATIONS='"io.sandpod.allow-vsock": "true"' create vsock_allowed "[\"sh\", \"-c\", \"$probes\"]"
+remove vsock_allowed
+check vsock-allowed-creates-sockets sh -c "! grep -q 'socket:' $work/vsock_allowed.out"
+check vsock-allowed-still-reaches-nothing test "$(grep -c ' connect: ' "$work/vsock_allowed.out")" = 9
+
+# Stdio streams: a stream without the process's token gets nothing of it (the thief's stream
+# waits first; the real exec then takes only its own).
+$ctl open-stream victim stdout >"$work/thief.out" 2>"$work/thief.err" &
+thief=$!
+sleep 1
+out=$($ctl exec --id victim -- echo secret-output)
+sleep 1; kill "$thief" 2>/dev/null; wait "$thief"
+echo "[stream] victim: $out thief: $(cat "$work/thief.out" "$work/thief.err" | tr '\n' ' ')"
+check stream-with-token-works test "$out" = secret-output
+check stream-wrong-token-gets-nothing sh -c "! grep -q secret $work/thief.out && grep -q 'stream closed after 0 bytes' $work/thief.err"
 
 # A bad profile fails CreateContainer with a clear error, leaving no cgroup behind.
 mkroot badseccomp
