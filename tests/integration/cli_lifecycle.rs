@@ -230,6 +230,9 @@ fn run_prints_and_exits_with_the_containers_status() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(text(&out.stdout), "out\n");
     assert_eq!(text(&out.stderr), "err\n");
+    // The agent's own log lines reached the runtime log (through the monitor, with its token).
+    let log = std::fs::read_to_string(env.dir.path().join("log.json")).unwrap();
+    assert!(log.contains("guest_target="), "no guest log line in {log}");
     env.assert_nothing_left();
 }
 

@@ -18,7 +18,7 @@ use super::process::ProcessIdent;
 use super::shared_dir::{add_container, mounts_under, prepare_share, unmount_all};
 use super::state::{now_rfc3339, write_json_atomic, SandboxState};
 use crate::agent_client::proto::{CreateSandboxRequest, Mount};
-use crate::agent_client::{AgentClient, ClientConfig, HybridVsockConnector};
+use crate::agent_client::{AgentClient, ClientConfig, HybridVsockConnector, LogToken};
 use crate::bundle::Bundle;
 use crate::hypervisor::{
     CacheMode, SandboxVm, VirtiofsdCommand, VmSize, VmmCommand, VM_CONFIG_FILE,
@@ -106,7 +106,13 @@ pub fn reserve(root: &Path, id: &str) -> anyhow::Result<Layout> {
     let layout = Layout::new(root, id);
     layout.check_socket_paths()?;
     match std::fs::create_dir(&layout.dir) {
-        Ok(()) => Ok(layout),
+        Ok(()) => {
+            // Root only: it holds the sockets to the VM, the log token and the share's mounts.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&layout.dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("chmod 0700 {}", layout.dir.display()))?;
+            Ok(layout)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             bail!("container with id exists: {id}")
         }
@@ -215,7 +221,8 @@ async fn create_steps(
     state.save(&layout.state())?;
     shared.context("preparing the directory shared with the VM")?;
 
-    let child = start_monitor(cfg, layout)?;
+    let log_token = LogToken::generate().context("drawing the log token")?;
+    let child = start_monitor(cfg, layout, &log_token)?;
     state.monitor = child.id().and_then(ProcessIdent::of);
     *monitor = Some(child);
     state.save(&layout.state())?;
@@ -250,6 +257,7 @@ async fn create_steps(
     };
 
     let mut req = CreateSandboxRequest::new();
+    req.log_token = log_token.to_string();
     if let Some(h) = &cfg.hostname {
         req.hostname = h.clone();
     }
@@ -268,7 +276,11 @@ async fn create_steps(
 /// Writes vm.json (the VMM's configuration) and monitor.json, and starts `sandpod` as the
 /// sandbox's monitor, in its own process group (a Ctrl-C meant for the caller does not reach it),
 /// output to the runtime log.
-fn start_monitor(opts: &SandboxConfig, layout: &Layout) -> anyhow::Result<Child> {
+fn start_monitor(
+    opts: &SandboxConfig,
+    layout: &Layout,
+    log_token: &LogToken,
+) -> anyhow::Result<Child> {
     let vm = SandboxVm {
         kernel: opts.paths.kernel.clone(),
         initrd: opts.paths.initrd.clone(),
@@ -296,6 +308,7 @@ fn start_monitor(opts: &SandboxConfig, layout: &Layout) -> anyhow::Result<Child>
         guest_log_socket: HybridVsockConnector::new(layout.vsock())
             .host_port_path(sandpod_protocol::LOG_PORT),
         host_cgroup: opts.host_cgroup.clone(),
+        log_token: Some(log_token.to_string()),
     };
     write_json_atomic(&layout.monitor_plan(), &plan)?;
     let log_path = opts.log.clone().unwrap_or_else(|| layout.default_log());

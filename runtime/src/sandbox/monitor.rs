@@ -21,7 +21,8 @@ use super::layout::Layout;
 use super::process::ProcessIdent;
 use super::standin_watch::StandinWatch;
 use super::state::write_json_atomic;
-use crate::agent_client::LogReceiver;
+use crate::agent_client::logs::emit;
+use crate::agent_client::{LogReceiver, LogToken};
 use crate::hypervisor::{VirtiofsdCommand, VmmCommand};
 
 /// Lines of the VMM's own error output kept for `vm-exit.json`.
@@ -46,6 +47,11 @@ pub struct MonitorPlan {
     /// The sandbox's host cgroup: the monitor moves itself there before it starts anything.
     #[serde(default)]
     pub host_cgroup: Option<PathBuf>,
+    /// The token the agent's log connections must open with (hex; the creator hands the same to
+    /// the agent in CreateSandbox): a guest process other than the agent cannot write "guest"
+    /// lines into the host log. monitor.json is in the root-only state directory.
+    #[serde(default)]
+    pub log_token: Option<String>,
 }
 
 /// The VM's processes, as started (`children.json`).
@@ -236,8 +242,14 @@ pub async fn run_monitor(
         }
     }
 
-    let _guest_logs = LogReceiver::bind(&plan.guest_log_socket)
-        .with_context(|| format!("listening on {}", plan.guest_log_socket.display()))?;
+    let _guest_logs = match &plan.log_token {
+        Some(t) => {
+            let token = LogToken::parse(t).context("monitor.json: log_token")?;
+            LogReceiver::bind_with_token(&plan.guest_log_socket, token, |l| emit(&l))
+        }
+        None => LogReceiver::bind(&plan.guest_log_socket),
+    }
+    .with_context(|| format!("listening on {}", plan.guest_log_socket.display()))?;
     let _standins = StandinWatch::bind(layout)?;
     let mut children = Children::default();
     let mut fsd = None;
@@ -329,6 +341,7 @@ mod plan_tests {
             }),
             guest_log_socket: "/run/sandpod/c/v_1025".into(),
             host_cgroup: Some("/sys/fs/cgroup/docker/c".into()),
+            log_token: None,
         };
         let json: serde_json::Value = serde_json::to_value(&plan).unwrap();
         assert_eq!(json["vmm"]["program"], "/b/sandpod-vmm");
