@@ -546,21 +546,23 @@ fn prestart_hooks_see_the_standin_in_the_new_network_namespace() {
 #[test]
 fn sigterm_during_create_undoes_it() {
     let env = Env::new();
-    let b = env.bundle(
-        "b",
-        &["true"],
-        |s| {
-            s["hooks"] =
-                serde_json::json!({"prestart": [{"path": "/bin/sleep", "args": ["sleep", "1"]}]})
-        },
-    );
+    // The hook marks when create is under way (its signal handling is in place by then).
+    let mark = env.dir.path().join("hook-started");
+    let b = env.bundle("b", &["true"], |s| {
+        s["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/sh",
+            "args": ["sh", "-c", format!("touch {}; sleep 1", mark.display())]}]})
+    });
     let mut child = env
         .cmd()
         .args(["create", "--bundle", b.to_str().unwrap(), "s1"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mark.exists() {
+        assert!(Instant::now() < deadline, "the prestart hook never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::SIGTERM,

@@ -75,13 +75,7 @@ fn parse_user(s: &str) -> anyhow::Result<(u32, u32)> {
 /// The process to run: the `--process` file, or the flags.
 pub fn process(a: &ExecArgs) -> anyhow::Result<Process> {
     if let Some(p) = &a.process {
-        let bytes = if p.as_os_str() == "-" {
-            let mut b = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
-            b
-        } else {
-            std::fs::read(p).with_context(|| format!("reading {}", p.display()))?
-        };
+        let bytes = super::read_file_or_stdin(p)?;
         return serde_json::from_slice(&bytes)
             .with_context(|| format!("{}: not a valid runtime-spec process", p.display()));
     }

@@ -109,6 +109,16 @@ pub enum Command {
     Standin(StandinArgs),
 }
 
+/// The bytes of `path`, or of standard input for `-` (runc's `--process -`, `--resources -`).
+fn read_file_or_stdin(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).context("reading stdin")?;
+        return Ok(b);
+    }
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
 /// Options of the commands that create a sandbox.
 #[derive(clap::Args, Debug, Clone)]
 pub struct VmArgs {

@@ -69,13 +69,7 @@ fn bytes(s: &str) -> anyhow::Result<i64> {
 
 fn resources(a: &UpdateArgs) -> anyhow::Result<LinuxResources> {
     if let Some(p) = &a.resources {
-        let data = if p.as_os_str() == "-" {
-            let mut b = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
-            b
-        } else {
-            std::fs::read(p).with_context(|| format!("reading {}", p.display()))?
-        };
+        let data = super::read_file_or_stdin(p)?;
         return serde_json::from_slice(&data)
             .context("the resources are not a valid LinuxResources JSON");
     }

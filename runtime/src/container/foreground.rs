@@ -10,18 +10,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// The signals passed on (SIGWINCH too: a stand-in in a session of its own does not see the
-/// caller's terminal resize).
-const PASSED: [i32; 8] = [
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGALRM,
-    libc::SIGTERM,
-    libc::SIGWINCH,
-];
+use super::standin::FORWARDED;
 
 /// The signals this process catches while it waits.
 pub struct Signals {
@@ -29,10 +18,17 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Installs the handlers (from here on these signals no longer kill this process).
+    /// Installs the handlers for the signals a stand-in forwards and SIGWINCH (a stand-in in a
+    /// session of its own does not see the caller's terminal resize); from here on these
+    /// signals no longer kill this process.
     pub fn new() -> anyhow::Result<Signals> {
+        Self::of(FORWARDED.iter().copied().chain([libc::SIGWINCH]))
+    }
+
+    /// Installs the handlers for `signals`.
+    pub fn of(signals: impl IntoIterator<Item = i32>) -> anyhow::Result<Signals> {
         let mut streams = Vec::new();
-        for n in PASSED {
+        for n in signals {
             streams.push((
                 n,
                 signal(SignalKind::from_raw(n)).context("installing a signal handler")?,

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::signal::unix::{signal, SignalKind};
 
+use super::foreground::Signals;
 use super::state::{ContainerState, ExitRecord};
 use super::RuntimeOptions;
 use crate::agent_client::{
@@ -39,7 +39,7 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long output may take to drain after the guest process ended.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Signals a stand-in forwards to its guest process (SIGWINCH resizes the terminal instead).
-const FORWARDED: [i32; 7] = [
+pub const FORWARDED: [i32; 7] = [
     libc::SIGHUP,
     libc::SIGINT,
     libc::SIGQUIT,
@@ -246,21 +246,11 @@ pub async fn run(rt: &RuntimeOptions, args: &StandinArgs) -> anyhow::Result<u8> 
     }
     drop((lines, w));
 
-    let mut signals = Vec::new();
-    for n in FORWARDED {
-        signals.push((n, signal(SignalKind::from_raw(n))?));
-    }
+    let mut signals = Signals::of(FORWARDED)?;
     let wait = client.wait_container(&args.exec_id, None);
     tokio::pin!(wait);
     let result = loop {
-        let next_signal = std::future::poll_fn(|cx| {
-            for (n, s) in signals.iter_mut() {
-                if s.poll_recv(cx).is_ready() {
-                    return std::task::Poll::Ready(*n);
-                }
-            }
-            std::task::Poll::Pending
-        });
+        let next_signal = signals.recv();
         tokio::select! {
             r = &mut wait => break r,
             sig = next_signal => {
