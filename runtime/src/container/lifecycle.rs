@@ -171,6 +171,7 @@ async fn create_steps(
         new_netns: wants_new_netns(spec),
     };
     let s = standin.insert(Standin::spawn(rt, layout, &args, stdio)?);
+    s.ready().await?;
     let pid = s.ident.pid;
     if let Some(cg) = cgroup.as_deref() {
         host_cgroup::add(cg, s.child.id())?;

@@ -74,6 +74,8 @@ pub struct Standin {
     pub child: Child,
     pub ident: ProcessIdent,
     control: BufReader<tokio::net::UnixStream>,
+    /// It said `ready`.
+    ready: bool,
 }
 
 impl Standin {
@@ -138,13 +140,33 @@ impl Standin {
             child,
             ident,
             control,
+            ready: false,
         })
+    }
+
+    /// Waits until the stand-in has its session and namespace (its first line, `ready`): the
+    /// hooks that configure its network namespace run only after that.
+    pub async fn ready(&mut self) -> anyhow::Result<()> {
+        if self.ready {
+            return Ok(());
+        }
+        let mut line = String::new();
+        let read = tokio::time::timeout(ATTACH_TIMEOUT, self.control.read_line(&mut line)).await;
+        match read {
+            Ok(Ok(_)) if line == "ready\n" => {
+                self.ready = true;
+                Ok(())
+            }
+            Ok(_) => bail!("the stand-in process ended before it was ready (see the runtime log)"),
+            Err(_) => bail!("the stand-in was not ready within {ATTACH_TIMEOUT:?}"),
+        }
     }
 
     /// Has the stand-in open the guest process's streams (before the process is created: the
     /// agent waits for them), presenting `token` (the one of the process's request; it goes over
     /// the control socket, never on a command line).
     pub async fn attach(&mut self, token: &StreamToken) -> anyhow::Result<()> {
+        self.ready().await?;
         self.control
             .get_mut()
             .write_all(format!("attach {token}\n").as_bytes())
@@ -204,6 +226,8 @@ pub async fn run(rt: &RuntimeOptions, args: &StandinArgs) -> anyhow::Result<u8> 
     let control = std::os::unix::net::UnixStream::from(control);
     control.set_nonblocking(true)?;
     let (r, mut w) = tokio::net::UnixStream::from_std(control)?.into_split();
+    // `prepare` (session, network namespace) is done: the creator may run its hooks.
+    w.write_all(b"ready\n").await?;
     let mut lines = BufReader::new(r).lines();
     let token = match lines
         .next_line()
