@@ -64,6 +64,32 @@ pub enum ExitStatus {
     Signaled(i32),
 }
 
+impl ExitStatus {
+    /// The status as a shell reports it: the exit code, or 128+N for signal N (0–255).
+    pub fn shell_code(self) -> u8 {
+        shell_code(Some(self))
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn shell_codes() {
+    assert_eq!(ExitStatus::Exited(3).shell_code(), 3);
+    assert_eq!(ExitStatus::Signaled(9).shell_code(), 137);
+    assert_eq!(ExitStatus::Exited(-1).shell_code(), 0);
+    assert_eq!(ExitStatus::Signaled(200).shell_code(), 255);
+    assert_eq!(shell_code(None), 255);
+}
+
+/// A process's status as a shell reports it (the code, 128+N for signal N; 255 if unknown).
+pub fn shell_code(status: Option<ExitStatus>) -> u8 {
+    match status {
+        Some(ExitStatus::Exited(c)) => u8::try_from(c.clamp(0, 255)).unwrap_or(255),
+        Some(ExitStatus::Signaled(s)) => u8::try_from(128 + s.clamp(0, 127)).unwrap_or(255),
+        None => 255,
+    }
+}
+
 /// A connected agent. Cheap to clone (clones share the connection).
 #[derive(Clone)]
 pub struct AgentClient {

@@ -10,6 +10,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::agent_client::client::shell_code;
+use crate::agent_client::ExitStatus;
+
 use super::standin::FORWARDED;
 
 /// The signals this process catches while it waits.
@@ -120,9 +123,9 @@ pub async fn wait(
         }
     };
     use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(c), _) => u8::try_from(c.clamp(0, 255)).unwrap_or(255),
-        (None, Some(s)) => u8::try_from(128 + s.clamp(0, 127)).unwrap_or(255),
-        _ => 255,
-    })
+    Ok(shell_code(match (status.code(), status.signal()) {
+        (Some(c), _) => Some(ExitStatus::Exited(c)),
+        (None, Some(s)) => Some(ExitStatus::Signaled(s)),
+        _ => None,
+    }))
 }

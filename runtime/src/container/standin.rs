@@ -22,9 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use super::foreground::Signals;
 use super::state::{ContainerState, ExitRecord};
 use super::RuntimeOptions;
-use crate::agent_client::{
-    AgentClient, ClientConfig, ExitStatus, HybridVsockConnector, StreamToken,
-};
+use crate::agent_client::{AgentClient, ClientConfig, HybridVsockConnector, StreamToken};
 use crate::io::relay::attach;
 use crate::io::StandinStdio;
 use crate::sandbox::process::ProcessIdent;
@@ -287,10 +285,7 @@ pub async fn run(rt: &RuntimeOptions, args: &StandinArgs) -> anyhow::Result<u8> 
         }
     };
     let (status, oom_killed) = match result {
-        Ok((ExitStatus::Exited(c), oom)) => (u8::try_from(c.clamp(0, 255)).unwrap_or(255), oom),
-        Ok((ExitStatus::Signaled(s), oom)) => {
-            (u8::try_from(128 + s.clamp(0, 127)).unwrap_or(255), oom)
-        }
+        Ok((st, oom)) => (st.shell_code(), oom),
         Err(e) => {
             tracing::error!("waiting for {} (did the VM stop?): {e}", args.exec_id);
             (255, false)
