@@ -3,6 +3,7 @@
 //! Serving includes reaping: as PID 1 the agent inherits every orphan of the guest, and
 //! `process::reaper` reaps them along with the processes it starts.
 pub mod console;
+pub mod loopback;
 pub mod mounts;
 pub mod power;
 pub mod switch_root;
@@ -23,6 +24,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     mounts::mount_basics().context("mounting the basic file systems")?;
     console::ensure_stdio();
+    if let Err(e) = loopback::bring_up() {
+        eprintln!("sandpod-agent: cannot set lo up: {e}");
+    }
     if let Some(ms) = switch_ms {
         println!("sandpod-agent switch_root ms={ms}");
     }
