@@ -14,13 +14,11 @@
 //! dropped them) and presents the token on every reconnection; the host's receiver drops every
 //! connection that does not start with it (`runtime/src/agent_client/logs.rs`).
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use sandpod_protocol::{LogToken, LOG_PORT};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
-use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
@@ -49,31 +47,6 @@ pub fn json_line(level: &str, msg: &str, target: &str) -> String {
     line
 }
 
-/// Collects an event's message and fields into one text.
-#[derive(Default)]
-struct MessageVisitor {
-    msg: String,
-    fields: String,
-}
-
-impl Visit for MessageVisitor {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.msg.push_str(value);
-        } else {
-            let _ = write!(self.fields, " {}={value}", field.name());
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            let _ = write!(self.msg, "{value:?}");
-        } else {
-            let _ = write!(self.fields, " {}={value:?}", field.name());
-        }
-    }
-}
-
 /// The tracing layer that queues events for the host.
 struct ForwardLayer {
     tx: mpsc::Sender<String>,
@@ -85,13 +58,11 @@ impl<S: Subscriber> Layer<S> for ForwardLayer {
         if meta.target() == SELF_TARGET {
             return;
         }
-        let mut v = MessageVisitor::default();
-        event.record(&mut v);
-        v.msg.push_str(&v.fields);
+        let text = sandpod_protocol::log_text::event_text(event);
         // Full queue: drop the event rather than block (the console still has it).
         let _ = self
             .tx
-            .try_send(json_line(meta.level().as_str(), &v.msg, meta.target()));
+            .try_send(json_line(meta.level().as_str(), &text, meta.target()));
     }
 }
 

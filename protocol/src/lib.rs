@@ -1,6 +1,7 @@
 //! The protocol between Sandpod's host runtime and its guest agent: the ttrpc API (generated from
 //! `protos/agent.proto`), the vsock ports, the stdio stream header and the tokens that
 //! authenticate stream and log connections.
+pub mod log_text;
 pub mod ports;
 pub mod shared;
 pub mod stream;

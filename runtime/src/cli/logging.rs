@@ -1,12 +1,10 @@
 //! The runtime's log: standard error, or the `--log` file (appended; shared with the monitor,
 //! the stand-ins and the guest's forwarded logs). `--log-format json` writes runc's JSON lines,
 //! `{"level":"error","msg":"…","time":"…"}`, which containerd and Docker read the error from.
-use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use anyhow::Context;
-use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -72,31 +70,6 @@ pub fn init(cli: &Cli, configured: Option<&str>) -> anyhow::Result<LogGuard> {
 /// runc's log line format.
 struct RuncJson;
 
-/// The event's message, then its other fields as ` key=value`.
-#[derive(Default)]
-struct Message {
-    msg: String,
-    fields: String,
-}
-
-impl Visit for Message {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.msg.push_str(value);
-        } else {
-            let _ = write!(self.fields, " {}={value}", field.name());
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            let _ = write!(self.msg, "{value:?}");
-        } else {
-            let _ = write!(self.fields, " {}={value:?}", field.name());
-        }
-    }
-}
-
 /// runc's level names (logrus): "warning", not "warn".
 fn level_name(level: &tracing::Level) -> &'static str {
     match *level {
@@ -119,9 +92,8 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        let mut m = Message::default();
-        event.record(&mut m);
-        let line = runc_line(level_name(event.metadata().level()), &(m.msg + &m.fields));
+        let text = sandpod_protocol::log_text::event_text(event);
+        let line = runc_line(level_name(event.metadata().level()), &text);
         writeln!(writer, "{line}")
     }
 }
