@@ -106,6 +106,7 @@ fn run_one(hook: &Hook, kind: &'static str, state: &[u8]) -> Result<(), HookErro
         path: path.clone(),
         source,
     })?;
+    let stderr = drain_stderr(child.stderr.take());
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is not an error.
         let _ = stdin.write_all(state);
@@ -138,22 +139,38 @@ fn run_one(hook: &Hook, kind: &'static str, state: &[u8]) -> Result<(), HookErro
     if status.success() {
         return Ok(());
     }
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let mut buf = Vec::new();
-        let _ = (&mut e).take(4096).read_to_end(&mut buf);
-        let text = String::from_utf8_lossy(&buf).trim().to_string();
-        if !text.is_empty() {
-            stderr = format!(", stderr: {text}");
-        }
-    }
+    // A grandchild may keep the pipe open: what arrived by now is enough.
+    let text = stderr
+        .recv_timeout(Duration::from_millis(200))
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let stderr = if text.is_empty() {
+        String::new()
+    } else {
+        format!(", stderr: {text}")
+    };
     Err(HookError::Failed {
         kind,
         path,
         status: status.to_string(),
         stderr,
     })
+}
+
+/// Reads a hook's stderr on a thread of its own, so a chatty hook never blocks on a full pipe:
+/// the first 4 KiB are kept (for the error), the rest is read and dropped.
+fn drain_stderr(stderr: Option<std::process::ChildStderr>) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(mut e) = stderr {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = Vec::new();
+            let _ = (&mut e).take(4096).read_to_end(&mut buf);
+            let _ = std::io::copy(&mut e, &mut std::io::sink());
+            let _ = tx.send(buf);
+        });
+    }
+    rx
 }
 
 use std::os::unix::process::CommandExt;
@@ -192,6 +209,15 @@ mod tests {
         let text = std::fs::read_to_string(&out).unwrap();
         assert!(text.contains("\"pid\":42"), "{text}");
         assert!(text.ends_with("zero y\n"), "{text}");
+    }
+
+    #[test]
+    fn a_hook_writing_much_to_stderr_is_not_blocked() {
+        // 1 MiB on stderr (a pipe holds 64 KiB) and success: no timeout.
+        let h = hooks(
+            r#"{"prestart":[{"path":"/bin/sh","args":["sh","-c","head -c 1048576 /dev/zero >&2"],"timeout":5}]}"#,
+        );
+        run(Some(&h), "prestart", &state()).unwrap();
     }
 
     #[test]
