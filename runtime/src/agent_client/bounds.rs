@@ -78,21 +78,10 @@ pub fn bound_stats(stats: &StatsContainerResponse) -> (StatsContainerResponse, u
         .map(|k| (printable(k, MAX_STAT_KEY), stats.memory_stat[*k]))
         .collect();
     let dropped = stats.memory_stat.len() - memory_stat.len();
-    let mut out = StatsContainerResponse::new();
-    out.cpu_usage_usec = stats.cpu_usage_usec;
-    out.cpu_user_usec = stats.cpu_user_usec;
-    out.cpu_system_usec = stats.cpu_system_usec;
-    out.cpu_nr_periods = stats.cpu_nr_periods;
-    out.cpu_nr_throttled = stats.cpu_nr_throttled;
-    out.cpu_throttled_usec = stats.cpu_throttled_usec;
-    out.memory_current = stats.memory_current;
-    out.memory_max = stats.memory_max;
-    out.memory_swap_current = stats.memory_swap_current;
+    // Every figure as is, the map bounded, unknown fields dropped.
+    let mut out = stats.clone();
     out.memory_stat = memory_stat;
-    out.memory_oom = stats.memory_oom;
-    out.memory_oom_kill = stats.memory_oom_kill;
-    out.pids_current = stats.pids_current;
-    out.pids_max = stats.pids_max;
+    out.special_fields = Default::default();
     (out, dropped)
 }
 
