@@ -11,13 +11,18 @@
 mod console;
 mod disk;
 mod fs;
+pub mod rate;
 mod vsock;
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use console::ConsoleConfig;
+pub use console::{
+    ConsoleConfig, ConsoleLimits, ConsoleLimitsError, DEFAULT_CONSOLE_BURST_BYTES,
+    DEFAULT_CONSOLE_BYTES_PER_SEC, DEFAULT_CONSOLE_MAX_FILE_BYTES, MIN_CONSOLE_BURST_BYTES,
+    MIN_CONSOLE_MAX_FILE_BYTES,
+};
 pub use disk::DiskConfig;
 pub use fs::{
     FsConfig, FsConfigError, DEFAULT_QUEUE_SIZE, DEFAULT_REQUEST_QUEUES, MAX_QUEUE_SIZE,
@@ -66,6 +71,9 @@ pub struct VmConfig {
     /// Serial console destination.
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// Caps on the console's output (size of the file, rate).
+    #[serde(default)]
+    pub console_limits: ConsoleLimits,
     /// virtio-vsock device with hybrid vsock on Unix sockets.
     #[serde(default)]
     pub vsock: Option<VsockConfig>,
@@ -113,6 +121,9 @@ pub enum ConfigError {
     /// Reserved guest CID (0, 1, 2 or u32::MAX).
     #[error("vsock guest CID {0} is reserved: use 3 or more (below 4294967295)")]
     BadGuestCid(u32),
+    /// Invalid console limits.
+    #[error(transparent)]
+    ConsoleLimits(#[from] ConsoleLimitsError),
     /// Empty or too long vsock socket path.
     #[error("vsock socket path must be non-empty and at most {MAX_UDS_PATH} bytes")]
     BadUdsPath,
@@ -154,6 +165,7 @@ impl VmConfig {
             mem_mib: DEFAULT_MEM_MIB,
             vcpus: DEFAULT_VCPUS,
             console: ConsoleConfig::Stdout,
+            console_limits: ConsoleLimits::default(),
             vsock: None,
             fs: Vec::new(),
             disks: Vec::new(),
@@ -181,6 +193,7 @@ impl VmConfig {
         if !self.cmdline.bytes().all(|b| (0x20..0x7f).contains(&b)) {
             return Err(ConfigError::BadCmdline);
         }
+        self.console_limits.validate()?;
         if let Some(v) = &self.vsock {
             v.validate()?;
         }

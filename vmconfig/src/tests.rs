@@ -129,6 +129,11 @@ fn serde_round_trip_of_every_field() {
         mem_mib: 384,
         vcpus: 2,
         console: ConsoleConfig::File("/s/console.log".into()),
+        console_limits: ConsoleLimits {
+            max_file_bytes: 4096,
+            bytes_per_sec: 100,
+            burst_bytes: 2048,
+        },
         vsock: Some(VsockConfig {
             guest_cid: 7,
             uds_path: "/s/v".into(),
@@ -201,4 +206,18 @@ fn wrong_types_are_refused() {
     let c: VmConfig = serde_json::from_str(r#"{"kernel":"","console":{"file":"/c"}}"#).unwrap();
     assert_eq!(c.console, ConsoleConfig::File(PathBuf::from("/c")));
     assert_eq!(c.validate(), Err(ConfigError::NoKernel));
+}
+
+#[test]
+fn console_limits_are_validated_with_the_config() {
+    let c: VmConfig =
+        serde_json::from_str(r#"{"kernel":"/k","console_limits":{"burst_bytes":1}}"#).unwrap();
+    assert_eq!(
+        c.validate(),
+        Err(ConfigError::ConsoleLimits(
+            ConsoleLimitsError::BurstTooSmall(1)
+        ))
+    );
+    let c: VmConfig = serde_json::from_str(r#"{"kernel":"/k"}"#).unwrap();
+    assert_eq!(c.console_limits, ConsoleLimits::default());
 }

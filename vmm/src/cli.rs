@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::{ArgGroup, Args};
 
 use crate::config::{
-    ConfigError, ConsoleConfig, DiskConfig, FsConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE,
-    DEFAULT_GUEST_CID, DEFAULT_MEM_MIB, DEFAULT_VCPUS,
+    ConfigError, ConsoleConfig, ConsoleLimits, DiskConfig, FsConfig, VmConfig, VsockConfig,
+    DEFAULT_CMDLINE, DEFAULT_GUEST_CID, DEFAULT_MEM_MIB, DEFAULT_VCPUS,
 };
 
 /// The flags `--config` cannot be combined with.
@@ -111,6 +111,7 @@ impl VmmArgs {
             mem_mib: self.mem_mib,
             vcpus: u8::try_from(self.vcpus).map_err(|_| ConfigError::TooManyVcpus(self.vcpus))?,
             console: self.console,
+            console_limits: ConsoleLimits::default(),
             vsock: self.vsock_uds.map(|uds_path| VsockConfig {
                 guest_cid: self.vsock_cid,
                 uds_path,

@@ -55,13 +55,16 @@ impl Vmm {
         let files = open_boot_files(&config)?;
         let virtio = VirtioDevices::open(&config)?;
         virtio.announce(&mut config.cmdline);
-        let console = console_output(&config.console).map_err(|source| Error::Console {
-            path: match &config.console {
-                ConsoleConfig::File(p) => p.clone(),
-                _ => "stdout".into(),
-            },
-            source,
-        })?;
+        let console =
+            console_output(&config.console, &config.console_limits).map_err(|source| {
+                Error::Console {
+                    path: match &config.console {
+                        ConsoleConfig::File(p) => p.clone(),
+                        _ => "stdout".into(),
+                    },
+                    source,
+                }
+            })?;
 
         let kvm = crate::kvm::open_kvm()?;
         let vm = create_vm(&kvm, config.vcpus)?;

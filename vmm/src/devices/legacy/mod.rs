@@ -1,5 +1,7 @@
-//! Legacy PC devices: the 16550A serial port and a minimal i8042 keyboard controller.
+//! Legacy PC devices: the 16550A serial port (its output capped by [`console_sink`]) and a
+//! minimal i8042 keyboard controller.
 
+pub mod console_sink;
 pub mod i8042;
 pub mod serial;
 

@@ -1,16 +1,15 @@
 //! COM1 (port 0x3f8, IRQ 4): vm-superio's 16550A with its interrupt raised through an EventFd
 //! registered as a KVM irqfd. Output only; guest input is not wired yet.
 
-use std::fs::File;
-use std::io::{self, LineWriter, Write};
-use std::path::Path;
+use std::io::{self, Write};
 
 use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::ConsoleConfig;
+use crate::config::{ConsoleConfig, ConsoleLimits};
 use crate::devices::bus::BusDevice;
+use crate::devices::legacy::console_sink::ConsoleSink;
 
 /// COM1 base port.
 pub const COM1_PORT: u64 = 0x3f8;
@@ -34,21 +33,13 @@ impl Trigger for EventFdTrigger {
 /// Where console output goes.
 pub type ConsoleOut = Box<dyn Write + Send>;
 
-/// Opens the console output for `console`.
-pub fn console_output(console: &ConsoleConfig) -> io::Result<ConsoleOut> {
+/// Opens the console output for `console`, capped by `limits` (see [`ConsoleSink`]).
+pub fn console_output(console: &ConsoleConfig, limits: &ConsoleLimits) -> io::Result<ConsoleOut> {
     Ok(match console {
-        ConsoleConfig::Stdout => Box::new(io::stdout()),
-        ConsoleConfig::File(path) => Box::new(LineWriter::new(create_file(path)?)),
+        ConsoleConfig::Stdout => Box::new(ConsoleSink::stream(Box::new(io::stdout()), limits)),
+        ConsoleConfig::File(path) => Box::new(ConsoleSink::file(path, limits)?),
         ConsoleConfig::None => Box::new(io::sink()),
     })
-}
-
-fn create_file(path: &Path) -> io::Result<File> {
-    File::options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
 }
 
 /// The serial port as a bus device.
@@ -137,16 +128,19 @@ mod tests {
 
     #[test]
     fn console_none_and_file() {
-        let mut sink = console_output(&ConsoleConfig::None).unwrap();
+        let limits = ConsoleLimits::default();
+        let mut sink = console_output(&ConsoleConfig::None, &limits).unwrap();
         sink.write_all(b"x").unwrap();
         let path = std::env::temp_dir().join(format!("sandpod-serial-{}", std::process::id()));
         {
-            let mut f = console_output(&ConsoleConfig::File(path.clone())).unwrap();
+            let mut f = console_output(&ConsoleConfig::File(path.clone()), &limits).unwrap();
             f.write_all(b"line\n").unwrap();
             f.flush().unwrap();
         }
         assert_eq!(std::fs::read(&path).unwrap(), b"line\n");
         std::fs::remove_file(&path).unwrap();
-        assert!(console_output(&ConsoleConfig::File("/nonexistent/dir/x".into())).is_err());
+        assert!(
+            console_output(&ConsoleConfig::File("/nonexistent/dir/x".into()), &limits).is_err()
+        );
     }
 }
