@@ -27,17 +27,37 @@ fn is_bidi_control(c: char) -> bool {
 /// `text` with control characters (and bidi controls) escaped (`\n`, `\u{1b}`), cut to at most
 /// `max` bytes without splitting a character or an escape.
 pub fn printable(text: &str, max: usize) -> String {
+    printable_prefix(text, max).0
+}
+
+/// [`printable`], and how many bytes of `text` it covers.
+fn printable_prefix(text: &str, max: usize) -> (String, usize) {
     let mut out = String::with_capacity(text.len().min(max));
-    for c in text.chars() {
+    for (i, c) in text.char_indices() {
         let piece: String = if c.is_control() || is_bidi_control(c) {
             c.escape_default().collect()
         } else {
             c.to_string()
         };
         if out.len() + piece.len() > max {
-            break;
+            return (out, i);
         }
         out.push_str(&piece);
+    }
+    (out, text.len())
+}
+
+/// Longest text of the agent's kept in an error message, in bytes (after escaping).
+pub const MAX_AGENT_MESSAGE: usize = 2048;
+
+/// Text of the agent's that goes into a host error message (a ttrpc status message):
+/// [`printable`] within [`MAX_AGENT_MESSAGE`], and when cut, ` […N more bytes]` after it. It
+/// can neither forge lines nor drive a terminal (docker prints these errors), nor be megabytes
+/// long.
+pub fn agent_message(text: &str) -> String {
+    let (mut out, covered) = printable_prefix(text, MAX_AGENT_MESSAGE);
+    if covered < text.len() {
+        out.push_str(&format!(" […{} more bytes]", text.len() - covered));
     }
     out
 }
@@ -106,6 +126,21 @@ mod tests {
             MAX_CMDLINE
         );
         assert_eq!(printable(&"\u{1}".repeat(10_000), 98).len(), 95);
+    }
+
+    #[test]
+    fn agent_messages_are_escaped_and_cut() {
+        assert_eq!(agent_message("no such file"), "no such file");
+        assert_eq!(
+            agent_message("bad\n\u{1b}[31mred\r\u{7}"),
+            "bad\\n\\u{1b}[31mred\\r\\u{7}"
+        );
+        let long = format!("\u{1b}]0;owned\u{7}{}", "x".repeat(1_000_000));
+        let m = agent_message(&long);
+        assert!(m.len() <= MAX_AGENT_MESSAGE + 32, "{}", m.len());
+        assert!(m.starts_with("\\u{1b}]0;owned\\u{7}xxx"), "{m}");
+        assert!(m.ends_with(" more bytes]"), "{m}");
+        assert!(!m.contains('\u{1b}') && !m.contains('\u{7}'));
     }
 
     fn process(pid: u32, comm: &str, cmdline: &str) -> ProcessInfo {

@@ -169,6 +169,22 @@ impl Agent for HostileAgent {
         Ok(r)
     }
 
+    /// Fails with a status message made to forge lines, drive a terminal and fill memory.
+    async fn start_container(
+        &self,
+        _: &TtrpcContext,
+        _: StartContainerRequest,
+    ) -> ttrpc::Result<StartContainerResponse> {
+        let message = format!(
+            "exec failed\ntime=\"x\" level=error msg=forged\u{1b}[2J\u{1b}]0;owned\u{7}{}",
+            "m".repeat(1 << 20)
+        );
+        Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+            ttrpc::Code::INTERNAL,
+            message,
+        )))
+    }
+
     async fn stats_container(
         &self,
         _: &TtrpcContext,
@@ -227,4 +243,20 @@ async fn container_calls_send_their_fields_and_bound_the_answers() {
     let err = client.pause_container("c1").await.unwrap_err();
     assert_eq!(err.code(), Some(ttrpc::Code::NOT_FOUND), "{err}");
     assert!(err.to_string().contains("PauseContainer"), "{err}");
+    // A hostile status message arrives escaped and cut.
+    let err = client.start_container("c1").await.unwrap_err();
+    assert_eq!(err.code(), Some(ttrpc::Code::INTERNAL));
+    let text = err.to_string();
+    assert!(
+        text.len() <= bounds::MAX_AGENT_MESSAGE + 64,
+        "{}",
+        text.len()
+    );
+    assert!(!text.chars().any(char::is_control), "{text:?}");
+    assert!(
+        text.starts_with(
+            "StartContainer: exec failed\\ntime=\"x\" level=error msg=forged\\u{1b}[2J"
+        ),
+        "{text}"
+    );
 }

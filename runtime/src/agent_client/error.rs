@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::bounds::agent_message;
+
 /// The hybrid-vsock handshake failed.
 #[derive(Debug, Error)]
 pub enum ConnectError {
@@ -27,7 +29,8 @@ pub enum AgentError {
     Connect(#[from] ConnectError),
     #[error("the agent did not answer within {waited:?}: {last}")]
     Unreachable { waited: Duration, last: String },
-    /// The agent answered with an error status; `message` is the agent's own.
+    /// The agent answered with an error status; `message` is the agent's own, escaped and cut
+    /// ([`agent_message`]).
     #[error("{method}: {message} ({code:?})")]
     Rpc {
         method: &'static str,
@@ -62,17 +65,19 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// Classifies a ttrpc error of `method`.
+    /// Classifies a ttrpc error of `method`. The agent is untrusted: the text of the error (its
+    /// status message, or ttrpc's own text, which may quote what the agent sent) is escaped and
+    /// cut with [`agent_message`] before it reaches a message someone reads.
     pub fn from_ttrpc(method: &'static str, e: ttrpc::Error) -> Self {
         match e {
             ttrpc::Error::RpcStatus(s) => AgentError::Rpc {
                 method,
                 code: s.code(),
-                message: s.message().to_string(),
+                message: agent_message(s.message()),
             },
             other => AgentError::Transport {
                 method,
-                message: other.to_string(),
+                message: agent_message(&other.to_string()),
             },
         }
     }
@@ -83,5 +88,45 @@ impl AgentError {
             AgentError::Rpc { code, .. } => Some(*code),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_status_message_is_escaped_and_cut() {
+        let hostile = format!(
+            "failed\n[sandpod] forged line\u{1b}[2J\u{1b}]0;title\u{7}{}",
+            "A".repeat(1 << 20)
+        );
+        let e = AgentError::from_ttrpc(
+            "StartContainer",
+            ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::INTERNAL, hostile)),
+        );
+        let text = e.to_string();
+        assert!(text.len() < 4096, "{}", text.len());
+        assert!(
+            !text.chars().any(|c| c.is_control()),
+            "a control character got through: {text:?}"
+        );
+        assert!(
+            text.starts_with("StartContainer: failed\\n[sandpod] forged line\\u{1b}[2J"),
+            "{text}"
+        );
+        assert!(text.ends_with("more bytes] (INTERNAL)"), "{text}");
+        assert_eq!(e.code(), Some(ttrpc::Code::INTERNAL));
+        // ttrpc's own text is bounded the same way.
+        let e = AgentError::from_ttrpc(
+            "Health",
+            ttrpc::Error::Others(format!("\u{1b}[1m{}", "b".repeat(1 << 20))),
+        );
+        let text = e.to_string();
+        assert!(
+            text.len() < 4096 && !text.contains('\u{1b}'),
+            "{}",
+            text.len()
+        );
     }
 }

@@ -10,6 +10,10 @@
 //! `log-token <token>` (resending what it logged before), and the receiver drops every
 //! connection that does not. [`LogReceiver::listen`] (no token) takes every connection: for
 //! tests and tools that never call CreateSandbox.
+//!
+//! Caps ([`LogLimits`], one [`LogLimiter`] per receiver): lines over a rate (100 lines/s, burst
+//! 1000; 64 KiB/s, burst 1 MiB) are dropped and counted; at most 4 connections are read at once
+//! and, with a token, at most 4 more may be waiting to present it, for 5 s each.
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,9 +23,12 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tracing::Level;
 
 use super::connector::HybridVsockConnector;
+pub use super::log_limiter::{LogLimiter, LogLimits};
 
 /// One parsed log line of the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +95,36 @@ type Sink = Arc<dyn Fn(GuestLogLine) + Send + Sync>;
 pub struct LogReceiver {
     path: PathBuf,
     task: tokio::task::JoinHandle<()>,
+    limiter: Arc<LogLimiter>,
+}
+
+/// What every connection of one receiver shares.
+#[derive(Clone)]
+struct Conn {
+    sink: Sink,
+    token: Option<Arc<LogToken>>,
+    /// Connections yet to present the token.
+    pending: Arc<Semaphore>,
+    /// Connections being read.
+    reading: Arc<Semaphore>,
+    limiter: Arc<LogLimiter>,
+}
+
+impl Conn {
+    /// A slot for a new connection (a pending one with a token), or None: the connection is
+    /// closed. Debug only: any guest process allowed vsock could repeat this.
+    fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        let slots = if self.token.is_some() {
+            &self.pending
+        } else {
+            &self.reading
+        };
+        let permit = slots.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            tracing::debug!(target: "guest", "guest log connection closed: too many at once");
+        }
+        permit
+    }
 }
 
 impl LogReceiver {
@@ -134,24 +171,67 @@ impl LogReceiver {
         Self::start(path.into(), Some(token), Arc::new(sink))
     }
 
+    /// Like [`LogReceiver::bind_with`] (with `token`: [`LogReceiver::bind_with_token`]), capped
+    /// by `limiter` (the others use [`LogLimits::default`]).
+    pub fn bind_limited(
+        path: impl Into<PathBuf>,
+        token: Option<LogToken>,
+        sink: impl Fn(GuestLogLine) + Send + Sync + 'static,
+        limiter: Arc<LogLimiter>,
+    ) -> io::Result<LogReceiver> {
+        Self::start_limited(path.into(), token, Arc::new(sink), limiter)
+    }
+
     fn start(path: PathBuf, token: Option<LogToken>, sink: Sink) -> io::Result<LogReceiver> {
+        let limiter = Arc::new(LogLimiter::new(LogLimits::default()));
+        Self::start_limited(path, token, sink, limiter)
+    }
+
+    fn start_limited(
+        path: PathBuf,
+        token: Option<LogToken>,
+        sink: Sink,
+        limiter: Arc<LogLimiter>,
+    ) -> io::Result<LogReceiver> {
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
-        let token = token.map(Arc::new);
+        let conn = Conn {
+            sink,
+            token: token.map(Arc::new),
+            pending: Arc::new(Semaphore::new(limiter.limits().max_pending)),
+            reading: Arc::new(Semaphore::new(limiter.limits().max_connections)),
+            limiter: limiter.clone(),
+        };
         let task = tokio::spawn(async move {
+            // The connections' tasks end with this one (when the receiver is dropped).
+            let mut tasks = JoinSet::new();
             loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        tokio::spawn(read_lines(stream, sink.clone(), token.clone()));
-                    }
-                    Err(e) => {
-                        tracing::warn!("guest log listener: {e}");
-                        return;
-                    }
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            if let Some(permit) = conn.admit() {
+                                tasks.spawn(read_lines(stream, conn.clone(), permit));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("guest log listener: {e}");
+                            return;
+                        }
+                    },
+                    Some(_) = tasks.join_next() => {}
                 }
             }
         });
-        Ok(LogReceiver { path, task })
+        Ok(LogReceiver {
+            path,
+            task,
+            limiter,
+        })
+    }
+
+    /// The rate limit of this receiver's connections.
+    pub fn limiter(&self) -> &LogLimiter {
+        &self.limiter
     }
 
     pub fn path(&self) -> &Path {
@@ -191,23 +271,41 @@ async fn read_line(
     }
 }
 
-async fn read_lines(stream: tokio::net::UnixStream, sink: Sink, token: Option<Arc<LogToken>>) {
+async fn read_lines(stream: tokio::net::UnixStream, conn: Conn, permit: OwnedSemaphorePermit) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::with_capacity(256);
-    if let Some(token) = token {
-        // Not the agent's (or not yet: it reconnects with the token): dropped unread. Debug
-        // only: any guest process allowed vsock could repeat this.
-        let presented = read_line(&mut reader, &mut line).await == Some(false)
-            && std::str::from_utf8(&line).is_ok_and(|l| token.matches_log_line(l));
-        if !presented {
-            tracing::debug!(target: "guest", "guest log connection without the log token dropped");
-            return;
+    let _permit = match &conn.token {
+        None => permit,
+        Some(token) => {
+            // Not the agent's (or not yet: it reconnects with the token): dropped unread.
+            // Debug only: any guest process allowed vsock could repeat this.
+            let first = tokio::time::timeout(
+                conn.limiter.limits().token_deadline,
+                read_line(&mut reader, &mut line),
+            )
+            .await;
+            let presented = first == Ok(Some(false))
+                && std::str::from_utf8(&line).is_ok_and(|l| token.matches_log_line(l));
+            if !presented {
+                tracing::debug!(target: "guest", "guest log connection without the log token dropped");
+                return;
+            }
+            drop(permit);
+            let Ok(permit) = conn.reading.clone().try_acquire_owned() else {
+                tracing::debug!(target: "guest", "guest log connection closed: too many at once");
+                return;
+            };
+            permit
         }
-    }
+    };
     loop {
         let Some(truncated) = read_line(&mut reader, &mut line).await else {
             return;
         };
+        // Over the rate limit: dropped unparsed, counted (and reported) by the limiter.
+        if !conn.limiter.admit(line.len()) {
+            continue;
+        }
         // Lines the agent should never send log at debug: a guest could send them in a loop.
         if truncated {
             tracing::debug!(target: "guest", "guest log line longer than {MAX_LOG_LINE} bytes dropped");
@@ -215,7 +313,7 @@ async fn read_lines(stream: tokio::net::UnixStream, sink: Sink, token: Option<Ar
         }
         let text = String::from_utf8_lossy(&line);
         match parse_log_line(&text) {
-            Ok(l) => sink(l),
+            Ok(l) => (conn.sink)(l),
             Err(e) => {
                 let start: String = text.chars().take(200).collect();
                 tracing::debug!(target: "guest", "{e}: {start:?}");
@@ -227,9 +325,14 @@ async fn read_lines(stream: tokio::net::UnixStream, sink: Sink, token: Option<Ar
 impl Drop for LogReceiver {
     fn drop(&mut self) {
         self.task.abort();
+        self.limiter.report_pending();
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+#[cfg(test)]
+#[path = "logs_limit_tests.rs"]
+mod limit_tests;
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@ mod client_tests;
 pub mod connector;
 pub mod error;
 pub mod fake_vmm;
+pub mod log_limiter;
 pub mod logs;
 pub mod stdio;
 
@@ -15,6 +16,6 @@ pub use client::{AgentClient, ClientConfig, ExitStatus, StreamSet};
 pub use connector::HybridVsockConnector;
 pub use error::{AgentError, ConnectError};
 pub use fake_vmm::FakeHybridVsock;
-pub use logs::{parse_log_line, GuestLogLine, LogReceiver};
+pub use logs::{parse_log_line, GuestLogLine, LogLimiter, LogLimits, LogReceiver};
 pub use sandpod_protocol::{agent as proto, LogToken, StreamKind, StreamToken};
 pub use stdio::{attach_stdio, open_stream};
