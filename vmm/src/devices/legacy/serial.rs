@@ -127,6 +127,27 @@ mod tests {
     }
 
     #[test]
+    fn a_guest_flooding_the_uart_fills_no_more_than_the_caps() {
+        let path = std::env::temp_dir().join(format!("sandpod-flood-{}", std::process::id()));
+        let limits = ConsoleLimits {
+            max_file_bytes: 4096,
+            bytes_per_sec: 1,
+            burst_bytes: 1024,
+        };
+        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let out = console_output(&ConsoleConfig::File(path.clone()), &limits).unwrap();
+        let mut dev = SerialDevice::new(EventFdTrigger(evt), out);
+        for _ in 0..1000 {
+            dev.write(0, &[b'x'; 100]);
+        }
+        dev.flush();
+        // The burst (plus a byte a second meanwhile), not the 100 000 bytes written.
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!((1024..2048).contains(&len), "{len}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn console_none_and_file() {
         let limits = ConsoleLimits::default();
         let mut sink = console_output(&ConsoleConfig::None, &limits).unwrap();
