@@ -46,5 +46,9 @@ pub use ports::{AGENT_PORT, LOG_PORT, STDIO_PORT};
 pub use stream::{StreamHeader, StreamHeaderError, StreamKind};
 pub use token::{LogToken, StreamToken, Token, TokenError};
 
+/// The conventions every Sandpod binary follows (the log-filter variable, error chains), from
+/// `sandpod-vmconfig`, the one crate the VMM shares with the rest.
+pub use sandpod_vmconfig::conventions::{self, ErrorChain, LOG_ENV};
+
 /// Re-exported so that users of the protocol need not depend on these crates themselves.
 pub use {protobuf, ttrpc};

@@ -5,10 +5,14 @@
 //! use the flags (`--kernel`, `--disk PATH[,ro]`, `--fs tag=…,socket=…`, …), which the VMM turns
 //! into the same struct with the `FromStr` impls here. Both go through [`VmConfig::validate`].
 //!
+//! It also holds the [`conventions`] every Sandpod binary follows (the log-filter variable, how
+//! errors print their causes): the one crate all of them depend on.
+//!
 //! Serde only: no I/O, no KVM. Missing fields take the flags' defaults, unknown fields are
 //! refused (a typo in a hand-written file is an error, not a silently ignored setting).
 
 mod console;
+pub mod conventions;
 mod disk;
 mod fs;
 mod vsock;
