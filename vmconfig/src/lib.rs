@@ -27,7 +27,7 @@ pub use fs::{
     FsConfig, FsConfigError, DEFAULT_QUEUE_SIZE, DEFAULT_REQUEST_QUEUES, MAX_QUEUE_SIZE,
     MAX_REQUEST_QUEUES, MAX_SOCKET_PATH, MAX_TAG_LEN,
 };
-pub use vsock::{VsockConfig, DEFAULT_GUEST_CID, MAX_UDS_PATH};
+pub use vsock::{uds_port_path, VsockConfig, DEFAULT_GUEST_CID, MAX_UDS_PATH};
 
 /// Default kernel command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";

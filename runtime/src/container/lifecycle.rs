@@ -209,7 +209,7 @@ async fn create_steps(
     let s = standin.as_mut().context("no stand-in")?;
     let token = crate::agent_client::StreamToken::generate().context("drawing a stream token")?;
     s.attach(&token).await?;
-    let streams = crate::io::relay::streams(terminal);
+    let streams = crate::agent_client::StreamSet::for_stdio(terminal);
     let guest_pid = sb
         .client
         .create_container(&opts.id, guest_spec, &guest_rootfs, streams, &token)
