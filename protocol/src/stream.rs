@@ -123,7 +123,8 @@ pub enum StreamHeaderError {
     BadKind(String),
     #[error("exec id {0:?}: expected 1 to {MAX_EXEC_ID_LEN} characters out of [A-Za-z0-9._-]")]
     BadExecId(String),
-    #[error("stream header: {0}")]
+    /// The token's own message says what is wrong (no cause of its own).
+    #[error(transparent)]
     BadToken(#[from] TokenError),
 }
 

@@ -292,6 +292,55 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing() {
     env.assert_nothing_left();
 }
 
+/// A fatal error is printed once, with its cause once: on stderr, and with `--log` also as the
+/// log's one error line (the messages name what failed; the printer adds the cause chain).
+#[test]
+fn a_fatal_error_and_its_cause_are_printed_once() {
+    let env = Env::new();
+    let missing = env.dir.path().join("no-such-bundle");
+    let missing = missing.to_str().unwrap();
+    let cause = "No such file or directory";
+    // With --log --log-format json (as Env runs it, like containerd).
+    let out = env.sandpod(&["create", "--bundle", missing, "m1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(
+        err,
+        format!("sandpod: bundle {missing}: {cause} (os error 2)\n")
+    );
+    let log = std::fs::read_to_string(env.dir.path().join("log.json")).unwrap();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#""level":"error""#))
+        .collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert_eq!(errors[0].matches(cause).count(), 1, "{log}");
+    // Without --log: stderr only, once.
+    let bare = |args: &[&str]| {
+        std::process::Command::new(cli_env::sandpod_bin())
+            .arg("--root")
+            .arg(env.root())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = bare(&["create", "--bundle", missing, "m2"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches(cause).count(), 1, "{err}");
+    // A config file that is not there (reported before the log is set up).
+    let out = bare(&["--config", missing, "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(
+        err,
+        format!("sandpod: reading the config file {missing}: {cause} (os error 2)\n")
+    );
+    env.assert_nothing_left();
+}
+
 #[test]
 fn prestart_hooks_see_the_standin_in_the_new_network_namespace() {
     let env = Env::new();

@@ -121,7 +121,7 @@ pub enum ConfigError {
     #[error("vsock socket path must be non-empty and at most {MAX_UDS_PATH} bytes")]
     BadUdsPath,
     /// An invalid virtio-fs device.
-    #[error("virtio-fs: {0}")]
+    #[error("virtio-fs")]
     Fs(#[from] FsConfigError),
     /// More virtio-fs devices than supported.
     #[error("virtio-fs: {0} devices given but at most {MAX_FS} are supported")]

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use sandpod_vmconfig::conventions::ErrorChain;
 use sandpod_vmm::cli::VmmArgs;
 use sandpod_vmm::{ExitReason, Vmm};
 
@@ -70,21 +71,10 @@ fn main() -> ExitCode {
             ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(u8::MAX))
         }
         Err(e) => {
-            eprintln!("sandpod-vmm: {}", one_line(&e));
+            // The error and its causes on one line: the messages name what failed, their causes
+            // are their sources.
+            eprintln!("sandpod-vmm: {}", ErrorChain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line, skipping causes the message already includes (the
-/// library's errors embed their source in their message).
-fn one_line(e: &anyhow::Error) -> String {
-    let mut msg = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg = format!("{msg}: {c}");
-        }
-    }
-    msg
 }

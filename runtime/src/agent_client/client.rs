@@ -88,7 +88,7 @@ impl AgentClient {
         loop {
             let last = match Self::connect_once(&connector, config).await {
                 Ok(client) => return Ok(client),
-                Err(e) => e.to_string(),
+                Err(e) => ErrorChain(&e).to_string(),
             };
             let now = tokio::time::Instant::now();
             if now >= deadline {

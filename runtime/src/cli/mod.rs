@@ -167,7 +167,7 @@ pub fn main() -> ExitCode {
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("sandpod: {e}");
+            eprintln!("sandpod: {}", sandpod_protocol::ErrorChain(&e));
             return ExitCode::FAILURE;
         }
     };

@@ -4,6 +4,7 @@
 //! was given.
 use std::os::fd::AsFd;
 
+use sandpod_protocol::ErrorChain;
 use tokio::task::JoinHandle;
 
 use crate::agent_client::{attach_stdio, AgentClient, AgentError, StreamSet, StreamToken};
@@ -59,7 +60,7 @@ fn follow_window_size(client: AgentClient, id: String) {
         }
         while winch.recv().await.is_some() {
             if let Err(e) = resize(&client, &id).await {
-                tracing::debug!("terminal resize: {e}");
+                tracing::debug!("terminal resize: {}", ErrorChain(&e));
             }
         }
     });
