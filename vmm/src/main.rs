@@ -20,7 +20,8 @@ Exit status:
   3    the guest asked for a reboot (on the power port)
   130  stopped by SIGINT; 143 stopped by SIGTERM
 
-Logs go to stderr (RUST_LOG=debug for more); the guest's ttyS0 goes to --console.";
+Logs go to stderr (SANDPOD_LOG=debug, else RUST_LOG, for more); the guest's ttyS0 goes to
+--console.";
 
 /// Sandpod microVM monitor: boots a Linux guest (ELF vmlinux + initramfs) on KVM.
 #[derive(Parser, Debug)]
@@ -57,8 +58,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            sandpod_vmconfig::conventions::log_filter_from_env()
+                .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+                .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
     let cli = Cli::parse();

@@ -15,7 +15,11 @@ use sandpod_runtime::agent_client::{
 
 /// Talk to the agent of a Sandpod microVM through the VMM's hybrid-vsock socket.
 #[derive(Parser, Debug)]
-#[command(name = "sandpod-agentctl", version = sandpod_runtime::VERSION)]
+#[command(
+    name = "sandpod-agentctl",
+    version = sandpod_runtime::VERSION,
+    after_help = "Logs go to stderr: SANDPOD_LOG (else RUST_LOG) sets the filter, default warn."
+)]
 struct Cli {
     /// The VMM's vsock Unix socket (sandpod-vmm --vsock-uds).
     #[arg(long, value_name = "PATH")]
@@ -354,10 +358,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(sandpod_runtime::cli::env_filter("warn"))
         .init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()

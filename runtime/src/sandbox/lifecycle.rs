@@ -326,6 +326,10 @@ fn start_monitor(
         .arg(&opts.log_format);
     if opts.debug {
         cmd.arg("--debug");
+        // sandpod-vmm, the monitor's child, has no --debug: it reads the variable (inherited).
+        if sandpod_protocol::conventions::log_filter_from_env().is_none() {
+            cmd.env(sandpod_protocol::LOG_ENV, "debug");
+        }
     }
     cmd.arg("monitor")
         .arg(&layout.dir)
