@@ -341,6 +341,44 @@ fn a_fatal_error_and_its_cause_are_printed_once() {
     env.assert_nothing_left();
 }
 
+/// `--debug` reaches the VM's processes: sandpod-vmm through SANDPOD_LOG (it has no --debug),
+/// virtiofsd through its --log-level.
+#[test]
+fn debug_reaches_the_vmm_and_virtiofsd() {
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "30"], |_| {});
+    let st = env
+        .cmd()
+        .env_remove("SANDPOD_LOG")
+        .env_remove("RUST_LOG")
+        .args(["--debug", "create", "--bundle", b.to_str().unwrap(), "d1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let children: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.root().join("d1").join("children.json")).unwrap(),
+    )
+    .unwrap();
+    let proc_file = |who: &str, file: &str| {
+        let pid = children[who]["pid"].as_i64().unwrap();
+        let raw = std::fs::read(format!("/proc/{pid}/{file}")).unwrap();
+        raw.split(|b| *b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect::<Vec<_>>()
+    };
+    let vmm_env = proc_file("vmm", "environ");
+    assert!(
+        vmm_env.iter().any(|v| v == "SANDPOD_LOG=debug"),
+        "{vmm_env:?}"
+    );
+    let fsd = proc_file("virtiofsd", "cmdline").join(" ");
+    assert!(fsd.contains("--log-level debug"), "{fsd}");
+    assert!(env.sandpod(&["delete", "--force", "d1"]).status.success());
+    env.assert_nothing_left();
+}
+
 #[test]
 fn prestart_hooks_see_the_standin_in_the_new_network_namespace() {
     let env = Env::new();

@@ -303,6 +303,7 @@ fn start_monitor(
         socket: layout.virtiofsd_socket(),
         shared_dir: layout.shared(),
         cache: opts.cache,
+        debug: opts.debug,
     };
     let plan = MonitorPlan {
         vmm,

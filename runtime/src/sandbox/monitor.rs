@@ -334,6 +334,7 @@ mod plan_tests {
                 socket: "/run/sandpod/c/fs.sock".into(),
                 shared_dir: "/run/sandpod/c/shared".into(),
                 cache: CacheMode::Auto,
+                debug: false,
             }),
             guest_log_socket: "/run/sandpod/c/v_1025".into(),
             host_cgroup: Some("/sys/fs/cgroup/docker/c".into()),
