@@ -369,14 +369,15 @@ fn debug_reaches_the_vmm_and_virtiofsd() {
             .collect::<Vec<_>>()
     };
     let vmm_env = proc_file("vmm", "environ");
-    assert!(
-        vmm_env.iter().any(|v| v == "SANDPOD_LOG=debug"),
-        "{vmm_env:?}"
-    );
     let fsd = proc_file("virtiofsd", "cmdline").join(" ");
-    assert!(fsd.contains("--log-level debug"), "{fsd}");
+    // Deleted before the checks: a failed check leaves nothing running.
     assert!(env.sandpod(&["delete", "--force", "d1"]).status.success());
     env.assert_nothing_left();
+    assert!(
+        vmm_env.iter().any(|v| v == "SANDPOD_LOG=debug"),
+        "sandpod-vmm's environment: {vmm_env:?}"
+    );
+    assert!(fsd.contains("--log-level debug"), "{fsd}");
 }
 
 #[test]
