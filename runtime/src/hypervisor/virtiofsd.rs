@@ -53,6 +53,10 @@ pub struct VirtiofsdCommand {
     /// The directory it shares.
     pub shared_dir: PathBuf,
     pub cache: CacheMode,
+    /// `--log-level debug` instead of `warn` (`sandpod --debug`). Left out of the JSON when
+    /// false, so `monitor.json` reads as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub debug: bool,
 }
 
 impl VirtiofsdCommand {
@@ -71,7 +75,7 @@ impl VirtiofsdCommand {
             "namespace".into(),
             "--announce-submounts".into(),
             "--log-level".into(),
-            "warn".into(),
+            if self.debug { "debug" } else { "warn" }.into(),
         ]
     }
 
@@ -102,6 +106,7 @@ mod tests {
             socket: "/s/fs.sock".into(),
             shared_dir: "/s/shared".into(),
             cache: CacheMode::Never,
+            debug: false,
         };
         let a: Vec<String> = c
             .args()
@@ -112,6 +117,14 @@ mod tests {
         assert!(j.contains("--sandbox namespace"), "{j}");
         assert!(j.contains("--cache never"), "{j}");
         assert!(j.contains("--shared-dir /s/shared"), "{j}");
+        assert!(j.contains("--log-level warn"), "{j}");
+        let debug = VirtiofsdCommand { debug: true, ..c };
+        let a: Vec<String> = debug
+            .args()
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        assert!(a.join(" ").contains("--log-level debug"), "{a:?}");
     }
 
     #[test]
@@ -121,6 +134,7 @@ mod tests {
             socket: "/s/fs.sock".into(),
             shared_dir: "/s/shared".into(),
             cache: CacheMode::Always,
+            debug: false,
         };
         let s = serde_json::to_string(&c).unwrap();
         assert_eq!(
@@ -128,5 +142,9 @@ mod tests {
             r#"{"virtiofsd":"/b/virtiofsd","socket":"/s/fs.sock","shared_dir":"/s/shared","cache":"always"}"#
         );
         assert_eq!(serde_json::from_str::<VirtiofsdCommand>(&s).unwrap(), c);
+        let debug = VirtiofsdCommand { debug: true, ..c };
+        let s = serde_json::to_string(&debug).unwrap();
+        assert!(s.ends_with(r#""cache":"always","debug":true}"#), "{s}");
+        assert_eq!(serde_json::from_str::<VirtiofsdCommand>(&s).unwrap(), debug);
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use sandpod_protocol::shared::{guest_rootfs, GUEST_SHARED_DIR, VIRTIOFS_TAG};
+use sandpod_protocol::ErrorChain;
 use sandpod_vmconfig::FsConfig;
 use tokio::process::Child;
 
@@ -235,6 +236,7 @@ async fn create_steps(
     let child = monitor.as_mut().context("monitor not started")?;
     let client = tokio::select! {
         c = AgentClient::connect(connector, config) => c.map_err(|e| {
+            let e = ErrorChain(&e);
             let console = console_tail(layout);
             if console.is_empty() {
                 anyhow::anyhow!("the VM's agent did not answer: {e}; the guest console is empty")
@@ -301,6 +303,7 @@ fn start_monitor(
         socket: layout.virtiofsd_socket(),
         shared_dir: layout.shared(),
         cache: opts.cache,
+        debug: opts.debug,
     };
     let plan = MonitorPlan {
         vmm,
@@ -324,6 +327,10 @@ fn start_monitor(
         .arg(&opts.log_format);
     if opts.debug {
         cmd.arg("--debug");
+        // sandpod-vmm, the monitor's child, has no --debug: it reads the variable (inherited).
+        if sandpod_protocol::conventions::log_filter_from_env().is_none() {
+            cmd.env(sandpod_protocol::LOG_ENV, "debug");
+        }
     }
     cmd.arg("monitor")
         .arg(&layout.dir)

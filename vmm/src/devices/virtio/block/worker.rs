@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
+use sandpod_vmconfig::conventions::ErrorChain;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 use vmm_sys_util::epoll::{Epoll, EventSet};
@@ -207,15 +208,17 @@ impl Worker {
             Err(e) => {
                 if self.stats.host_errors == 0 {
                     tracing::warn!(
-                        "virtio-blk: {:?} at sector {} failed: {e} (further errors at debug level)",
+                        "virtio-blk: {:?} at sector {} failed: {} (further errors at debug level)",
                         req.kind,
-                        req.sector
+                        req.sector,
+                        ErrorChain(&e)
                     );
                 } else {
                     tracing::debug!(
-                        "virtio-blk: {:?} at sector {} failed: {e}",
+                        "virtio-blk: {:?} at sector {} failed: {}",
                         req.kind,
-                        req.sector
+                        req.sector,
+                        ErrorChain(&e)
                     );
                 }
                 self.stats.host_errors += 1;

@@ -162,7 +162,7 @@ fn guest_initiated_connection() {
     let (h, _) = d.recv();
     assert_eq!((h.op, h.src_port, h.dst_port), (OP_RST, 1025, 5000));
 
-    let host = UnixListener::bind(format!("{}_1025", s.path.display())).unwrap();
+    let host = UnixListener::bind(sandpod_vmconfig::uds_port_path(&s.path, 1025)).unwrap();
     d.send(hdr(OP_REQUEST, 5001, 1025), &[]);
     let (h, _) = d.recv();
     assert_eq!(
@@ -192,7 +192,7 @@ fn guest_initiated_connection() {
     let (h, _) = d.recv();
     assert_eq!(h.op, OP_RST);
     d.wait_tx_used();
-    std::fs::remove_file(format!("{}_1025", s.path.display())).unwrap();
+    std::fs::remove_file(sandpod_vmconfig::uds_port_path(&s.path, 1025)).unwrap();
 }
 
 #[test]
