@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::namespaces::{NsJoin, NsKind};
 
-/// One mount of the spec, its options parsed (see `mounts::parse_options`).
+/// One mount of the spec, its options parsed (see `spec_mounts::parse_options`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountConfig {
     /// Absolute path inside the container.

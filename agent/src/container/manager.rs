@@ -13,11 +13,11 @@ use sandpod_protocol::stream::validate_exec_id;
 
 use super::config::{ExecConfig, HelperConfig, ProcessConfig, SecurityConfig};
 use super::error::ContainerError;
+use super::helper_stdio::HelperStdio;
 use super::launch::{spawn_helper, HelperLaunch, EXEC_MODE, INIT_MODE};
 use super::namespaces::{clone_flags, NsKind};
 use super::security::{self, CgroupHandle};
 use super::spec::{self, Translated};
-use super::stdio::HelperStdio;
 use super::sync::{self, Msg, Received, SyncSocket};
 use crate::process::creds::Credentials;
 use crate::process::{ExecSpec, Launched, ProcessError, ProcessManager, Reaper};

@@ -6,9 +6,9 @@ use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 
 use super::config::{DeviceConfig, InitConfig, MountConfig, ProcessConfig, SecurityConfig};
 use super::error::ContainerError;
-use super::mounts::{parse_options, propagation};
 use super::namespaces::{NsJoin, NsKind};
 use super::rootfs::DEFAULT_PROPAGATION;
+use super::spec_mounts::{parse_options, propagation};
 use super::vsock_guard;
 
 /// What CreateContainer asked for, translated.
