@@ -1,6 +1,6 @@
 //! THE CALL SITES OF THE SECURITY MODULES (`cgroups`, `capabilities`, `seccomp`, `rlimits`,
-//! `masked_paths`). Every place where the container setup applies a security setting goes through one
-//! function here, in runc's order:
+//! `masked_paths`). Every place where the container setup applies a security setting goes
+//! through one function here, in runc's order:
 //!
 //! | step | function | runs in | call |
 //! | --- | --- | --- | --- |
