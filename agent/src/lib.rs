@@ -13,6 +13,7 @@
 pub mod cmdline;
 pub mod container;
 pub mod guest;
+pub mod ids;
 pub mod init;
 pub mod logging;
 pub mod process;

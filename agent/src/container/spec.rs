@@ -4,12 +4,14 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 
-use super::config::{DeviceConfig, InitConfig, MountConfig, ProcessConfig, SecurityConfig};
+use super::config::{DeviceConfig, InitConfig, MountConfig, SecurityConfig};
 use super::error::ContainerError;
 use super::namespaces::{NsJoin, NsKind};
 use super::rootfs::DEFAULT_PROPAGATION;
 use super::spec_mounts::{parse_options, propagation};
 use super::vsock_guard;
+use crate::process::creds::Credentials;
+use crate::process::ProcessSpec;
 
 /// What CreateContainer asked for, translated.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,33 +43,22 @@ pub fn translate(id: &str, spec: Spec, rootfs: &Path) -> Result<Translated, Cont
         .process()
         .as_ref()
         .ok_or_else(|| invalid("oci_spec: process is missing"))?;
-    let args = process.args().clone().unwrap_or_default();
-    if args.is_empty() || args[0].is_empty() {
-        return Err(invalid("oci_spec: process.args is empty: nothing to run"));
-    }
-    let env = process.env().clone().unwrap_or_default();
-    if let Some(bad) = env.iter().find(|e| !e.contains('=')) {
-        return Err(invalid(format!(
-            "oci_spec: process.env entry {bad:?} is not KEY=VALUE"
-        )));
-    }
-    let cwd = process.cwd().clone();
-    if !cwd.is_absolute() {
-        return Err(invalid(format!(
-            "oci_spec: process.cwd {cwd:?} is not absolute"
-        )));
-    }
     let user = process.user();
-    let process_cfg = ProcessConfig {
-        args,
-        env,
-        cwd,
-        uid: user.uid(),
-        gid: user.gid(),
-        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+    let process_cfg = ProcessSpec {
+        args: process.args().clone().unwrap_or_default(),
+        env: process.env().clone().unwrap_or_default(),
+        cwd: process.cwd().clone(),
+        creds: Credentials {
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        },
         umask: user.umask(),
         terminal: process.terminal().unwrap_or(false),
     };
+    process_cfg
+        .check()
+        .map_err(|e| invalid(format!("oci_spec: process.{e}")))?;
     let linux = spec.linux().clone().unwrap_or_default();
 
     let mut new_namespaces = Vec::new();
