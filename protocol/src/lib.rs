@@ -1,7 +1,8 @@
 //! The protocol between Sandpod's host runtime and its guest agent: the ttrpc API (generated from
-//! `protos/agent.proto`), the vsock ports, the stdio stream header and the tokens that
-//! authenticate stream and log connections.
+//! `protos/agent.proto`), the vsock ports, the stdio stream header, the tokens that
+//! authenticate stream and log connections, and what mount options mean (`mount_options`).
 pub mod log_text;
+pub mod mount_options;
 pub mod ports;
 pub mod shared;
 pub mod stream;

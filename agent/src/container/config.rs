@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::namespaces::{NsJoin, NsKind};
 use crate::process::ProcessSpec;
 
-/// One mount of the spec, its options parsed (see `spec_mounts::parse_options`).
+/// One mount of the spec, its options parsed (see `crate::mount_flags::parse`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountConfig {
     /// Absolute path inside the container.

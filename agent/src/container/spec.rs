@@ -8,8 +8,8 @@ use super::config::{DeviceConfig, InitConfig, MountConfig, SecurityConfig};
 use super::error::ContainerError;
 use super::namespaces::{NsJoin, NsKind};
 use super::rootfs::DEFAULT_PROPAGATION;
-use super::spec_mounts::{parse_options, propagation};
 use super::vsock_guard;
+use crate::mount_flags;
 use crate::process::creds::Credentials;
 use crate::process::ProcessSpec;
 
@@ -102,7 +102,7 @@ pub fn translate(id: &str, spec: Spec, rootfs: &Path) -> Result<Translated, Cont
     }
     let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
         None | Some("") => DEFAULT_PROPAGATION,
-        Some(p) => propagation(p)
+        Some(p) => mount_flags::propagation(p)
             .ok_or_else(|| invalid(format!("oci_spec: linux.rootfsPropagation {p:?}")))?,
     };
     let mounts = spec
@@ -169,7 +169,7 @@ fn mount_config(m: &Mount) -> Result<MountConfig, ContainerError> {
             "oci_spec: mount destination {dest:?} is not absolute"
         )));
     }
-    let opts = parse_options(&m.options().clone().unwrap_or_default())
+    let opts = mount_flags::parse(&m.options().clone().unwrap_or_default())
         .map_err(|e| invalid(format!("oci_spec: mount {}: {e}", dest.display())))?;
     let typ = m.typ().clone().unwrap_or_default();
     let bind = opts.bind || typ == "bind";
@@ -206,7 +206,7 @@ fn mount_config(m: &Mount) -> Result<MountConfig, ContainerError> {
         bind,
         flags: flags.bits(),
         propagation: opts.propagation.iter().map(|p| p.bits()).collect(),
-        data: opts.data.join(","),
+        data: opts.data,
     })
 }
 
