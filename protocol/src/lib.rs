@@ -1,10 +1,12 @@
 //! The protocol between Sandpod's host runtime and its guest agent: the ttrpc API (generated from
 //! `protos/agent.proto`), the vsock ports and their hybrid-vsock socket paths, the stdio streams
 //! (their header, and which streams a process has: a terminal is one stream), how a process
-//! ended ([`ExitStatus`]), the tokens that authenticate stream and log connections, and the
-//! log-filter variable every Sandpod binary reads ([`LOG_ENV`]).
+//! ended ([`ExitStatus`]), the tokens that authenticate stream and log connections, what mount
+//! options mean (`mount_options`), and the log-filter variable every Sandpod binary reads
+//! ([`LOG_ENV`]).
 pub mod exit;
 pub mod log_text;
+pub mod mount_options;
 pub mod ports;
 pub mod shared;
 pub mod stream;

@@ -92,11 +92,12 @@ pub fn prepare_share(layout: &Layout, mounts: &mut Vec<PathBuf>) -> Result<(), S
     })
 }
 
+/// `Some(recursive)` for a bind mount, as the agent reads its options.
 fn is_bind(m: &Mount) -> Option<bool> {
-    let opts = m.options().as_deref().unwrap_or(&[]);
-    let rbind = opts.iter().any(|o| o == "rbind");
-    let bind = rbind || opts.iter().any(|o| o == "bind") || m.typ().as_deref() == Some("bind");
-    bind.then_some(rbind)
+    sandpod_protocol::mount_options::bind_kind(
+        m.options().as_deref().unwrap_or(&[]),
+        m.typ().as_deref(),
+    )
 }
 
 /// Binds the container's rootfs (read-only if the spec says so) and its bind-mount sources into
