@@ -43,8 +43,8 @@ rc_is() { [ "$rc" = "$1" ]; }                     # CODE: the exit status was CO
 # vmm_serve UDS CONSOLE [ARG...]: execs sandpod-vmm: the guest kernel, the test initramfs (busybox
 # in /bin, sandpod-vsock-probe), 256 MiB, the hybrid vsock on UDS (no vsock device if UDS is
 # empty), the guest console to CONSOLE (`file:PATH` or `none`), the agent serving after its ready
-# line (`sandpod.after_ready=serve`); ARGs are added (--disk, --fs, ...). It execs so that $! is the VMM itself: run it in the
-# background or in a ( ) subshell, with the redirections wanted, e.g.
+# line (`sandpod.after_ready=serve`); ARGs are added (--disk, --fs, ...). It execs so that $! is
+# the VMM itself: run it in the background or in a ( ) subshell, with the redirections wanted:
 #   vmm_serve "$uds" "file:$work/console.txt" </dev/null 2>"$work/vmm.err" &
 #   vmm=$!
 # Knobs (shell variables, unset by default): vmm_bin (a binary in $dir/bin instead of
