@@ -122,23 +122,36 @@ mod tests {
             additional_gids: vec![],
         };
         let plan = own.plan().unwrap();
-        if !geteuid().is_root() {
+        if geteuid().is_root() {
+            assert!(matches!(plan, CredsPlan::Switch { .. }), "{plan:?}");
+        } else {
             assert_eq!(plan, CredsPlan::Keep);
         }
     }
 
+    /// Another identity: root switches to it; without root it is an error saying so. (Checks
+    /// whichever applies: it runs everywhere.)
     #[test]
     fn another_identity_needs_root() {
-        if geteuid().is_root() {
-            return;
-        }
         let other = Credentials {
             uid: getuid().as_raw() + 1,
             gid: getgid().as_raw(),
             additional_gids: vec![],
         };
-        let err = other.plan().unwrap_err();
-        assert!(err.contains("not root"), "{err}");
+        if geteuid().is_root() {
+            let plan = other.plan().unwrap();
+            assert_eq!(
+                plan,
+                CredsPlan::Switch {
+                    uid: Uid::from_raw(other.uid),
+                    gid: Gid::from_raw(other.gid),
+                    groups: vec![],
+                }
+            );
+        } else {
+            let err = other.plan().unwrap_err();
+            assert!(err.contains("not root"), "{err}");
+        }
     }
 
     #[test]
