@@ -43,6 +43,9 @@ impl fmt::Display for CacheMode {
     }
 }
 
+/// virtiofsd's `--modcaps`: what is taken from its default set.
+pub const DROPPED_CAPS: &str = "-mknod:-setfcap";
+
 /// Everything virtiofsd is started with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtiofsdCommand {
@@ -63,6 +66,9 @@ impl VirtiofsdCommand {
     /// The program's arguments: its own sandbox (namespaces + pivot_root into the shared
     /// directory) and seccomp filter stay on; submounts (the container rootfs bind mounts) are
     /// announced so the guest sees them as separate file systems with their own inode numbers.
+    /// Capabilities it does not need to serve a container's rootfs are dropped: CAP_MKNOD (the
+    /// guest cannot plant device nodes on the host; containers' own /dev is a guest tmpfs) and
+    /// CAP_SETFCAP (no file capabilities set for the guest).
     pub fn args(&self) -> Vec<OsString> {
         vec![
             "--socket-path".into(),
@@ -74,6 +80,7 @@ impl VirtiofsdCommand {
             "--sandbox".into(),
             "namespace".into(),
             "--announce-submounts".into(),
+            format!("--modcaps={DROPPED_CAPS}").into(),
             "--log-level".into(),
             if self.debug { "debug" } else { "warn" }.into(),
         ]
@@ -117,6 +124,7 @@ mod tests {
         assert!(j.contains("--sandbox namespace"), "{j}");
         assert!(j.contains("--cache never"), "{j}");
         assert!(j.contains("--shared-dir /s/shared"), "{j}");
+        assert!(j.contains("--modcaps=-mknod:-setfcap"), "{j}");
         assert!(j.contains("--log-level warn"), "{j}");
         let debug = VirtiofsdCommand { debug: true, ..c };
         let a: Vec<String> = debug
