@@ -38,6 +38,48 @@ pub struct Config {
     pub hypervisor: HypervisorConfig,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub jail: JailConfig,
+}
+
+/// The default uid and gid the VMM runs as in its jail: `nobody`/`nogroup` (65534), which
+/// owns no files and no login on Debian. Set a dedicated id if other host services run as
+/// `nobody`: a process with the VMM's uid may signal it (it cannot ptrace it: the VMM is not
+/// dumpable).
+pub const DEFAULT_JAIL_ID: u32 = 65534;
+
+/// `[jail]`: how sandpod-vmm is confined (see docs/architecture.md, "The VMM's jail").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailConfig {
+    /// false runs the VMM unjailed, as root (a debugging switch; `sandpod --no-jail` too): the
+    /// runtime logs a warning for each sandbox.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The VMM's uid (default 65534).
+    #[serde(default = "default_jail_id")]
+    pub uid: u32,
+    /// The VMM's gid (default 65534).
+    #[serde(default = "default_jail_id")]
+    pub gid: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_jail_id() -> u32 {
+    DEFAULT_JAIL_ID
+}
+
+impl Default for JailConfig {
+    fn default() -> Self {
+        JailConfig {
+            enabled: true,
+            uid: DEFAULT_JAIL_ID,
+            gid: DEFAULT_JAIL_ID,
+        }
+    }
 }
 
 /// `[hypervisor]`: the VM's files and size.
@@ -105,6 +147,12 @@ impl Config {
         if c.hypervisor.default_memory_mib.is_some_and(|m| m < 64) {
             return Err(invalid("default_memory_mib must be at least 64".into()));
         }
+        if c.jail.uid == 0 || c.jail.gid == 0 {
+            return Err(invalid(
+                "[jail] uid and gid must not be 0 (root): use enabled = false to debug unjailed"
+                    .into(),
+            ));
+        }
         if c.hypervisor.boot_timeout_secs == Some(0) {
             return Err(invalid("boot_timeout_secs must be at least 1".into()));
         }
@@ -133,13 +181,17 @@ mod tests {
         let (_d, p) = write(
             "[hypervisor]\nvmm = \"/opt/vmm\"\nkernel = \"/k\"\ndefault_vcpus = 2\n\
              default_memory_mib = 512\nvirtiofs_cache = \"never\"\nboot_timeout_secs = 30\n\
-             [runtime]\nlog_level = \"debug\"\n",
+             [runtime]\nlog_level = \"debug\"\n[jail]\nuid = 4000\n",
         );
         let c = Config::read(&p).unwrap();
         assert_eq!(c.hypervisor.vmm.as_deref(), Some(Path::new("/opt/vmm")));
         assert_eq!(c.hypervisor.default_vcpus, Some(2));
         assert_eq!(c.cache(), Some(CacheMode::Never));
         assert_eq!(c.runtime.log_level.as_deref(), Some("debug"));
+        assert_eq!(
+            (c.jail.enabled, c.jail.uid, c.jail.gid),
+            (true, 4000, 65534)
+        );
     }
 
     #[test]
@@ -158,6 +210,10 @@ mod tests {
         assert!(Config::read(&p).is_err());
         let (_d, p) = write("[hypervisor]\ndefault_vcpus = 0\n");
         assert!(Config::read(&p).is_err());
+        let (_d, p) = write("[jail]\nuid = 0\n");
+        assert!(Config::read(&p).is_err());
+        let (_d, p) = write("[jail]\nenabled = false\n");
+        assert!(!Config::read(&p).unwrap().jail.enabled);
         assert!(Config::read(Path::new("/nonexistent/config.toml")).is_err());
         let (_d, p) = write("");
         assert_eq!(Config::read(&p).unwrap(), Config::default());

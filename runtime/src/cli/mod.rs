@@ -46,6 +46,10 @@ pub struct Cli {
     /// The config file (default: $SANDPOD_CONFIG, else /etc/sandpod/config.toml if it exists).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// Run sandpod-vmm without its jail (as root, in the host's namespaces): debugging only, a
+    /// warning is logged (the config file's `[jail] enabled = false` does the same).
+    #[arg(long, global = true)]
+    pub no_jail: bool,
     /// Accepted for runc compatibility; containers' cgroups live in the guest.
     #[arg(long, global = true, hide = true)]
     pub systemd_cgroup: bool,
@@ -110,6 +114,9 @@ pub enum Command {
     /// (internal) Stand for a guest process on the host: started by create/exec/run.
     #[command(hide = true)]
     Standin(StandinArgs),
+    /// (internal) Start sandpod-vmm in its jail: started by the monitor, not by hand.
+    #[command(hide = true)]
+    Jail { plan: PathBuf },
 }
 
 /// The bytes of `path`, or of standard input for `-` (runc's `--process -`, `--resources -`).
@@ -153,7 +160,10 @@ impl clap::builder::ValueParserFactory for CacheMode {
     }
 }
 
-fn runtime_options(cli: &Cli, config: Config) -> anyhow::Result<RuntimeOptions> {
+fn runtime_options(cli: &Cli, mut config: Config) -> anyhow::Result<RuntimeOptions> {
+    if cli.no_jail {
+        config.jail.enabled = false;
+    }
     Ok(RuntimeOptions {
         config,
         root: cli.root.clone(),
@@ -167,6 +177,17 @@ fn runtime_options(cli: &Cli, config: Config) -> anyhow::Result<RuntimeOptions> 
 /// `sandpod`'s main.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The jail's step runs single-threaded, before anything else (no config, no log set-up):
+    // its errors go to standard error, which the monitor relays to the log.
+    if let Command::Jail { plan } = &cli.command {
+        return match crate::sandbox::jail::exec::run(plan) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("sandpod jail: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -264,5 +285,6 @@ async fn dispatch(cli: &Cli, config: Config) -> anyhow::Result<u8> {
         Command::Run(a) => run::run(&rt, a).await,
         Command::Monitor { state_dir } => monitor::monitor(cli, state_dir).await,
         Command::Standin(a) => crate::container::standin::run(&rt, a).await,
+        Command::Jail { .. } => anyhow::bail!("sandpod jail runs before the async runtime"),
     }
 }

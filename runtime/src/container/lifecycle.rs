@@ -25,6 +25,8 @@ use crate::hypervisor::VmSize;
 use crate::io::console::HostPty;
 use crate::io::{IoConfig, StandinStdio};
 use crate::paths::RuntimePaths;
+use crate::sandbox::host_limits::HostLimits;
+use crate::sandbox::jail::JailIds;
 use crate::sandbox::process::ProcessIdent;
 use crate::sandbox::state::{now_rfc3339_nanos, write_atomic};
 use crate::sandbox::{host_cgroup, reserve, Layout, Sandbox, SandboxConfig};
@@ -148,12 +150,30 @@ async fn create_steps(
     ),
 ) -> anyhow::Result<()> {
     let spec = &opts.bundle.spec;
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let h = &rt.config.hypervisor;
+    let defaults = VmSize {
+        vcpus: h.default_vcpus.unwrap_or(VmSize::DEFAULT.vcpus),
+        mem_mib: h.default_memory_mib.unwrap_or(VmSize::DEFAULT.mem_mib),
+    };
+    let size = VmSize::for_spec(spec, host_cpus, defaults);
     let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
-    if let (Some(p), true) = (cgroups_path, host_cgroup::unified_host()) {
-        let path =
-            host_cgroup::host_path(Path::new(host_cgroup::CGROUP_ROOT), &p.to_string_lossy())?;
-        host_cgroup::create(&path)?;
-        *cgroup = Some(path);
+    match (cgroups_path, host_cgroup::unified_host()) {
+        (Some(p), true) => {
+            let path =
+                host_cgroup::host_path(Path::new(host_cgroup::CGROUP_ROOT), &p.to_string_lossy())?;
+            host_cgroup::create(&path)?;
+            *cgroup = Some(path.clone());
+            let limits = HostLimits::for_sandbox(size, spec);
+            limits.apply(&path)?;
+            tracing::debug!(cgroup = %path.display(), ?limits, "host cgroup limits set");
+        }
+        (Some(p), false) => tracing::info!(
+            "cgroupsPath {} ignored: this host's cgroup hierarchy is not unified (cgroup v1 or \
+             hybrid), so the sandbox has no host cgroup and no host limits",
+            p.display()
+        ),
+        (None, _) => {}
     }
     let stdio = match (&opts.io, terminal) {
         (IoConfig::ConsoleSocket(sock), true) => {
@@ -183,16 +203,10 @@ async fn create_steps(
     hooks::run(spec_hooks, "createRuntime", &state)?;
     hooks::run(spec_hooks, "prestart", &state)?;
 
-    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let h = &rt.config.hypervisor;
-    let defaults = VmSize {
-        vcpus: h.default_vcpus.unwrap_or(VmSize::DEFAULT.vcpus),
-        mem_mib: h.default_memory_mib.unwrap_or(VmSize::DEFAULT.mem_mib),
-    };
     let cfg = SandboxConfig {
         root: rt.root.clone(),
         id: opts.id.clone(),
-        size: VmSize::for_spec(spec, host_cpus, defaults),
+        size,
         hostname: spec.hostname().clone(),
         paths,
         log: rt.log.clone(),
@@ -202,6 +216,10 @@ async fn create_steps(
         boot_timeout: opts.vm.boot_timeout,
         self_exe: rt.self_exe.clone(),
         host_cgroup: cgroup.clone(),
+        jail: rt.config.jail.enabled.then_some(JailIds {
+            uid: rt.config.jail.uid,
+            gid: rt.config.jail.gid,
+        }),
     };
     let sb = sandbox.insert(Sandbox::create(&cfg, layout.clone()).await?);
     let (guest_spec, guest_rootfs) =

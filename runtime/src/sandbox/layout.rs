@@ -7,9 +7,14 @@ use thiserror::Error;
 pub const MAX_ID_LEN: usize = 64;
 /// Longest Unix socket path (sun_path holds 108 bytes with the terminating NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
-/// The longest suffix a socket in the state directory gets: the hybrid-vsock socket's
-/// `<uds>_<port>` for a five-digit port.
-const LONGEST_SOCKET_NAME: &str = "v_65535";
+/// The VMM's directory in the state directory (its sockets and console; the only host directory
+/// the jailed VMM can write). One letter: Docker's state root and a 64-character id leave 9 bytes
+/// for the longest socket path below the state directory.
+pub const VM_DIR: &str = "j";
+/// The longest socket path below the state directory: the hybrid-vsock socket of the log port
+/// (`<uds>_1025`, the only host port a host process listens on; a guest connection to another
+/// port finds no socket anyway).
+const LONGEST_SOCKET_NAME: &str = "j/v_1025";
 
 /// The state directory's sockets would not fit a Unix socket path.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -76,9 +81,22 @@ impl Layout {
     pub fn vm_exit(&self) -> PathBuf {
         self.dir.join("vm-exit.json")
     }
+    /// The VMM's directory: its sockets and console (owned by the jail's uid when jailed).
+    pub fn vm_dir(&self) -> PathBuf {
+        self.dir.join(VM_DIR)
+    }
     /// The VMM's hybrid-vsock socket (guest connections to host port P go to `v_P`).
     pub fn vsock(&self) -> PathBuf {
-        self.dir.join("v")
+        self.vm_dir().join("v")
+    }
+    /// The mount point of the jail's root (a tmpfs in the jail's own mount namespace; an empty
+    /// directory on the host).
+    pub fn jail_root(&self) -> PathBuf {
+        self.dir.join("jail")
+    }
+    /// The jail's plan (JSON), read by `sandpod jail`.
+    pub fn jail_plan(&self) -> PathBuf {
+        self.dir.join("jail.json")
     }
     /// virtiofsd's vhost-user socket.
     pub fn virtiofsd_socket(&self) -> PathBuf {
@@ -92,9 +110,9 @@ impl Layout {
     pub fn container_dir(&self, container_id: &str) -> PathBuf {
         self.dir.join("containers").join(container_id)
     }
-    /// The guest's serial console.
+    /// The guest's serial console (written by the VMM, in its directory).
     pub fn console_log(&self) -> PathBuf {
-        self.dir.join("console.log")
+        self.vm_dir().join("console.log")
     }
     /// The monitor's log (with the guest's logs) unless the caller named another file.
     pub fn default_log(&self) -> PathBuf {
@@ -133,6 +151,7 @@ mod tests {
         let p = sandpod_protocol::ports::uds_port_path(&l.vsock(), sandpod_protocol::LOG_PORT);
         let len = p.as_os_str().len();
         assert!(len <= MAX_SOCKET_PATH, "{len} bytes");
+        assert_eq!(p, l.dir.join(LONGEST_SOCKET_NAME));
         let long = Layout::new(&docker.join("x".repeat(40)), &"f".repeat(MAX_ID_LEN));
         let e = long.check_socket_paths().unwrap_err();
         assert!(e.to_string().contains("shorter --root"), "{e}");

@@ -55,6 +55,8 @@ pub struct SandboxConfig {
     pub self_exe: PathBuf,
     /// The sandbox's host cgroup, made by the caller (its processes go there; removed with it).
     pub host_cgroup: Option<PathBuf>,
+    /// The VMM's jail (its uid and gid); None runs it unjailed (`--no-jail`: debugging only).
+    pub jail: Option<super::jail::JailIds>,
 }
 
 /// A running sandbox whose agent answers.
@@ -296,6 +298,30 @@ fn start_monitor(
         config: layout.dir.join(VM_CONFIG_FILE),
     };
     write_json_atomic(&vmm.config, &vm)?;
+    let vm_dir = layout.vm_dir();
+    std::fs::create_dir(&vm_dir).with_context(|| format!("mkdir {}", vm_dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&vm_dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let jail = match opts.jail {
+        Some(ids) => {
+            super::jail::prepare(layout, ids, &opts.paths.vmm, &vm)?;
+            Some(super::jail::JailLaunch {
+                helper: opts.self_exe.clone(),
+                plan: layout.jail_plan(),
+                ids,
+            })
+        }
+        None => {
+            tracing::warn!(
+                "the VMM of {} runs without its jail (--no-jail or [jail] enabled = false): \
+                 debugging only",
+                opts.id
+            );
+            None
+        }
+    };
     let fsd = VirtiofsdCommand {
         virtiofsd: opts.paths.virtiofsd.clone(),
         socket: layout.virtiofsd_socket(),
@@ -310,6 +336,7 @@ fn start_monitor(
             .host_port_path(sandpod_protocol::LOG_PORT),
         host_cgroup: opts.host_cgroup.clone(),
         log_token: Some(log_token.to_string()),
+        jail,
     };
     write_json_atomic(&layout.monitor_plan(), &plan)?;
     let log_path = opts.log.clone().unwrap_or_else(|| layout.default_log());

@@ -3,6 +3,8 @@
 //! container states (that is `crate::container`). See [`lifecycle`] for the steps and
 //! [`monitor`] for what owns the VM.
 pub mod host_cgroup;
+pub mod host_limits;
+pub mod jail;
 pub mod layout;
 pub mod lifecycle;
 pub mod monitor;

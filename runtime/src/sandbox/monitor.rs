@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::jail::JailLaunch;
 use super::layout::Layout;
 use super::process::ProcessIdent;
 use super::standin_watch::StandinWatch;
@@ -52,6 +53,9 @@ pub struct MonitorPlan {
     /// lines into the host log. monitor.json is in the root-only state directory.
     #[serde(default)]
     pub log_token: Option<String>,
+    /// Start the VMM in its jail (`sandpod jail`); None: unjailed (`--no-jail`, debugging).
+    #[serde(default)]
+    pub jail: Option<JailLaunch>,
 }
 
 /// The VM's processes, as started (`children.json`).
@@ -98,12 +102,19 @@ impl VmExit {
     }
 }
 
+/// What a child may dump: nothing (virtiofsd's memory holds the container's files; the VMM's
+/// jail sets its own limits).
+fn child_rlimits() -> std::io::Result<()> {
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .map_err(std::io::Error::from)
+}
+
 fn command(argv: &[PathBuf]) -> anyhow::Result<Command> {
     let (prog, args) = argv.split_first().context("empty command line")?;
     let mut c = std::process::Command::new(prog);
     c.args(args).stdin(Stdio::null());
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
-    // async-signal-safe; it touches no memory of the parent.
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2) and
+    // setrlimit(2), which are async-signal-safe; it touches no memory of the parent.
     unsafe {
         c.pre_exec(|| {
             if libc::prctl(
@@ -116,7 +127,7 @@ fn command(argv: &[PathBuf]) -> anyhow::Result<Command> {
             {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
+            child_rlimits()
         });
     }
     Ok(Command::from(c))
@@ -246,6 +257,11 @@ pub async fn run_monitor(
         None => LogReceiver::bind(&plan.guest_log_socket),
     }
     .with_context(|| format!("listening on {}", plan.guest_log_socket.display()))?;
+    if let Some(j) = &plan.jail {
+        super::jail::hand_socket(&plan.guest_log_socket, j.ids)?;
+    } else {
+        tracing::warn!("sandpod-vmm runs WITHOUT its jail (as root, in the host's namespaces): a debugging setting");
+    }
     let _standins = StandinWatch::bind(layout)?;
     let mut children = Children::default();
     let mut fsd = None;
@@ -254,13 +270,25 @@ pub async fn run_monitor(
         relay_output(&mut child, "virtiofsd");
         children.virtiofsd = Some(ident);
         write_json_atomic(&layout.children(), &children)?;
-        if let Err(e) = wait_for_socket(&mut child, &virtiofsd.socket).await {
+        let ready = match wait_for_socket(&mut child, &virtiofsd.socket).await {
+            // The jailed VMM connects to it as the jail's uid.
+            Ok(()) => match &plan.jail {
+                Some(j) => super::jail::hand_socket(&virtiofsd.socket, j.ids),
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ready {
             stop_child(&mut child, "virtiofsd").await;
             return Err(e);
         }
         fsd = Some(child);
     }
-    let (mut vmm, ident) = match spawn(&plan.vmm.argv()) {
+    let vmm_argv = match &plan.jail {
+        Some(j) => j.argv(),
+        None => plan.vmm.argv(),
+    };
+    let (mut vmm, ident) = match spawn(&vmm_argv) {
         Ok(v) => v,
         Err(e) => {
             if let Some(c) = fsd.as_mut() {
@@ -339,12 +367,25 @@ mod plan_tests {
             guest_log_socket: "/run/sandpod/c/v_1025".into(),
             host_cgroup: Some("/sys/fs/cgroup/docker/c".into()),
             log_token: None,
+            jail: Some(JailLaunch {
+                helper: "/b/sandpod".into(),
+                plan: "/run/sandpod/c/jail.json".into(),
+                ids: crate::sandbox::jail::JailIds {
+                    uid: 65534,
+                    gid: 65534,
+                },
+            }),
         };
         let json: serde_json::Value = serde_json::to_value(&plan).unwrap();
         assert_eq!(json["vmm"]["program"], "/b/sandpod-vmm");
         assert_eq!(json["vmm"]["config"], "/run/sandpod/c/vm.json");
         assert_eq!(json["virtiofsd"]["socket"], "/run/sandpod/c/fs.sock");
         assert_eq!(json["virtiofsd"]["cache"], "auto");
+        assert_eq!(json["jail"]["plan"], "/run/sandpod/c/jail.json");
+        assert_eq!(
+            plan.jail.as_ref().unwrap().argv(),
+            ["/b/sandpod", "jail", "/run/sandpod/c/jail.json"].map(PathBuf::from)
+        );
         let back: MonitorPlan = serde_json::from_value(json).unwrap();
         assert_eq!(back, plan);
     }
