@@ -97,6 +97,10 @@ impl Env {
             // The fake VMM boots nothing: any files do for the kernel and initramfs.
             .env("SANDPOD_KERNEL", FAKE_VMM)
             .env("SANDPOD_INITRD", FAKE_VMM)
+            // The fake VMM runs the real agent on the host, as root (mounts, cgroups,
+            // containers): no jail allows that. The jail is tested by jail.rs (here) and
+            // tests/kvm-host/guest/vmm-jail-check.sh (the real VMM).
+            .arg("--no-jail")
             .arg("--root")
             .arg(self.root())
             .arg("--log")

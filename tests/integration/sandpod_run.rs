@@ -1,7 +1,8 @@
 //! `sandpod run` of busybox bundles in the KVM test host: a VM per container, the rootfs over
 //! virtio-fs, the OCI spec applied by the agent, teardown leaving nothing behind. The checks are
-//! in tests/kvm-host/guest/containers-check.sh, containers-limits-check.sh and
-//! share-security-check.sh (the host side of the share against a hostile guest).
+//! in tests/kvm-host/guest/containers-check.sh, containers-limits-check.sh,
+//! share-security-check.sh (the host side of the share against a hostile guest) and
+//! vmm-jail-check.sh (sandpod-vmm in its jail).
 mod common;
 
 use common::{assert_checks, host, run};
@@ -80,6 +81,30 @@ fn share_boundary_against_a_hostile_guest() {
             "no-device-node-on-host",
             "teardown-ignores-planted-symlinks",
             "nothing-left-after-share-checks",
+        ],
+    );
+}
+
+#[test]
+fn the_vmm_runs_jailed() {
+    run_checks(
+        "vmm-jail-check.sh",
+        &[
+            "jail-container-running",
+            "exec-in-jailed-vm",
+            "vmm-is-the-jails-child",
+            "vmm-no-capabilities",
+            "vmm-jail-uid-gid",
+            "vmm-no-new-privs",
+            "vmm-not-dumpable",
+            "vmm-own-namespaces-pid-1",
+            "jail-root-only-the-jails-entries",
+            "jail-read-only-but-vm-dir",
+            "jail-mounts-not-on-host",
+            "vmm-rlimits",
+            "host-cgroup-limits",
+            "vmm-dies-with-monitor",
+            "nothing-left-after-jail-checks",
         ],
     );
 }

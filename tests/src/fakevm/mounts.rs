@@ -7,10 +7,16 @@ use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
 /// The sandbox's share, by the runtime's layout convention (runtime/src/sandbox/layout.rs):
-/// the state directory holds both `vsock.sock` (the VMM's --vsock-uds) and `shared/` (what
-/// virtiofsd would serve), so the share is `<dir of --vsock-uds>/shared`.
+/// the state directory holds `shared/` (what virtiofsd would serve) and the VMM's directory `j/`
+/// with the vsock socket (the VMM's --vsock-uds), so the share is `<dir of --vsock-uds>/../shared`;
+/// a socket directly in a directory holding `shared/` (tests of the fake VMM alone) has it
+/// beside it.
 pub fn share_of(vsock_uds: &Path) -> PathBuf {
-    vsock_uds.parent().unwrap_or(Path::new("/")).join("shared")
+    let dir = vsock_uds.parent().unwrap_or(Path::new("/"));
+    if dir.file_name() == Some("j".as_ref()) && !dir.join("shared").is_dir() {
+        return dir.parent().unwrap_or(Path::new("/")).join("shared");
+    }
+    dir.join("shared")
 }
 
 /// Moves the calling process (single-threaded: call it before any thread starts) into a mount
@@ -120,6 +126,10 @@ mod tests {
     fn the_share_is_beside_the_vsock_socket() {
         assert_eq!(
             share_of(Path::new("/run/sandpod/c1/vsock.sock")),
+            PathBuf::from("/run/sandpod/c1/shared")
+        );
+        assert_eq!(
+            share_of(Path::new("/run/sandpod/c1/j/v")),
             PathBuf::from("/run/sandpod/c1/shared")
         );
     }

@@ -95,6 +95,8 @@ pub struct JailPlan {
     pub root: PathBuf,
     /// The VMM binary on the host.
     pub program: PathBuf,
+    /// Its arguments (`--config /vm.json`).
+    pub args: Vec<String>,
     /// Device nodes made again in the jail at the same path, owned by the jail's uid and gid.
     pub devices: Vec<PathBuf>,
     pub binds: Vec<Bind>,
@@ -212,6 +214,7 @@ impl JailPlan {
             groups: inputs.kvm_group.into_iter().collect(),
             root: inputs.root.to_path_buf(),
             program: inputs.program.to_path_buf(),
+            args: vec!["--config".into(), JAIL_CONFIG.into()],
             devices: vec![KVM_DEVICE.into()],
             binds,
             symlinks,
@@ -227,11 +230,9 @@ impl JailPlan {
 
     /// The VMM's command line in the jail.
     pub fn argv(&self) -> Vec<PathBuf> {
-        vec![
-            self.program_in_jail(),
-            "--config".into(),
-            JAIL_CONFIG.into(),
-        ]
+        std::iter::once(self.program_in_jail())
+            .chain(self.args.iter().map(PathBuf::from))
+            .collect()
     }
 }
 
