@@ -27,8 +27,14 @@ struct Jail {
 impl Jail {
     fn new() -> Jail {
         assert!(nix::unistd::geteuid().is_root(), "the jail tests need root");
-        assert!(Path::new("/dev/kvm").exists(), "the jail tests need /dev/kvm");
-        let dir = tempfile::Builder::new().prefix("spj").tempdir_in("/tmp").unwrap();
+        assert!(
+            Path::new("/dev/kvm").exists(),
+            "the jail tests need /dev/kvm"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("spj")
+            .tempdir_in("/tmp")
+            .unwrap();
         for d in ["j", "jail", "shared"] {
             std::fs::create_dir(dir.path().join(d)).unwrap();
         }
@@ -117,9 +123,15 @@ fn the_jailed_program_is_confined() {
          touch /x 2>/vm/ro; touch /kernel 2>/vm/kernel_ro; exec /busybox sleep 60",
     );
     let mut parent = j.start(&plan);
-    wait_for("the probe", || j.path("j/pid").is_file() && j.path("j/kvm").is_file());
+    wait_for("the probe", || {
+        j.path("j/pid").is_file() && j.path("j/kvm").is_file()
+    });
     let pid_in_ns = std::fs::read_to_string(j.path("j/pid")).unwrap();
-    assert_eq!(pid_in_ns.trim(), "1", "the probe is PID 1 of its own PID namespace");
+    assert_eq!(
+        pid_in_ns.trim(),
+        "1",
+        "the probe is PID 1 of its own PID namespace"
+    );
     let children =
         std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", parent.id())).unwrap();
     let child: u32 = children.trim().parse().unwrap();
@@ -130,12 +142,23 @@ fn the_jailed_program_is_confined() {
         .map(str::to_string)
         .collect();
     root.sort();
-    assert_eq!(root, [".", "..", "busybox", "dev", "kernel", "vm", "vm.json"]);
+    assert_eq!(
+        root,
+        [".", "..", "busybox", "dev", "kernel", "vm", "vm.json"]
+    );
     // The KVM node is the jail's own, for its uid.
     let kvm = std::fs::read_to_string(j.path("j/kvm")).unwrap();
-    assert!(kvm.starts_with("crw-------") && kvm.contains(&format!(" {UID} ")), "{kvm}");
-    assert!(!std::fs::read_to_string(j.path("j/ro")).unwrap().is_empty(), "/ is writable");
-    assert!(!std::fs::read_to_string(j.path("j/kernel_ro")).unwrap().is_empty());
+    assert!(
+        kvm.starts_with("crw-------") && kvm.contains(&format!(" {UID} ")),
+        "{kvm}"
+    );
+    assert!(
+        !std::fs::read_to_string(j.path("j/ro")).unwrap().is_empty(),
+        "/ is writable"
+    );
+    assert!(!std::fs::read_to_string(j.path("j/kernel_ro"))
+        .unwrap()
+        .is_empty());
     for (f, want) in [
         ("CapEff", "0000000000000000"),
         ("CapPrm", "0000000000000000"),
@@ -164,7 +187,10 @@ fn the_jailed_program_is_confined() {
     };
     assert!(line("Max open files").contains("4096 4096"), "{limits}");
     assert!(line("Max core file size").contains("0 0"), "{limits}");
-    assert!(line("Max file size").contains("135266304 135266304"), "{limits}");
+    assert!(
+        line("Max file size").contains("135266304 135266304"),
+        "{limits}"
+    );
     for kind in ["mnt", "net", "pid", "ipc", "uts"] {
         let child_ns = if kind == "pid" {
             // The probe's own PID namespace is the one its parent made for its children.
@@ -172,7 +198,11 @@ fn the_jailed_program_is_confined() {
         } else {
             ns(&child.to_string(), kind)
         };
-        assert_ne!(child_ns, ns("self", kind), "{kind} namespace shared with the host");
+        assert_ne!(
+            child_ns,
+            ns("self", kind),
+            "{kind} namespace shared with the host"
+        );
     }
     j.no_mounts_on_the_host();
     // The jail dies with its parent (PR_SET_PDEATHSIG after the uid change).
@@ -182,7 +212,10 @@ fn the_jailed_program_is_confined() {
         !Path::new(&format!("/proc/{child}")).exists()
     });
     j.no_mounts_on_the_host();
-    assert_eq!(std::fs::read_to_string(j.path("shared/secret")).unwrap(), "host");
+    assert_eq!(
+        std::fs::read_to_string(j.path("shared/secret")).unwrap(),
+        "host"
+    );
 }
 
 #[test]
@@ -205,7 +238,10 @@ fn a_bad_plan_leaves_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("sandpod jail: stat") && err.contains("missing-kernel"), "{err}");
+    assert!(
+        err.contains("sandpod jail: stat") && err.contains("missing-kernel"),
+        "{err}"
+    );
     j.no_mounts_on_the_host();
     assert!(std::fs::read_dir(j.path("jail")).unwrap().next().is_none());
     let out = Command::new(sandpod_bin())

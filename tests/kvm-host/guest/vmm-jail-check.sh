@@ -29,7 +29,7 @@ check jail-container-running started
 check exec-in-jailed-vm eval "[ \"\$(sandpod exec $id echo hi)\" = hi ]"
 
 jailer=$(pgrep -f "$ROOT/$id/jail.json" | head -1)
-vmm=$(cat "/proc/$jailer/task/$jailer/children" 2>/dev/null | tr -d ' ')
+vmm=$(tr -d ' ' <"/proc/$jailer/task/$jailer/children" 2>/dev/null)
 echo "sandpod jail: pid ${jailer:-none}; its child: ${vmm:-none}: $(tr '\0' ' ' <"/proc/$vmm/cmdline" 2>/dev/null)"
 field() { awk -v f="$1:" '$1 == f { $1 = ""; sub(/^ /, ""); print }' "/proc/$vmm/status"; }
 
@@ -42,8 +42,8 @@ no_caps() {
 }
 check vmm-no-capabilities no_caps
 check vmm-jail-uid-gid eval "echo \"Uid \$(field Uid) Gid \$(field Gid) Groups \$(field Groups)\";
-  [ \"\$(field Uid)\" = \"$JAIL_UID	$JAIL_UID	$JAIL_UID	$JAIL_UID\" ] &&
-  [ \"\$(field Gid)\" = \"$JAIL_GID	$JAIL_GID	$JAIL_GID	$JAIL_GID\" ]"
+  [ \"\$(field Uid)\" = \"$JAIL_UID $JAIL_UID $JAIL_UID $JAIL_UID\" ] &&
+  [ \"\$(field Gid)\" = \"$JAIL_GID $JAIL_GID $JAIL_GID $JAIL_GID\" ]"
 check vmm-no-new-privs eval "[ \"\$(field NoNewPrivs)\" = 1 ]"
 # A non-dumpable process's /proc files belong to root, not to its uid.
 check vmm-not-dumpable eval "[ \"\$(stat -c %u /proc/$vmm/status)\" = 0 ]"
