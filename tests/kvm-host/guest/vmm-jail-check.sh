@@ -20,10 +20,10 @@ started() {
   sandpod --log "$work/sandpod.log" create --bundle "$work/$id" $id </dev/null >"$work/$id.out" 2>"$work/$id.err" &&
     sandpod start $id 2>>"$work/$id.err" || { echo "starting: $(cat "$work/$id.err")"; return 1; }
   i=0
-  while [ $i -lt 600 ] && ! sandpod state $id 2>/dev/null | grep -q '"status": "running"'; do
+  while [ $i -lt 600 ] && ! sandpod state $id 2>/dev/null | grep '"status": "running"' >/dev/null; do
     sleep 0.1; i=$((i + 1))
   done
-  sandpod state $id | grep -q '"status": "running"'
+  sandpod state $id | grep '"status": "running"' >/dev/null
 }
 check jail-container-running started
 check exec-in-jailed-vm eval "[ \"\$(sandpod exec $id echo hi)\" = hi ]"
