@@ -292,12 +292,10 @@ fn start_monitor(
         fs: vec![FsConfig::new(VIRTIOFS_TAG, layout.virtiofsd_socket())],
     }
     .vm_config();
-    vm.validate().context("the sandbox's VM configuration")?;
     let vmm = VmmCommand {
         program: opts.paths.vmm.clone(),
         config: layout.dir.join(VM_CONFIG_FILE),
     };
-    write_json_atomic(&vmm.config, &vm)?;
     let vm_dir = layout.vm_dir();
     std::fs::create_dir(&vm_dir).with_context(|| format!("mkdir {}", vm_dir.display()))?;
     {
@@ -306,7 +304,12 @@ fn start_monitor(
     }
     let jail = match opts.jail {
         Some(ids) => {
-            super::jail::prepare(layout, ids, &opts.paths.vmm, &vm)?;
+            // The VMM reads the jail's view (short paths: `/vm/v` fits the vsock path limit
+            // whatever the state directory's length); vm.json keeps the host's, for people.
+            let plan = super::jail::prepare(layout, ids, &opts.paths.vmm, &vm)?;
+            plan.vm_config
+                .validate()
+                .context("the sandbox's VM configuration")?;
             Some(super::jail::JailLaunch {
                 helper: opts.self_exe.clone(),
                 plan: layout.jail_plan(),
@@ -314,6 +317,9 @@ fn start_monitor(
             })
         }
         None => {
+            // Unjailed, the VMM reads the host's paths: a state directory longer than 97 bytes
+            // (Docker's with a 64-character id) is too long for the vsock socket's limit.
+            vm.validate().context("the sandbox's VM configuration")?;
             tracing::warn!(
                 "the VMM of {} runs without its jail (--no-jail or [jail] enabled = false): \
                  debugging only",
@@ -322,6 +328,7 @@ fn start_monitor(
             None
         }
     };
+    write_json_atomic(&vmm.config, &vm)?;
     let fsd = VirtiofsdCommand {
         virtiofsd: opts.paths.virtiofsd.clone(),
         socket: layout.virtiofsd_socket(),
