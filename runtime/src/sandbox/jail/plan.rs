@@ -365,6 +365,26 @@ mod tests {
     }
 
     #[test]
+    fn dockers_long_state_directories_fit_in_the_jail() {
+        // Docker 20.10's state root for a runtime named "kata", and a 64-character id.
+        let dir = PathBuf::from("/var/run/docker/runtime-kata/moby").join("f".repeat(64));
+        let j = dir.join("j");
+        let mut host = host_vm();
+        host.console = ConsoleConfig::File(j.join("console.log"));
+        host.vsock.as_mut().unwrap().uds_path = j.join("v");
+        host.fs[0].socket = dir.join("fs.sock");
+        // The host's path is too long for the VMM's vsock limit (room for `_<5-digit port>`)...
+        assert!(host.validate().is_err());
+        let p = JailPlan::new(&PlanInputs {
+            vm_dir: &j,
+            ..inputs(&host, &[])
+        })
+        .unwrap();
+        // ...the jail's is not.
+        assert_eq!(p.vm_config.validate(), Ok(()));
+    }
+
+    #[test]
     fn disks_keep_their_mode() {
         let mut host = host_vm();
         host.disks = vec![
