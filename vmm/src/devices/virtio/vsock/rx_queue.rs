@@ -24,6 +24,12 @@ pub struct RxQueue {
     synced: bool,
 }
 
+impl Default for RxQueue {
+    fn default() -> Self {
+        RxQueue::new()
+    }
+}
+
 impl RxQueue {
     /// An empty queue, in sync.
     pub fn new() -> Self {
