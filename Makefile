@@ -7,7 +7,7 @@ BIN_DIR := build/bin
 STAGE := scripts/stage
 
 .PHONY: all deps build agent kernel initramfs virtiofsd bundle artifacts testhost demo test unit install \
-        lint integration engines-control fuzz bench clean
+        lint integration engines-control fuzz fuzz-long bench clean
 
 all: artifacts
 
@@ -79,6 +79,11 @@ unit: bundle virtiofsd
 ## The VMM's cargo-fuzz targets (vmm/fuzz), SANDPOD_FUZZ_SECONDS (default 20) each.
 fuzz:
 	@scripts/fuzz.sh
+
+## The same targets for SANDPOD_FUZZ_RUNS (default 1000000) executions each (not in CI; the
+## executions and peak RSS per target are printed).
+fuzz-long:
+	@SANDPOD_FUZZ_RUNS=$${SANDPOD_FUZZ_RUNS:-1000000} scripts/fuzz.sh
 
 ## The test-host tests (each boots its own L2; one at a time).
 INTEGRATION_TESTS := testhost reference_boot vmm_boot vsock agent_api blk virtiofs containers sandpod_run container_security docker
