@@ -63,7 +63,10 @@ fn check_parser(mem: &GuestMem, flags: u8) {
     let mut q = queue(mem, flags);
     let indirect = flags & 0x10 != 0;
     while let Ok(Some(chain)) = pop_chain(&mut q, mem, indirect) {
-        assert!(chain.descs.len() <= usize::from(q.size()), "chain past the queue size");
+        assert!(
+            chain.descs.len() <= usize::from(q.size()),
+            "chain past the queue size"
+        );
         let descs: Vec<Desc> = chain.descs.iter().map(Desc::from_queue).collect();
         let Ok(parsed) = parse(&descs, MAX_DESCS, mem, DISK_SECTORS) else {
             continue;
@@ -119,7 +122,8 @@ fuzz_target!(|data: &[u8]| {
     mem.write_obj(0u16, GuestAddress(AVAIL)).expect("in memory");
     mem.write_obj(chains.to_le(), GuestAddress(AVAIL + 2))
         .expect("in memory");
-    mem.write_obj(0u16, GuestAddress(USED + 2)).expect("in memory");
+    mem.write_obj(0u16, GuestAddress(USED + 2))
+        .expect("in memory");
     check_parser(&mem, flags);
     serve(mem, flags);
 });

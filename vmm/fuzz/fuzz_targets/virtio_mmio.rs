@@ -43,7 +43,9 @@ fn device(sel: u8) -> Box<dyn VirtioDevice> {
             path: disk_image_path().to_path_buf(),
             read_only: sel & 2 != 0,
         };
-        Box::new(Block::new(DiskImage::open(&config).expect("the fuzz disk image")))
+        Box::new(Block::new(
+            DiskImage::open(&config).expect("the fuzz disk image"),
+        ))
     } else {
         let (path, listener) = vsock_listener();
         Box::new(Vsock::new(3, path, listener))
@@ -61,7 +63,11 @@ fn check_read(device_type: u32, offset: u64, b: &[u8]) {
         return;
     }
     let Ok(v) = <[u8; 4]>::try_from(b) else {
-        assert!(b.iter().all(|&x| x == 0), "{}-byte read at {offset:#x}", b.len());
+        assert!(
+            b.iter().all(|&x| x == 0),
+            "{}-byte read at {offset:#x}",
+            b.len()
+        );
         return;
     };
     if offset & 3 != 0 {
