@@ -36,7 +36,7 @@ for t in "${TARGETS[@]}"; do
   TMPDIR=$tmp cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
     "${budget[@]}" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
     >"$tmp/$t.log" 2>&1 || rc=$?
-  grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "$tmp/$t.log" >&2 || true
+  grep -E '^(#[0-9]+ +DONE|Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$tmp/$t.log" >&2 || true
   if [ $rc != 0 ]; then
     tail -60 "$tmp/$t.log" >&2
     die "fuzz target $t failed (exit $rc; a crash input is in vmm/fuzz/artifacts/$t/)"
