@@ -90,7 +90,7 @@ fn guest_floods_stay_within_caps() {
     run_checks(
         "guest-flood-check.sh",
         &[
-            "console-file-capped",
+            "console-file-capped-and-rotated",
             "console-drops-marked",
             "console-flood-rss-flat",
             "log-flood-connected",
