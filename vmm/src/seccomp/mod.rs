@@ -8,6 +8,9 @@
 //! | [`ThreadKind::Spawner`] | `spawner` (creates the device threads) | by the thread, at start |
 //! | [`ThreadKind::Main`] | the main thread, `signals` | after setup, before the vCPUs enter the guest |
 //!
+//! Each thread gets two filters: its list, and one answering `openat` with EACCES (see
+//! [`rules`]: glibc's malloc may open a /proc file at any time).
+//!
 //! The vCPUs wait until every filter is in place (theirs, the spawner's, main's) before the
 //! guest's first instruction. Violations kill the process (SIGSYS). The lists and why each
 //! syscall is there: [`rules`]. `no_seccomp` in the [`crate::VmConfig`] (`--no-seccomp`)
@@ -122,10 +125,17 @@ pub enum SeccompError {
     },
 }
 
-/// The compiled filter of each kind of thread, or none (`no_seccomp`).
+/// A kind's two filters: its list (else kill), and `openat` answered EACCES.
+#[derive(Clone, Debug)]
+struct Programs {
+    list: BpfProgram,
+    deny_open: BpfProgram,
+}
+
+/// The compiled filters of each kind of thread, or none (`no_seccomp`).
 #[derive(Clone, Debug)]
 pub struct SeccompFilters {
-    programs: Option<[BpfProgram; 4]>,
+    programs: Option<[Programs; 4]>,
     mode: Mode,
     violation: Option<ThreadKind>,
 }
@@ -165,8 +175,17 @@ impl SeccompFilters {
         self.mode
     }
 
-    /// The BPF program of `kind` (None when disabled).
+    /// The BPF program of `kind`'s list (None when disabled).
     pub fn program(&self, kind: ThreadKind) -> Option<&BpfProgram> {
+        self.programs_of(kind).map(|p| &p.list)
+    }
+
+    /// The BPF program of `kind`'s `openat` filter (None when disabled).
+    pub fn deny_open_program(&self, kind: ThreadKind) -> Option<&BpfProgram> {
+        self.programs_of(kind).map(|p| &p.deny_open)
+    }
+
+    fn programs_of(&self, kind: ThreadKind) -> Option<&Programs> {
         let i = ThreadKind::ALL.iter().position(|k| *k == kind)?;
         self.programs.as_ref().map(|p| &p[i])
     }
@@ -176,14 +195,16 @@ impl SeccompFilters {
         self.violation = kind;
     }
 
-    /// Installs `kind`'s filter on the calling thread (nothing when disabled).
+    /// Installs `kind`'s filters on the calling thread (nothing when disabled).
     pub fn apply(&self, kind: ThreadKind) -> Result<(), SeccompError> {
-        let Some(program) = self.program(kind) else {
+        let Some(p) = self.programs_of(kind) else {
             return Ok(());
         };
-        seccompiler::apply_filter(program)
-            .map_err(|source| SeccompError::Install { kind, source })?;
-        tracing::debug!("seccomp filter installed ({kind})");
+        for program in [&p.deny_open, &p.list] {
+            seccompiler::apply_filter(program)
+                .map_err(|source| SeccompError::Install { kind, source })?;
+        }
+        tracing::debug!("seccomp filters installed ({kind})");
         Ok(())
     }
 
@@ -203,18 +224,29 @@ pub fn forbidden_syscall() -> i64 {
     unsafe { libc::syscall(libc::SYS_getppid) }
 }
 
-fn compile(kind: ThreadKind, opts: RuleOptions, mode: Mode) -> Result<BpfProgram, SeccompError> {
-    let filter = SeccompFilter::new(
+fn compile(kind: ThreadKind, opts: RuleOptions, mode: Mode) -> Result<Programs, SeccompError> {
+    let bpf = |filter: Result<SeccompFilter, seccompiler::BackendError>| {
+        filter
+            .map_err(SeccompError::Build)?
+            .try_into()
+            .map_err(|source| SeccompError::Compile { kind, source })
+    };
+    let list = bpf(SeccompFilter::new(
         rules::rules(kind, opts)?,
         mode.action(),
         SeccompAction::Allow,
         TargetArch::x86_64,
-    )
-    .map_err(SeccompError::Build)?;
-    filter
-        .try_into()
-        .map_err(|source| SeccompError::Compile { kind, source })
+    ))?;
+    let deny_open = bpf(SeccompFilter::new(
+        rules::deny_open_rules(kind, opts)?,
+        SeccompAction::Allow,
+        SeccompAction::Errno(EACCES),
+        TargetArch::x86_64,
+    ))?;
+    Ok(Programs { list, deny_open })
 }
+
+const EACCES: u32 = libc::EACCES.unsigned_abs();
 
 #[cfg(test)]
 mod tests;

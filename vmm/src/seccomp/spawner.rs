@@ -50,6 +50,8 @@ pub fn start(filters: Arc<SeccompFilters>) -> Result<SpawnerHandle, StartError> 
             let _ = ready_tx.send(installed);
             if ok {
                 for job in queue {
+                    // Debug only; at the first device start, after every filter is in place.
+                    f.debug_violation(ThreadKind::Spawner);
                     job();
                 }
             }

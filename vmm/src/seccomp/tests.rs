@@ -9,7 +9,7 @@ use std::sync::Arc;
 use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::rules::{ioctls, rules, KVM_GET_REGS, KVM_RUN};
+use super::rules::{deny_open_rules, ioctls, rules, CONSOLE_OPEN_FLAGS, KVM_GET_REGS, KVM_RUN};
 use super::*;
 
 const CHILD_ENV: &str = "SANDPOD_SECCOMP_TEST_CHILD";
@@ -104,9 +104,19 @@ fn the_lists_are_what_each_kind_needs() {
             assert!(!r.contains_key(&nr), "syscall {nr} allowed");
         }
     }
-    assert!(!vcpu.contains_key(&libc::SYS_openat));
-    let with_file = rules(ThreadKind::Vcpu, RuleOptions { console_file: true }).unwrap();
-    assert_eq!(with_file[&libc::SYS_openat].len(), 1);
+    // openat passes the lists, the deny-open filter answers it (but the console's).
+    assert!(vcpu[&libc::SYS_openat].is_empty());
+    let with_file = RuleOptions { console_file: true };
+    assert!(deny_open_rules(ThreadKind::Vcpu, opts).unwrap()[&libc::SYS_openat].is_empty());
+    assert_eq!(
+        deny_open_rules(ThreadKind::Vcpu, with_file).unwrap()[&libc::SYS_openat].len(),
+        1
+    );
+    assert!(deny_open_rules(ThreadKind::Device, with_file).unwrap()[&libc::SYS_openat].is_empty());
+    assert!(rules(ThreadKind::Vcpu, with_file)
+        .unwrap()
+        .contains_key(&libc::SYS_rename));
+    assert!(!vcpu.contains_key(&libc::SYS_rename));
 }
 
 #[test]
@@ -128,6 +138,7 @@ fn a_forbidden_syscall_kills_the_process() {
 #[test]
 fn allowed_syscalls_pass() {
     assert_ok("child_vcpu_allowed");
+    assert_ok("child_open_fails_with_eacces");
     assert_ok("child_device_threads_through_the_spawner");
 }
 
@@ -200,6 +211,36 @@ fn child_vcpu_allowed() {
         assert_eq!(e.read().unwrap(), 1);
         let v: Vec<u8> = vec![1; 1 << 20];
         assert_eq!(v.len(), 1 << 20);
+    }
+}
+
+#[test]
+fn child_open_fails_with_eacces() {
+    if in_child() {
+        let dir = std::env::temp_dir().join(format!("sp-seccomp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let console = dir.join("console.log");
+        let f = SeccompFilters::new(true, RuleOptions { console_file: true }, Mode::Kill).unwrap();
+        let thread = std::thread::spawn(move || {
+            f.apply(ThreadKind::Device).unwrap();
+            let e = std::fs::File::open("/proc/sys/vm/overcommit_memory").unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+            let e = std::fs::File::create(dir.join("x")).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+        });
+        thread.join().unwrap();
+        // A vCPU thread with a console file may (re)create it, with exactly its flags.
+        let f = SeccompFilters::new(true, RuleOptions { console_file: true }, Mode::Kill).unwrap();
+        f.apply(ThreadKind::Vcpu).unwrap();
+        let created = std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&console);
+        assert!(created.is_ok(), "{created:?}");
+        let e = std::fs::File::open(&console).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+        assert_ne!(CONSOLE_OPEN_FLAGS, libc::O_RDONLY | libc::O_CLOEXEC);
     }
 }
 
