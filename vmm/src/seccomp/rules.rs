@@ -122,6 +122,7 @@ const SPAWNER: &[i64] = &[
 const MAIN: &[i64] = &[
     libc::SYS_rt_sigtimedwait,
     libc::SYS_flock,
+    libc::SYS_fcntl,
     libc::SYS_statx,
     libc::SYS_newfstatat,
     libc::SYS_getpid,

@@ -139,6 +139,7 @@ fn a_forbidden_syscall_kills_the_process() {
 fn allowed_syscalls_pass() {
     assert_ok("child_vcpu_allowed");
     assert_ok("child_open_fails_with_eacces");
+    assert_ok("child_vcpu_rotates_the_console_file");
     assert_ok("child_device_threads_through_the_spawner");
 }
 
@@ -241,6 +242,35 @@ fn child_open_fails_with_eacces() {
         let e = std::fs::File::open(&console).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EACCES));
         assert_ne!(CONSOLE_OPEN_FLAGS, libc::O_RDONLY | libc::O_CLOEXEC);
+    }
+}
+
+#[test]
+fn child_vcpu_rotates_the_console_file() {
+    if in_child() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("sp-seccomp-rot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("console.log");
+        let limits = sandpod_vmconfig::ConsoleLimits {
+            max_file_bytes: 4096,
+            ..Default::default()
+        };
+        // Created at setup; written (and rotated) by a vCPU thread.
+        let mut sink =
+            crate::devices::legacy::console_sink::ConsoleSink::file(&path, &limits).unwrap();
+        let f = SeccompFilters::new(true, RuleOptions { console_file: true }, Mode::Kill).unwrap();
+        std::thread::spawn(move || {
+            f.apply(ThreadKind::Vcpu).unwrap();
+            for _ in 0..3 {
+                sink.write_all(&[b'x'; 3000]).unwrap();
+            }
+            sink.flush().unwrap();
+        })
+        .join()
+        .unwrap();
+        let rotated = crate::devices::legacy::console_sink::rotated_path(&path);
+        assert!(std::fs::symlink_metadata(rotated).is_ok());
     }
 }
 
