@@ -52,7 +52,8 @@ impl std::fmt::Debug for Vmm {
 
 impl Vmm {
     /// Checks the configuration and the input files, then creates and sets up the VM. Input
-    /// errors are reported before KVM is touched.
+    /// errors are reported before KVM is touched. Makes the process non-dumpable and compiles
+    /// the seccomp filters [`Vmm::run`] installs (see [`crate::seccomp`]).
     pub fn new(mut config: VmConfig) -> Result<Vmm> {
         config.validate()?;
         dump::set_not_dumpable().map_err(Error::Dumpable)?;
@@ -133,8 +134,9 @@ impl Vmm {
     /// Debug only: once the filters are installed, a thread of `kind` makes a forbidden
     /// syscall (the process dies of SIGSYS). Call before [`Vmm::run`].
     pub fn set_debug_seccomp_violation(&mut self, kind: Option<ThreadKind>) {
-        if let Some(filters) = Arc::get_mut(&mut self.seccomp) {
-            filters.set_debug_violation(kind);
+        match Arc::get_mut(&mut self.seccomp) {
+            Some(filters) => filters.set_debug_violation(kind),
+            None => tracing::warn!("--debug-seccomp-violation ignored: call it before seccomp()"),
         }
     }
 
@@ -142,7 +144,9 @@ impl Vmm {
     ///
     /// Every thread installs its seccomp filter before the guest's first instruction: the
     /// spawner (device threads) and the vCPU threads at start, the calling thread once they
-    /// have; then the vCPUs are let into the guest.
+    /// have; then the vCPUs are let into the guest. The calling thread keeps its filter
+    /// (and the process stays non-dumpable) after this returns: the VMM is meant to be a
+    /// process of its own, as `sandpod-vmm` is.
     pub fn run(mut self) -> Result<ExitReason> {
         install_kick_handler()?;
         let spawner = spawner::start(self.seccomp.clone())?;
