@@ -3,8 +3,8 @@
 //! Found by reading the code paths each thread runs once the guest is running, then running
 //! the VMM (boot, vsock, block, virtio-fs, a container) with the filters in log mode
 //! (`SANDPOD_VMM_SECCOMP=log`) and reading the kernel's audit lines. Anything else kills the
-//! process (SIGSYS). `ioctl`, `socket`, `tgkill`, `prctl` and `openat` are allowed with given
-//! arguments only.
+//! process (SIGSYS). `ioctl`, `socket`, `tgkill`, `prctl` and `seccomp` are allowed with given
+//! arguments only; `openat` fails with EACCES (below).
 //!
 //! A thread inherits its creator's filters and a syscall must pass every filter stacked on a
 //! thread, so the spawner's list includes the device threads' (they are its children).
