@@ -7,7 +7,7 @@ BIN_DIR := build/bin
 STAGE := scripts/stage
 
 .PHONY: all deps build agent kernel initramfs virtiofsd bundle artifacts testhost demo test unit install \
-        lint integration engines-control fuzz bench clean
+        lint integration print-integration-tests engines-control fuzz fuzz-long bench clean
 
 all: artifacts
 
@@ -23,7 +23,7 @@ build:
 
 agent:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p sandpod-agent --target $(HOST_TARGET)
-	@mkdir -p $(BIN_DIR) && cp $(AGENT_BIN) $(BIN_DIR)/
+	@mkdir -p $(BIN_DIR) && cp $(AGENT_BIN) $(dir $(AGENT_BIN))sandpod-vsock-probe $(BIN_DIR)/
 
 kernel:
 	@scripts/build-guest-kernel.sh
@@ -69,21 +69,38 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## fake_vmm: the agent client against sandpod-fake-vmm (the agent on the host, no KVM; root and
-## the busybox bundle). It runs the sandpod-agent beside it, built here first.
+## The host tests of tests/ (tests/Cargo.toml): the agent client and the sandpod CLI against
+## sandpod-fake-vmm (the agent on the host, no KVM; root and the busybox bundle). It runs the
+## sandpod-agent beside it, built here first.
+HOST_TESTS := fake_vmm cli_lifecycle
+## Unit tests that need root are `#[ignore = "needs root"]`: run (`--include-ignored`) only as
+## root, so that elsewhere they show as ignored, never as passed.
+ROOT_ONLY := $(if $(filter 0,$(shell id -u)),-- --include-ignored)
+
 unit: bundle virtiofsd
-	$(CARGO) test --workspace --exclude sandpod-tests
+	$(CARGO) test --workspace --exclude sandpod-tests $(ROOT_ONLY)
 	$(CARGO) build -p sandpod-agent -p sandpod-runtime
-	$(CARGO) test -p sandpod-tests --lib --bins --test fake_vmm --test cli_lifecycle
+	$(CARGO) test -p sandpod-tests --lib --bins $(patsubst %,--test %,$(HOST_TESTS))
 
 ## The VMM's cargo-fuzz targets (vmm/fuzz), SANDPOD_FUZZ_SECONDS (default 20) each.
 fuzz:
 	@scripts/fuzz.sh
 
-## The test-host tests (each boots its own L2; one at a time).
-INTEGRATION_TESTS := testhost reference_boot vmm_boot vsock agent_api blk virtiofs containers sandpod_run container_security docker
+## The same targets for SANDPOD_FUZZ_RUNS (default 1000000) executions each (not in CI; the
+## executions and peak RSS per target are printed).
+fuzz-long:
+	@SANDPOD_FUZZ_RUNS=$${SANDPOD_FUZZ_RUNS:-1000000} scripts/fuzz.sh
+
+## The test-host tests (each boots its own L2; one at a time): every [[test]] of
+## tests/Cargo.toml in its order, but the HOST_TESTS (`make -s print-integration-tests`).
+INTEGRATION_TESTS := $(filter-out $(HOST_TESTS),$(shell awk -F'"' '/^\[/ { t = ($$0 == "[[test]]") } \
+    t && /^name *=/ { print $$2 }' tests/Cargo.toml))
+
+print-integration-tests:
+	@echo $(INTEGRATION_TESTS)
 
 integration:
+	$(if $(INTEGRATION_TESTS),,$(error no test-host tests found in tests/Cargo.toml))
 	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -- --test-threads=1
 
 ## Docker / Podman / ctr scenarios (tests/kvm-host/guest/docker-check.sh, podman-ctr-check.sh)

@@ -4,17 +4,23 @@
 //!   the ready line, power-off/reboot on the power port), with its settings from [`cmdline`]
 //!   (`sandpod.<key>=<value>` on the kernel command line); then
 //! - [`serve`] serves the host: [`rpc`] (the ttrpc API on vsock port 1024) over [`process`]
-//!   (spawning, waiting, signals, reaping), [`container`] (containers from OCI specs,
-//!   runc-style: namespaces, mounts, cgroup v2, capabilities, seccomp) and [`sandbox`]
-//!   (hostname, DNS, the shared mounts); [`stdio`] (one stream connection per stdio stream, port
-//!   1026) and [`logging`] (JSON lines to the host's port 1025);
+//!   (the process to run and its one check, credentials, spawning, waiting, signals, reaping),
+//!   [`container`] (containers from OCI specs, runc-style: namespaces, mounts, cgroup v2,
+//!   capabilities, seccomp; set up by a helper re-exec of the agent) and [`sandbox`] (hostname,
+//!   DNS, the shared mounts); [`stdio`] (one stream connection per stdio stream, port 1026) and
+//!   [`logging`] (JSON lines to the host's port 1025);
+//! - shared by those: [`ids`] (the one table of ids: exec ids and container ids, reserved while
+//!   being set up) and [`mount_flags`] (the one mount-option parser: the protocol's
+//!   classification as mount(2) flags, for sandbox and container mounts);
 //! - [`transport`]: vsock in the guest, Unix sockets named like hybrid vsock's in the host-side
 //!   test mode (`--test-serve`); [`guest`]: facts about the guest reported to the host.
 pub mod cmdline;
 pub mod container;
 pub mod guest;
+pub mod ids;
 pub mod init;
 pub mod logging;
+pub mod mount_flags;
 pub mod process;
 pub mod rpc;
 pub mod sandbox;

@@ -28,8 +28,10 @@ use crate::transport::Transport;
 
 /// Events queued for the host at most; more are dropped.
 pub const QUEUE_LEN: usize = 1024;
-/// The environment variable with the log filter (`EnvFilter` syntax); default `info`.
-pub const FILTER_ENV: &str = "SANDPOD_AGENT_LOG";
+/// The environment variable with the log filter (`EnvFilter` syntax; default `info`), as in every
+/// Sandpod binary: `SANDPOD_LOG`, else `RUST_LOG`. In a VM, `SANDPOD_LOG=debug` on the kernel
+/// command line (a parameter without a dot) is in the agent's environment.
+pub use sandpod_protocol::LOG_ENV as FILTER_ENV;
 /// Log target of the forwarder itself: never forwarded (that would feed itself).
 const SELF_TARGET: &str = "sandpod_agent::logging";
 /// Lines sent before the log token kept for resending with it.
@@ -102,7 +104,9 @@ impl LogAuth {
 /// runtime needed); events are queued until the forwarder runs.
 pub fn init() -> LogForwarder {
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
-    let filter = EnvFilter::try_from_env(FILTER_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = sandpod_protocol::conventions::log_filter_from_env()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false);

@@ -43,9 +43,7 @@ impl Transport {
 
     /// The Unix socket path of `port` under `base`.
     pub fn unix_path(base: &Path, port: u32) -> PathBuf {
-        let mut s = base.as_os_str().to_owned();
-        s.push(format!("_{port}"));
-        PathBuf::from(s)
+        sandpod_protocol::ports::uds_port_path(base, port)
     }
 
     /// The ttrpc address to serve `port` on.

@@ -1,7 +1,12 @@
 //! The protocol between Sandpod's host runtime and its guest agent: the ttrpc API (generated from
-//! `protos/agent.proto`), the vsock ports, the stdio stream header and the tokens that
-//! authenticate stream and log connections.
+//! `protos/agent.proto`), the vsock ports and their hybrid-vsock socket paths, the stdio streams
+//! (their header, and which streams a process has: a terminal is one stream), how a process
+//! ended ([`ExitStatus`]), the tokens that authenticate stream and log connections, what mount
+//! options mean (`mount_options`), and the log-filter variable every Sandpod binary reads
+//! ([`LOG_ENV`]).
+pub mod exit;
 pub mod log_text;
+pub mod mount_options;
 pub mod ports;
 pub mod shared;
 pub mod stream;
@@ -42,9 +47,14 @@ pub mod agent_ttrpc {
     include!(concat!(env!("OUT_DIR"), "/agent_ttrpc.rs"));
 }
 
-pub use ports::{AGENT_PORT, LOG_PORT, STDIO_PORT};
-pub use stream::{StreamHeader, StreamHeaderError, StreamKind};
+pub use exit::ExitStatus;
+pub use ports::{uds_port_path, AGENT_PORT, LOG_PORT, STDIO_PORT};
+pub use stream::{StreamHeader, StreamHeaderError, StreamKind, StreamSet};
 pub use token::{LogToken, StreamToken, Token, TokenError};
+
+/// The conventions every Sandpod binary follows (the log-filter variable, error chains), from
+/// `sandpod-vmconfig`, the one crate the VMM shares with the rest.
+pub use sandpod_vmconfig::conventions::{self, ErrorChain, LOG_ENV};
 
 /// Re-exported so that users of the protocol need not depend on these crates themselves.
 pub use {protobuf, ttrpc};

@@ -4,7 +4,10 @@
 //! from the host only (peer CID [`HOST_CID`]; the guest kernel has no vsock loopback), and
 //! connects to the host (CID 2) on [`LOG_PORT`]. Host side (Firecracker-style hybrid vsock): the host reaches
 //! a guest port through the VMM's Unix socket `uds` (`CONNECT <port>\n`), and the VMM forwards
-//! the guest's connections to host port P to the Unix socket `<uds>_<P>`.
+//! the guest's connections to host port P to the Unix socket `<uds>_<P>` ([`uds_port_path`]).
+
+/// `<uds>_<port>`, defined in `sandpod-vmconfig` (which the VMM uses without this crate).
+pub use sandpod_vmconfig::uds_port_path;
 
 /// The agent's ttrpc API.
 pub const AGENT_PORT: u32 = 1024;

@@ -58,6 +58,59 @@ impl FromStr for StreamKind {
     }
 }
 
+/// Which stdio streams the host attaches to a process: the `stdin`, `stdout` and `stderr` flags
+/// of ExecProcess and CreateContainer.
+///
+/// **A terminal is one stream.** A terminal-mode process has one `tty` connection, which carries
+/// its input and its output (stdout and stderr both write to the terminal): there is no separate
+/// stderr stream. [`StreamSet::for_stdio`] is what the host asks for, [`StreamSet::kinds`] the
+/// connections that follow from a request, on both sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamSet {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl StreamSet {
+    /// All three.
+    pub const ALL: StreamSet = StreamSet {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+    };
+
+    /// The streams of a process with all its stdio relayed: all three, or with a terminal its
+    /// input and output (the terminal; no stderr).
+    pub fn for_stdio(terminal: bool) -> StreamSet {
+        StreamSet {
+            stderr: !terminal,
+            ..StreamSet::ALL
+        }
+    }
+
+    /// The stream connections a process with these flags gets, in the order the host opens
+    /// them: with a terminal one [`StreamKind::Tty`] if stdin or stdout is wanted (the stderr
+    /// flag does not count: a terminal is one stream), else one per flag.
+    pub fn kinds(self, terminal: bool) -> Vec<StreamKind> {
+        if terminal {
+            return if self.stdin || self.stdout {
+                vec![StreamKind::Tty]
+            } else {
+                vec![]
+            };
+        }
+        [
+            (self.stdin, StreamKind::Stdin),
+            (self.stdout, StreamKind::Stdout),
+            (self.stderr, StreamKind::Stderr),
+        ]
+        .into_iter()
+        .filter_map(|(wanted, kind)| wanted.then_some(kind))
+        .collect()
+    }
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum StreamHeaderError {
     #[error("stream header is not one line of at most {MAX_HEADER_LEN} bytes")]
@@ -70,7 +123,8 @@ pub enum StreamHeaderError {
     BadKind(String),
     #[error("exec id {0:?}: expected 1 to {MAX_EXEC_ID_LEN} characters out of [A-Za-z0-9._-]")]
     BadExecId(String),
-    #[error("stream header: {0}")]
+    /// The token's own message says what is wrong (no cause of its own).
+    #[error(transparent)]
     BadToken(#[from] TokenError),
 }
 
@@ -147,6 +201,30 @@ mod tests {
 
     fn token() -> StreamToken {
         StreamToken::parse(T).unwrap()
+    }
+
+    #[test]
+    fn a_terminal_is_one_stream() {
+        use StreamKind::*;
+        assert_eq!(StreamSet::for_stdio(false), StreamSet::ALL);
+        assert_eq!(StreamSet::ALL.kinds(false), vec![Stdin, Stdout, Stderr]);
+        let tty = StreamSet::for_stdio(true);
+        assert!(tty.stdin && tty.stdout && !tty.stderr);
+        assert_eq!(tty.kinds(true), vec![Tty]);
+        // With a terminal the stderr flag adds nothing; without stdin and stdout, no stream.
+        assert_eq!(StreamSet::ALL.kinds(true), vec![Tty]);
+        let only_err = StreamSet {
+            stderr: true,
+            ..StreamSet::default()
+        };
+        assert_eq!(only_err.kinds(true), vec![]);
+        assert_eq!(only_err.kinds(false), vec![Stderr]);
+        let out = StreamSet {
+            stdout: true,
+            ..StreamSet::default()
+        };
+        assert_eq!(out.kinds(true), vec![Tty]);
+        assert_eq!(out.kinds(false), vec![Stdout]);
     }
 
     fn line(rest: &str) -> Vec<u8> {

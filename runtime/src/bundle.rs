@@ -8,19 +8,19 @@ use thiserror::Error;
 /// Why a bundle cannot be used. Each names the bundle and what to fix.
 #[derive(Debug, Error)]
 pub enum BundleError {
-    #[error("bundle {bundle}: {source}")]
+    #[error("bundle {bundle}")]
     Dir {
         bundle: PathBuf,
         source: std::io::Error,
     },
     #[error("bundle {bundle}: no config.json")]
     NoConfig { bundle: PathBuf },
-    #[error("bundle {bundle}: reading config.json: {source}")]
+    #[error("bundle {bundle}: reading config.json")]
     Read {
         bundle: PathBuf,
         source: std::io::Error,
     },
-    #[error("bundle {bundle}: config.json is not a valid OCI runtime spec: {source}")]
+    #[error("bundle {bundle}: config.json is not a valid OCI runtime spec")]
     Invalid {
         bundle: PathBuf,
         source: serde_json::Error,
@@ -180,7 +180,8 @@ mod tests {
         let bad_ns = MINIMAL.replace("\"mount\"", "\"bogus\"");
         let d = bundle(Some(&bad_ns), true);
         let e = Bundle::load(d.path()).unwrap_err();
-        assert!(e.to_string().contains("bogus"), "{e}");
+        let chain = sandpod_protocol::ErrorChain(&e).to_string();
+        assert!(chain.contains("bogus"), "{chain}");
         let no_args = MINIMAL.replace("[\"sh\"]", "[]");
         let d = bundle(Some(&no_args), true);
         assert!(matches!(
@@ -191,5 +192,26 @@ mod tests {
             Bundle::load(Path::new("/nonexistent/bundle")),
             Err(BundleError::Dir { .. })
         ));
+    }
+
+    /// The cause is the error's source, not part of its message: printed with the chain, it
+    /// appears once.
+    #[test]
+    fn the_cause_is_printed_once() {
+        let e = Bundle::load(Path::new("/nonexistent/bundle")).unwrap_err();
+        assert_eq!(e.to_string(), "bundle /nonexistent/bundle");
+        let chain = sandpod_protocol::ErrorChain(&e).to_string();
+        assert_eq!(
+            chain.matches("No such file or directory").count(),
+            1,
+            "{chain}"
+        );
+        let d = bundle(Some("{not json"), true);
+        let e = Bundle::load(d.path()).unwrap_err();
+        let chain = format!("{:#}", anyhow::Error::new(e));
+        assert!(
+            chain.ends_with("config.json is not a valid OCI runtime spec: key must be a string at line 1 column 2"),
+            "{chain}"
+        );
     }
 }

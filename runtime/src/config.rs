@@ -16,12 +16,12 @@ pub const CONFIG_ENV: &str = "SANDPOD_CONFIG";
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("reading the config file {path}: {source}")]
+    #[error("reading the config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: {source}")]
+    #[error("config file {path}")]
     Parse {
         path: PathBuf,
         source: toml::de::Error,
@@ -145,7 +145,15 @@ mod tests {
     #[test]
     fn typos_and_bad_values_are_errors() {
         let (_d, p) = write("[hypervisor]\nkernal = \"/k\"\n");
-        assert!(Config::read(&p).unwrap_err().to_string().contains("kernal"));
+        let e = Config::read(&p).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e:?}");
+        // The parser's message (naming the key) is the cause, printed after the file's name.
+        let chain = sandpod_protocol::ErrorChain(&e).to_string();
+        assert!(
+            chain.starts_with(&format!("config file {}: ", p.display()))
+                && chain.contains("kernal"),
+            "{chain}"
+        );
         let (_d, p) = write("[hypervisor]\nvirtiofs_cache = \"sometimes\"\n");
         assert!(Config::read(&p).is_err());
         let (_d, p) = write("[hypervisor]\ndefault_vcpus = 0\n");

@@ -292,6 +292,94 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing() {
     env.assert_nothing_left();
 }
 
+/// A fatal error is printed once, with its cause once: on stderr, and with `--log` also as the
+/// log's one error line (the messages name what failed; the printer adds the cause chain).
+#[test]
+fn a_fatal_error_and_its_cause_are_printed_once() {
+    let env = Env::new();
+    let missing = env.dir.path().join("no-such-bundle");
+    let missing = missing.to_str().unwrap();
+    let cause = "No such file or directory";
+    // With --log --log-format json (as Env runs it, like containerd).
+    let out = env.sandpod(&["create", "--bundle", missing, "m1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(
+        err,
+        format!("sandpod: bundle {missing}: {cause} (os error 2)\n")
+    );
+    let log = std::fs::read_to_string(env.dir.path().join("log.json")).unwrap();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#""level":"error""#))
+        .collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert_eq!(errors[0].matches(cause).count(), 1, "{log}");
+    // Without --log: stderr only, once.
+    let bare = |args: &[&str]| {
+        std::process::Command::new(cli_env::sandpod_bin())
+            .arg("--root")
+            .arg(env.root())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = bare(&["create", "--bundle", missing, "m2"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches(cause).count(), 1, "{err}");
+    // A config file that is not there (reported before the log is set up).
+    let out = bare(&["--config", missing, "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(
+        err,
+        format!("sandpod: reading the config file {missing}: {cause} (os error 2)\n")
+    );
+    env.assert_nothing_left();
+}
+
+/// `--debug` reaches the VM's processes: sandpod-vmm through SANDPOD_LOG (it has no --debug),
+/// virtiofsd through its --log-level.
+#[test]
+fn debug_reaches_the_vmm_and_virtiofsd() {
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "30"], |_| {});
+    let st = env
+        .cmd()
+        .env_remove("SANDPOD_LOG")
+        .env_remove("RUST_LOG")
+        .args(["--debug", "create", "--bundle", b.to_str().unwrap(), "d1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let children: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.root().join("d1").join("children.json")).unwrap(),
+    )
+    .unwrap();
+    let proc_file = |who: &str, file: &str| {
+        let pid = children[who]["pid"].as_i64().unwrap();
+        let raw = std::fs::read(format!("/proc/{pid}/{file}")).unwrap();
+        raw.split(|b| *b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect::<Vec<_>>()
+    };
+    let vmm_env = proc_file("vmm", "environ");
+    let fsd = proc_file("virtiofsd", "cmdline").join(" ");
+    // Deleted before the checks: a failed check leaves nothing running.
+    assert!(env.sandpod(&["delete", "--force", "d1"]).status.success());
+    env.assert_nothing_left();
+    assert!(
+        vmm_env.iter().any(|v| v == "SANDPOD_LOG=debug"),
+        "sandpod-vmm's environment: {vmm_env:?}"
+    );
+    assert!(fsd.contains("--log-level debug"), "{fsd}");
+}
+
 #[test]
 fn prestart_hooks_see_the_standin_in_the_new_network_namespace() {
     let env = Env::new();

@@ -1,6 +1,8 @@
 //! `sandpod run` of busybox bundles in the KVM test host: a VM per container, the rootfs over
 //! virtio-fs, the OCI spec applied by the agent, teardown leaving nothing behind. The checks are
-//! in tests/kvm-host/guest/containers-check.sh and containers-limits-check.sh.
+//! in tests/kvm-host/guest/containers-check.sh, containers-limits-check.sh,
+//! share-security-check.sh (the host side of the share against a hostile guest) and
+//! guest-flood-check.sh (console and log floods against their caps).
 mod common;
 
 use common::{assert_checks, host, run};
@@ -58,6 +60,43 @@ fn limits_security_and_bad_bundles() {
             "missing-rootfs",
             "unknown-namespace",
             "missing-binary",
+        ],
+    );
+}
+
+#[test]
+fn share_boundary_against_a_hostile_guest() {
+    run_checks(
+        "share-security-check.sh",
+        &[
+            "victim-started",
+            "evil-started",
+            "share-mounts-nosuid-nodev",
+            "rro-volume-read-only-on-host",
+            "nosuid-ro-volume-read-only-on-host",
+            "rw-volume-control",
+            "share-top-capped",
+            "share-not-in-other-namespaces",
+            "planted-setuid-unreachable",
+            "no-device-node-on-host",
+            "teardown-ignores-planted-symlinks",
+            "nothing-left-after-share-checks",
+        ],
+    );
+}
+
+#[test]
+fn guest_floods_stay_within_caps() {
+    run_checks(
+        "guest-flood-check.sh",
+        &[
+            "console-file-capped",
+            "console-drops-marked",
+            "console-flood-rss-flat",
+            "log-flood-connected",
+            "log-flood-bounded",
+            "log-flood-drops-reported",
+            "nothing-left-after-floods",
         ],
     );
 }

@@ -5,10 +5,14 @@
 //! use the flags (`--kernel`, `--disk PATH[,ro]`, `--fs tag=…,socket=…`, …), which the VMM turns
 //! into the same struct with the `FromStr` impls here. Both go through [`VmConfig::validate`].
 //!
+//! It also holds the [`conventions`] every Sandpod binary follows (the log-filter variable, how
+//! errors print their causes): the one crate all of them depend on.
+//!
 //! Serde only: no I/O, no KVM. Missing fields take the flags' defaults, unknown fields are
 //! refused (a typo in a hand-written file is an error, not a silently ignored setting).
 
 mod console;
+pub mod conventions;
 mod disk;
 mod fs;
 pub mod rate;
@@ -28,7 +32,7 @@ pub use fs::{
     FsConfig, FsConfigError, DEFAULT_QUEUE_SIZE, DEFAULT_REQUEST_QUEUES, MAX_QUEUE_SIZE,
     MAX_REQUEST_QUEUES, MAX_SOCKET_PATH, MAX_TAG_LEN,
 };
-pub use vsock::{VsockConfig, DEFAULT_GUEST_CID, MAX_UDS_PATH};
+pub use vsock::{uds_port_path, VsockConfig, DEFAULT_GUEST_CID, MAX_UDS_PATH};
 
 /// Default kernel command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
@@ -132,7 +136,7 @@ pub enum ConfigError {
     #[error("vsock socket path must be non-empty and at most {MAX_UDS_PATH} bytes")]
     BadUdsPath,
     /// An invalid virtio-fs device.
-    #[error("virtio-fs: {0}")]
+    #[error("virtio-fs")]
     Fs(#[from] FsConfigError),
     /// More virtio-fs devices than supported.
     #[error("virtio-fs: {0} devices given but at most {MAX_FS} are supported")]

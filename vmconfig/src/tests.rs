@@ -115,8 +115,14 @@ fn error_messages_are_clear() {
     );
     assert!(ConfigError::MemTooSmall(0).to_string().contains("0 MiB"));
     assert_eq!(
-        ConfigError::Fs(FsConfigError::TagControl("a\tb".into())).to_string(),
+        crate::conventions::ErrorChain(&ConfigError::Fs(FsConfigError::TagControl("a\tb".into())))
+            .to_string(),
         "virtio-fs: tag \"a\\tb\" contains control characters"
+    );
+    // The device's own error is the cause, not part of the message.
+    assert_eq!(
+        ConfigError::Fs(FsConfigError::TagControl("a".into())).to_string(),
+        "virtio-fs"
     );
 }
 

@@ -1,6 +1,6 @@
 //! A virtio-vsock device with hybrid vsock on Unix sockets: `--vsock-uds PATH [--vsock-cid N]`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,15 @@ pub struct VsockConfig {
     pub guest_cid: u32,
     /// The listening socket's path.
     pub uds_path: PathBuf,
+}
+
+/// The Unix socket of host port `port` of the hybrid vsock device on `uds`: `<uds>_<port>`. The
+/// VMM forwards the guest's connections to host port P there, and the agent serves port P there
+/// when it runs on Unix sockets instead of vsock (tests). The one place this name is built.
+pub fn uds_port_path(uds: &Path, port: u32) -> PathBuf {
+    let mut name = uds.as_os_str().to_owned();
+    name.push(format!("_{port}"));
+    PathBuf::from(name)
 }
 
 fn default_guest_cid() -> u32 {
@@ -70,6 +79,19 @@ mod tests {
         assert_eq!(v.validate(), Ok(()));
         v.uds_path = PathBuf::new();
         assert_eq!(v.validate(), Err(ConfigError::BadUdsPath));
+    }
+
+    #[test]
+    fn port_paths() {
+        assert_eq!(
+            uds_port_path(Path::new("/run/sandpod/c/vsock.sock"), 1025),
+            Path::new("/run/sandpod/c/vsock.sock_1025")
+        );
+        // The longest path that validates still names a valid socket for every port.
+        let longest = "x".repeat(MAX_UDS_PATH);
+        let p = uds_port_path(Path::new(&longest), 65535);
+        assert_eq!(p.as_os_str().len(), 107);
+        assert!(p.to_str().unwrap().ends_with("x_65535"));
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub struct VmmArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The configuration file cannot be read.
-    #[error("cannot read the VM configuration {}: {source}", path.display())]
+    #[error("cannot read the VM configuration {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -91,7 +91,7 @@ pub enum CliError {
         source: std::io::Error,
     },
     /// The configuration file is not a VM configuration.
-    #[error("invalid VM configuration {}: {source}", path.display())]
+    #[error("invalid VM configuration {}", path.display())]
     Parse {
         /// The file.
         path: PathBuf,

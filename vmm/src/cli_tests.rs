@@ -144,8 +144,9 @@ fn bad_files_are_clear_errors() {
     let e = parse(&["--config", file.0.to_str().unwrap()])
         .unwrap()
         .vm_config()
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+    // The parser's message is the cause (the error's source), printed by the chain.
+    let e = sandpod_vmconfig::conventions::ErrorChain(&e).to_string();
     assert!(e.contains("invalid VM configuration"), "{e}");
     assert!(e.contains("unknown field `mem`"), "{e}");
     assert!(e.contains("line 2"), "{e}");

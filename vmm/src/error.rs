@@ -14,10 +14,10 @@ use crate::seccomp::SeccompError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Invalid configuration.
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Config(#[from] ConfigError),
     /// The kernel file cannot be opened or read.
-    #[error("cannot read kernel {}: {source}", path.display())]
+    #[error("cannot read kernel {}", path.display())]
     KernelOpen {
         /// Path.
         path: PathBuf,
@@ -43,7 +43,7 @@ pub enum Error {
         need_mib: u64,
     },
     /// The ELF kernel cannot be loaded.
-    #[error("cannot load kernel {} into {mem_mib} MiB of guest memory: {source}", path.display())]
+    #[error("cannot load kernel {} into {mem_mib} MiB of guest memory", path.display())]
     KernelLoad {
         /// Path.
         path: PathBuf,
@@ -53,7 +53,7 @@ pub enum Error {
         source: linux_loader::loader::Error,
     },
     /// The initrd file cannot be opened or read.
-    #[error("cannot read initrd {}: {source}", path.display())]
+    #[error("cannot read initrd {}", path.display())]
     InitrdOpen {
         /// Path.
         path: PathBuf,
@@ -83,7 +83,7 @@ pub enum Error {
         mem_mib: u32,
     },
     /// Copying the initrd into guest memory failed.
-    #[error("cannot copy initrd {} into guest memory: {source}", path.display())]
+    #[error("cannot copy initrd {} into guest memory", path.display())]
     InitrdLoad {
         /// Path.
         path: PathBuf,
@@ -111,7 +111,7 @@ pub enum Error {
     #[error(transparent)]
     Boot(#[from] BootError),
     /// The console output cannot be opened.
-    #[error("cannot open console output {}: {source}", path.display())]
+    #[error("cannot open console output {}", path.display())]
     Console {
         /// Path.
         path: PathBuf,
@@ -119,7 +119,7 @@ pub enum Error {
         source: io::Error,
     },
     /// A device cannot be set up.
-    #[error("cannot set up {what}: {source}")]
+    #[error("cannot set up {what}")]
     Device {
         /// Which device.
         what: &'static str,
@@ -127,7 +127,7 @@ pub enum Error {
         source: io::Error,
     },
     /// A virtio-fs device cannot be set up (its back end is missing or refuses).
-    #[error("virtio-fs {tag}: {source}")]
+    #[error("virtio-fs {tag}")]
     Fs {
         /// The device's tag.
         tag: String,
@@ -135,7 +135,7 @@ pub enum Error {
         source: crate::devices::virtio::fs::FsError,
     },
     /// A disk image cannot be used.
-    #[error("cannot use disk image {}: {source}", path.display())]
+    #[error("cannot use disk image {}", path.display())]
     Disk {
         /// Path.
         path: PathBuf,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use sandpod_vmconfig::conventions::ErrorChain;
 use sandpod_vmm::cli::VmmArgs;
 use sandpod_vmm::seccomp::ThreadKind;
 use sandpod_vmm::{ExitReason, Vmm};
@@ -20,7 +21,8 @@ Exit status:
   3    the guest asked for a reboot (on the power port)
   130  stopped by SIGINT; 143 stopped by SIGTERM
 
-Logs go to stderr (RUST_LOG=debug for more); the guest's ttyS0 goes to --console.";
+Logs go to stderr (SANDPOD_LOG=debug, else RUST_LOG, for more); the guest's ttyS0 goes to
+--console.";
 
 /// Sandpod microVM monitor: boots a Linux guest (ELF vmlinux + initramfs) on KVM.
 #[derive(Parser, Debug)]
@@ -72,8 +74,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            sandpod_vmconfig::conventions::log_filter_from_env()
+                .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+                .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
     let cli = Cli::parse();
@@ -86,21 +89,10 @@ fn main() -> ExitCode {
             ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(u8::MAX))
         }
         Err(e) => {
-            eprintln!("sandpod-vmm: {}", one_line(&e));
+            // The error and its causes on one line: the messages name what failed, their causes
+            // are their sources.
+            eprintln!("sandpod-vmm: {}", ErrorChain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line, skipping causes the message already includes (the
-/// library's errors embed their source in their message).
-fn one_line(e: &anyhow::Error) -> String {
-    let mut msg = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg = format!("{msg}: {c}");
-        }
-    }
-    msg
 }

@@ -178,7 +178,7 @@ fn bad_fs_options() {
     ]);
     assert_one_line_error(
         &o,
-        "virtio-fs shared: cannot connect to the vhost-user-fs socket /nonexistent/vfs.sock: No such file or directory",
+        "virtio-fs shared: cannot connect to the vhost-user-fs socket /nonexistent/vfs.sock (is virtiofsd running?): No such file or directory",
     );
     // A file that is not a socket.
     let f = temp_file("notsock-fs", b"keep");

@@ -7,8 +7,9 @@ use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp, PosixRlimit};
 use serde::{Deserialize, Serialize};
 
 use super::namespaces::{NsJoin, NsKind};
+use crate::process::ProcessSpec;
 
-/// One mount of the spec, its options parsed (see `mounts::parse_options`).
+/// One mount of the spec, its options parsed (see `crate::mount_flags::parse`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountConfig {
     /// Absolute path inside the container.
@@ -40,22 +41,6 @@ pub struct DeviceConfig {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-}
-
-/// The process a helper finally execs: the container's init or an exec'd one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessConfig {
-    pub args: Vec<String>,
-    /// `KEY=VALUE`: the whole environment (its PATH finds args[0]).
-    pub env: Vec<String>,
-    /// Absolute, inside the container.
-    pub cwd: PathBuf,
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-    pub umask: Option<u32>,
-    /// Open a pty inside the container and hand its master to the agent.
-    pub terminal: bool,
 }
 
 /// The security settings of a container process, applied by the security modules (see
@@ -91,7 +76,7 @@ pub struct InitConfig {
     pub hostname: Option<String>,
     pub mounts: Vec<MountConfig>,
     pub devices: Vec<DeviceConfig>,
-    pub process: ProcessConfig,
+    pub process: ProcessSpec,
     pub security: SecurityConfig,
 }
 
@@ -103,7 +88,7 @@ pub struct ExecConfig {
     pub init_pid: i32,
     /// Namespaces to join from /proc/<init_pid>/ns/, except pid (see `launch`).
     pub namespaces: Vec<NsKind>,
-    pub process: ProcessConfig,
+    pub process: ProcessSpec,
     pub security: SecurityConfig,
 }
 

@@ -41,8 +41,8 @@ pub fn main() -> ! {
         Err(e) => fail(&sync, format!("reading the config: {e}")),
     };
     let result = match config {
-        HelperConfig::Init(cfg) => super::init::run(&cfg, &sync),
-        HelperConfig::Exec(cfg) => super::exec::run(&cfg, &sync),
+        HelperConfig::Init(cfg) => super::helper_init::run(&cfg, &sync),
+        HelperConfig::Exec(cfg) => super::helper_exec::run(&cfg, &sync),
     };
     match result {
         Ok(never) => match never {},

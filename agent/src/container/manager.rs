@@ -2,7 +2,6 @@
 //! a container, over the process manager (the init process is the process `container_id`).
 //! What acts on a live container's cgroup (kill --all, pause, resume, update, stats, the
 //! process list) is in `manager_ops.rs`.
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,16 +10,16 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use sandpod_protocol::stream::validate_exec_id;
 
-use super::config::{ExecConfig, HelperConfig, ProcessConfig, SecurityConfig};
+use super::config::{ExecConfig, HelperConfig, SecurityConfig};
 use super::error::ContainerError;
+use super::helper_stdio::HelperStdio;
 use super::launch::{spawn_helper, HelperLaunch, EXEC_MODE, INIT_MODE};
 use super::namespaces::{clone_flags, NsKind};
 use super::security::{self, CgroupHandle};
 use super::spec::{self, Translated};
-use super::stdio::HelperStdio;
 use super::sync::{self, Msg, Received, SyncSocket};
-use crate::process::creds::Credentials;
-use crate::process::{ExecSpec, Launched, ProcessError, ProcessManager, Reaper};
+use crate::ids::Registry;
+use crate::process::{ExecSpec, Launched, ProcessError, ProcessManager, ProcessSpec, Reaper};
 use crate::stdio::pty::Pty;
 
 /// How long the helper may take to set a container (or an exec) up. Generous: under nested
@@ -80,34 +79,11 @@ impl Container {
     }
 }
 
-enum Slot {
-    Creating,
-    Live(Arc<Container>),
-}
-
 /// See the module docs. Cheap to clone.
 #[derive(Clone)]
 pub struct ContainerManager {
     processes: ProcessManager,
-    containers: Arc<Mutex<HashMap<String, Slot>>>,
-}
-
-/// Holds a container id during CreateContainer; released on drop unless filled.
-struct Reservation<'a> {
-    manager: &'a ContainerManager,
-    id: String,
-    filled: bool,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if !self.filled {
-            let mut map = self.manager.lock();
-            if matches!(map.get(&self.id), Some(Slot::Creating)) {
-                map.remove(&self.id);
-            }
-        }
-    }
+    containers: Registry<Container>,
 }
 
 /// Turns the helper's failure into a spawn error (the RPC layer names the container).
@@ -183,7 +159,7 @@ fn run_helper(
     let internal =
         |what: &str, e: &dyn std::fmt::Display| helper_failed(id, format!("{what}: {e}"));
     let (agent_end, helper_end) = sync::pair().map_err(|e| internal("socketpair", &e))?;
-    let stdio = HelperStdio::new(spec.terminal, spec.stdin, spec.stdout, spec.stderr)
+    let stdio = HelperStdio::new(spec.process.terminal, spec.stdin, spec.stdout, spec.stderr)
         .map_err(|e| internal("stdio pipes", &e))?;
     let launch = HelperLaunch {
         mode: start.mode,
@@ -237,32 +213,14 @@ impl ContainerManager {
     pub fn new(processes: ProcessManager) -> Self {
         ContainerManager {
             processes,
-            containers: Arc::default(),
+            containers: Registry::default(),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
-        self.containers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn get(&self, id: &str) -> Result<Arc<Container>, ContainerError> {
-        match self.lock().get(id) {
-            Some(Slot::Live(c)) => Ok(c.clone()),
-            _ => Err(ContainerError::NotFound(id.to_string())),
-        }
-    }
-
-    fn reserve(&self, id: &str) -> Result<Reservation<'_>, ContainerError> {
-        let mut map = self.lock();
-        if map.contains_key(id) {
-            return Err(ContainerError::AlreadyExists(id.to_string()));
-        }
-        map.insert(id.to_string(), Slot::Creating);
-        Ok(Reservation {
-            manager: self,
-            id: id.to_string(),
-            filled: false,
-        })
+        self.containers
+            .get(id)
+            .ok_or_else(|| ContainerError::NotFound(id.to_string()))
     }
 
     /// CreateContainer: sets the container up, its init blocked before exec; returns its pid.
@@ -277,7 +235,10 @@ impl ContainerManager {
                 req.rootfs
             )));
         }
-        let mut reservation = self.reserve(&id)?;
+        let reservation = self
+            .containers
+            .reserve(&id)
+            .map_err(|_| ContainerError::AlreadyExists(id.clone()))?;
         let Translated {
             init,
             join_pid_ns,
@@ -329,9 +290,7 @@ impl ContainerManager {
             }),
             control: tokio::sync::Mutex::new(()),
         };
-        self.lock()
-            .insert(id.clone(), Slot::Live(Arc::new(container)));
-        reservation.filled = true;
+        reservation.fill(Arc::new(container));
         tracing::info!(pid, "container {id} created");
         Ok(pid)
     }
@@ -385,11 +344,7 @@ impl ContainerManager {
     }
 
     /// ExecProcess with a container_id: runs `spec` in the container.
-    pub async fn exec(
-        &self,
-        container_id: &str,
-        mut spec: ExecSpec,
-    ) -> Result<i32, ContainerError> {
+    pub async fn exec(&self, container_id: &str, spec: ExecSpec) -> Result<i32, ContainerError> {
         let c = self.get(container_id)?;
         {
             let inner = c.lock();
@@ -408,25 +363,9 @@ impl ContainerManager {
             Ok(init) if init.exit_status().is_none() => {}
             _ => return Err(state_error(container_id, "its init process has exited")),
         }
-        if spec.args.is_empty() || spec.args[0].is_empty() {
-            return Err(ContainerError::InvalidArgument(
-                "args is empty: nothing to run".into(),
-            ));
-        }
-        if let Some(bad) = spec.env.iter().find(|e| !e.contains('=')) {
-            return Err(ContainerError::InvalidArgument(format!(
-                "env entry {bad:?} is not KEY=VALUE"
-            )));
-        }
-        if spec.cwd.is_empty() {
-            spec.cwd = "/".into();
-        }
-        if !Path::new(&spec.cwd).is_absolute() {
-            return Err(ContainerError::InvalidArgument(format!(
-                "cwd {:?} is not an absolute path",
-                spec.cwd
-            )));
-        }
+        spec.process
+            .check()
+            .map_err(ContainerError::InvalidArgument)?;
         let pid_ns = if c.namespaces.contains(&NsKind::Pid) {
             let p = format!("/proc/{}/ns/pid", c.pid);
             Some(File::open(&p).map_err(|e| internal(container_id, format!("{p}: {e}")))?)
@@ -437,16 +376,7 @@ impl ContainerManager {
             exec_id: spec.exec_id.clone(),
             init_pid: c.pid,
             namespaces: c.namespaces.clone(),
-            process: ProcessConfig {
-                args: spec.args.clone(),
-                env: spec.env.clone(),
-                cwd: spec.cwd.clone().into(),
-                uid: spec.creds.uid,
-                gid: spec.creds.gid,
-                additional_gids: spec.creds.additional_gids.clone(),
-                umask: None,
-                terminal: spec.terminal,
-            },
+            process: spec.process.clone(),
             security: c.security.clone(),
         }));
         let start = HelperStart {
@@ -516,20 +446,14 @@ impl ContainerManager {
         if let Err(e) = security::remove_cgroup(cgroup) {
             tracing::warn!("container {id}: removing its cgroup: {e:#}");
         }
-        self.lock().remove(id);
+        self.containers.remove(id);
         tracing::info!("container {} removed", c.id);
         Ok(())
     }
 
     /// Removes every container (DestroySandbox).
     pub async fn remove_all(&self) {
-        let ids: Vec<String> = self
-            .lock()
-            .iter()
-            .filter(|(_, s)| matches!(s, Slot::Live(_)))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
+        for (id, _) in self.containers.all() {
             if let Err(e) = self.remove(&id).await {
                 tracing::warn!("{e}");
             }
@@ -563,18 +487,10 @@ fn setup_error(id: &str, e: ProcessError) -> ContainerError {
 }
 
 /// The process-table view of a container's init.
-fn exec_spec_of(id: &str, p: &ProcessConfig, req: &CreateRequest) -> ExecSpec {
+fn exec_spec_of(id: &str, process: &ProcessSpec, req: &CreateRequest) -> ExecSpec {
     ExecSpec {
         exec_id: id.to_string(),
-        args: p.args.clone(),
-        env: p.env.clone(),
-        cwd: p.cwd.to_string_lossy().into_owned(),
-        creds: Credentials {
-            uid: p.uid,
-            gid: p.gid,
-            additional_gids: p.additional_gids.clone(),
-        },
-        terminal: p.terminal,
+        process: process.clone(),
         stdin: req.stdin,
         stdout: req.stdout,
         stderr: req.stderr,

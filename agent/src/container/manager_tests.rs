@@ -1,6 +1,7 @@
 //! Container ids, unknown containers and refused requests (no container is started here: that
 //! needs root and a guest, see tests/kvm-host/guest/container-check.sh).
 use super::*;
+use crate::process::spawn::tests::exec_spec;
 use crate::stdio::broker::StreamBroker;
 
 fn manager() -> ContainerManager {
@@ -62,22 +63,7 @@ async fn unknown_containers_are_not_found() {
     let nf = |id: &str| ContainerError::NotFound(id.into());
     assert_eq!(m.start("nope").await.unwrap_err(), nf("nope"));
     assert_eq!(m.remove("nope").await.unwrap_err(), nf("nope"));
-    let spec = ExecSpec {
-        exec_id: "e1".into(),
-        args: vec!["true".into()],
-        env: vec![],
-        cwd: String::new(),
-        creds: Credentials {
-            uid: 0,
-            gid: 0,
-            additional_gids: vec![],
-        },
-        terminal: false,
-        stdin: false,
-        stdout: false,
-        stderr: false,
-        stream_token: String::new(),
-    };
+    let spec = exec_spec("e1", &["true"]);
     assert_eq!(m.exec("nope", spec).await.unwrap_err(), nf("nope"));
     assert!(!m.oom_killed("nope"));
 }

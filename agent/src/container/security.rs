@@ -1,12 +1,12 @@
 //! THE CALL SITES OF THE SECURITY MODULES (`cgroups`, `capabilities`, `seccomp`, `rlimits`,
-//! `paths`). Every place where the container setup applies a security setting goes through one
-//! function here, in runc's order:
+//! `masked_paths`). Every place where the container setup applies a security setting goes
+//! through one function here, in runc's order:
 //!
 //! | step | function | runs in | call |
 //! | --- | --- | --- | --- |
 //! | 1 | [`join_cgroup`] | agent, right after the clone, before the helper gets its config | `cgroups::ContainerCgroup::create(id, resources)` then `.add_process(pid)` (an exec: the container's cgroup) |
 //! | 2 | [`apply_rlimits`] | helper, first step of the setup | `rlimits::apply(&cfg.rlimits)` |
-//! | 3 | [`apply_paths`] | init helper, after mounts and pivot_root | `paths::apply(&cfg.masked_paths, &cfg.readonly_paths)` |
+//! | 3 | [`apply_paths`] | init helper, after mounts and pivot_root | `masked_paths::apply(&cfg.masked_paths, &cfg.readonly_paths)` |
 //! | 4 | [`prepare_final`] | helper, before Ready (init) / before exec (exec) | `seccomp::compile(seccomp)`, `vsock_guard::program()` |
 //! | 5 | [`apply_final`] | helper, after setuid (keepcaps), right before execve | no_new_privs, `capabilities::apply(caps or none)`, `seccomp::apply` (the AF_VSOCK guard, then the spec's program) |
 //! | – | [`oom_killed`], [`kill_all`], [`remove_cgroup`] | agent: WaitProcess, RemoveContainer | `.oom_killed()`, `.kill_all()`, `.remove()` |
@@ -18,7 +18,7 @@ use oci_spec::runtime::{LinuxCapabilities, LinuxResources};
 
 use super::cgroups::{self, ContainerCgroup};
 use super::config::SecurityConfig;
-use super::{capabilities, paths, rlimits, seccomp, vsock_guard};
+use super::{capabilities, masked_paths, rlimits, seccomp, vsock_guard};
 
 /// The container's cgroup, as the agent holds it.
 pub type CgroupHandle = ContainerCgroup;
@@ -76,7 +76,7 @@ pub fn apply_rlimits(cfg: &SecurityConfig) -> anyhow::Result<()> {
 
 /// Step 3 (init helper, after the mounts and pivot_root, before the read-only remount).
 pub fn apply_paths(cfg: &SecurityConfig) -> anyhow::Result<()> {
-    paths::apply(&cfg.masked_paths, &cfg.readonly_paths)
+    masked_paths::apply(&cfg.masked_paths, &cfg.readonly_paths)
 }
 
 /// What step 4 prepares for step 5: the compiled seccomp program of the spec and the AF_VSOCK

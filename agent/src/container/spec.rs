@@ -4,12 +4,14 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 
-use super::config::{DeviceConfig, InitConfig, MountConfig, ProcessConfig, SecurityConfig};
+use super::config::{DeviceConfig, InitConfig, MountConfig, SecurityConfig};
 use super::error::ContainerError;
-use super::mounts::{parse_options, propagation};
 use super::namespaces::{NsJoin, NsKind};
 use super::rootfs::DEFAULT_PROPAGATION;
 use super::vsock_guard;
+use crate::mount_flags;
+use crate::process::creds::Credentials;
+use crate::process::ProcessSpec;
 
 /// What CreateContainer asked for, translated.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,33 +43,22 @@ pub fn translate(id: &str, spec: Spec, rootfs: &Path) -> Result<Translated, Cont
         .process()
         .as_ref()
         .ok_or_else(|| invalid("oci_spec: process is missing"))?;
-    let args = process.args().clone().unwrap_or_default();
-    if args.is_empty() || args[0].is_empty() {
-        return Err(invalid("oci_spec: process.args is empty: nothing to run"));
-    }
-    let env = process.env().clone().unwrap_or_default();
-    if let Some(bad) = env.iter().find(|e| !e.contains('=')) {
-        return Err(invalid(format!(
-            "oci_spec: process.env entry {bad:?} is not KEY=VALUE"
-        )));
-    }
-    let cwd = process.cwd().clone();
-    if !cwd.is_absolute() {
-        return Err(invalid(format!(
-            "oci_spec: process.cwd {cwd:?} is not absolute"
-        )));
-    }
     let user = process.user();
-    let process_cfg = ProcessConfig {
-        args,
-        env,
-        cwd,
-        uid: user.uid(),
-        gid: user.gid(),
-        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+    let process_cfg = ProcessSpec {
+        args: process.args().clone().unwrap_or_default(),
+        env: process.env().clone().unwrap_or_default(),
+        cwd: process.cwd().clone(),
+        creds: Credentials {
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        },
         umask: user.umask(),
         terminal: process.terminal().unwrap_or(false),
     };
+    process_cfg
+        .check()
+        .map_err(|e| invalid(format!("oci_spec: process.{e}")))?;
     let linux = spec.linux().clone().unwrap_or_default();
 
     let mut new_namespaces = Vec::new();
@@ -111,7 +102,7 @@ pub fn translate(id: &str, spec: Spec, rootfs: &Path) -> Result<Translated, Cont
     }
     let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
         None | Some("") => DEFAULT_PROPAGATION,
-        Some(p) => propagation(p)
+        Some(p) => mount_flags::propagation(p)
             .ok_or_else(|| invalid(format!("oci_spec: linux.rootfsPropagation {p:?}")))?,
     };
     let mounts = spec
@@ -178,7 +169,7 @@ fn mount_config(m: &Mount) -> Result<MountConfig, ContainerError> {
             "oci_spec: mount destination {dest:?} is not absolute"
         )));
     }
-    let opts = parse_options(&m.options().clone().unwrap_or_default())
+    let opts = mount_flags::parse(&m.options().clone().unwrap_or_default())
         .map_err(|e| invalid(format!("oci_spec: mount {}: {e}", dest.display())))?;
     let typ = m.typ().clone().unwrap_or_default();
     let bind = opts.bind || typ == "bind";
@@ -215,7 +206,7 @@ fn mount_config(m: &Mount) -> Result<MountConfig, ContainerError> {
         bind,
         flags: flags.bits(),
         propagation: opts.propagation.iter().map(|p| p.bits()).collect(),
-        data: opts.data.join(","),
+        data: opts.data,
     })
 }
 

@@ -54,7 +54,7 @@ fn default_spec_translates() {
     let p = &init.process;
     assert_eq!(p.args, vec!["echo", "hi"]);
     assert_eq!(
-        (p.uid, p.gid, p.additional_gids.clone()),
+        (p.creds.uid, p.creds.gid, p.creds.additional_gids.clone()),
         (1000, 1001, vec![10])
     );
     assert_eq!(p.umask, Some(63));

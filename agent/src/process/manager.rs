@@ -17,7 +17,8 @@ use super::exit::ExitStatus;
 use super::launched::{Launched, ParentStdio};
 use super::reaper::{Reaper, SignalOutcome};
 use super::spawn::{spawn_error, ChildStdio, ExecSpec};
-use super::table::{ProcessEntry, ProcessTable};
+use super::table::ProcessEntry;
+use crate::ids::Registry;
 use crate::stdio::broker::StreamBroker;
 use crate::stdio::pty::Pty;
 use crate::stdio::{pump, HostStream};
@@ -29,28 +30,20 @@ pub const STREAM_ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct ProcessManager {
     reaper: Reaper,
-    table: ProcessTable,
+    table: Registry<ProcessEntry>,
     broker: StreamBroker,
     attach_timeout: Duration,
 }
 
 /// The streams a spec expects, in a fixed order.
 pub fn expected_streams(spec: &ExecSpec) -> Vec<StreamKind> {
-    if spec.terminal {
-        return if spec.stdin || spec.stdout {
-            vec![StreamKind::Tty]
-        } else {
-            vec![]
-        };
+    // The protocol's rule: with a terminal, one tty stream.
+    sandpod_protocol::StreamSet {
+        stdin: spec.stdin,
+        stdout: spec.stdout,
+        stderr: spec.stderr,
     }
-    [
-        (spec.stdin, StreamKind::Stdin),
-        (spec.stdout, StreamKind::Stdout),
-        (spec.stderr, StreamKind::Stderr),
-    ]
-    .into_iter()
-    .filter_map(|(wanted, kind)| wanted.then_some(kind))
-    .collect()
+    .kinds(spec.process.terminal)
 }
 
 fn piped_if(wanted: bool) -> Stdio {
@@ -67,7 +60,7 @@ fn start(reaper: Reaper, spec: &ExecSpec, creds: CredsPlan) -> Result<Launched, 
         exec_id: spec.exec_id.clone(),
         message: spawn_error(spec, &e),
     };
-    let (stdio, pty) = if spec.terminal {
+    let (stdio, pty) = if spec.process.terminal {
         let (pty, slave) = Pty::open().map_err(|e| ProcessError::Spawn {
             exec_id: spec.exec_id.clone(),
             message: format!("opening a pty: {e}"),
@@ -103,7 +96,7 @@ impl ProcessManager {
     pub fn new(reaper: Reaper, broker: StreamBroker) -> Self {
         ProcessManager {
             reaper,
-            table: ProcessTable::default(),
+            table: Registry::default(),
             broker,
             attach_timeout: STREAM_ATTACH_TIMEOUT,
         }
@@ -120,7 +113,11 @@ impl ProcessManager {
             .map_err(|e| ProcessError::InvalidArgument(e.to_string()))?;
         spec.check()
             .map_err(|e| ProcessError::InvalidArgument(format!("exec {}: {e}", spec.exec_id)))?;
-        let creds = spec.creds.plan().map_err(ProcessError::PermissionDenied)?;
+        let creds = spec
+            .process
+            .creds
+            .plan()
+            .map_err(ProcessError::PermissionDenied)?;
         let reaper = self.reaper;
         let (pid, ()) = self
             .launch(spec, move |spec| Ok((start(reaper, spec, creds)?, ())))
@@ -148,7 +145,10 @@ impl ProcessManager {
                 ProcessError::InvalidArgument(format!("exec {}: stream_{e}", spec.exec_id))
             })?)
         };
-        let reservation = self.table.reserve(&spec.exec_id)?;
+        let reservation = self
+            .table
+            .reserve(&spec.exec_id)
+            .map_err(|_| ProcessError::AlreadyExists(spec.exec_id.clone()))?;
         let streams = match &token {
             None => Vec::new(),
             Some(token) => self
@@ -207,25 +207,32 @@ impl ProcessManager {
         ));
         reservation.fill(entry);
         // argv[0] only: arguments may carry secrets.
-        tracing::info!(pid, "exec {} started: {}", spec.exec_id, spec.args[0]);
+        tracing::info!(
+            pid,
+            "exec {} started: {}",
+            spec.exec_id,
+            spec.process.args[0]
+        );
         Ok((pid, extra))
     }
 
     /// The running process `exec_id` (its pid and exit status).
     pub fn get(&self, exec_id: &str) -> Result<Arc<ProcessEntry>, ProcessError> {
-        self.table.get(exec_id)
+        self.table
+            .get(exec_id)
+            .ok_or_else(|| ProcessError::NotFound(exec_id.to_string()))
     }
 
     /// Forgets `entry` without waiting for it (RemoveContainer).
     pub fn forget(&self, entry: &Arc<ProcessEntry>) {
-        self.table.remove(entry);
+        self.table.remove_entry(&entry.exec_id, entry);
     }
 
     /// Waits for `exec_id` to end; the process is then forgotten.
     pub async fn wait(&self, exec_id: &str) -> Result<ExitStatus, ProcessError> {
-        let entry = self.table.get(exec_id)?;
+        let entry = self.get(exec_id)?;
         let status = entry.wait().await?;
-        self.table.remove(&entry);
+        self.table.remove_entry(exec_id, &entry);
         tracing::info!(pid = entry.pid, "exec {exec_id} ended: {status}");
         Ok(status)
     }
@@ -233,7 +240,7 @@ impl ProcessManager {
     /// Sends signal number `signo` to `exec_id`.
     pub fn signal(&self, exec_id: &str, signo: u32) -> Result<(), ProcessError> {
         let sig = parse_signal(signo)?;
-        let entry = self.table.get(exec_id)?;
+        let entry = self.get(exec_id)?;
         match self.reaper.signal(entry.pid, sig) {
             Ok(SignalOutcome::Sent) => Ok(()),
             Ok(SignalOutcome::AlreadyReaped) => Err(ProcessError::Exited(exec_id.to_string())),
@@ -246,7 +253,7 @@ impl ProcessManager {
 
     /// Closes the stdin of `exec_id` (a terminal gets VEOF). Without stdin, a no-op.
     pub async fn close_stdin(&self, exec_id: &str) -> Result<(), ProcessError> {
-        let entry = self.table.get(exec_id)?;
+        let entry = self.get(exec_id)?;
         if let Some(closer) = entry.take_stdin_closer() {
             let _ = closer.send(());
         } else if let Some(pty) = &entry.pty {
@@ -260,7 +267,7 @@ impl ProcessManager {
 
     /// Resizes the terminal of `exec_id`.
     pub fn resize(&self, exec_id: &str, rows: u32, cols: u32) -> Result<(), ProcessError> {
-        let entry = self.table.get(exec_id)?;
+        let entry = self.get(exec_id)?;
         let pty = entry
             .pty
             .as_ref()
@@ -278,7 +285,7 @@ impl ProcessManager {
     pub fn kill_all(&self) -> usize {
         let entries = self.table.all();
         let mut n = 0;
-        for e in &entries {
+        for (_, e) in &entries {
             if let Ok(SignalOutcome::Sent) = self.reaper.signal(e.pid, Signal::SIGKILL) {
                 n += 1;
             }

@@ -1,22 +1,17 @@
 //! Turning an exec request into a `std::process::Command` (spawned by the reaper).
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::creds::{Credentials, CredsPlan};
+use super::creds::CredsPlan;
+use super::process_spec::ProcessSpec;
 
-/// What the host asked to run (ExecProcess, checked).
+/// What the host asked to run (ExecProcess, or a container's init: CreateContainer), with the
+/// streams it attaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecSpec {
     pub exec_id: String,
-    pub args: Vec<String>,
-    /// `KEY=VALUE` pairs: the whole environment.
-    pub env: Vec<String>,
-    /// Empty means `/`.
-    pub cwd: String,
-    pub creds: Credentials,
-    pub terminal: bool,
+    pub process: ProcessSpec,
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
@@ -33,45 +28,29 @@ pub struct ChildStdio {
 }
 
 impl ExecSpec {
-    /// The working directory, `/` when none was given.
-    pub fn cwd(&self) -> &str {
-        if self.cwd.is_empty() {
-            "/"
-        } else {
-            &self.cwd
-        }
-    }
-
-    /// Checks what can be checked before forking, so that errors name their cause (a missing
-    /// cwd and a missing program both fail exec with ENOENT otherwise).
+    /// Checks what can be checked before forking a plain exec: the process (see
+    /// [`ProcessSpec::check`]), and its cwd is a directory of the guest.
     pub fn check(&self) -> Result<(), String> {
-        if self.args.is_empty() || self.args[0].is_empty() {
-            return Err("args is empty: nothing to run".into());
-        }
-        if let Some(bad) = self.env.iter().find(|e| !e.contains('=')) {
-            return Err(format!("env entry {bad:?} is not KEY=VALUE"));
-        }
-        let cwd = Path::new(self.cwd());
-        if !cwd.is_absolute() {
-            return Err(format!("cwd {:?} is not an absolute path", self.cwd()));
-        }
-        if !cwd.is_dir() {
-            return Err(format!("cwd {:?} is not a directory", self.cwd()));
+        self.process.check()?;
+        if !self.process.cwd.is_dir() {
+            return Err(format!("cwd {:?} is not a directory", self.process.cwd));
         }
         Ok(())
     }
 
-    /// Builds the command. `creds` comes from [`Credentials::plan`].
+    /// Builds the command. `creds` comes from
+    /// [`Credentials::plan`](super::creds::Credentials::plan).
     pub fn command(&self, stdio: ChildStdio, creds: CredsPlan) -> Command {
-        let mut cmd = Command::new(&self.args[0]);
-        cmd.args(&self.args[1..])
+        let p = &self.process;
+        let mut cmd = Command::new(&p.args[0]);
+        cmd.args(&p.args[1..])
             .env_clear()
-            .envs(self.env.iter().filter_map(|kv| kv.split_once('=')))
-            .current_dir(self.cwd())
+            .envs(p.env.iter().filter_map(|kv| kv.split_once('=')))
+            .current_dir(&p.cwd)
             .stdin(stdio.stdin)
             .stdout(stdio.stdout)
             .stderr(stdio.stderr);
-        let terminal = self.terminal;
+        let terminal = p.terminal;
         // std resets the signal mask and SIGPIPE's disposition in the child before this runs, so
         // children start clean whatever the agent's threads block or ignore.
         //
@@ -85,8 +64,9 @@ impl ExecSpec {
                     nix::unistd::setsid()?;
                     rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
                 }
-                creds.apply_in_child()?;
-                Ok(())
+                creds
+                    .apply_in_child()
+                    .map_err(|e| io::Error::from(e.errno()))
             });
         }
         cmd
@@ -95,25 +75,19 @@ impl ExecSpec {
 
 /// The error of a failed spawn, naming the program.
 pub fn spawn_error(spec: &ExecSpec, err: &io::Error) -> String {
-    format!("cannot run {:?}: {err}", spec.args[0])
+    format!("cannot run {:?}: {err}", spec.process.args[0])
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::process::process_spec::tests::process;
 
-    fn spec(args: &[&str]) -> ExecSpec {
+    /// An exec of `args` without streams (see [`process`]).
+    pub(crate) fn exec_spec(exec_id: &str, args: &[&str]) -> ExecSpec {
         ExecSpec {
-            exec_id: "t".into(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            env: vec!["PATH=/usr/bin:/bin".into()],
-            cwd: String::new(),
-            creds: Credentials {
-                uid: 0,
-                gid: 0,
-                additional_gids: vec![],
-            },
-            terminal: false,
+            exec_id: exec_id.into(),
+            process: process(args),
             stdin: false,
             stdout: false,
             stderr: false,
@@ -122,16 +96,16 @@ mod tests {
     }
 
     #[test]
-    fn checks_args_env_and_cwd() {
-        assert!(spec(&["true"]).check().is_ok());
-        assert!(spec(&[]).check().unwrap_err().contains("args is empty"));
-        let mut s = spec(&["true"]);
-        s.env.push("NOEQUALS".into());
-        assert!(s.check().unwrap_err().contains("NOEQUALS"));
-        let mut s = spec(&["true"]);
-        s.cwd = "/nonexistent-sandpod-dir".into();
+    fn a_plain_exec_needs_an_existing_cwd() {
+        assert!(exec_spec("t", &["true"]).check().is_ok());
+        assert!(exec_spec("t", &[])
+            .check()
+            .unwrap_err()
+            .contains("args is empty"));
+        let mut s = exec_spec("t", &["true"]);
+        s.process.cwd = "/nonexistent-sandpod-dir".into();
         assert!(s.check().unwrap_err().contains("nonexistent-sandpod-dir"));
-        s.cwd = "relative".into();
+        s.process.cwd = "relative".into();
         assert!(s.check().unwrap_err().contains("absolute"));
     }
 }

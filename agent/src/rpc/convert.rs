@@ -7,21 +7,30 @@ use sandpod_protocol::agent::{
 use crate::container::cgroup_stats::CgroupStats;
 use crate::container::procinfo::ProcInfo;
 use crate::process::creds::Credentials;
-use crate::process::{ExecSpec, ExitStatus};
+use crate::process::{ExecSpec, ExitStatus, ProcessSpec};
 use crate::sandbox::{MountSpec, SandboxSpec};
 
+/// ExecProcess; an empty cwd is `/`.
 pub fn exec_spec(req: ExecProcessRequest) -> ExecSpec {
+    let cwd = if req.cwd.is_empty() {
+        "/".into()
+    } else {
+        req.cwd
+    };
     ExecSpec {
         exec_id: req.exec_id,
-        args: req.args,
-        env: req.env,
-        cwd: req.cwd,
-        creds: Credentials {
-            uid: req.uid,
-            gid: req.gid,
-            additional_gids: req.additional_gids,
+        process: ProcessSpec {
+            args: req.args,
+            env: req.env,
+            cwd: cwd.into(),
+            creds: Credentials {
+                uid: req.uid,
+                gid: req.gid,
+                additional_gids: req.additional_gids,
+            },
+            umask: None,
+            terminal: req.terminal,
         },
-        terminal: req.terminal,
         stdin: req.stdin,
         stdout: req.stdout,
         stderr: req.stderr,

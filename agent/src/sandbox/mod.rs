@@ -3,7 +3,6 @@
 //! In the guest (PID 1) every part is applied. In host-side test mode (`--test-serve`, not PID 1,
 //! usually not root) the hostname and the mounts are validated and logged but NOT applied, and
 //! resolv.conf is written to the test directory instead of /etc.
-pub mod mount_options;
 pub mod resolv;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use nix::mount::{mount, umount2, MntFlags};
 use thiserror::Error;
+
+use crate::mount_flags;
 
 /// Where CreateSandbox's effects go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,11 +86,18 @@ fn check(spec: &SandboxSpec) -> Result<(), SandboxError> {
 }
 
 fn mount_one(m: &MountSpec) -> Result<(), SandboxError> {
-    let opts = mount_options::parse(&m.options);
+    let opts = mount_flags::parse(&m.options)
+        .map_err(|e| SandboxError::InvalidArgument(format!("mount {}: {e}", m.target)))?;
     std::fs::create_dir_all(&m.target)
         .map_err(|e| SandboxError::Failed(format!("creating mount point {}: {e}", m.target)))?;
     let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
     let fstype = (!m.fstype.is_empty()).then_some(m.fstype.as_str());
+    let failed = |e: nix::Error| {
+        SandboxError::Failed(format!(
+            "mount -t {} {} {}: {e}",
+            m.fstype, m.source, m.target
+        ))
+    };
     mount(
         Some(m.source.as_str()),
         m.target.as_str(),
@@ -97,12 +105,18 @@ fn mount_one(m: &MountSpec) -> Result<(), SandboxError> {
         opts.flags,
         data,
     )
-    .map_err(|e| {
-        SandboxError::Failed(format!(
-            "mount -t {} {} {}: {e}",
-            m.fstype, m.source, m.target
-        ))
-    })
+    .map_err(failed)?;
+    for p in opts.propagation {
+        mount(
+            None::<&str>,
+            m.target.as_str(),
+            None::<&str>,
+            p,
+            None::<&str>,
+        )
+        .map_err(failed)?;
+    }
+    Ok(())
 }
 
 impl Sandbox {

@@ -217,6 +217,30 @@ mod tests {
         StreamToken::from_bytes([n; 16])
     }
 
+    /// Takes `kinds` of exec `id` with token 1, waiting `ms` at most.
+    async fn take(
+        broker: &StreamBroker,
+        id: &str,
+        kinds: &[StreamKind],
+        ms: u64,
+    ) -> Result<Vec<HostStream>, MissingStreams> {
+        broker
+            .take(id, kinds, &tok(1), Duration::from_millis(ms))
+            .await
+    }
+
+    /// Writes `data` into `from` and reads it back out of `to`.
+    async fn passes(
+        from: &mut (impl AsyncWriteExt + Unpin),
+        to: &mut (impl AsyncReadExt + Unpin),
+        data: &[u8],
+    ) {
+        from.write_all(data).await.unwrap();
+        let mut buf = vec![0u8; data.len()];
+        to.read_exact(&mut buf).await.unwrap();
+        assert_eq!(buf, data);
+    }
+
     /// Whether the host end sees its stream closed by the agent (EOF), rather than kept.
     async fn closed(peer: &mut tokio::io::DuplexStream) -> bool {
         let mut b = [0u8; 1];
@@ -231,19 +255,8 @@ mod tests {
         let broker = StreamBroker::new();
         let (s, mut peer) = pair();
         broker.offer("e", StreamKind::Stdout, tok(1), s);
-        let mut got = broker
-            .take(
-                "e",
-                &[StreamKind::Stdout],
-                &tok(1),
-                Duration::from_millis(10),
-            )
-            .await
-            .unwrap();
-        got[0].write_all(b"hi").await.unwrap();
-        let mut buf = [0u8; 2];
-        peer.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"hi");
+        let mut got = take(&broker, "e", &[StreamKind::Stdout], 10).await.unwrap();
+        passes(&mut got[0], &mut peer, b"hi").await;
     }
 
     #[tokio::test]
@@ -270,28 +283,14 @@ mod tests {
     async fn missing_streams_time_out_and_are_named() {
         let broker = StreamBroker::new();
         broker.offer("e", StreamKind::Stdin, tok(1), pair().0);
-        let err = broker
-            .take(
-                "e",
-                &[StreamKind::Stdin, StreamKind::Stdout],
-                &tok(1),
-                Duration::from_millis(20),
-            )
+        let err = take(&broker, "e", &[StreamKind::Stdin, StreamKind::Stdout], 20)
             .await
             .err()
             .unwrap();
         assert_eq!(err, MissingStreams(vec![StreamKind::Stdout]));
         // The abandoned wait does not swallow a late stream: it is parked for a retry.
         broker.offer("e", StreamKind::Stdout, tok(1), pair().0);
-        assert!(broker
-            .take(
-                "e",
-                &[StreamKind::Stdout],
-                &tok(1),
-                Duration::from_millis(10)
-            )
-            .await
-            .is_ok());
+        assert!(take(&broker, "e", &[StreamKind::Stdout], 10).await.is_ok());
     }
 
     #[tokio::test]
@@ -313,10 +312,7 @@ mod tests {
         let (real, mut real_peer) = pair();
         broker.offer("e", StreamKind::Stdout, tok(1), real);
         let mut got = waiter.await.unwrap().unwrap();
-        got.write_all(b"ok").await.unwrap();
-        let mut buf = [0u8; 2];
-        real_peer.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"ok");
+        passes(&mut got, &mut real_peer, b"ok").await;
     }
 
     #[tokio::test]
@@ -326,30 +322,13 @@ mod tests {
         broker.offer("e", StreamKind::Stdin, tok(2), thief);
         let (real, mut real_peer) = pair();
         broker.offer("e", StreamKind::Stdin, tok(1), real);
-        let mut got = broker
-            .take(
-                "e",
-                &[StreamKind::Stdin],
-                &tok(1),
-                Duration::from_millis(10),
-            )
-            .await
-            .unwrap();
+        let mut got = take(&broker, "e", &[StreamKind::Stdin], 10).await.unwrap();
         assert!(closed(&mut thief_peer).await);
-        real_peer.write_all(b"x").await.unwrap();
-        let mut b = [0u8; 1];
-        got[0].read_exact(&mut b).await.unwrap();
-        assert_eq!(&b, b"x");
+        passes(&mut real_peer, &mut got[0], b"x").await;
         // Only the wrong token parked: nothing is handed over.
         let (thief, mut thief_peer) = pair();
         broker.offer("f", StreamKind::Stdout, tok(2), thief);
-        let err = broker
-            .take(
-                "f",
-                &[StreamKind::Stdout],
-                &tok(1),
-                Duration::from_millis(20),
-            )
+        let err = take(&broker, "f", &[StreamKind::Stdout], 20)
             .await
             .err()
             .unwrap();

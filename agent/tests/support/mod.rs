@@ -35,7 +35,7 @@ impl TestAgent {
         let child = Command::new(bin)
             .arg("--test-serve")
             .arg(format!("unix://{}", uds.display()))
-            .env("SANDPOD_AGENT_LOG", "debug")
+            .env(sandpod_protocol::LOG_ENV, "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -3,7 +3,9 @@ use std::time::Duration;
 
 use sandpod_protocol::agent::*;
 use sandpod_protocol::agent_ttrpc;
-use sandpod_protocol::{StreamHeader, StreamKind, StreamToken, Token, AGENT_PORT};
+use sandpod_protocol::{
+    ErrorChain, ExitStatus, StreamHeader, StreamKind, StreamSet, StreamToken, Token, AGENT_PORT,
+};
 use tokio::net::UnixStream;
 
 use super::bounds::{bound_processes, bound_stats};
@@ -37,56 +39,6 @@ impl Default for ClientConfig {
             exec_timeout: Duration::from_secs(20),
             container_timeout: Duration::from_secs(90),
         }
-    }
-}
-
-/// Which stdio streams the host attaches to a process (ExecProcess, CreateContainer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StreamSet {
-    pub stdin: bool,
-    pub stdout: bool,
-    pub stderr: bool,
-}
-
-impl StreamSet {
-    /// All three.
-    pub const ALL: StreamSet = StreamSet {
-        stdin: true,
-        stdout: true,
-        stderr: true,
-    };
-}
-
-/// How a process ended, as the agent reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    Exited(i32),
-    Signaled(i32),
-}
-
-impl ExitStatus {
-    /// The status as a shell reports it: the exit code, or 128+N for signal N (0–255).
-    pub fn shell_code(self) -> u8 {
-        shell_code(Some(self))
-    }
-}
-
-#[cfg(test)]
-#[test]
-fn shell_codes() {
-    assert_eq!(ExitStatus::Exited(3).shell_code(), 3);
-    assert_eq!(ExitStatus::Signaled(9).shell_code(), 137);
-    assert_eq!(ExitStatus::Exited(-1).shell_code(), 0);
-    assert_eq!(ExitStatus::Signaled(200).shell_code(), 255);
-    assert_eq!(shell_code(None), 255);
-}
-
-/// A process's status as a shell reports it (the code, 128+N for signal N; 255 if unknown).
-pub fn shell_code(status: Option<ExitStatus>) -> u8 {
-    match status {
-        Some(ExitStatus::Exited(c)) => u8::try_from(c.clamp(0, 255)).unwrap_or(255),
-        Some(ExitStatus::Signaled(s)) => u8::try_from(128 + s.clamp(0, 127)).unwrap_or(255),
-        None => 255,
     }
 }
 
@@ -136,7 +88,7 @@ impl AgentClient {
         loop {
             let last = match Self::connect_once(&connector, config).await {
                 Ok(client) => return Ok(client),
-                Err(e) => e.to_string(),
+                Err(e) => ErrorChain(&e).to_string(),
             };
             let now = tokio::time::Instant::now();
             if now >= deadline {
@@ -263,26 +215,13 @@ impl AgentClient {
             self.inner.wait_process(ctx(timeout), &req),
         )
         .await?;
-        let status = if resp.has_exit_code() {
-            ExitStatus::Exited(resp.exit_code())
-        } else if resp.has_signal() {
-            // The agent is untrusted: a signal number outside Linux's range is a protocol error
-            // (callers compute 128 + signal).
-            match resp.signal() {
-                sig @ 1..=64 => ExitStatus::Signaled(sig),
-                sig => {
-                    return Err(AgentError::Protocol {
-                        method: "WaitProcess",
-                        message: format!("signal {sig} out of range 1..=64"),
-                    })
-                }
-            }
-        } else {
-            return Err(AgentError::Protocol {
+        // The agent is untrusted: a signal number outside Linux's range is a protocol error
+        // (callers compute 128 + signal).
+        let status =
+            ExitStatus::from_wait_response(&resp).map_err(|message| AgentError::Protocol {
                 method: "WaitProcess",
-                message: "neither exit_code nor signal set".into(),
-            });
-        };
+                message,
+            })?;
         Ok((status, resp.oom_killed))
     }
 

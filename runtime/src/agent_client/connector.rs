@@ -43,9 +43,7 @@ impl HybridVsockConnector {
 
     /// Where the VMM forwards the guest's connections to host port `port`: `<uds>_<port>`.
     pub fn host_port_path(&self, port: u32) -> PathBuf {
-        let mut s = self.uds.as_os_str().to_owned();
-        s.push(format!("_{port}"));
-        PathBuf::from(s)
+        sandpod_protocol::ports::uds_port_path(&self.uds, port)
     }
 
     /// Opens a connection to the guest's `port`.

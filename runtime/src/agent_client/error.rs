@@ -7,12 +7,15 @@ use thiserror::Error;
 
 use super::bounds::agent_message;
 
+// The messages name what failed, never their cause: the cause is the error's source, printed once
+// by whoever prints the error with its chain (anyhow's `{:#}`, `sandpod_protocol::ErrorChain`).
+
 /// The hybrid-vsock handshake failed.
 #[derive(Debug, Error)]
 pub enum ConnectError {
-    #[error("connecting to the VMM's vsock socket {path}: {source}")]
+    #[error("connecting to the VMM's vsock socket {path}")]
     Socket { path: PathBuf, source: io::Error },
-    #[error("hybrid vsock handshake for port {port}: {source}")]
+    #[error("hybrid vsock handshake for port {port}")]
     Io { port: u32, source: io::Error },
     #[error("hybrid vsock refused port {port}: {reply:?}")]
     Refused { port: u32, reply: String },
@@ -52,12 +55,12 @@ pub enum AgentError {
         method: &'static str,
         message: String,
     },
-    #[error("stream: {0}")]
+    #[error(transparent)]
     Stream(#[from] sandpod_protocol::StreamHeaderError),
-    #[error("writing the stream header: {0}")]
-    StreamIo(io::Error),
+    #[error("writing the stream header")]
+    StreamIo(#[source] io::Error),
     /// A request asks for streams without a valid stream token (or has a malformed log token).
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Token {
         what: &'static str,
         source: sandpod_protocol::TokenError,

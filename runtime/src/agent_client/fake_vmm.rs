@@ -60,9 +60,8 @@ async fn splice(conn: UnixStream, uds: PathBuf) {
     else {
         return;
     };
-    let mut target = uds.into_os_string();
-    target.push(format!("_{port}"));
-    let Ok(mut guest) = UnixStream::connect(PathBuf::from(target)).await else {
+    let target = sandpod_protocol::ports::uds_port_path(&uds, port);
+    let Ok(mut guest) = UnixStream::connect(target).await else {
         return;
     };
     // The client sends nothing between CONNECT and OK: the reader holds no buffered bytes.

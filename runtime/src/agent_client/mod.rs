@@ -12,10 +12,13 @@ pub mod log_limiter;
 pub mod logs;
 pub mod stdio;
 
-pub use client::{AgentClient, ClientConfig, ExitStatus, StreamSet};
+pub use client::{AgentClient, ClientConfig};
 pub use connector::HybridVsockConnector;
 pub use error::{AgentError, ConnectError};
 pub use fake_vmm::FakeHybridVsock;
 pub use logs::{parse_log_line, GuestLogLine, LogLimiter, LogLimits, LogReceiver};
-pub use sandpod_protocol::{agent as proto, LogToken, StreamKind, StreamToken};
+pub use sandpod_protocol::exit::shell_code;
+pub use sandpod_protocol::{
+    agent as proto, ExitStatus, LogToken, StreamKind, StreamSet, StreamToken,
+};
 pub use stdio::{attach_stdio, open_stream};

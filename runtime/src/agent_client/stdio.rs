@@ -1,10 +1,10 @@
 //! Process stdio streams: one hybrid-vsock connection to the agent's stdio port per stream.
-use sandpod_protocol::{StreamHeader, StreamKind, StreamToken, STDIO_PORT};
+use sandpod_protocol::{StreamHeader, StreamKind, StreamSet, StreamToken, STDIO_PORT};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
-use super::client::{AgentClient, StreamSet};
+use super::client::AgentClient;
 use super::connector::HybridVsockConnector;
 use super::error::AgentError;
 
@@ -36,40 +36,26 @@ pub async fn attach_stdio(
     token: &StreamToken,
 ) -> Result<Vec<JoinHandle<std::io::Result<u64>>>, AgentError> {
     let mut outputs = Vec::new();
-    if tty {
-        if streams.stdin || streams.stdout {
-            let (from, to) = client
-                .open_stream(exec_id, StreamKind::Tty, token)
-                .await?
-                .into_split();
-            if streams.stdin {
-                // No EOF on a terminal: the end of our stdin is not a ^D typed by a user.
-                tokio::spawn(async move {
-                    let mut to = to;
-                    let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut to).await;
-                });
+    for kind in streams.kinds(tty) {
+        let s = client.open_stream(exec_id, kind, token).await?;
+        match kind {
+            StreamKind::Tty => {
+                let (from, to) = s.into_split();
+                if streams.stdin {
+                    // No EOF on a terminal: the end of our stdin is not a ^D typed by a user.
+                    tokio::spawn(async move {
+                        let mut to = to;
+                        let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut to).await;
+                    });
+                }
+                outputs.push(tokio::spawn(copy_out(from, tokio::io::stdout())));
             }
-            outputs.push(tokio::spawn(copy_out(from, tokio::io::stdout())));
+            StreamKind::Stdin => {
+                tokio::spawn(copy_stdin(s));
+            }
+            StreamKind::Stdout => outputs.push(tokio::spawn(copy_out(s, tokio::io::stdout()))),
+            StreamKind::Stderr => outputs.push(tokio::spawn(copy_out(s, tokio::io::stderr()))),
         }
-        return Ok(outputs);
-    }
-    if streams.stdin {
-        let s = client
-            .open_stream(exec_id, StreamKind::Stdin, token)
-            .await?;
-        tokio::spawn(copy_stdin(s));
-    }
-    if streams.stdout {
-        let s = client
-            .open_stream(exec_id, StreamKind::Stdout, token)
-            .await?;
-        outputs.push(tokio::spawn(copy_out(s, tokio::io::stdout())));
-    }
-    if streams.stderr {
-        let s = client
-            .open_stream(exec_id, StreamKind::Stderr, token)
-            .await?;
-        outputs.push(tokio::spawn(copy_out(s, tokio::io::stderr())));
     }
     Ok(outputs)
 }

@@ -15,7 +15,11 @@ use sandpod_runtime::agent_client::{
 
 /// Talk to the agent of a Sandpod microVM through the VMM's hybrid-vsock socket.
 #[derive(Parser, Debug)]
-#[command(name = "sandpod-agentctl", version = sandpod_runtime::VERSION)]
+#[command(
+    name = "sandpod-agentctl",
+    version = sandpod_runtime::VERSION,
+    after_help = "Logs go to stderr: SANDPOD_LOG (else RUST_LOG) sets the filter, default warn."
+)]
 struct Cli {
     /// The VMM's vsock Unix socket (sandpod-vmm --vsock-uds).
     #[arg(long, value_name = "PATH")]
@@ -35,32 +39,7 @@ enum Command {
     Details,
     /// Run a process in the guest (or, with --container, in a started container) with this
     /// process's stdin, stdout and stderr; exit with its status (128+N if killed by signal N).
-    Exec {
-        /// KEY=VALUE environment entries (default: PATH only).
-        #[arg(long = "env", short = 'e')]
-        env: Vec<String>,
-        /// Working directory in the guest.
-        #[arg(long, default_value = "/")]
-        cwd: String,
-        /// Run inside this container (its namespaces, root, cgroup).
-        #[arg(long, value_name = "ID")]
-        container: Option<String>,
-        /// Run on a pseudo-terminal (one `tty` stream: this process's stdin in, its stdout out).
-        #[arg(long)]
-        tty: bool,
-        /// uid:gid of the process.
-        #[arg(long, value_name = "UID:GID")]
-        user: Option<String>,
-        /// The process's exec id (default: a fresh one), for `signal` and `wait`.
-        #[arg(long)]
-        id: Option<String>,
-        /// Print how the process ended on stderr: `status: exited N` or `status: signaled N`.
-        #[arg(long)]
-        print_status: bool,
-        /// Command and arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    Exec(ExecArgs),
     /// Create a container from an OCI config.json (read here) with its rootfs at a guest path.
     /// With stream flags, stays attached: copies the streams and exits with the init's status.
     CreateContainer {
@@ -142,14 +121,7 @@ async fn finish(
             ExitStatus::Signaled(sig) => eprintln!("status: signaled {sig}"),
         }
     }
-    Ok(shell_status(status))
-}
-
-fn shell_status(status: ExitStatus) -> i32 {
-    match status {
-        ExitStatus::Exited(code) => code,
-        ExitStatus::Signaled(sig) => 128_i32.saturating_add(sig),
-    }
+    Ok(i32::from(status.shell_code()))
 }
 
 fn parse_user(user: &str) -> anyhow::Result<(u32, u32)> {
@@ -160,14 +132,31 @@ fn parse_user(user: &str) -> anyhow::Result<(u32, u32)> {
     ))
 }
 
+#[derive(clap::Args, Debug)]
 struct ExecArgs {
+    /// KEY=VALUE environment entries (default: PATH only).
+    #[arg(long = "env", short = 'e')]
     env: Vec<String>,
+    /// Working directory in the guest.
+    #[arg(long, default_value = "/")]
     cwd: String,
+    /// Run inside this container (its namespaces, root, cgroup).
+    #[arg(long, value_name = "ID")]
     container: Option<String>,
+    /// Run on a pseudo-terminal (one `tty` stream: this process's stdin in, its stdout out).
+    #[arg(long)]
     tty: bool,
+    /// uid:gid of the process.
+    #[arg(long, value_name = "UID:GID")]
     user: Option<String>,
+    /// The process's exec id (default: a fresh one), for `signal` and `wait`.
+    #[arg(long)]
     id: Option<String>,
+    /// Print how the process ended on stderr: `status: exited N` or `status: signaled N`.
+    #[arg(long)]
     print_status: bool,
+    /// Command and arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
 }
 
@@ -286,28 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Exec {
-            env,
-            cwd,
-            container,
-            tty,
-            user,
-            id,
-            print_status,
-            args,
-        } => {
-            let a = ExecArgs {
-                env,
-                cwd,
-                container,
-                tty,
-                user,
-                id,
-                print_status,
-                args,
-            };
-            exec(&client, a).await
-        }
+        Command::Exec(a) => exec(&client, a).await,
         Command::CreateContainer {
             id,
             spec,
@@ -338,7 +306,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             client.remove_container(&id).await?;
             Ok(0)
         }
-        Command::Wait { exec_id } => Ok(shell_status(client.wait_process(&exec_id).await?)),
+        Command::Wait { exec_id } => {
+            Ok(i32::from(client.wait_process(&exec_id).await?.shell_code()))
+        }
         Command::Signal { exec_id, signal } => {
             client.signal_process(&exec_id, signal).await?;
             Ok(0)
@@ -354,10 +324,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(sandpod_runtime::cli::env_filter("warn"))
         .init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()

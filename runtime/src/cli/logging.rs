@@ -17,10 +17,6 @@ use crate::sandbox::state::now_rfc3339_nanos;
 /// Keeps the log set up for the life of the process.
 pub struct LogGuard;
 
-/// The variable that overrides the log filter (tracing's EnvFilter syntax), in every Sandpod
-/// binary: SANDPOD_LOG.
-pub const LOG_ENV: &str = "SANDPOD_LOG";
-
 /// Sets up `tracing` from the global flags; `configured` is the config file's log level.
 pub fn init(cli: &Cli, configured: Option<&str>) -> anyhow::Result<LogGuard> {
     let default = if cli.debug {
@@ -32,7 +28,7 @@ pub fn init(cli: &Cli, configured: Option<&str>) -> anyhow::Result<LogGuard> {
     } else {
         "warn"
     };
-    let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = env_filter(default);
     let json = match cli.log_format.as_str() {
         "text" => false,
         "json" => true,
@@ -65,6 +61,15 @@ pub fn init(cli: &Cli, configured: Option<&str>) -> anyhow::Result<LogGuard> {
         }
     }
     Ok(LogGuard)
+}
+
+/// The filter from `SANDPOD_LOG` ([`sandpod_protocol::LOG_ENV`], as in every Sandpod binary; else
+/// `RUST_LOG`), or `default` if neither is set or valid. The
+/// monitor's children (sandpod-vmm) inherit the variable.
+pub fn env_filter(default: &str) -> EnvFilter {
+    sandpod_protocol::conventions::log_filter_from_env()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default))
 }
 
 /// runc's log line format.

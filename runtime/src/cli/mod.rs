@@ -24,6 +24,8 @@ use crate::container::RuntimeOptions;
 use crate::hypervisor::CacheMode;
 use crate::paths::DEFAULT_ROOT;
 
+pub use logging::env_filter;
+
 /// Run OCI containers in KVM microVMs (runc-compatible command line).
 #[derive(Parser, Debug)]
 #[command(name = "sandpod", version = crate::VERSION, long_version = LONG_VERSION, about)]
@@ -37,7 +39,8 @@ pub struct Cli {
     /// Log format: text or json (runc's JSON lines).
     #[arg(long, global = true, default_value = "text")]
     pub log_format: String,
-    /// Log at debug level.
+    /// Log at debug level, the sandbox's monitor and sandpod-vmm too (SANDPOD_LOG, else
+    /// RUST_LOG, sets a finer filter: tracing's EnvFilter syntax, e.g. "sandpod_runtime=debug").
     #[arg(long, global = true)]
     pub debug: bool,
     /// The config file (default: $SANDPOD_CONFIG, else /etc/sandpod/config.toml if it exists).
@@ -167,7 +170,7 @@ pub fn main() -> ExitCode {
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("sandpod: {e}");
+            eprintln!("sandpod: {}", sandpod_protocol::ErrorChain(&e));
             return ExitCode::FAILURE;
         }
     };

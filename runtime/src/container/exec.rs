@@ -43,7 +43,7 @@ pub fn request(id: &str, exec_id: &str, process: &Process) -> anyhow::Result<Exe
         bail!("process.args must not be empty");
     }
     let terminal = process.terminal().unwrap_or(false);
-    let streams = crate::io::relay::streams(terminal);
+    let streams = crate::agent_client::StreamSet::for_stdio(terminal);
     let mut req = ExecProcessRequest::new();
     req.exec_id = exec_id.to_string();
     req.container_id = id.to_string();

@@ -10,7 +10,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::agent_client::client::shell_code;
+use crate::agent_client::shell_code;
 use crate::agent_client::ExitStatus;
 
 use super::standin::FORWARDED;
@@ -123,9 +123,8 @@ pub async fn wait(
         }
     };
     use std::os::unix::process::ExitStatusExt;
-    Ok(shell_code(match (status.code(), status.signal()) {
-        (Some(c), _) => Some(ExitStatus::Exited(c)),
-        (None, Some(s)) => Some(ExitStatus::Signaled(s)),
-        _ => None,
-    }))
+    Ok(shell_code(ExitStatus::from_parts(
+        status.code(),
+        status.signal(),
+    )))
 }

@@ -17,7 +17,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Error)]
 pub enum HookError {
-    #[error("{kind} hook {path}: cannot start it: {source}")]
+    #[error("{kind} hook {path}: cannot start it")]
     Spawn {
         kind: &'static str,
         path: String,

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use sandpod_protocol::ErrorChain;
 
 use super::hooks;
 use super::standin::{exec_standins, Standin, StandinArgs};
@@ -209,7 +210,7 @@ async fn create_steps(
     let s = standin.as_mut().context("no stand-in")?;
     let token = crate::agent_client::StreamToken::generate().context("drawing a stream token")?;
     s.attach(&token).await?;
-    let streams = crate::io::relay::streams(terminal);
+    let streams = crate::agent_client::StreamSet::for_stdio(terminal);
     let guest_pid = sb
         .client
         .create_container(&opts.id, guest_spec, &guest_rootfs, streams, &token)
@@ -279,7 +280,7 @@ pub async fn start(rt: &RuntimeOptions, id: &str) -> anyhow::Result<()> {
     state.status = Status::Running;
     state.save(&layout)?;
     if let Err(e) = hooks::run(state.hooks.as_ref(), "poststart", &state.oci(&layout)) {
-        tracing::warn!("{e}");
+        tracing::warn!("{}", ErrorChain(&e));
     }
     Ok(())
 }
@@ -315,7 +316,7 @@ pub async fn delete(rt: &RuntimeOptions, id: &str, force: bool) -> anyhow::Resul
         if status != Status::Stopped {
             if let Ok(sb) = Sandbox::open(&rt.root, &st.sandbox_id, OPEN_TIMEOUT).await {
                 if let Err(e) = sb.client.remove_container(id).await {
-                    tracing::warn!("removing the container in the guest: {e}");
+                    tracing::warn!("removing the container in the guest: {}", ErrorChain(&e));
                 }
             }
         }
@@ -334,7 +335,7 @@ pub async fn delete(rt: &RuntimeOptions, id: &str, force: bool) -> anyhow::Resul
         let mut oci = st.oci(&layout);
         oci.status = Status::Stopped.as_str().into();
         if let Err(e) = hooks::run(st.hooks.as_ref(), "poststop", &oci) {
-            tracing::warn!("{e}");
+            tracing::warn!("{}", ErrorChain(&e));
         }
     }
     Ok(())

@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use sandpod_protocol::ErrorChain;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::foreground::Signals;
@@ -279,7 +280,11 @@ pub async fn run(rt: &RuntimeOptions, args: &StandinArgs) -> anyhow::Result<u8> 
                 let sig = u32::try_from(sig).unwrap_or(15);
                 tracing::debug!(exec_id = args.exec_id, signal = sig, "forwarding a signal");
                 if let Err(e) = client.signal_process(&args.exec_id, sig).await {
-                    tracing::warn!("forwarding signal {sig} to {}: {e}", args.exec_id);
+                    tracing::warn!(
+                        "forwarding signal {sig} to {}: {}",
+                        args.exec_id,
+                        ErrorChain(&e)
+                    );
                 }
             }
         }
@@ -287,7 +292,11 @@ pub async fn run(rt: &RuntimeOptions, args: &StandinArgs) -> anyhow::Result<u8> 
     let (status, oom_killed) = match result {
         Ok((st, oom)) => (st.shell_code(), oom),
         Err(e) => {
-            tracing::error!("waiting for {} (did the VM stop?): {e}", args.exec_id);
+            tracing::error!(
+                "waiting for {} (did the VM stop?): {}",
+                args.exec_id,
+                ErrorChain(&e)
+            );
             (255, false)
         }
     };

@@ -43,6 +43,9 @@ impl fmt::Display for CacheMode {
     }
 }
 
+/// virtiofsd's `--modcaps`: what is taken from its default set.
+pub const DROPPED_CAPS: &str = "-mknod:-setfcap";
+
 /// Everything virtiofsd is started with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtiofsdCommand {
@@ -53,12 +56,19 @@ pub struct VirtiofsdCommand {
     /// The directory it shares.
     pub shared_dir: PathBuf,
     pub cache: CacheMode,
+    /// `--log-level debug` instead of `warn` (`sandpod --debug`). Left out of the JSON when
+    /// false, so `monitor.json` reads as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub debug: bool,
 }
 
 impl VirtiofsdCommand {
     /// The program's arguments: its own sandbox (namespaces + pivot_root into the shared
     /// directory) and seccomp filter stay on; submounts (the container rootfs bind mounts) are
     /// announced so the guest sees them as separate file systems with their own inode numbers.
+    /// Capabilities it does not need to serve a container's rootfs are dropped: CAP_MKNOD (the
+    /// guest cannot plant device nodes on the host; containers' own /dev is a guest tmpfs) and
+    /// CAP_SETFCAP (no file capabilities set for the guest).
     pub fn args(&self) -> Vec<OsString> {
         vec![
             "--socket-path".into(),
@@ -70,8 +80,9 @@ impl VirtiofsdCommand {
             "--sandbox".into(),
             "namespace".into(),
             "--announce-submounts".into(),
+            format!("--modcaps={DROPPED_CAPS}").into(),
             "--log-level".into(),
-            "warn".into(),
+            if self.debug { "debug" } else { "warn" }.into(),
         ]
     }
 
@@ -102,6 +113,7 @@ mod tests {
             socket: "/s/fs.sock".into(),
             shared_dir: "/s/shared".into(),
             cache: CacheMode::Never,
+            debug: false,
         };
         let a: Vec<String> = c
             .args()
@@ -112,6 +124,15 @@ mod tests {
         assert!(j.contains("--sandbox namespace"), "{j}");
         assert!(j.contains("--cache never"), "{j}");
         assert!(j.contains("--shared-dir /s/shared"), "{j}");
+        assert!(j.contains("--modcaps=-mknod:-setfcap"), "{j}");
+        assert!(j.contains("--log-level warn"), "{j}");
+        let debug = VirtiofsdCommand { debug: true, ..c };
+        let a: Vec<String> = debug
+            .args()
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        assert!(a.join(" ").contains("--log-level debug"), "{a:?}");
     }
 
     #[test]
@@ -121,6 +142,7 @@ mod tests {
             socket: "/s/fs.sock".into(),
             shared_dir: "/s/shared".into(),
             cache: CacheMode::Always,
+            debug: false,
         };
         let s = serde_json::to_string(&c).unwrap();
         assert_eq!(
@@ -128,5 +150,9 @@ mod tests {
             r#"{"virtiofsd":"/b/virtiofsd","socket":"/s/fs.sock","shared_dir":"/s/shared","cache":"always"}"#
         );
         assert_eq!(serde_json::from_str::<VirtiofsdCommand>(&s).unwrap(), c);
+        let debug = VirtiofsdCommand { debug: true, ..c };
+        let s = serde_json::to_string(&debug).unwrap();
+        assert!(s.ends_with(r#""cache":"always","debug":true}"#), "{s}");
+        assert_eq!(serde_json::from_str::<VirtiofsdCommand>(&s).unwrap(), debug);
     }
 }

@@ -4,6 +4,7 @@
 //! was given.
 use std::os::fd::AsFd;
 
+use sandpod_protocol::ErrorChain;
 use tokio::task::JoinHandle;
 
 use crate::agent_client::{attach_stdio, AgentClient, AgentError, StreamSet, StreamToken};
@@ -16,15 +17,6 @@ pub struct Attached {
     pub _raw_mode: Option<RawMode>,
 }
 
-/// The streams a process with this stdio attaches: all three, or one terminal stream.
-pub fn streams(terminal: bool) -> StreamSet {
-    StreamSet {
-        stdin: true,
-        stdout: true,
-        stderr: !terminal,
-    }
-}
-
 /// Opens the streams of `id`, presenting `token`, and starts copying ([`attach_stdio`]); in
 /// terminal mode the terminal goes raw and its size is followed.
 pub async fn attach(
@@ -33,7 +25,7 @@ pub async fn attach(
     terminal: bool,
     token: &StreamToken,
 ) -> Result<Attached, AgentError> {
-    let streams = streams(terminal);
+    let streams = StreamSet::for_stdio(terminal);
     let outputs = attach_stdio(client, id, streams, terminal, token).await?;
     let raw = if terminal { RawMode::enable() } else { None };
     if raw.is_some() {
@@ -68,7 +60,7 @@ fn follow_window_size(client: AgentClient, id: String) {
         }
         while winch.recv().await.is_some() {
             if let Err(e) = resize(&client, &id).await {
-                tracing::debug!("terminal resize: {e}");
+                tracing::debug!("terminal resize: {}", ErrorChain(&e));
             }
         }
     });

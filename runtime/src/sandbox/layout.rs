@@ -130,8 +130,9 @@ mod tests {
         let docker = Path::new("/var/run/docker/runtime-kata/moby");
         let l = Layout::new(docker, &"f".repeat(MAX_ID_LEN));
         assert_eq!(l.check_socket_paths(), Ok(()));
-        let p = format!("{}_1025", l.vsock().display());
-        assert!(p.len() <= MAX_SOCKET_PATH, "{} bytes", p.len());
+        let p = sandpod_protocol::ports::uds_port_path(&l.vsock(), sandpod_protocol::LOG_PORT);
+        let len = p.as_os_str().len();
+        assert!(len <= MAX_SOCKET_PATH, "{len} bytes");
         let long = Layout::new(&docker.join("x".repeat(40)), &"f".repeat(MAX_ID_LEN));
         let e = long.check_socket_paths().unwrap_err();
         assert!(e.to_string().contains("shorter --root"), "{e}");

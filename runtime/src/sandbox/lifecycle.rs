@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use sandpod_protocol::shared::{guest_rootfs, GUEST_SHARED_DIR, VIRTIOFS_TAG};
+use sandpod_protocol::ErrorChain;
 use sandpod_vmconfig::FsConfig;
 use tokio::process::Child;
 
 use super::layout::{validate_id, Layout};
 use super::monitor::{Children, MonitorPlan, VmExit};
 use super::process::ProcessIdent;
-use super::shared_dir::{add_container, mounts_under, prepare_share, unmount_all};
+use super::share::{add_container, mounts_under, prepare_share, unmount_all};
 use super::state::{now_rfc3339, write_json_atomic, SandboxState};
 use crate::agent_client::proto::{CreateSandboxRequest, Mount};
 use crate::agent_client::{AgentClient, ClientConfig, HybridVsockConnector, LogToken};
@@ -176,11 +177,11 @@ impl Sandbox {
         })
     }
 
-    /// Shares a container's rootfs and bind-mount sources with the VM (recorded in the state
-    /// at once, so teardown finds them whatever fails next). Returns the spec for the agent and
-    /// the guest path of the rootfs.
+    /// Shares a container's rootfs and bind-mount sources with the VM (attached below the
+    /// share's top, so the sandbox's teardown takes them whatever fails next). Returns the spec
+    /// for the agent and the guest path of the rootfs.
     pub fn share_container(
-        &mut self,
+        &self,
         container_id: &str,
         bundle: &Bundle,
         spec: &oci_spec::runtime::Spec,
@@ -192,9 +193,7 @@ impl Sandbox {
             &bundle.rootfs,
             spec,
             bundle.readonly_rootfs(),
-            &mut self.state.mounts,
         );
-        self.state.save(&self.layout.state())?;
         let guest_spec = shared.context("sharing the container's files with the VM")?;
         Ok((guest_spec, guest_rootfs(container_id)))
     }
@@ -235,6 +234,7 @@ async fn create_steps(
     let child = monitor.as_mut().context("monitor not started")?;
     let client = tokio::select! {
         c = AgentClient::connect(connector, config) => c.map_err(|e| {
+            let e = ErrorChain(&e);
             let console = console_tail(layout);
             if console.is_empty() {
                 anyhow::anyhow!("the VM's agent did not answer: {e}; the guest console is empty")
@@ -301,6 +301,7 @@ fn start_monitor(
         socket: layout.virtiofsd_socket(),
         shared_dir: layout.shared(),
         cache: opts.cache,
+        debug: opts.debug,
     };
     let plan = MonitorPlan {
         vmm,
@@ -324,6 +325,10 @@ fn start_monitor(
         .arg(&opts.log_format);
     if opts.debug {
         cmd.arg("--debug");
+        // sandpod-vmm, the monitor's child, has no --debug: it reads the variable (inherited).
+        if sandpod_protocol::conventions::log_filter_from_env().is_none() {
+            cmd.env(sandpod_protocol::LOG_ENV, "debug");
+        }
     }
     cmd.arg("monitor")
         .arg(&layout.dir)
@@ -350,9 +355,16 @@ pub(crate) fn teardown(layout: &Layout, state: &SandboxState) -> anyhow::Result<
             }
         }
     }
+    // Detaching the share's top takes everything attached below it: no path below it (which
+    // the guest may have renamed or replaced by a symlink) is resolved.
     let mut errors = unmount_all(&state.mounts);
-    // Anything else still mounted there (unmount_all goes innermost, i.e. last, first).
-    let mut left = mounts_under(&layout.dir);
+    errors.extend(unmount_all(&[layout.shared()]));
+    // Anything else still mounted in the state directory, outside the share (deepest last, so
+    // undone first).
+    let mut left: Vec<_> = mounts_under(&layout.dir)
+        .into_iter()
+        .filter(|p| !p.starts_with(layout.shared()))
+        .collect();
     left.sort_by_key(|p| p.components().count());
     errors.extend(unmount_all(&left));
     let left = mounts_under(&layout.dir);

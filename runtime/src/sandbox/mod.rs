@@ -7,7 +7,7 @@ pub mod layout;
 pub mod lifecycle;
 pub mod monitor;
 pub mod process;
-pub mod shared_dir;
+pub mod share;
 pub mod standin_watch;
 pub mod state;
 

@@ -22,7 +22,7 @@ use super::process::ProcessIdent;
 use super::standin_watch::StandinWatch;
 use super::state::write_json_atomic;
 use crate::agent_client::logs::emit;
-use crate::agent_client::{ExitStatus, LogReceiver, LogToken};
+use crate::agent_client::{shell_code, ExitStatus, LogReceiver, LogToken};
 use crate::hypervisor::{VirtiofsdCommand, VmmCommand};
 
 /// Lines of the VMM's own error output kept for `vm-exit.json`.
@@ -78,11 +78,7 @@ pub struct VmExit {
 impl VmExit {
     /// The exit status a process standing for the VM reports: the VMM's code, 128+N for signal N.
     pub fn status(&self) -> u8 {
-        crate::agent_client::client::shell_code(match (self.code, self.signal) {
-            (Some(c), _) => Some(ExitStatus::Exited(c)),
-            (None, Some(s)) => Some(ExitStatus::Signaled(s)),
-            _ => None,
-        })
+        shell_code(ExitStatus::from_parts(self.code, self.signal))
     }
 
     /// One sentence: how the VM ended, with the VMM's own last words.
@@ -338,6 +334,7 @@ mod plan_tests {
                 socket: "/run/sandpod/c/fs.sock".into(),
                 shared_dir: "/run/sandpod/c/shared".into(),
                 cache: CacheMode::Auto,
+                debug: false,
             }),
             guest_log_socket: "/run/sandpod/c/v_1025".into(),
             host_cgroup: Some("/sys/fs/cgroup/docker/c".into()),

@@ -13,6 +13,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::layout::Layout;
 use crate::agent_client::{AgentClient, ClientConfig, HybridVsockConnector};
+use sandpod_protocol::ErrorChain;
 
 /// What a stand-in sends first, as one JSON line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,11 +97,16 @@ async fn watch(conn: UnixStream, vsock: PathBuf) {
             if let Err(e) = client.signal_process(&reg.exec_id, 9).await {
                 tracing::debug!(
                     exec_id = reg.exec_id,
-                    "SIGKILL after the stand-in died: {e}"
+                    "SIGKILL after the stand-in died: {}",
+                    ErrorChain(&e)
                 );
             }
         }
-        Err(e) => tracing::warn!("cannot reach the agent to kill {}: {e}", reg.exec_id),
+        Err(e) => tracing::warn!(
+            "cannot reach the agent to kill {}: {}",
+            reg.exec_id,
+            ErrorChain(&e)
+        ),
     }
 }
 

@@ -16,7 +16,8 @@ pub struct SandboxState {
     pub monitor: Option<ProcessIdent>,
     /// RFC 3339 creation time.
     pub created: String,
-    /// Host mounts made for the sandbox, innermost last (undone in reverse order).
+    /// Host mount points made for the sandbox outside the guest's reach (the share's top),
+    /// last made last; each is detached with all below it.
     pub mounts: Vec<PathBuf>,
     /// The sandbox's cgroup on the host (see `host_cgroup`), removed with it.
     #[serde(default)]

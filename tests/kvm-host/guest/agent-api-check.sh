@@ -6,20 +6,11 @@
 # (exit 1), never hangs (every client runs under `timeout`: 124 would mean it hung).
 # Prints `check <name> ok|FAIL` lines and ends with `agent-api-check: N failed`.
 # SANDPOD_DIR: where the build outputs are (default /sandpod, as in the test host).
-set -u
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/agent-api-check.XXXXXX)
-ctl_bin=$dir/bin/sandpod-agentctl
-failed=0
-check() { # name, then a command
-  name=$1; shift
-  if "$@"; then echo "check $name ok"; else echo "check $name FAIL"; failed=$((failed + 1)); fi
-}
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 boot() { # uds name; exec: run it in the background so that $! is the VMM itself
-  exec "$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs-test.cpio" \
-    --mem-mib 256 --vsock-uds "$work/$1.sock" --console "file:$work/$1.console" \
-    --cmdline "console=ttyS0 reboot=k panic=-1 sandpod.after_ready=serve" </dev/null 2>"$work/$1.vmm.err"
+  vmm_serve "$work/$1.sock" "file:$work/$1.console" </dev/null 2>"$work/$1.vmm.err"
 }
 wait_for_line() { # file pattern: up to 30 s
   i=0; while [ $i -lt 300 ] && ! grep -q "$2" "$1" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
@@ -38,7 +29,7 @@ wait_vmm() {
 # `$2` (a command) ends the VM ($vmm). Checks that the client fails with exit 1 within 10 s of
 # the VMM's exit. $1: check name prefix; $3: the VMM's uds name.
 ends_mid_stream() {
-  ctl="$ctl_bin --uds $work/$3.sock"
+  use_agent "$work/$3.sock"
   (while :; do echo in; sleep 0.2; done) |
     timeout -k 2 60 $ctl exec -- sh -c 'while :; do echo tick; sleep 0.2; done' \
       >"$work/$1.out" 2>"$work/$1.err" &
@@ -58,7 +49,7 @@ ends_mid_stream() {
 # --- VM a: data, signals, parallel processes; then SIGKILLed mid-stream.
 boot a &
 vmm=$!
-ctl="$ctl_bin --uds $work/a.sock"
+use_agent "$work/a.sock"
 out=$(timeout 120 $ctl health 2>&1); echo "agentctl health: $out"
 check health sh -c "echo '$out' | grep -q '^ok '"
 
@@ -133,5 +124,4 @@ check guest-crash-vmm-exit test "$vmm_rc" = 2 # guest reset without a request: a
 for v in a b c; do
   if grep -qi "panicked" "$work/$v.vmm.err"; then echo "VMM $v stderr:"; cat "$work/$v.vmm.err"; fi
 done
-echo "agent-api-check: $failed failed"
-[ $failed -eq 0 ]
+finish agent-api-check

@@ -8,15 +8,9 @@
 # idle device thread, and the images after the VMM exits.
 # Prints `check <name> ok|FAIL` lines and ends with `blk-check: N failed`.
 # SANDPOD_DIR: where the build outputs are (default /sandpod, as in the test host).
-set -u
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/blk-check.XXXXXX)
 uds=$work/v.sock
-failed=0
-check() { # name, then a command
-  name=$1; shift
-  if "$@"; then echo "check $name ok"; else echo "check $name FAIL"; failed=$((failed + 1)); fi
-}
 sha() { sha256sum | cut -d' ' -f1; }
 
 head -c 4194304 /dev/urandom >"$work/data.img"
@@ -31,14 +25,11 @@ dd if="$work/pattern.bin" of="$work/expected.img" bs=512 seek=2048 conv=notrunc 
 expected_sha=$(sha <"$work/expected.img")
 [ "$expected_sha" != "$data_sha" ] || { echo "pattern did not change the image"; exit 1; }
 
-RUST_LOG=warn,sandpod_vmm::devices::virtio::block=debug \
-"$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs-test.cpio" \
-  --mem-mib 256 --vsock-uds "$uds" --console "file:$work/console.txt" \
-  --disk "$work/data.img" --disk "$work/ro.img,ro" \
-  --cmdline "console=ttyS0 reboot=k panic=-1 sandpod.after_ready=serve" </dev/null 2>"$work/vmm.err" &
+SANDPOD_LOG=warn,sandpod_vmm::devices::virtio::block=debug \
+  vmm_serve "$uds" "file:$work/console.txt" --disk "$work/data.img" --disk "$work/ro.img,ro" \
+  </dev/null 2>"$work/vmm.err" &
 vmm=$!
-ctl="$dir/bin/sandpod-agentctl --uds $uds"
-g() { $ctl exec -- busybox "$@"; } # a busybox applet in the guest
+use_agent "$uds"
 
 out=$($ctl health 2>&1); echo "agentctl health: $out"
 check agent-up sh -c "echo '$out' | grep -q '^ok '"
@@ -125,5 +116,4 @@ done
 
 if grep -qi "panicked\|error" "$work/vmm.err"; then echo "vmm stderr:"; cat "$work/vmm.err"; fi
 grep -i "virtio_blk\|vd[a-z]" "$work/console.txt" | head -5
-echo "blk-check: $failed failed"
-[ $failed -eq 0 ]
+finish blk-check

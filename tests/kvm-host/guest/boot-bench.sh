@@ -7,7 +7,7 @@
 set -u
 runs=$1 vcpus=$2 mem=$3
 shift 3
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 cmdline="console=ttyS0 reboot=t panic=-1 quiet sandpod.after_ready=reboot"
 
 start_vmm() {

@@ -3,24 +3,14 @@
 # agent's container API with sandpod-agentctl. Rootfs: busybox with its applets, made in the guest
 # under /run/ctr/<name>/rootfs. Prints `check <name> ok|FAIL` lines and ends with
 # `container-check: N failed`. SANDPOD_DIR: where the build outputs are (default /sandpod).
-set -u
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/container-check.XXXXXX)
 uds=$work/v.sock
-failed=0
-check() { # name, then a command
-  name=$1; shift
-  if "$@"; then echo "check $name ok"; else echo "check $name FAIL"; failed=$((failed + 1)); fi
-}
-has() { printf '%s\n' "$1" | grep -q -- "$2"; }      # text, pattern
-hasnt() { ! printf '%s\n' "$1" | grep -q -- "$2"; }  # text, pattern
 
-"$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs-test.cpio" \
-  --mem-mib 256 --vsock-uds "$uds" --console "file:$work/console.txt" \
-  --cmdline "console=ttyS0 reboot=k panic=-1 sandpod.after_ready=serve" </dev/null 2>"$work/vmm.err" &
+vmm_serve "$uds" "file:$work/console.txt" </dev/null 2>"$work/vmm.err" &
 vmm=$!
-ctl="$dir/bin/sandpod-agentctl --uds $uds"
-$ctl health >/dev/null 2>&1 || { echo "agent unreachable"; cat "$work/console.txt" "$work/vmm.err"; exit 1; }
+use_agent "$uds"
+agent_up_or_exit "$work/console.txt" "$work/vmm.err"
 # Every busybox applet on the guest's PATH (the test initramfs links only a few).
 $ctl exec -- /bin/busybox --install -s /bin
 grep 'switch_root' "$work/console.txt"
@@ -177,5 +167,4 @@ check remove-unstarted test "$($ctl exec -- ps -o args | grep -c sandpod-contain
 
 kill -TERM "$vmm"; wait "$vmm"
 if grep -qi "panicked\|error" "$work/vmm.err"; then echo "vmm stderr:"; cat "$work/vmm.err"; fi
-echo "container-check: $failed failed"
-[ $failed -eq 0 ]
+finish container-check

@@ -7,23 +7,14 @@
 # dumpable before exec, no vsock from containers (nor a guest-local vsock path at all), stdio
 # streams refused without the process's token. Prints `check <name> ok|FAIL` lines and ends with
 # `container-security-check: N failed`. SANDPOD_DIR: the build outputs (/sandpod).
-set -u
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/container-security-check.XXXXXX)
 uds=$work/v.sock
-failed=0
-check() { # name, then a command
-  name=$1; shift
-  if "$@"; then echo "check $name ok"; else echo "check $name FAIL"; failed=$((failed + 1)); fi
-}
-has() { printf '%s\n' "$1" | grep -q -- "$2"; }  # text, pattern
 
-"$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs-test.cpio" \
-  --mem-mib 256 --vsock-uds "$uds" --console "file:$work/console.txt" \
-  --cmdline "console=ttyS0 reboot=k panic=-1 sandpod.after_ready=serve" </dev/null 2>"$work/vmm.err" &
+vmm_serve "$uds" "file:$work/console.txt" </dev/null 2>"$work/vmm.err" &
 vmm=$!
-ctl="$dir/bin/sandpod-agentctl --uds $uds"
-$ctl health >/dev/null 2>&1 || { echo "agent unreachable"; cat "$work/console.txt" "$work/vmm.err"; exit 1; }
+use_agent "$uds"
+agent_up_or_exit "$work/console.txt" "$work/vmm.err"
 $ctl exec -- /bin/busybox --install -s /bin
 cg=/sys/fs/cgroup/sandpod
 
@@ -245,5 +236,4 @@ check no-cgroups-left test -z "$($ctl exec -- find $cg -mindepth 1 -type d)"
 
 kill -TERM "$vmm"; wait "$vmm"
 if grep -qi "panicked" "$work/vmm.err" "$work/console.txt"; then echo "panics:"; grep -i panicked "$work/vmm.err" "$work/console.txt"; fi
-echo "container-security-check: $failed failed"
-[ $failed -eq 0 ]
+finish container-security-check

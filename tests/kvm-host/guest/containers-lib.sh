@@ -1,16 +1,10 @@
-# Helpers for the container checks (sourced): bundles made from the busybox bundle with a jq
-# filter, `sandpod run` with a bounded time, leftover checks, `check NAME CMD...` lines.
-set -u
-dir=${SANDPOD_DIR:-/sandpod}
+# Helpers for the `sandpod run` checks (sourced; sources lib.sh for `check`, `finish`, out_is,
+# err_has, rc_is): bundles made from the busybox bundle with a jq filter, `sandpod run` with a
+# bounded time, leftover checks.
+. "$(dirname "$0")/lib.sh"
 ROOT=${SANDPOD_ROOT:-/run/sandpod-test}
 work=$(mktemp -d /tmp/containers.XXXXXX)
-failed=0
 sandpod() { "$dir/bin/sandpod" --root "$ROOT" "$@"; }
-
-check() { # name, then a command
-  name=$1; shift
-  if "$@"; then echo "check $name ok"; else echo "check $name FAIL"; failed=$((failed + 1)); fi
-}
 
 # mkbundle NAME JQ_FILTER: $work/NAME with a private copy of the busybox rootfs.
 mkbundle() {
@@ -33,10 +27,6 @@ run() {
   echo "run $n: exit $rc, stdout: $(head -c 300 "$work/$n.out" | tr '\n' '|') stderr: $(head -c 300 "$work/$n.err" | tr '\n' '|')"
 }
 
-out_is() { [ "$(cat "$work/$1.out")" = "$2" ]; }
-err_has() { grep -q -- "$2" "$work/$1.err"; }
-rc_is() { [ "$rc" = "$1" ]; }
-
 # nothing_left: no VMM, virtiofsd or monitor process, no mount, socket or state dir of ours.
 nothing_left() {
   ok=0
@@ -51,9 +41,4 @@ nothing_left() {
     echo "leftover state: $(ls -A "$ROOT")"; find "$ROOT" -maxdepth 2; ok=1
   fi
   return $ok
-}
-
-finish() {
-  echo "$(basename "$0"): $failed failed"
-  [ $failed -eq 0 ]
 }

@@ -234,4 +234,4 @@ stop_dockerd
 stop_containerd
 check engines-stopped eval '! pgrep -x dockerd && ! pgrep -x containerd'
 argv_summary
-finish
+finish "$(basename "$0")" "$(took)"

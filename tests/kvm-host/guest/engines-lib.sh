@@ -1,7 +1,8 @@
-# Helpers for the container-engine checks (sourced by docker-check.sh and podman-ctr-check.sh):
-# containerd, dockerd and podman set up in the KVM test host (no systemd there), the offline
-# busybox image loaded, the OCI runtime under test chosen by RUNTIME, `check NAME CMD...` lines,
-# leak checks and a clean-up of every container.
+# Helpers for the container-engine checks (sourced by docker-check.sh, podman-ctr-check.sh and
+# docker-bench.sh; sources lib.sh for `check`, `finish`, out_is, err_has, rc_is): containerd,
+# dockerd and podman set up in the KVM test host (no systemd there), the offline busybox image
+# loaded, the OCI runtime under test chosen by RUNTIME, leak checks and a clean-up of every
+# container.
 #
 #   RUNTIME   kata (default: /sandpod/bin/sandpod), runc (/usr/sbin/runc) or an absolute path
 #   ARGV_LOG  if set, every engine calls the runtime through a wrapper that appends
@@ -21,8 +22,7 @@
 #   - podman: containers.conf with cgroup_manager = "cgroupfs" (no systemd), events_logger =
 #     "file" and log_driver = "k8s-file" (no journald), via CONTAINERS_CONF.
 #   - cgroup v2 is mounted at /sys/fs/cgroup by the test host's init: enough for all three.
-set -u
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 IMAGE_TAR=${IMAGE_TAR:-$dir/images/busybox.tar}
 IMG=sandpod-test/busybox:latest
 # The names the same tarball gets: docker from manifest.json's RepoTags, podman and ctr from
@@ -36,7 +36,6 @@ T=${T:-240}
 ENG=/run/sandpod-engines
 mkdir -p "$ENG"
 work=$(mktemp -d /tmp/engines.XXXXXX)
-failed=0
 script_start=$(date +%s)
 
 case $RUNTIME in
@@ -46,15 +45,8 @@ case $RUNTIME in
   *) echo "RUNTIME must be kata, runc or an absolute path, not '$RUNTIME'"; exit 2 ;;
 esac
 
-check() { # name, then a command
-  name=$1; shift
-  if "$@"; then echo "check $name ok"; else echo "check $name FAIL"; failed=$((failed + 1)); fi
-}
-
-finish() {
-  echo "$(basename "$0"): $failed failed ($(( $(date +%s) - script_start )) s)"
-  [ $failed -eq 0 ]
-}
+# took: "(N s)", the seconds since the script started (the note of its summary line).
+took() { echo "($(( $(date +%s) - script_start )) s)"; }
 
 # group NAME: starts a scenario group (prints how long the previous one took).
 # group_end: ends the current one: clean-up of every container, then the leak check, as the check
@@ -80,10 +72,7 @@ x() {
   ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   echo "$n: exit $rc in $ms ms, stdout: $(head -c 300 "$work/$n.out" | tr '\n' '|') stderr: $(head -c 300 "$work/$n.err" | tr '\n' '|')"
 }
-out_is() { [ "$(cat "$work/$1.out")" = "$2" ]; }
 out_has() { grep -q -- "$2" "$work/$1.out"; }
-err_has() { grep -q -- "$2" "$work/$1.err"; }
-rc_is() { [ "$rc" = "$1" ]; }
 
 # wait_for SECONDS CMD...: polls CMD every 0.2 s until it succeeds; fails after SECONDS.
 wait_for() {

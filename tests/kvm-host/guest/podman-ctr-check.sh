@@ -72,4 +72,4 @@ group_end
 
 stop_containerd
 argv_summary
-finish
+finish "$(basename "$0")" "$(took)"

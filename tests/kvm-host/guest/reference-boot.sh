@@ -8,7 +8,7 @@
 # build outputs are (default /sandpod, as in the test host).
 set -u
 : "${SANDPOD_GUEST_CMDLINE_EXTRA=quiet}"
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 vcpus=${1:-1}
 mem=${2:-128}
 initrd=${3:-$dir/guest/initramfs.cpio}

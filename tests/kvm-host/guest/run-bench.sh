@@ -7,7 +7,7 @@
 # `idle vmm_kib=<n> virtiofsd_kib=<n> monitor_kib=<n>`.
 set -u
 runs=${1:-10}
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/run-bench.XXXXXX)
 cp -a "$dir/bundles/busybox" "$work/bundle"
 jq '.process.args = ["true"]' "$dir/bundles/busybox/config.json" >"$work/bundle/config.json"

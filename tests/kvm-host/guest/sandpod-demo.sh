@@ -3,7 +3,7 @@
 # shared over virtio-fs, the agent creates the container from config.json, and the container
 # prints a line with the guest kernel's version. SANDPOD_DIR: the build outputs (default /sandpod).
 set -eu
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/sandpod-demo.XXXXXX)
 cp -a "$dir/bundles/busybox" "$work/bundle"
 echo "\$ sandpod run --bundle $work/bundle demo"

@@ -5,16 +5,10 @@
 # dies under a running VM leaves the VMM running (the device is marked broken).
 # Prints `check <name> ok|FAIL` lines, a `virtiofs read_mib_s=…` figure, and ends with
 # `virtiofs-check: N failed`. SANDPOD_DIR: the build outputs (default /sandpod, as in the test host).
-set -u
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/virtiofs-check.XXXXXX)
 shared=$work/shared
 tag=sandpodfs
-failed=0
-check() { # name, then a command
-  name=$1; shift
-  if "$@"; then echo "check $name ok"; else echo "check $name FAIL"; failed=$((failed + 1)); fi
-}
 wait_for() { # tenths of a second, then a command
   n=$1; shift
   while [ "$n" -gt 0 ] && ! "$@"; do sleep 0.1; n=$((n - 1)); done
@@ -34,9 +28,7 @@ start_virtiofsd() {
 
 # boot SOCKET UDS CONSOLE STDERR: sandpod-vmm with the virtio-fs and vsock devices; sets $vmm.
 boot() {
-  "$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs-test.cpio" \
-    --mem-mib 256 --fs "tag=$tag,socket=$1" --vsock-uds "$2" --console "file:$3" \
-    --cmdline "console=ttyS0 reboot=k panic=-1 sandpod.after_ready=serve" </dev/null 2>"$4" &
+  vmm_serve "$2" "file:$3" --fs "tag=$tag,socket=$1" </dev/null 2>"$4" &
   vmm=$!
 }
 
@@ -58,56 +50,53 @@ echo "virtiofsd sandbox: $sandbox"
 check virtiofsd-listening alive "$vfsd"
 
 boot "$work/vfs.sock" "$work/v.sock" "$work/console.txt" "$work/vmm.err"
-ctl="$dir/bin/sandpod-agentctl --uds $work/v.sock"
+use_agent "$work/v.sock"
 wait_for 600 sh -c "$ctl health >/dev/null 2>&1"
 check agent-up sh -c "$ctl health >/dev/null 2>&1"
-g() { # a shell command in the guest (busybox applets on PATH)
-  $ctl exec -- /bin/busybox sh -c "export PATH=/bin; $1"
-}
-g "/bin/busybox --install -s /bin" 2>/dev/null
+gsh "/bin/busybox --install -s /bin" 2>/dev/null
 
-out=$(g "mount -t virtiofs $tag /mnt && grep ' /mnt ' /proc/mounts" 2>&1)
+out=$(gsh "mount -t virtiofs $tag /mnt && grep ' /mnt ' /proc/mounts" 2>&1)
 echo "guest mount: $out"
 check guest-mount sh -c "echo '$out' | grep -q '^$tag /mnt virtiofs '"
 
-out=$(g "cat /mnt/host.txt" 2>&1)
+out=$(gsh "cat /mnt/host.txt" 2>&1)
 check host-file-read-in-guest test "$out" = "hello from the host"
 
-g "printf 'written by the guest\n' >/mnt/guest.txt"
+gsh "printf 'written by the guest\n' >/mnt/guest.txt"
 check guest-file-read-on-host test "$(cat "$shared/guest.txt" 2>&1)" = "written by the guest"
 
 host_sum=$(sha256sum <"$shared/big-host.bin" | cut -d' ' -f1)
-guest_sum=$(g "sha256sum /mnt/big-host.bin" 2>&1 | cut -d' ' -f1)
+guest_sum=$(gsh "sha256sum /mnt/big-host.bin" 2>&1 | cut -d' ' -f1)
 echo "10 MiB host to guest: host $host_sum guest $guest_sum"
 check sha256-host-to-guest test "$host_sum" = "$guest_sum"
 
-guest_sum=$(g "head -c 10485760 /dev/urandom >/mnt/big-guest.bin && sha256sum /mnt/big-guest.bin" 2>&1 | cut -d' ' -f1)
+guest_sum=$(gsh "head -c 10485760 /dev/urandom >/mnt/big-guest.bin && sha256sum /mnt/big-guest.bin" 2>&1 | cut -d' ' -f1)
 host_sum=$(sha256sum <"$shared/big-guest.bin" | cut -d' ' -f1)
 echo "10 MiB guest to host: guest $guest_sum host $host_sum ($(stat -c %s "$shared/big-guest.bin") bytes)"
 check sha256-guest-to-host test "$host_sum" = "$guest_sum" -a "$(stat -c %s "$shared/big-guest.bin")" = 10485760
 
-g "ls /mnt/many" >"$work/ls-guest.txt" 2>&1
+gsh "ls /mnt/many" >"$work/ls-guest.txt" 2>&1
 ls "$shared/many" >"$work/ls-host.txt"
 echo "ls of 200 files in the guest: $(wc -l <"$work/ls-guest.txt") names"
 check ls-200-files sh -c "[ \$(wc -l <'$work/ls-guest.txt') = 200 ] && cmp -s '$work/ls-guest.txt' '$work/ls-host.txt'"
 
-g "mkdir /mnt/newdir && mv /mnt/guest.txt /mnt/newdir/renamed.txt && rm /mnt/many/f1"
+gsh "mkdir /mnt/newdir && mv /mnt/guest.txt /mnt/newdir/renamed.txt && rm /mnt/many/f1"
 check mkdir-on-host test -d "$shared/newdir"
 check rename-on-host sh -c "[ ! -e '$shared/guest.txt' ] && [ \"\$(cat '$shared/newdir/renamed.txt')\" = 'written by the guest' ]"
 check unlink-on-host sh -c "[ ! -e '$shared/many/f1' ] && [ \$(ls '$shared/many' | wc -l) = 199 ]"
 
 printf 'late host file\n' >"$shared/late.txt"
-check host-change-seen-in-guest test "$(g "cat /mnt/late.txt" 2>&1)" = "late host file"
+check host-change-seen-in-guest test "$(gsh "cat /mnt/late.txt" 2>&1)" = "late host file"
 
 # Rough read throughput: 64 MiB the guest has not cached yet (the host has), timed in the
 # guest with /proc/uptime (10 ms steps) around busybox dd.
-out=$(g "a=\$(cut -d' ' -f1 /proc/uptime); dd if=/mnt/big64.bin of=/dev/null bs=1M 2>/dev/null && \
+out=$(gsh "a=\$(cut -d' ' -f1 /proc/uptime); dd if=/mnt/big64.bin of=/dev/null bs=1M 2>/dev/null && \
   echo \$a \$(cut -d' ' -f1 /proc/uptime)" 2>&1)
 echo "guest reads 64 MiB: uptime before and after: $out"
 mib_s=$(echo "$out" | awk 'NF == 2 && $2 > $1 { printf "%.1f", 64 / ($2 - $1) }')
 echo "virtiofs read_mib_s=${mib_s:-?}"
 check read-64m test -n "$mib_s"
-check sha256-64m test "$(g "sha256sum /mnt/big64.bin" 2>&1 | cut -d' ' -f1)" = "$(sha256sum <"$shared/big64.bin" | cut -d' ' -f1)"
+check sha256-64m test "$(gsh "sha256sum /mnt/big64.bin" 2>&1 | cut -d' ' -f1)" = "$(sha256sum <"$shared/big64.bin" | cut -d' ' -f1)"
 
 # No busy polling: the virtio-fs thread (and the VMM) idle while nothing happens.
 fs_ticks() {
@@ -130,9 +119,9 @@ wait "$vfsd" 2>/dev/null; echo "virtiofsd exit status: $?"
 # A back end that dies under a running VM: the VMM logs it, keeps running and stays usable.
 start_virtiofsd "$work/vfs2.sock" "$sandbox"
 boot "$work/vfs2.sock" "$work/w.sock" "$work/console2.txt" "$work/vmm2.err"
-ctl="$dir/bin/sandpod-agentctl --uds $work/w.sock"
+use_agent "$work/w.sock"
 wait_for 600 sh -c "$ctl health >/dev/null 2>&1"
-g "mount -t virtiofs $tag /mnt && cat /mnt/host.txt" >/dev/null 2>&1
+gsh "mount -t virtiofs $tag /mnt && cat /mnt/host.txt" >/dev/null 2>&1
 kill -KILL "$vfsd"; wait "$vfsd" 2>/dev/null
 wait_for 50 grep -q "hung up" "$work/vmm2.err"
 check backend-death-logged grep -q "virtio-fs $tag: the vhost-user back end hung up" "$work/vmm2.err"
@@ -144,5 +133,4 @@ for f in "$work/vmm.err" "$work/vmm2.err"; do
   if grep -qi "panicked" "$f"; then echo "vmm stderr:"; cat "$f"; fi
 done
 grep -i "virtio" "$work/console.txt" | head -5
-echo "virtiofs-check: $failed failed"
-[ $failed -eq 0 ]
+finish virtiofs-check

@@ -3,7 +3,7 @@
 # 256 MiB), the agent prints its ready line and what the guest sees, then powers the VM off.
 # SANDPOD_DIR: where the build outputs are (default /sandpod, as in the test host).
 set -u
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 echo "\$ sandpod-vmm --kernel vmlinux --initrd initramfs.cpio --vcpus 2 --mem-mib 256"
 start=$(date +%s%N)
 "$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs.cpio" \

@@ -4,15 +4,14 @@
 # the guest RAM (the memfd named "sandpod-guest-ram"). Repeats RUNS times.
 #   vmm-overhead.sh [RUNS]
 # Prints `overhead rss_kib=<n> pss_kib=<n>` per run.
-set -u
+. "$(dirname "$0")/lib.sh"
 runs=${1:-3}
-dir=${SANDPOD_DIR:-/sandpod}
 i=0
 while [ "$i" -lt "$runs" ]; do
   log=$(mktemp)
-  "$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs.cpio" \
-    --vcpus 1 --mem-mib 128 --console "file:$log" \
-    --cmdline "console=ttyS0 reboot=k panic=-1 quiet sandpod.after_ready=serve" </dev/null >/dev/null 2>&1 &
+  # (No vsock: the production initramfs, 1 vCPU, 128 MiB.)
+  vmm_initrd=initramfs.cpio vmm_mem_mib=128 vmm_quiet=1 vmm_serve "" "file:$log" --vcpus 1 \
+    </dev/null >/dev/null 2>&1 &
   pid=$!
   n=0
   until grep -q 'sandpod-agent ready' "$log" 2>/dev/null; do

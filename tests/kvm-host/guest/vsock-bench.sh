@@ -5,17 +5,14 @@
 #   exec round trip: `sandpod-agentctl exec -- busybox true` in the booted VM, RUNS times.
 #   vsock-bench.sh [MIB] [RUNS]
 # Prints `vsock guest_ms=<ms> pipe_ms=<ms> mib=<n>` and `exec <ms>` lines.
-set -u
 mib=${1:-256}
 runs=${2:-10}
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/vsock-bench.XXXXXX)
 uds=$work/v.sock
-"$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs-test.cpio" \
-  --mem-mib 256 --vsock-uds "$uds" --console none \
-  --cmdline "console=ttyS0 reboot=k panic=-1 quiet sandpod.after_ready=serve" </dev/null 2>"$work/vmm.err" &
+vmm_quiet=1 vmm_serve "$uds" none </dev/null 2>"$work/vmm.err" &
 vmm=$!
-ctl="$dir/bin/sandpod-agentctl --uds $uds"
+use_agent "$uds"
 $ctl health >/dev/null || { echo "vsock-bench: agent unreachable"; cat "$work/vmm.err"; kill $vmm; exit 1; }
 bytes=$((mib * 1024 * 1024))
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }

@@ -5,15 +5,9 @@
 # connects through <uds> with `CONNECT <port>` to the agent's ttrpc (1024) and stdio (1026) ports.
 # Prints `check <name> ok|FAIL` lines and ends with `vsock-check: N failed`.
 # SANDPOD_DIR: where the build outputs are (default /sandpod, as in the test host).
-set -u
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/vsock-check.XXXXXX)
 uds=$work/v.sock
-failed=0
-check() { # name, then a command
-  name=$1; shift
-  if "$@"; then echo "check $name ok"; else echo "check $name FAIL"; failed=$((failed + 1)); fi
-}
 
 perl -MIO::Socket::UNIX -e '
   $| = 1;
@@ -23,9 +17,7 @@ perl -MIO::Socket::UNIX -e '
   while (my $line = <$c>) { print $line; }' "${uds}_1025" >"$work/logs.txt" 2>&1 &
 logger=$!
 
-"$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs-test.cpio" \
-  --mem-mib 256 --vsock-uds "$uds" --console "file:$work/console.txt" \
-  --cmdline "console=ttyS0 reboot=k panic=-1 sandpod.after_ready=serve" </dev/null 2>"$work/vmm.err" &
+vmm_serve "$uds" "file:$work/console.txt" </dev/null 2>"$work/vmm.err" &
 vmm=$!
 
 i=0
@@ -34,8 +26,8 @@ check guest-to-host-logs grep -q '"level"' "$work/logs.txt"
 echo "first log lines (guest to host, via ${uds}_1025):"
 head -3 "$work/logs.txt"
 
-if [ -x "$dir/bin/sandpod-agentctl" ]; then
-  ctl="$dir/bin/sandpod-agentctl --uds $uds"
+if [ -x "$ctl_bin" ]; then
+  use_agent "$uds"
   out=$($ctl health 2>&1); echo "agentctl health: $out"
   check health-over-vsock sh -c "echo '$out' | grep -q '^ok '"
   out=$($ctl exec -- echo hello from the guest 2>&1); echo "agentctl exec echo: $out"
@@ -98,8 +90,8 @@ check uds-removed test ! -e "$uds"
 # power-off removes it.
 uds2=$work/w.sock
 boot2() { # exec: in a background or ( ) subshell, so that $! is the VMM itself
-  exec "$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs.cpio" \
-    --vsock-uds "$uds2" --console none --cmdline "console=ttyS0 reboot=k panic=-1 quiet sandpod.after_ready=$1" </dev/null
+  vmm_initrd=initramfs.cpio vmm_mem_mib='' vmm_quiet=1 vmm_after_ready=$1
+  vmm_serve "$uds2" none </dev/null
 }
 boot2 serve 2>/dev/null &
 vmm2=$!
@@ -118,5 +110,4 @@ check uds-removed-on-poweroff test ! -e "$uds2"
 if grep -qi "panicked\|error" "$work/vmm.err"; then echo "vmm stderr:"; cat "$work/vmm.err"; fi
 grep -i "virtio\|vsock" "$work/console.txt" | head -5
 kill "$logger" 2>/dev/null
-echo "vsock-check: $failed failed"
-[ $failed -eq 0 ]
+finish vsock-check

@@ -3,19 +3,16 @@
 # (`busybox head`, then `dd bs=64k`), host to guest, 5 execs; after each, the guest's virtio and
 # timer interrupt counts and the VMM threads' CPU ticks (utime+stime).
 #   tests/kvm-host/run -- /sandpod/scripts/vsock-prof.sh [MIB] [INITRAMFS in guest/] [VMM in bin/]
-set -u
+. "$(dirname "$0")/lib.sh"
 mib=${1:-32}
 initrd=${2:-initramfs-test.cpio}
 vmm_bin=${3:-sandpod-vmm}
 echo "=== vsock-prof: $mib MiB, $vmm_bin, $initrd"
-dir=/sandpod
 work=$(mktemp -d /tmp/vprof.XXXXXX)
 uds=$work/v.sock
-"$dir/bin/$vmm_bin" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/$initrd" \
-  --mem-mib 256 --vsock-uds "$uds" --console none \
-  --cmdline "console=ttyS0 reboot=k panic=-1 quiet sandpod.after_ready=serve" </dev/null 2>"$work/vmm.err" &
+vmm_initrd=$initrd vmm_quiet=1 vmm_serve "$uds" none </dev/null 2>"$work/vmm.err" &
 vmm=$!
-ctl="$dir/bin/sandpod-agentctl --uds $uds"
+use_agent "$uds"
 $ctl health
 bytes=$((mib * 1024 * 1024))
 ticks() { for t in /proc/$vmm/task/*; do printf '%s=%s ' "$(cat $t/comm)" "$(awk '{print $14 + $15}' $t/stat)"; done; echo; }

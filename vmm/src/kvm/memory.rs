@@ -21,7 +21,7 @@ pub enum MemoryError {
     #[error("cannot create the guest memory file: {0}")]
     Memfd(nix::Error),
     /// ftruncate failed.
-    #[error("cannot size the guest memory file to {size} bytes: {source}")]
+    #[error("cannot size the guest memory file to {size} bytes")]
     Truncate {
         /// Requested size.
         size: u64,
@@ -29,7 +29,7 @@ pub enum MemoryError {
         source: std::io::Error,
     },
     /// mmap failed.
-    #[error("cannot map guest memory: {0}")]
+    #[error("cannot map guest memory")]
     Mmap(#[from] vm_memory::mmap::FromRangesError),
     /// A region larger than this host's address space.
     #[error("guest memory of {0} bytes does not fit the address space")]

@@ -41,7 +41,7 @@ pub enum KvmError {
     #[error("this host runs PVM (kvm_pvm); it needs a PVM guest kernel")]
     Pvm,
     /// Opening /dev/kvm failed otherwise.
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}")]
     Open {
         /// Device path.
         path: String,
@@ -63,7 +63,7 @@ pub enum KvmError {
         max: usize,
     },
     /// An ioctl failed.
-    #[error("{op} failed: {source}")]
+    #[error("{op} failed")]
     Ioctl {
         /// What was attempted.
         op: &'static str,

@@ -15,7 +15,7 @@ use vm_memory::GuestMemoryError;
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
     /// Writing a boot structure failed (address outside guest memory).
-    #[error("cannot write the {what} into guest memory: {source}")]
+    #[error("cannot write the {what} into guest memory")]
     Write {
         /// Which structure.
         what: &'static str,

@@ -137,10 +137,10 @@ pub enum IoError {
     #[error("write to a read-only disk")]
     ReadOnly,
     /// The image file failed (or ended early).
-    #[error("disk image I/O: {0}")]
+    #[error("disk image I/O")]
     File(#[from] io::Error),
     /// Guest memory access failed (checked before, so this means the file failed mid-way).
-    #[error("guest memory: {0}")]
+    #[error("guest memory")]
     Memory(#[from] GuestMemoryError),
 }
 

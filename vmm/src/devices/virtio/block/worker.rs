@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
+use sandpod_vmconfig::conventions::ErrorChain;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 use vmm_sys_util::epoll::{Epoll, EventSet};
@@ -19,6 +20,10 @@ use crate::devices::virtio::epoll_helper::{epoll_add, EpollHandler};
 use crate::devices::virtio::queue::{add_used, pop_chain};
 use crate::devices::virtio::Interrupt;
 use crate::kvm::memory::GuestMem;
+
+/// Indirect descriptor tables: this device does not offer VIRTIO_RING_F_INDIRECT_DESC, so a
+/// chain using one is a protocol violation (see `chain.rs`).
+const INDIRECT_DESC: bool = false;
 
 const TOKEN_QUEUE: u64 = 0;
 /// Header + data segments + status.
@@ -110,14 +115,11 @@ impl Worker {
         let mut used = false;
         loop {
             let mem = &self.mem;
-            let Some(chain) = pop_chain(&mut self.queue, mem)? else {
+            let Some(chain) = pop_chain(&mut self.queue, mem, INDIRECT_DESC)? else {
                 break;
             };
-            let head = chain.head_index();
-            let descs: Vec<Desc> = chain
-                .take(MAX_DESCS + 1)
-                .map(|d| Desc::from_queue(&d))
-                .collect();
+            let head = chain.head;
+            let descs: Vec<Desc> = chain.descs.iter().map(Desc::from_queue).collect();
             let len = self.serve(&descs)?;
             add_used(&mut self.queue, &self.mem, head, len)?;
             used = true;
@@ -207,15 +209,17 @@ impl Worker {
             Err(e) => {
                 if self.stats.host_errors == 0 {
                     tracing::warn!(
-                        "virtio-blk: {:?} at sector {} failed: {e} (further errors at debug level)",
+                        "virtio-blk: {:?} at sector {} failed: {} (further errors at debug level)",
                         req.kind,
-                        req.sector
+                        req.sector,
+                        ErrorChain(&e)
                     );
                 } else {
                     tracing::debug!(
-                        "virtio-blk: {:?} at sector {} failed: {e}",
+                        "virtio-blk: {:?} at sector {} failed: {}",
                         req.kind,
-                        req.sector
+                        req.sector,
+                        ErrorChain(&e)
                     );
                 }
                 self.stats.host_errors += 1;

@@ -41,7 +41,7 @@ const WANTED_PROTOCOL: VhostUserProtocolFeatures =
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
     /// The socket is missing, not a socket, or nobody accepts on it.
-    #[error("cannot connect to the vhost-user-fs socket {}: {source} (is virtiofsd running?)", path.display())]
+    #[error("cannot connect to the vhost-user-fs socket {} (is virtiofsd running?)", path.display())]
     Connect {
         /// Socket path.
         path: PathBuf,
@@ -49,7 +49,7 @@ pub enum FsError {
         source: io::Error,
     },
     /// A vhost-user request failed (back end gone, refused, timed out, bad reply).
-    #[error("vhost-user {request} failed: {source}")]
+    #[error("vhost-user {request} failed")]
     Request {
         /// The request.
         request: &'static str,
@@ -74,7 +74,7 @@ pub enum FsError {
     #[error("the back end failed earlier and is not used again")]
     Failed,
     /// A local resource (socket option, fd duplication).
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: &'static str,

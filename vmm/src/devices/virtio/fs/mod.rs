@@ -18,6 +18,7 @@ use super::device::{read_config_bytes, ActivateError, Activation, VirtioDevice};
 use super::epoll_helper::DeviceThread;
 use super::TYPE_FS;
 pub use frontend::{Backend, FsError};
+use sandpod_vmconfig::conventions::ErrorChain;
 pub use sandpod_vmconfig::FsConfig;
 use sandpod_vmconfig::MAX_TAG_LEN;
 use worker::CallHandler;
@@ -68,7 +69,8 @@ impl Fs {
         a: &Activation,
         calls: &[EventFd],
     ) -> Result<(), ActivateError> {
-        let fail = |e: FsError| ActivateError::Start(std::io::Error::other(e.to_string()));
+        let fail =
+            |e: FsError| ActivateError::Start(std::io::Error::other(ErrorChain(&e).to_string()));
         self.backend
             .start(features, &a.mem, &a.queues, &a.queue_evts, calls)
             .map_err(fail)?;
@@ -155,7 +157,11 @@ impl VirtioDevice for Fs {
         }
         if let Err(e) = self.backend.stop() {
             // Once: the back end is not used after a failure.
-            tracing::warn!("virtio-fs {}: stopping the back end's rings: {e}", self.tag);
+            tracing::warn!(
+                "virtio-fs {}: stopping the back end's rings: {}",
+                self.tag,
+                ErrorChain(&e)
+            );
         }
     }
 }

@@ -121,8 +121,13 @@ fn missing_socket_is_a_clear_error() {
     let e = Backend::connect(std::path::Path::new("/nonexistent/fs.sock"), 2).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "cannot connect to the vhost-user-fs socket /nonexistent/fs.sock: No such file or \
-         directory (os error 2) (is virtiofsd running?)"
+        "cannot connect to the vhost-user-fs socket /nonexistent/fs.sock (is virtiofsd running?)"
+    );
+    // The cause is the source, printed once by the chain.
+    assert_eq!(
+        sandpod_vmconfig::conventions::ErrorChain(&e).to_string(),
+        "cannot connect to the vhost-user-fs socket /nonexistent/fs.sock (is virtiofsd \
+         running?): No such file or directory (os error 2)"
     );
 }
 

@@ -74,9 +74,8 @@ pub fn bind_listener(path: &Path) -> io::Result<(UnixListener, UdsCleanup)> {
 /// Connects to `<uds_path>_<port>` without blocking (a full backlog fails instead of
 /// stalling the device thread).
 pub fn connect_host_port(uds_path: &Path, port: u32) -> io::Result<UnixStream> {
-    let mut name = uds_path.as_os_str().to_owned();
-    name.push(format!("_{port}"));
-    let addr = UnixAddr::new(Path::new(&name)).map_err(io::Error::from)?;
+    let name = sandpod_vmconfig::uds_port_path(uds_path, port);
+    let addr = UnixAddr::new(name.as_path()).map_err(io::Error::from)?;
     let fd: OwnedFd = socket(
         AddressFamily::Unix,
         SockType::Stream,
@@ -238,7 +237,7 @@ mod tests {
     #[test]
     fn connects_to_port_sockets() {
         let path = tmp("out");
-        let port_path = PathBuf::from(format!("{}_1025", path.display()));
+        let port_path = sandpod_vmconfig::uds_port_path(&path, 1025);
         let _ = std::fs::remove_file(&port_path);
         assert!(connect_host_port(&path, 1025).is_err());
         let l = UnixListener::bind(&port_path).unwrap();

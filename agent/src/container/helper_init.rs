@@ -9,13 +9,13 @@ use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 
 use super::config::InitConfig;
-use super::process::{self, ExecArgs};
+use super::final_exec::{self, ExecArgs};
 use super::sync::{Msg, Received, SyncSocket};
-use super::{devices, mounts, namespaces, rootfs, security, terminal};
+use super::{devices, namespaces, rootfs, security, spec_mounts, terminal};
 
 /// Sets the container up, reports `Ready`, waits for `Start`, execs.
 pub fn run(cfg: &InitConfig, sync: &SyncSocket) -> anyhow::Result<Infallible> {
-    process::reset_signals()?;
+    final_exec::reset_signals()?;
     // Device nodes and mount points get exactly the modes asked for.
     nix::sys::stat::umask(Mode::empty());
     // We are in the container's cgroup (the agent put us there before sending the config): the
@@ -29,7 +29,7 @@ pub fn run(cfg: &InitConfig, sync: &SyncSocket) -> anyhow::Result<Infallible> {
         MsFlags::from_bits_truncate(cfg.rootfs_propagation as _),
     )?;
     for m in &cfg.mounts {
-        mounts::mount_one(&cfg.rootfs, m)?;
+        spec_mounts::mount_one(&cfg.rootfs, m)?;
     }
     devices::populate(&cfg.rootfs, &cfg.devices)?;
     rootfs::pivot(&cfg.rootfs)?;
@@ -48,7 +48,7 @@ pub fn run(cfg: &InitConfig, sync: &SyncSocket) -> anyhow::Result<Infallible> {
     }
     std::env::set_current_dir(&cfg.process.cwd)
         .with_context(|| format!("chdir {}", cfg.process.cwd.display()))?;
-    let binary = process::find_executable(&cfg.process).map_err(anyhow::Error::msg)?;
+    let binary = final_exec::find_executable(&cfg.process).map_err(anyhow::Error::msg)?;
     let exec = ExecArgs::new(&binary, &cfg.process)?;
     let prepared = security::prepare_final(&cfg.security)?;
 
@@ -59,5 +59,5 @@ pub fn run(cfg: &InitConfig, sync: &SyncSocket) -> anyhow::Result<Infallible> {
         Received::Eof => std::process::exit(1),
         Received::Msg(other, _) => anyhow::bail!("expected Start, got {other:?}"),
     }
-    process::finish(&cfg.process, &cfg.security, prepared, &exec)
+    final_exec::finish(&cfg.process, &cfg.security, prepared, &exec)
 }

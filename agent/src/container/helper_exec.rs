@@ -10,13 +10,13 @@ use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 
 use super::config::ExecConfig;
+use super::final_exec::{self, ExecArgs};
 use super::namespaces::{self, NsKind};
-use super::process::{self, ExecArgs};
 use super::sync::{Msg, SyncSocket};
 use super::{security, terminal};
 
 pub fn run(cfg: &ExecConfig, sync: &SyncSocket) -> anyhow::Result<Infallible> {
-    process::reset_signals()?;
+    final_exec::reset_signals()?;
     let proc_dir = PathBuf::from(format!("/proc/{}", cfg.init_pid));
     // Everything opened through the agent's /proc before the first setns changes what it shows.
     let root = open(
@@ -45,10 +45,10 @@ pub fn run(cfg: &ExecConfig, sync: &SyncSocket) -> anyhow::Result<Infallible> {
     } else {
         nix::unistd::setsid().context("setsid")?;
     }
-    let binary = process::find_executable(&cfg.process).map_err(anyhow::Error::msg)?;
+    let binary = final_exec::find_executable(&cfg.process).map_err(anyhow::Error::msg)?;
     let exec = ExecArgs::new(&binary, &cfg.process)?;
     let prepared = security::prepare_final(&cfg.security)?;
     // Set up: from here on only the final steps and the exec (EOF) or their error follow.
     sync.send(&Msg::Ready, None).context("reporting ready")?;
-    process::finish(&cfg.process, &cfg.security, prepared, &exec)
+    final_exec::finish(&cfg.process, &cfg.security, prepared, &exec)
 }

@@ -10,17 +10,17 @@ use anyhow::Context;
 use nix::errno::Errno;
 use nix::sys::signal::{signal, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::Mode;
-use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
 
-use super::config::{ProcessConfig, SecurityConfig};
+use super::config::SecurityConfig;
 use super::security::{self, Prepared};
+use crate::process::ProcessSpec;
 
 /// PATH when the spec's env has none (runc's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Finds args[0] as execvp would, but with the PATH of the process's own env: a name with a
 /// '/' is taken as is (relative to the cwd), else the first executable regular file in PATH.
-pub fn find_executable(cfg: &ProcessConfig) -> Result<PathBuf, String> {
+pub fn find_executable(cfg: &ProcessSpec) -> Result<PathBuf, String> {
     let name = &cfg.args[0];
     if name.contains('/') {
         let p = Path::new(name);
@@ -67,7 +67,7 @@ pub struct ExecArgs {
 }
 
 impl ExecArgs {
-    pub fn new(path: &Path, cfg: &ProcessConfig) -> anyhow::Result<Self> {
+    pub fn new(path: &Path, cfg: &ProcessSpec) -> anyhow::Result<Self> {
         let c = |s: &str| CString::new(s).with_context(|| format!("{s:?} contains a NUL byte"));
         Ok(ExecArgs {
             path: c(&path.to_string_lossy())?,
@@ -80,25 +80,22 @@ impl ExecArgs {
 /// umask, credentials, final security steps, execve. Returns only on failure; the error names
 /// the binary and errno.
 pub fn finish(
-    cfg: &ProcessConfig,
+    cfg: &ProcessSpec,
     security_cfg: &SecurityConfig,
     prepared: Prepared,
     exec: &ExecArgs,
 ) -> anyhow::Result<Infallible> {
     nix::sys::stat::umask(Mode::from_bits_truncate(cfg.umask.unwrap_or(0o022) as _));
     // Step 5 needs the permitted set after the setuid (see `security::apply_final`).
-    let keepcaps = cfg.uid != 0;
+    let keepcaps = cfg.creds.uid != 0;
     if keepcaps {
         nix::sys::prctl::set_keepcaps(true).context("PR_SET_KEEPCAPS")?;
     }
-    let groups: Vec<Gid> = cfg
-        .additional_gids
-        .iter()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
-    setgroups(&groups).with_context(|| format!("setgroups {:?}", cfg.additional_gids))?;
-    setgid(Gid::from_raw(cfg.gid)).with_context(|| format!("setgid {}", cfg.gid))?;
-    setuid(Uid::from_raw(cfg.uid)).with_context(|| format!("setuid {}", cfg.uid))?;
+    // The helper runs as root: always a switch.
+    cfg.creds
+        .switch()
+        .apply_in_child()
+        .map_err(|e| anyhow::Error::new(e.errno()).context(cfg.creds.failed_step(e)))?;
     if keepcaps {
         nix::sys::prctl::set_keepcaps(false).context("clearing PR_SET_KEEPCAPS")?;
     }
@@ -119,17 +116,12 @@ fn exec_error(name: &str, errno: Errno) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::process_spec::tests::process;
 
-    fn cfg(arg0: &str, env: &[&str]) -> ProcessConfig {
-        ProcessConfig {
-            args: vec![arg0.into()],
+    fn cfg(arg0: &str, env: &[&str]) -> ProcessSpec {
+        ProcessSpec {
             env: env.iter().map(|s| s.to_string()).collect(),
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            additional_gids: vec![],
-            umask: None,
-            terminal: false,
+            ..process(&[arg0])
         }
     }
 

@@ -1,0 +1,76 @@
+# Common helpers of the scripts in tests/kvm-host/guest/ (sourced, first thing, by every one of
+# them: `. "$(dirname "$0")/lib.sh"`; `make artifacts` copies them all to build/scripts/, which
+# the test host shows at /sandpod/scripts/): where the build outputs are, `check` and `finish`
+# (the output the integration tests parse), the sandpod-vmm command line of a test VM whose agent
+# keeps serving, and the sandpod-agentctl helpers. containers-lib.sh and engines-lib.sh add their
+# domain's helpers on top of these.
+#
+# SANDPOD_DIR: where the build outputs are (default /sandpod, as in the test host).
+set -u
+dir=${SANDPOD_DIR:-/sandpod}
+failed=0
+
+# --- checks ------------------------------------------------------------------------------------
+# check NAME CMD...: runs CMD; prints `check NAME ok`, or `check NAME FAIL` and counts it in
+# $failed. tests/integration/common.rs (assert_checks) looks for exactly these lines.
+check() {
+  name=$1; shift
+  if "$@"; then echo "check $name ok"; else echo "check $name FAIL"; failed=$((failed + 1)); fi
+}
+
+# finish [SUMMARY [NOTE]]: prints the summary line `SUMMARY: N failed` (SUMMARY: the script's
+# file name unless given; NOTE, if any, after a space) and returns 0 only if no check failed. The
+# scripts end with it, so it is their exit status. assert_checks wants `SUMMARY: 0 failed`.
+# shellcheck disable=SC2120 # (its arguments are optional)
+finish() {
+  echo "${1:-$(basename "$0")}: $failed failed${2:+ $2}"
+  [ "$failed" -eq 0 ]
+}
+
+# has TEXT PATTERN / hasnt TEXT PATTERN: TEXT has (has no) line matching the grep PATTERN.
+has() { printf '%s\n' "$1" | grep -q -- "$2"; }
+hasnt() { ! printf '%s\n' "$1" | grep -q -- "$2"; }
+
+# With a command's stdout in $work/NAME.out, stderr in $work/NAME.err and exit status in $rc (as
+# containers-lib.sh's `run` and engines-lib.sh's `x` leave them; $work and $rc are the script's):
+# shellcheck disable=SC2154
+out_is() { [ "$(cat "$work/$1.out")" = "$2" ]; }  # NAME TEXT: stdout is exactly TEXT
+err_has() { grep -q -- "$2" "$work/$1.err"; }     # NAME PATTERN: a stderr line matches
+# shellcheck disable=SC2154
+rc_is() { [ "$rc" = "$1" ]; }                     # CODE: the exit status was CODE
+
+# --- the test VM -------------------------------------------------------------------------------
+# vmm_serve UDS CONSOLE [ARG...]: execs sandpod-vmm: the guest kernel, the test initramfs (busybox
+# in /bin, sandpod-vsock-probe), 256 MiB, the hybrid vsock on UDS (no vsock device if UDS is
+# empty), the guest console to CONSOLE (`file:PATH` or `none`), the agent serving after its ready
+# line (`sandpod.after_ready=serve`); ARGs are added (--disk, --fs, ...). It execs so that $! is
+# the VMM itself: run it in the background or in a ( ) subshell, with the redirections wanted:
+#   vmm_serve "$uds" "file:$work/console.txt" </dev/null 2>"$work/vmm.err" &
+#   vmm=$!
+# Knobs (shell variables, unset by default): vmm_bin (a binary in $dir/bin instead of
+# sandpod-vmm), vmm_initrd (a file in $dir/guest instead of initramfs-test.cpio), vmm_mem_mib
+# (instead of 256; set empty: no --mem-mib, the VMM's default), vmm_quiet=1 (`quiet` on the
+# guest kernel command line), vmm_after_ready (instead of serve: poweroff, reboot).
+vmm_serve() {
+  vs_uds=$1 vs_console=$2; shift 2
+  vs_mem=${vmm_mem_mib-256}
+  exec "$dir/bin/${vmm_bin:-sandpod-vmm}" --kernel "$dir/guest/vmlinux" \
+    --initrd "$dir/guest/${vmm_initrd:-initramfs-test.cpio}" ${vs_mem:+--mem-mib "$vs_mem"} \
+    ${vs_uds:+--vsock-uds "$vs_uds"} --console "$vs_console" "$@" \
+    --cmdline "console=ttyS0 reboot=k panic=-1${vmm_quiet:+ quiet} sandpod.after_ready=${vmm_after_ready:-serve}"
+}
+
+# --- sandpod-agentctl ---------------------------------------------------------------------------
+ctl_bin=$dir/bin/sandpod-agentctl
+# use_agent UDS: points $ctl at the agent of the VM whose hybrid vsock is UDS (`$ctl health`,
+# `$ctl exec -- CMD`, `$ctl create-container ...`).
+use_agent() { ctl="$ctl_bin --uds $1"; }
+# agent_up_or_exit FILE...: exits 1 with "agent unreachable" and FILEs (the console, the VMM's
+# stderr) unless the agent answers `health`.
+agent_up_or_exit() {
+  $ctl health >/dev/null 2>&1 || { echo "agent unreachable"; cat "$@"; exit 1; }
+}
+# g APPLET [ARG...]: a busybox applet in the guest.
+g() { $ctl exec -- busybox "$@"; }
+# gsh CMD: the shell command CMD in the guest (busybox's sh, its applets on PATH via /bin).
+gsh() { $ctl exec -- /bin/busybox sh -c "export PATH=/bin; $1"; }
