@@ -5,23 +5,16 @@
 # VMM with SIGSYS, `--no-seccomp` turning them off, and the VMM not dumpable (no core dump; guest
 # RAM marked MADV_DONTDUMP).
 # Prints `check <name> ok|FAIL` lines and ends with `vmm-seccomp-check: N failed`.
-# SANDPOD_DIR: where the build outputs are (default /sandpod, as in the test host).
 # SANDPOD_VMM_SECCOMP=log (passed on to the VMMs): violations are only logged (development).
-set -u
-dir=${SANDPOD_DIR:-/sandpod}
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/vmm-seccomp-check.XXXXXX)
-failed=0
-check() { # name, then a command
-  name=$1; shift
-  if "$@"; then echo "check $name ok"; else echo "check $name FAIL"; failed=$((failed + 1)); fi
-}
 wait_for() { # tenths of a second, then a command
   n=$1; shift
   while [ "$n" -gt 0 ] && ! "$@"; do sleep 0.1; n=$((n - 1)); done
   "$@"
 }
 alive() { kill -0 "$1" 2>/dev/null; }
-healthy() { "$dir/bin/sandpod-agentctl" --uds "$1" health 2>/dev/null | grep -q '^ok '; }
+healthy() { "$ctl_bin" --uds "$1" health 2>/dev/null | grep -q '^ok '; }
 # seccomp_modes PID: "comm=N" for each thread (N: 0 none, 2 filter).
 seccomp_modes() {
   for t in /proc/"$1"/task/*; do
@@ -50,23 +43,20 @@ fi
 check virtiofsd-listening alive "$vfsd"
 head -c 8388608 /dev/zero >"$work/disk.img"
 uds=$work/v.sock
-"$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs-test.cpio" \
-  --mem-mib 256 --vcpus 2 --vsock-uds "$uds" --console "file:$work/console.txt" \
-  --disk "$work/disk.img" --fs "tag=shared,socket=$work/vfs.sock" \
-  --cmdline "console=ttyS0 reboot=k panic=-1 sandpod.after_ready=serve" </dev/null 2>"$work/vmm.err" &
+vmm_serve "$uds" "file:$work/console.txt" --vcpus 2 --disk "$work/disk.img" \
+  --fs "tag=shared,socket=$work/vfs.sock" </dev/null 2>"$work/vmm.err" &
 vmm=$!
 check agent-health-under-filters wait_for 600 healthy "$uds"
-ctl="$dir/bin/sandpod-agentctl --uds $uds"
-g() { $ctl exec -- /bin/busybox sh -c "export PATH=/bin; $1"; }
+use_agent "$uds"
 out=$($ctl exec -- echo hello from the guest 2>&1); echo "exec: $out"
 check exec-under-filters test "$out" = "hello from the guest"
 head -c 1000000 /dev/urandom >"$work/in.bin"
 $ctl exec -- cat <"$work/in.bin" >"$work/out.bin" 2>/dev/null
 check exec-stdin-roundtrip-1m cmp -s "$work/in.bin" "$work/out.bin"
-out=$(g "echo sandpod-blk | dd of=/dev/vda bs=512 conv=sync,fsync 2>/dev/null && dd if=/dev/vda bs=11 count=1 2>/dev/null")
+out=$(gsh "echo sandpod-blk | dd of=/dev/vda bs=512 conv=sync,fsync 2>/dev/null && dd if=/dev/vda bs=11 count=1 2>/dev/null")
 echo "blk: $out; on the host: $(head -c 10 "$work/disk.img")"
 check blk-write-read eval '[ "$out" = sandpod-blk ] && [ "$(head -c 10 "$work/disk.img")" = sandpod-bl ]'
-out=$(g "mount -t virtiofs shared /mnt && cat /mnt/host.txt && echo from-guest >/mnt/guest.txt && sync" 2>&1)
+out=$(gsh "mount -t virtiofs shared /mnt && cat /mnt/host.txt && echo from-guest >/mnt/guest.txt && sync" 2>&1)
 echo "virtio-fs: $out; on the host: $(cat "$shared/guest.txt" 2>&1)"
 check virtiofs-read-write eval '[ "$out" = "hello from the host" ] && [ "$(cat "$shared/guest.txt")" = from-guest ]'
 modes=$(seccomp_modes "$vmm")
@@ -91,9 +81,7 @@ if echo "$work/cores/core.%p" >/proc/sys/kernel/core_pattern 2>/dev/null; then
   plain=$!; sleep 0.5; kill -ABRT $plain; wait $plain 2>/dev/null
   ls "$work/cores"
   check core-dumps-work-here test -e "$work/cores/core.$plain"
-  (ulimit -c unlimited; exec "$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" \
-    --initrd "$dir/guest/initramfs-test.cpio" --vsock-uds "$work/c.sock" --console none \
-    --cmdline "console=ttyS0 reboot=k panic=-1 sandpod.after_ready=serve" </dev/null 2>"$work/core.err") &
+  (ulimit -c unlimited; vmm_serve "$work/c.sock" none </dev/null 2>"$work/core.err") &
   vmm=$!
   wait_for 600 healthy "$work/c.sock"
   kill -ABRT $vmm; wait $vmm; rc=$?
@@ -106,9 +94,8 @@ fi
 
 # --- the debug trigger: each kind's forbidden syscall kills the VMM -----------------------------
 for kind in vcpu main spawner device; do
-  "$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs-test.cpio" \
-    --vsock-uds "$work/d-$kind.sock" --console none --debug-seccomp-violation "$kind" \
-    --cmdline "console=ttyS0 reboot=k panic=-1 sandpod.after_ready=poweroff" </dev/null 2>"$work/d-$kind.err" &
+  (vmm_after_ready=poweroff; vmm_serve "$work/d-$kind.sock" none --debug-seccomp-violation "$kind" \
+    </dev/null 2>"$work/d-$kind.err") &
   pid=$!
   # The device threads start when the guest's drivers do: give it time to boot.
   i=0; while [ $i -lt 900 ] && alive $pid; do sleep 0.1; i=$((i + 1)); done
@@ -119,9 +106,7 @@ for kind in vcpu main spawner device; do
 done
 
 # --- --no-seccomp: no filters -------------------------------------------------------------------
-"$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" --initrd "$dir/guest/initramfs-test.cpio" \
-  --vsock-uds "$work/n.sock" --console none --no-seccomp \
-  --cmdline "console=ttyS0 reboot=k panic=-1 sandpod.after_ready=serve" </dev/null 2>"$work/n.err" &
+vmm_serve "$work/n.sock" none --no-seccomp </dev/null 2>"$work/n.err" &
 vmm=$!
 wait_for 600 healthy "$work/n.sock"
 modes=$(seccomp_modes "$vmm")
@@ -133,7 +118,7 @@ kill -TERM $vmm; wait $vmm
 # --- a container: `sandpod run` (the runtime's vm.json, virtio-fs rootfs, vsock) -----------------
 if [ -d "$dir/bundles/busybox" ] && [ -x "$dir/bin/sandpod" ]; then
   ours=$failed
-  . "$dir/scripts/containers-lib.sh" # its own $work, check() and count (from 0)
+  . "$(dirname "$0")/containers-lib.sh" # its own $work, and the count from 0 again
   mkbundle echo "$(args '["sh","-c","echo hello sandpod; echo written > /w.txt"]')"
   run echo
   check container-run-under-filters eval "rc_is 0 && out_is echo 'hello sandpod' && [ \"\$(cat $work/echo/rootfs/w.txt)\" = written ]"
@@ -155,5 +140,4 @@ fi
 
 echo "seccomp audit lines:"
 dmesg 2>/dev/null | grep -i "type=1326\|seccomp" | sed 's/.*audit: //' | head -40
-echo "vmm-seccomp-check: $failed failed"
-[ "$failed" -eq 0 ]
+finish vmm-seccomp-check
