@@ -161,6 +161,7 @@ fn vmm_threads_are_confined_by_seccomp() {
             "guest-ram-dontdump",
             "clean-exit-under-filters",
             "core-dumps-work-here",
+            "installed-logged-per-kind",
             "vmm-no-core-dump",
             "violation-vcpu-sigsys",
             "violation-main-sigsys",

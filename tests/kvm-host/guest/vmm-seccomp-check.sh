@@ -81,9 +81,11 @@ if echo "$work/cores/core.%p" >/proc/sys/kernel/core_pattern 2>/dev/null; then
   plain=$!; sleep 0.5; kill -ABRT $plain; wait $plain 2>/dev/null
   ls "$work/cores"
   check core-dumps-work-here test -e "$work/cores/core.$plain"
-  (ulimit -c unlimited; vmm_serve "$work/c.sock" none </dev/null 2>"$work/core.err") &
+  # (With debug logs: each kind's "installed" line, and the debug paths under the filters.)
+  (ulimit -c unlimited; export SANDPOD_LOG=debug; vmm_serve "$work/c.sock" none </dev/null 2>"$work/core.err") &
   vmm=$!
   wait_for 600 healthy "$work/c.sock"
+  check installed-logged-per-kind eval 'for k in vcpu spawner main device; do grep -q "seccomp filters installed ($k)" "$work/core.err" || exit 1; done'
   kill -ABRT $vmm; wait $vmm; rc=$?
   echo "sandpod-vmm after SIGABRT: exit $rc; cores: $(ls "$work/cores" | tr '\n' ' ')"
   check vmm-no-core-dump eval '[ $rc = 134 ] && [ ! -e "$work/cores/core.$vmm" ]'
