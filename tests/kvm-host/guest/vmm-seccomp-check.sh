@@ -24,6 +24,7 @@ seccomp_modes() {
 # all_modes_are N: every thread in $modes has seccomp mode N.
 all_modes_are() { [ -n "$modes" ] && ! echo "$modes" | grep -qv "=$1\$"; }
 has_thread() { echo "$modes" | grep -q "^$1="; }
+has_threads() { for t in "$@"; do has_thread "$t" || return 1; done; }
 dmesg -c >/dev/null 2>&1 # the audit lines below are this run's
 
 # --- VM 1: every device, filters on ---------------------------------------------------------
@@ -62,7 +63,7 @@ check virtiofs-read-write eval '[ "$out" = "hello from the host" ] && [ "$(cat "
 modes=$(seccomp_modes "$vmm")
 echo "threads: $(echo $modes)"
 check every-thread-filtered all_modes_are 2
-check filtered-thread-kinds eval 'for t in sandpod-vmm signals spawner vcpu0 vcpu1 vsock virtio-blk virtio-fs; do has_thread $t || exit 1; done'
+check filtered-thread-kinds has_threads sandpod-vmm signals spawner vcpu0 vcpu1 vsock virtio-blk virtio-fs
 # Not dumpable: guest RAM is VM_DONTDUMP ("dd") and SIGABRT leaves no core (a plain process does).
 dd_flags=$(awk '/sandpod-guest-ram/ {m = 1; next} m && /^VmFlags:/ {print; m = 0}' /proc/"$vmm"/smaps)
 echo "guest RAM mappings: $dd_flags"
@@ -85,7 +86,8 @@ if echo "$work/cores/core.%p" >/proc/sys/kernel/core_pattern 2>/dev/null; then
   (ulimit -c unlimited; export SANDPOD_LOG=debug; vmm_serve "$work/c.sock" none </dev/null 2>"$work/core.err") &
   vmm=$!
   wait_for 600 healthy "$work/c.sock"
-  check installed-logged-per-kind eval 'for k in vcpu spawner main device; do grep -q "seccomp filters installed ($k)" "$work/core.err" || exit 1; done'
+  logged_kinds() { for k in vcpu spawner main device; do grep -q "seccomp filters installed ($k)" "$work/core.err" || return 1; done; }
+  check installed-logged-per-kind logged_kinds
   kill -ABRT $vmm; wait $vmm; rc=$?
   echo "sandpod-vmm after SIGABRT: exit $rc; cores: $(ls "$work/cores" | tr '\n' ' ')"
   check vmm-no-core-dump eval '[ $rc = 134 ] && [ ! -e "$work/cores/core.$vmm" ]'
