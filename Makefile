@@ -7,7 +7,7 @@ BIN_DIR := build/bin
 STAGE := scripts/stage
 
 .PHONY: all deps build agent kernel initramfs virtiofsd bundle artifacts testhost demo test unit install \
-        lint integration print-integration-tests engines-control fuzz bench clean
+        lint integration print-integration-tests engines-control fuzz fuzz-long bench clean
 
 all: artifacts
 
@@ -23,7 +23,7 @@ build:
 
 agent:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p sandpod-agent --target $(HOST_TARGET)
-	@mkdir -p $(BIN_DIR) && cp $(AGENT_BIN) $(BIN_DIR)/
+	@mkdir -p $(BIN_DIR) && cp $(AGENT_BIN) $(dir $(AGENT_BIN))sandpod-vsock-probe $(BIN_DIR)/
 
 kernel:
 	@scripts/build-guest-kernel.sh
@@ -85,6 +85,11 @@ unit: bundle virtiofsd
 ## The VMM's cargo-fuzz targets (vmm/fuzz), SANDPOD_FUZZ_SECONDS (default 20) each.
 fuzz:
 	@scripts/fuzz.sh
+
+## The same targets for SANDPOD_FUZZ_RUNS (default 1000000) executions each (not in CI; the
+## executions and peak RSS per target are printed).
+fuzz-long:
+	@SANDPOD_FUZZ_RUNS=$${SANDPOD_FUZZ_RUNS:-1000000} scripts/fuzz.sh
 
 ## The test-host tests (each boots its own L2; one at a time): every [[test]] of
 ## tests/Cargo.toml in its order, but the HOST_TESTS (`make -s print-integration-tests`).

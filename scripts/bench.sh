@@ -10,7 +10,7 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2)
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 SANDPOD_TESTHOST_NOBUILD=1 "$REPO_ROOT/tests/kvm-host/run" -- sh -c \
-  "/sandpod/scripts/boot-bench.sh $RUNS 1 128 sandpod qemu; /sandpod/scripts/vmm-overhead.sh 5; \
+  "/sandpod/scripts/boot-bench.sh $RUNS 1 128 sandpod qemu sandpod-noseccomp; /sandpod/scripts/vmm-overhead.sh 5; \
    /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/run-bench.sh $RUNS; \
    /sandpod/scripts/docker-bench.sh $RUNS" |
   tee "$raw" >&2
@@ -20,6 +20,10 @@ theirs=$(awk '$1=="boot" && $2=="qemu" && $3!="fail" {print $3}' "$raw" | median
 fails=$(awk '$1=="boot" && $3=="fail"' "$raw" | wc -l)
 ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { if (b > 0 && a > 0) printf "%.2f", a / b; else print "nan" }')
 echo "bench boot_ms sandpod=$ours qemu=$theirs ratio=$ratio runs=$RUNS vcpus=1 mem_mib=128 failed=$fails"
+# What the VMM's seccomp filters cost at boot: the same VMM with --no-seccomp, in the same runs.
+off=$(awk '$1=="boot" && $2=="sandpod-noseccomp" && $3!="fail" {print $3}' "$raw" | median)
+cost=$(awk -v a="$ours" -v b="$off" 'BEGIN { if (b > 0 && a > 0) printf "%.3f", a / b; else print "nan" }')
+echo "bench boot_seccomp_ms filters=$ours no_seccomp=$off ratio=$cost runs=$RUNS"
 rss=$(sed -n 's/^overhead rss_kib=\([0-9]*\) .*/\1/p' "$raw" | median)
 pss=$(sed -n 's/^overhead .*pss_kib=\([0-9]*\)/\1/p' "$raw" | median)
 echo "bench vmm_overhead_kib rss=$rss pss=$pss"

@@ -1,8 +1,9 @@
 //! `sandpod run` of busybox bundles in the KVM test host: a VM per container, the rootfs over
 //! virtio-fs, the OCI spec applied by the agent, teardown leaving nothing behind. The checks are
 //! in tests/kvm-host/guest/containers-check.sh, containers-limits-check.sh,
-//! share-security-check.sh (the host side of the share against a hostile guest) and
-//! vmm-jail-check.sh (sandpod-vmm in its jail).
+//! share-security-check.sh (the host side of the share against a hostile guest),
+//! guest-flood-check.sh (console and log floods against their caps) and vmm-jail-check.sh
+//! (sandpod-vmm in its jail).
 mod common;
 
 use common::{assert_checks, host, run};
@@ -81,6 +82,22 @@ fn share_boundary_against_a_hostile_guest() {
             "no-device-node-on-host",
             "teardown-ignores-planted-symlinks",
             "nothing-left-after-share-checks",
+        ],
+    );
+}
+
+#[test]
+fn guest_floods_stay_within_caps() {
+    run_checks(
+        "guest-flood-check.sh",
+        &[
+            "console-file-capped-and-rotated",
+            "console-drops-marked",
+            "console-flood-rss-flat",
+            "log-flood-connected",
+            "log-flood-bounded",
+            "log-flood-drops-reported",
+            "nothing-left-after-floods",
         ],
     );
 }

@@ -1,8 +1,10 @@
 //! sandpod-vmm boots our guest to the agent inside the KVM test host, ends with the documented
-//! status on guest power-off, reboot and crash, and rejects bad input with a one-line error.
+//! status on guest power-off, reboot and crash, and rejects bad input with a one-line error;
+//! its own confinement (seccomp filters on every thread, not dumpable) in
+//! tests/kvm-host/guest/vmm-seccomp-check.sh.
 mod common;
 
-use common::{host, run, text};
+use common::{assert_checks, host, run, text};
 
 const KERNEL: &str = "/sandpod/guest/vmlinux";
 const INITRD: &str = "/sandpod/guest/initramfs.cpio";
@@ -128,4 +130,48 @@ fn bad_input_gives_a_one_line_error() {
             "{name}: not a one-line error:\n{t}"
         );
     }
+}
+
+#[test]
+fn vmm_threads_are_confined_by_seccomp() {
+    let host = host();
+    let out = run(
+        &host,
+        &[
+            "sh",
+            "-c",
+            "timeout -k 5 600 /sandpod/scripts/vmm-seccomp-check.sh",
+        ],
+    );
+    // The agent, block, virtio-fs and a whole container work under the filters; every thread
+    // has one; each kind's forbidden syscall kills the VMM with SIGSYS; --no-seccomp has none;
+    // no core dump, guest RAM MADV_DONTDUMP.
+    assert_checks(
+        &out,
+        "vmm-seccomp-check",
+        &[
+            "virtiofsd-listening",
+            "agent-health-under-filters",
+            "exec-under-filters",
+            "exec-stdin-roundtrip-1m",
+            "blk-write-read",
+            "virtiofs-read-write",
+            "every-thread-filtered",
+            "filtered-thread-kinds",
+            "guest-ram-dontdump",
+            "clean-exit-under-filters",
+            "core-dumps-work-here",
+            "installed-logged-per-kind",
+            "vmm-no-core-dump",
+            "violation-vcpu-sigsys",
+            "violation-main-sigsys",
+            "violation-spawner-sigsys",
+            "violation-device-sigsys",
+            "no-seccomp-unfiltered",
+            "no-seccomp-warns",
+            "container-run-under-filters",
+            "container-vmm-filtered",
+            "container-nothing-left",
+        ],
+    );
 }

@@ -40,7 +40,7 @@ pub enum TestHostError {
     NoExitStatus { qemu: String, console: String },
     #[error("starting QEMU ({0}): {1}")]
     Spawn(String, std::io::Error),
-    #[error("{0:#}")]
+    #[error(transparent)]
     Setup(#[from] anyhow::Error),
     #[error("writing the command's output: {0}")]
     Output(std::io::Error),

@@ -87,6 +87,10 @@ pub struct VmConfig {
     /// virtio-blk devices, in order (the guest's vda, vdb, ...).
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// Debug only: run the VMM without its seccomp filters (it logs a warning). Default false:
+    /// every VMM thread is confined to the syscalls it needs.
+    #[serde(default)]
+    pub no_seccomp: bool,
 }
 
 fn default_cmdline() -> String {
@@ -173,6 +177,7 @@ impl VmConfig {
             vsock: None,
             fs: Vec::new(),
             disks: Vec::new(),
+            no_seccomp: false,
         }
     }
 

@@ -160,6 +160,7 @@ fn serde_round_trip_of_every_field() {
                 read_only: false,
             },
         ],
+        no_seccomp: true,
     };
     assert_eq!(c.validate(), Ok(()));
     let s = serde_json::to_string_pretty(&c).unwrap();

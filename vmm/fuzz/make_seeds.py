@@ -63,3 +63,83 @@ write("vsock_queues", "connect-send", queues([pkt(REQUEST), pkt(RW, b"data for t
 write("vsock_queues", "unknown-port", queues([pkt(RW, b"x", dst_port=9), pkt(CREDIT_REQUEST)]))
 write("vsock_queues", "connect-close", queues([pkt(REQUEST), pkt(SHUTDOWN, flags=3), pkt(RST)]))
 write("vsock_queues", "event-idx", queues([pkt(REQUEST), pkt(RW, b"x" * 100)], event_idx=True))
+
+
+# virtio_mmio: [device (bit 0 vsock), op count, ops (kind, offset u16, value 5 bytes), memory]
+def op(kind, offset, value=0, width_index=0):
+    return struct.pack("<BH", kind | (width_index << 1), offset) + struct.pack("<Q", value)[:5]
+
+
+def bring_up(queues_count, size=8):
+    """Linux's virtio_mmio probe and virtqueue setup, DRIVER_OK, a notification, an interrupt
+    ack, a config read, then a reset."""
+    ops = [op(0, 0x0), op(0, 0x4), op(0, 0x8), op(1, 0x70, 0), op(1, 0x70, 1), op(1, 0x70, 3),
+           op(1, 0x14, 1), op(0, 0x10), op(1, 0x14, 0), op(0, 0x10),
+           op(1, 0x24, 1), op(1, 0x20, 1), op(1, 0x24, 0), op(1, 0x20, 0), op(1, 0x70, 0xb),
+           op(0, 0x70)]
+    for q in range(queues_count):
+        base = 0x1000 * 2 * q
+        ops += [op(1, 0x30, q), op(0, 0x44), op(0, 0x34), op(1, 0x38, size),
+                op(1, 0x80, base), op(1, 0x84, 0), op(1, 0x90, base + 0x800), op(1, 0x94, 0),
+                op(1, 0xa0, base + 0x1000), op(1, 0xa4, 0), op(1, 0x44, 1)]
+    ops += [op(1, 0x70, 0xf), op(0, 0x70), op(1, 0x50, 0), op(0, 0x60), op(1, 0x64, 1),
+            op(0, 0x100, 0, 6), op(0, 0x102, 0, 5), op(0, 0xfc), op(1, 0x70, 0), op(0, 0x70)]
+    return ops
+
+
+def mmio(device, ops, mem=b""):
+    assert len(ops) < 256
+    return bytes([device, len(ops)]) + b"".join(ops) + mem
+
+
+write("virtio_mmio", "blk-bring-up", mmio(0, bring_up(1)))
+write("virtio_mmio", "vsock-bring-up", mmio(1, bring_up(3)))
+write("virtio_mmio", "blk-bad-widths", mmio(0, [op(0, 0x70, 0, 4), op(1, 0x70, 7, 5), op(0, 0x2, 0),
+                                                 op(1, 0x100, 1, 6), op(1, 0x70, 4)]))
+
+
+# blk_request: [flags, memory]: descriptors at 0, available ring at 0x1000 (idx set by the
+# target), used ring at 0x1400; buffers from 0x2000.
+def blk(chains, size_exp=3, indirect=False):
+    mem = bytearray(0x4000)
+    index = 0
+    heads = []
+    for chain in chains:
+        heads.append(index)
+        for j, (addr, length, flags) in enumerate(chain):
+            last = j + 1 == len(chain)
+            mem[16 * index:16 * index + 16] = desc(addr, length, flags | (0 if last else 1),
+                                                  0 if last else index + 1)
+            index += 1
+    for i, h in enumerate(heads):
+        mem[0x1004 + 2 * i:0x1006 + 2 * i] = struct.pack("<H", h)
+    flags = size_exp | (0x10 if indirect else 0) | ((len(chains) - 1) << 5)
+    return bytes([flags]) + bytes(mem)
+
+
+def blk_hdr(at, type_, sector):
+    return (at, struct.pack("<IIQ", type_, 0, sector))
+
+
+def with_headers(seed, headers):
+    mem = bytearray(seed)
+    for at, b in headers:
+        mem[1 + at:1 + at + len(b)] = b
+    return bytes(mem)
+
+
+write("blk_request", "read-write-flush-id", with_headers(
+    blk([[(0x2000, 16, 0), (0x3000, 512, 2), (0x2f00, 1, 2)],
+         [(0x2100, 16, 0), (0x3200, 1024, 0), (0x2f01, 1, 2)],
+         [(0x2200, 16, 0), (0x2f02, 1, 2)],
+         [(0x2300, 16, 0), (0x3800, 20, 2), (0x2f03, 1, 2)]]),
+    [blk_hdr(0x2000, 0, 2), blk_hdr(0x2100, 1, 60), blk_hdr(0x2200, 4, 0),
+     blk_hdr(0x2300, 8, 0)]))
+write("blk_request", "out-of-range", with_headers(
+    blk([[(0x2000, 16, 0), (0x3000, 1024, 2), (0x2f00, 1, 2)]]), [blk_hdr(0x2000, 0, 63)]))
+# An indirect table at 0x1800 (allowed, then not).
+ind = bytearray(blk([[(0x1800, 48, 4)]], indirect=True))
+ind[1 + 0x1800:1 + 0x1830] = desc(0x2000, 16, 1, 1) + desc(0x3000, 512, 3, 2) + desc(0x2f00, 1, 2)
+write("blk_request", "indirect", with_headers(bytes(ind), [blk_hdr(0x2000, 0, 1)]))
+ind[0] &= ~0x10
+write("blk_request", "indirect-not-negotiated", with_headers(bytes(ind), [blk_hdr(0x2000, 0, 1)]))

@@ -10,6 +10,7 @@ use crate::config::{
     ConfigError, ConsoleConfig, ConsoleLimits, DiskConfig, FsConfig, VmConfig, VsockConfig,
     DEFAULT_CMDLINE, DEFAULT_GUEST_CID, DEFAULT_MEM_MIB, DEFAULT_VCPUS,
 };
+use crate::seccomp::ThreadKind;
 
 /// The flags `--config` cannot be combined with.
 const DEVICE_FLAGS: [&str; 10] = [
@@ -68,6 +69,14 @@ pub struct VmmArgs {
     /// after the vsock device); `,ro` makes it read-only. Its serial is the file name.
     #[arg(long = "disk", value_name = "PATH[,ro]")]
     pub disks: Vec<DiskConfig>,
+    /// Debug only: run without the seccomp filters that confine every VMM thread to the
+    /// syscalls it needs (a warning is logged). Also `"no_seccomp": true` in the file.
+    #[arg(long)]
+    pub no_seccomp: bool,
+    /// Debug only: once the filters are installed, a thread of this kind (vcpu, device,
+    /// spawner, main) makes a syscall outside its filter, so the VMM dies of SIGSYS.
+    #[arg(long, value_name = "KIND", hide = true)]
+    pub debug_seccomp_violation: Option<ThreadKind>,
 }
 
 /// The command line does not give a usable configuration.
@@ -102,7 +111,9 @@ impl VmmArgs {
     /// flags). Not validated yet: [`crate::Vmm::new`] does that.
     pub fn vm_config(self) -> Result<VmConfig, CliError> {
         if let Some(path) = &self.config {
-            return read_config_file(path);
+            let mut config = read_config_file(path)?;
+            config.no_seccomp |= self.no_seccomp;
+            return Ok(config);
         }
         Ok(VmConfig {
             kernel: self.kernel.ok_or(CliError::NoKernel)?,
@@ -118,6 +129,7 @@ impl VmmArgs {
             }),
             fs: self.fs,
             disks: self.disks,
+            no_seccomp: self.no_seccomp,
         })
     }
 }

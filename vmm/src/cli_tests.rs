@@ -158,3 +158,40 @@ fn bad_files_are_clear_errors() {
         .unwrap_err();
     assert!(matches!(e, CliError::Parse { .. }), "{e}");
 }
+
+#[test]
+fn seccomp_flags() {
+    let c = parse(&["--kernel", "/k"]).unwrap();
+    assert_eq!(c.debug_seccomp_violation, None);
+    assert!(!c.vm_config().unwrap().no_seccomp);
+    let c = parse(&["--kernel", "/k", "--no-seccomp"]).unwrap();
+    assert!(c.vm_config().unwrap().no_seccomp);
+    // With a file: the flag or the field.
+    let f = TempFile::new("seccomp.json", r#"{"kernel": "/k"}"#);
+    let path = f.0.to_str().unwrap();
+    let c = parse(&["--config", path]).unwrap();
+    assert!(!c.vm_config().unwrap().no_seccomp);
+    let c = parse(&["--config", path, "--no-seccomp"]).unwrap();
+    assert!(c.vm_config().unwrap().no_seccomp);
+    let f = TempFile::new(
+        "seccomp-off.json",
+        r#"{"kernel": "/k", "no_seccomp": true}"#,
+    );
+    let c = parse(&["--config", f.0.to_str().unwrap()]).unwrap();
+    assert!(c.vm_config().unwrap().no_seccomp);
+    // The debug trigger, hidden from --help.
+    for kind in ThreadKind::ALL {
+        let c = parse(&[
+            "--kernel",
+            "/k",
+            "--debug-seccomp-violation",
+            &kind.to_string(),
+        ]);
+        assert_eq!(c.unwrap().debug_seccomp_violation, Some(kind));
+    }
+    assert!(parse(&["--kernel", "/k", "--debug-seccomp-violation", "api"]).is_err());
+    let help = Cli::try_parse_from(["sandpod-vmm", "--help"])
+        .unwrap_err()
+        .to_string();
+    assert!(help.contains("--no-seccomp") && !help.contains("debug-seccomp-violation"));
+}

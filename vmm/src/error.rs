@@ -7,6 +7,8 @@ use crate::arch::x86_64::BootError;
 use crate::config::ConfigError;
 use crate::kvm::memory::MemoryError;
 use crate::kvm::KvmError;
+use crate::seccomp::spawner::StartError;
+use crate::seccomp::SeccompError;
 
 /// Everything that can go wrong setting up or running a VM.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +154,15 @@ pub enum Error {
     /// A vCPU thread cannot be started.
     #[error("cannot start vCPU thread: {0}")]
     Thread(io::Error),
+    /// A seccomp filter cannot be built or installed.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    /// The device thread spawner cannot be started.
+    #[error(transparent)]
+    Spawner(#[from] StartError),
+    /// The process cannot be made non-dumpable.
+    #[error("cannot make the VMM non-dumpable: {0}")]
+    Dumpable(io::Error),
 }
 
 /// Library result.

@@ -29,6 +29,7 @@ pub mod error;
 pub mod exit;
 pub mod kvm;
 pub mod loader;
+pub mod seccomp;
 pub mod vmm;
 
 pub use config::{ConsoleConfig, DiskConfig, FsConfig, VmConfig, VsockConfig};

@@ -9,6 +9,7 @@ use clap::Parser;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use sandpod_vmconfig::conventions::ErrorChain;
 use sandpod_vmm::cli::VmmArgs;
+use sandpod_vmm::seccomp::ThreadKind;
 use sandpod_vmm::{ExitReason, Vmm};
 
 const EXIT_STATUS_HELP: &str = "\
@@ -32,6 +33,7 @@ struct Cli {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitReason> {
+    let violation = cli.vm.debug_seccomp_violation;
     let config = cli.vm.vm_config()?;
     // Block SIGINT/SIGTERM in every thread (vCPU threads inherit the mask); a dedicated thread
     // waits for them and stops the VM cleanly.
@@ -41,16 +43,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitReason> {
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
         .context("cannot block SIGINT/SIGTERM")?;
 
-    let vmm = Vmm::new(config)?;
+    let mut vmm = Vmm::new(config)?;
+    vmm.set_debug_seccomp_violation(violation);
     let exit = vmm.exit_state();
+    let seccomp = vmm.seccomp();
+    let (installed_tx, installed_rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Ok(sig) = signals.wait() {
-                exit.request(ExitReason::Signal(sig as i32));
+            // The main thread's filter, before the guest runs (Vmm::run waits for none of
+            // this thread's work: hence the channel).
+            let installed = seccomp.apply(ThreadKind::Main);
+            let ok = installed.is_ok();
+            let _ = installed_tx.send(installed);
+            if ok {
+                if let Ok(sig) = signals.wait() {
+                    exit.request(ExitReason::Signal(sig as i32));
+                }
             }
         })
         .context("cannot start the signal thread")?;
+    installed_rx
+        .recv()
+        .context("the signal thread died at start")?
+        .context("signal thread")?;
     Ok(vmm.run()?)
 }
 

@@ -1,6 +1,7 @@
 //! The VMM: builds a VM from a [`VmConfig`], runs its vCPUs and reports why it ended.
 
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use crate::kvm::memory::{create_guest_memory, register_guest_memory, GuestMem};
 use crate::kvm::vcpu::{configure_vcpu, create_vcpu, install_kick_handler, kick_signal, run_vcpu};
 use crate::kvm::vm::{create_vm, Vm};
 use crate::loader::{load_guest, open_boot_files};
+use crate::seccomp::{dump, spawner, Mode, RuleOptions, SeccompFilters, ThreadKind};
 
 /// How long to keep kicking vCPU threads before giving up on joining them.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,6 +36,7 @@ pub struct Vmm {
     mmio: Arc<Bus>,
     _uds: Option<UdsCleanup>,
     exit: Arc<ExitState>,
+    seccomp: Arc<SeccompFilters>,
     _vm: Vm,
     _kvm: Kvm,
     _mem: GuestMem,
@@ -49,9 +52,12 @@ impl std::fmt::Debug for Vmm {
 
 impl Vmm {
     /// Checks the configuration and the input files, then creates and sets up the VM. Input
-    /// errors are reported before KVM is touched.
+    /// errors are reported before KVM is touched. Makes the process non-dumpable and compiles
+    /// the seccomp filters [`Vmm::run`] installs (see [`crate::seccomp`]).
     pub fn new(mut config: VmConfig) -> Result<Vmm> {
         config.validate()?;
+        dump::set_not_dumpable().map_err(Error::Dumpable)?;
+        let seccomp = seccomp_filters(&config)?;
         let files = open_boot_files(&config)?;
         let virtio = VirtioDevices::open(&config)?;
         virtio.announce(&mut config.cmdline);
@@ -106,6 +112,7 @@ impl Vmm {
             mmio: Arc::new(mmio),
             _uds: uds,
             exit,
+            seccomp: Arc::new(seccomp),
             _vm: vm,
             _kvm: kvm,
             _mem: mem,
@@ -118,24 +125,82 @@ impl Vmm {
         self.exit.clone()
     }
 
+    /// The seccomp filters of the VMM's threads (e.g. for an embedder's own threads:
+    /// `sandpod-vmm`'s signal thread installs [`ThreadKind::Main`]'s).
+    pub fn seccomp(&self) -> Arc<SeccompFilters> {
+        self.seccomp.clone()
+    }
+
+    /// Debug only: once the filters are installed, a thread of `kind` makes a forbidden
+    /// syscall (the process dies of SIGSYS). Call before [`Vmm::run`].
+    pub fn set_debug_seccomp_violation(&mut self, kind: Option<ThreadKind>) {
+        match Arc::get_mut(&mut self.seccomp) {
+            Some(filters) => filters.set_debug_violation(kind),
+            None => tracing::warn!("--debug-seccomp-violation ignored: call it before seccomp()"),
+        }
+    }
+
     /// Runs the VM until the guest or [`ExitState::request`] ends it.
+    ///
+    /// Every thread installs its seccomp filter before the guest's first instruction: the
+    /// spawner (device threads) and the vCPU threads at start, the calling thread once they
+    /// have; then the vCPUs are let into the guest. The calling thread keeps its filter
+    /// (and the process stays non-dumpable) after this returns: the VMM is meant to be a
+    /// process of its own, as `sandpod-vmm` is.
     pub fn run(mut self) -> Result<ExitReason> {
         install_kick_handler()?;
+        let spawner = spawner::start(self.seccomp.clone())?;
+        let gate = Arc::new(Gate::default());
+        let (ready_tx, ready_rx) = mpsc::channel::<()>();
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        let count = self.vcpus.len();
         for (index, vcpu) in (0u8..).zip(self.vcpus.drain(..)) {
             let (pio, mmio, exit) = (self.pio.clone(), self.mmio.clone(), self.exit.clone());
+            let (seccomp, spawner, vcpu_gate, ready) = (
+                self.seccomp.clone(),
+                spawner.clone(),
+                gate.clone(),
+                ready_tx.clone(),
+            );
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || run_vcpu(vcpu, index, pio, mmio, exit));
+                .spawn(move || {
+                    if let Err(e) = seccomp.apply(ThreadKind::Vcpu) {
+                        // Sets the stopping flag: the vCPU never enters the guest.
+                        exit.request(ExitReason::Error(e.to_string()));
+                    }
+                    spawner::enter(spawner);
+                    let _ = ready.send(());
+                    drop(ready);
+                    vcpu_gate.wait();
+                    if index == 0 {
+                        seccomp.debug_violation(ThreadKind::Vcpu);
+                    }
+                    run_vcpu(vcpu, index, pio, mmio, exit)
+                });
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     self.exit.request(ExitReason::Stopped);
+                    gate.open();
                     stop_threads(threads);
                     return Err(Error::Thread(e));
                 }
             }
         }
+        drop((ready_tx, spawner));
+        // Every vCPU thread has its filter (or is gone) ...
+        let ready = ready_rx.iter().take(count).count();
+        if ready < count {
+            self.exit
+                .request(ExitReason::Error("a vCPU thread died at start".into()));
+        }
+        // ... then this thread.
+        if let Err(e) = self.seccomp.apply(ThreadKind::Main) {
+            self.exit.request(ExitReason::Error(e.to_string()));
+        }
+        gate.open();
+        self.seccomp.debug_violation(ThreadKind::Main);
         let reason = self.exit.wait();
         tracing::info!("VM stopping: {reason}");
         stop_threads(threads);
@@ -146,6 +211,44 @@ impl Vmm {
             self.mmio.unknown_accesses()
         );
         Ok(reason)
+    }
+}
+
+/// The filters for `config` (none with `no_seccomp`, which is logged).
+fn seccomp_filters(config: &VmConfig) -> Result<SeccompFilters> {
+    if config.no_seccomp {
+        tracing::warn!("seccomp filters disabled (no_seccomp / --no-seccomp): debug only");
+        return Ok(SeccompFilters::disabled());
+    }
+    let mode = Mode::from_env();
+    if mode == Mode::Log {
+        tracing::warn!(
+            "seccomp violations are only logged ({}=log)",
+            crate::seccomp::MODE_ENV
+        );
+    }
+    let opts = RuleOptions {
+        console_file: matches!(config.console, ConsoleConfig::File(_)),
+    };
+    Ok(SeccompFilters::new(true, opts, mode)?)
+}
+
+/// Holds the vCPU threads until every filter is installed.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cond.notify_all();
+    }
+
+    fn wait(&self) {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        drop(self.cond.wait_while(open, |o| !*o));
     }
 }
 

@@ -41,8 +41,15 @@ fn main() -> ExitCode {
     }
     println!("connected");
     let mut stream = std::os::unix::net::UnixStream::from(fd);
-    if let Some(line) = args.get(2) {
-        let _ = stream.write_all(format!("{line}\n").as_bytes());
+    match args.get(2).map(String::as_str) {
+        Some("-") => match std::io::copy(&mut std::io::stdin().lock(), &mut stream) {
+            Ok(n) => println!("sent: {n} bytes"),
+            Err(e) => println!("sent: {:?}", e.kind()),
+        },
+        Some(line) => {
+            let _ = stream.write_all(format!("{line}\n").as_bytes());
+        }
+        None => {}
     }
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut buf = [0u8; 4096];

@@ -37,21 +37,13 @@ pub struct ProcessManager {
 
 /// The streams a spec expects, in a fixed order.
 pub fn expected_streams(spec: &ExecSpec) -> Vec<StreamKind> {
-    if spec.process.terminal {
-        return if spec.stdin || spec.stdout {
-            vec![StreamKind::Tty]
-        } else {
-            vec![]
-        };
+    // The protocol's rule: with a terminal, one tty stream.
+    sandpod_protocol::StreamSet {
+        stdin: spec.stdin,
+        stdout: spec.stdout,
+        stderr: spec.stderr,
     }
-    [
-        (spec.stdin, StreamKind::Stdin),
-        (spec.stdout, StreamKind::Stdout),
-        (spec.stderr, StreamKind::Stderr),
-    ]
-    .into_iter()
-    .filter_map(|(wanted, kind)| wanted.then_some(kind))
-    .collect()
+    .kinds(spec.process.terminal)
 }
 
 fn piped_if(wanted: bool) -> Stdio {

@@ -47,6 +47,15 @@ fn printable_prefix(text: &str, max: usize) -> (String, usize) {
     (out, text.len())
 }
 
+/// Linux's highest possible pid (`PID_MAX_LIMIT` on 64-bit).
+pub const PID_MAX_LIMIT: u32 = 4_194_304;
+
+/// A guest pid the agent answered, range-checked (it is kept in state and shown, never used on
+/// the host): None outside 1..=[`PID_MAX_LIMIT`].
+pub fn guest_pid(pid: u32) -> Option<u32> {
+    (1..=PID_MAX_LIMIT).contains(&pid).then_some(pid)
+}
+
 /// Longest text of the agent's kept in an error message, in bytes (after escaping).
 pub const MAX_AGENT_MESSAGE: usize = 2048;
 
@@ -108,6 +117,15 @@ pub fn bound_stats(stats: &StatsContainerResponse) -> (StatsContainerResponse, u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_pids_are_range_checked() {
+        assert_eq!(guest_pid(1), Some(1));
+        assert_eq!(guest_pid(PID_MAX_LIMIT), Some(PID_MAX_LIMIT));
+        assert_eq!(guest_pid(0), None);
+        assert_eq!(guest_pid(PID_MAX_LIMIT + 1), None);
+        assert_eq!(guest_pid(u32::MAX), None);
+    }
 
     #[test]
     fn printable_escapes_controls_and_bounds() {

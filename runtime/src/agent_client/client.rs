@@ -184,7 +184,7 @@ impl AgentClient {
         }
         let t = Some(self.config.exec_timeout);
         let resp = call("ExecProcess", t, self.inner.exec_process(ctx(t), req)).await?;
-        Ok(resp.pid)
+        checked_pid("ExecProcess", resp.pid)
     }
 
     /// Waits for a process to end, without limit (see [`AgentClient::wait_process_timeout`]).
@@ -289,7 +289,7 @@ impl AgentClient {
             self.inner.create_container(ctx(t), &req),
         )
         .await?;
-        Ok(resp.pid)
+        checked_pid("CreateContainer", resp.pid)
     }
 
     /// Lets container `id`'s init process exec; an exec failure is an error naming the binary.
@@ -423,4 +423,15 @@ impl AgentClient {
         let header = StreamHeader::new(exec_id, kind, token.clone())?;
         open_stream(&self.connector, &header).await
     }
+}
+
+/// The guest pid of an answer, or a protocol error if it is out of Linux's range.
+fn checked_pid(method: &'static str, pid: u32) -> Result<u32, AgentError> {
+    super::bounds::guest_pid(pid).ok_or_else(|| AgentError::Protocol {
+        method,
+        message: format!(
+            "pid {pid} out of range 1..={}",
+            super::bounds::PID_MAX_LIMIT
+        ),
+    })
 }

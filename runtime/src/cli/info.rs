@@ -52,7 +52,8 @@ const CAPABILITIES: [&str; 41] = [
     "CAP_CHECKPOINT_RESTORE",
 ];
 
-/// Mount options the agent's parser knows (agent/src/sandbox/mount_options.rs).
+/// Mount options the agent knows (protocol/src/mount_options.rs, mapped in
+/// agent/src/mount_flags.rs).
 const MOUNT_OPTIONS: [&str; 36] = [
     "async",
     "atime",

@@ -16,7 +16,7 @@ use tokio::process::Child;
 use super::layout::{validate_id, Layout};
 use super::monitor::{Children, MonitorPlan, VmExit};
 use super::process::ProcessIdent;
-use super::share::{add_container, mounts_under, prepare_share, unmount_all};
+use super::share::{add_container, mounts_under, prepare_share, unmount_all, ContainerFiles};
 use super::state::{now_rfc3339, write_json_atomic, SandboxState};
 use crate::agent_client::proto::{CreateSandboxRequest, Mount};
 use crate::agent_client::{AgentClient, ClientConfig, HybridVsockConnector, LogToken};
@@ -190,11 +190,13 @@ impl Sandbox {
     ) -> anyhow::Result<(Vec<u8>, String)> {
         let shared = add_container(
             &self.layout,
-            container_id,
-            &bundle.dir,
-            &bundle.rootfs,
-            spec,
-            bundle.readonly_rootfs(),
+            &ContainerFiles {
+                id: container_id,
+                bundle_dir: &bundle.dir,
+                rootfs: &bundle.rootfs,
+                spec,
+                readonly_rootfs: bundle.readonly_rootfs(),
+            },
         );
         let guest_spec = shared.context("sharing the container's files with the VM")?;
         Ok((guest_spec, guest_rootfs(container_id)))

@@ -25,7 +25,7 @@ dd if="$work/pattern.bin" of="$work/expected.img" bs=512 seek=2048 conv=notrunc 
 expected_sha=$(sha <"$work/expected.img")
 [ "$expected_sha" != "$data_sha" ] || { echo "pattern did not change the image"; exit 1; }
 
-RUST_LOG=warn,sandpod_vmm::devices::virtio::block=debug \
+SANDPOD_LOG=warn,sandpod_vmm::devices::virtio::block=debug \
   vmm_serve "$uds" "file:$work/console.txt" --disk "$work/data.img" --disk "$work/ro.img,ro" \
   </dev/null 2>"$work/vmm.err" &
 vmm=$!

@@ -2,7 +2,9 @@
 # Runs inside the KVM test host. Boot benchmark: wall time from VMM process start to the agent's
 # ready line, for each VMM named, alternating VMMs run by run (a run right after another VMM's
 # was seen to be slower under TCG, so alternation spreads that evenly).
-#   boot-bench.sh RUNS VCPUS MEM_MIB VMM...     (VMM: qemu | sandpod)
+#   boot-bench.sh RUNS VCPUS MEM_MIB VMM...     (VMM: qemu | sandpod | sandpod-noseccomp)
+# sandpod-noseccomp: sandpod-vmm with its seccomp filters off (--no-seccomp), the control for
+# what the filters cost.
 # Prints one line per run: `boot <vmm> <ms>` (or `boot <vmm> fail`).
 set -u
 runs=$1 vcpus=$2 mem=$3
@@ -17,10 +19,11 @@ start_vmm() {
         -cpu host -smp "$vcpus" -m "${mem}M" -nodefaults -no-user-config -display none \
         -no-reboot -serial stdio -kernel "$dir/guest/vmlinux" \
         -initrd "$dir/guest/initramfs.cpio" -append "$cmdline" </dev/null 2>&1 ;;
-    sandpod)
+    sandpod | sandpod-noseccomp)
+      [ "$1" = sandpod-noseccomp ] && set -- "$1" --no-seccomp
       exec "$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" \
         --initrd "$dir/guest/initramfs.cpio" --vcpus "$vcpus" --mem-mib "$mem" \
-        --cmdline "$cmdline" </dev/null 2>&1 ;;
+        --cmdline "$cmdline" ${2:-} </dev/null 2>&1 ;;
     *) echo "unknown VMM $1" >&2; exit 2 ;;
   esac
 }

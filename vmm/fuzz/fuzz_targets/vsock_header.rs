@@ -66,11 +66,11 @@ fuzz_target!(|data: &[u8]| {
         used: USED,
     };
     let mut queue = config.build(&mem).expect("a valid queue");
-    let chain = pop_chain(&mut queue, &mem)
+    let chain = pop_chain(&mut queue, &mem, false)
         .expect("a sane available ring")
         .expect("one chain");
 
-    let result = read_packet(chain, &mem);
+    let result = read_packet(&chain, &mem);
     if pkt.len() < HDR_SIZE {
         assert_eq!(result, Err(PacketError::Short(pkt.len())));
         return;

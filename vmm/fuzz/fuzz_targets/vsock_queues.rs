@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use sandpod_vmm::devices::virtio::queue::QueueConfig;
+use sandpod_vmm::devices::virtio::vsock::muxer::{MAX_CONTROL_PER_CONN, MAX_RSTS};
+use sandpod_vmm::devices::virtio::vsock::rx_queue::RX_QUEUE_SIZE;
 use sandpod_vmm::devices::virtio::vsock::worker::Worker;
 use sandpod_vmm::devices::virtio::vsock::QUEUE_SIZE;
 use sandpod_vmm::devices::virtio::Interrupt;
@@ -59,7 +61,14 @@ fuzz_target!(|data: &[u8]| {
         muxer: muxer(),
     };
     for _ in 0..=(rounds % 4) {
-        if worker.process_queues().is_err() {
+        let result = worker.process_queues();
+        // Whatever the guest did, what waits for its rx buffers stays bounded.
+        let m = &worker.muxer;
+        let (control, rsts) = m.control_len();
+        assert!(m.rx_queue_len() <= RX_QUEUE_SIZE);
+        assert!(control <= usize::from(MAX_CONTROL_PER_CONN) * m.connection_count());
+        assert!(rsts <= MAX_RSTS);
+        if result.is_err() {
             break;
         }
     }

@@ -6,7 +6,7 @@
 //! port 1025 succeed, so data and credit packets reach a live connection, not just RSTs.
 
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use sandpod_vmm::devices::virtio::vsock::muxer::Muxer;
@@ -76,8 +76,7 @@ struct Listeners {
 fn listeners() -> &'static Listeners {
     static L: OnceLock<Listeners> = OnceLock::new();
     L.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("sandpod-fuzz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("creating the fuzz socket directory");
+        let dir = scratch_dir();
         let uds = dir.join("v.sock");
         let live_path = PathBuf::from(format!("{}_{LIVE_PORT}", uds.display()));
         let _ = std::fs::remove_file(&uds);
@@ -97,4 +96,34 @@ pub fn muxer() -> Muxer {
     while l.live.accept().is_ok() {}
     let listener = l.main.try_clone().expect("cloning the fuzz listener");
     Muxer::new(GUEST_CID, l.uds.clone(), listener).expect("creating the muxer")
+}
+
+/// The process's scratch directory, `$TMPDIR/sandpod-fuzz-<pid>/` (sockets, the disk image).
+pub fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sandpod-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating the fuzz scratch directory");
+    dir
+}
+
+/// The vsock socket path and a clone of its listener, for a vsock device.
+pub fn vsock_listener() -> (PathBuf, UnixListener) {
+    let l = listeners();
+    while l.live.accept().is_ok() {}
+    let listener = l.main.try_clone().expect("cloning the fuzz listener");
+    (l.uds.clone(), listener)
+}
+
+/// Sectors of the fuzz disk image.
+pub const DISK_SECTORS: u64 = 64;
+
+/// The path of a disk image of [`DISK_SECTORS`] sectors (created once; writes by earlier
+/// inputs may have changed its contents, never its size).
+pub fn disk_image_path() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let path = scratch_dir().join("disk.img");
+        let len = usize::try_from(DISK_SECTORS * 512).expect("a small image");
+        std::fs::write(&path, vec![0x5a; len]).expect("creating the fuzz disk image");
+        path
+    })
 }

@@ -34,12 +34,16 @@ pub enum MemoryError {
     /// A region larger than this host's address space.
     #[error("guest memory of {0} bytes does not fit the address space")]
     TooLarge(u64),
+    /// madvise(MADV_DONTDUMP) failed.
+    #[error("cannot keep guest memory out of core dumps: {0}")]
+    DontDump(std::io::Error),
     /// KVM_SET_USER_MEMORY_REGION failed.
     #[error("cannot register guest memory with KVM: {0}")]
     Register(kvm_ioctls::Error),
 }
 
-/// Creates `mem_size` bytes of guest RAM backed by a memfd.
+/// Creates `mem_size` bytes of guest RAM backed by a memfd, left out of core dumps
+/// (MADV_DONTDUMP).
 pub fn create_guest_memory(mem_size: u64) -> Result<GuestMem, MemoryError> {
     let fd =
         memfd_create(c"sandpod-guest-ram", MFdFlags::MFD_CLOEXEC).map_err(MemoryError::Memfd)?;
@@ -57,7 +61,12 @@ pub fn create_guest_memory(mem_size: u64) -> Result<GuestMem, MemoryError> {
             Ok((r.guest, size, Some(offset)))
         })
         .collect::<Result<Vec<_>, MemoryError>>()?;
-    Ok(GuestMemoryMmap::from_ranges_with_files(ranges)?)
+    let mem = GuestMemoryMmap::from_ranges_with_files(ranges)?;
+    for region in mem.iter() {
+        let len = usize::try_from(region.len()).map_err(|_| MemoryError::TooLarge(mem_size))?;
+        crate::seccomp::dump::dont_dump(region.as_ptr(), len).map_err(MemoryError::DontDump)?;
+    }
+    Ok(mem)
 }
 
 /// Registers every region of `mem` with the VM, one memory slot each.
@@ -93,6 +102,12 @@ mod tests {
             mem.read_obj::<u32>(GuestAddress(0x1000)).unwrap(),
             0xdead_beef
         );
+        // Left out of core dumps: VmFlags "dd" in smaps.
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let start = format!("\n{:x}-", r.as_ptr() as usize);
+        let entry = smaps.split_once(start.as_str()).unwrap().1;
+        let flags = entry.lines().find(|l| l.starts_with("VmFlags:")).unwrap();
+        assert!(flags.split_whitespace().any(|f| f == "dd"), "{flags}");
         // Out-of-range accesses are errors, not crashes.
         assert!(mem.read_obj::<u32>(GuestAddress(16 << 20)).is_err());
     }

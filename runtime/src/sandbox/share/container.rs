@@ -81,41 +81,39 @@ fn is_host_root(tree: &OwnedFd) -> Result<bool, ShareError> {
     Ok(st.st_dev == root.dev() && st.st_ino == root.ino())
 }
 
+/// What of a container goes into the share.
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerFiles<'a> {
+    pub id: &'a str,
+    /// Relative bind sources are resolved against it.
+    pub bundle_dir: &'a Path,
+    /// root.path, resolved.
+    pub rootfs: &'a Path,
+    pub spec: &'a Spec,
+    pub readonly_rootfs: bool,
+}
+
 /// Binds the container's rootfs (read-only if the spec says so) and its bind-mount sources into
 /// the share and returns the spec for the agent, whose bind sources now name guest paths. On
 /// failure, what was attached for this container is detached again.
-pub fn add_container(
-    layout: &Layout,
-    container_id: &str,
-    bundle_dir: &Path,
-    rootfs: &Path,
-    spec: &Spec,
-    readonly_rootfs: bool,
-) -> Result<Vec<u8>, ShareError> {
-    let r = add_container_steps(
-        layout,
-        container_id,
-        bundle_dir,
-        rootfs,
-        spec,
-        readonly_rootfs,
-    );
+pub fn add_container(layout: &Layout, files: &ContainerFiles<'_>) -> Result<Vec<u8>, ShareError> {
+    let r = add_container_steps(layout, files);
     if r.is_err() {
-        if let Err(e) = remove_container(layout, container_id) {
-            tracing::warn!("undoing the share of {container_id}: {e}");
+        if let Err(e) = remove_container(layout, files.id) {
+            tracing::warn!("undoing the share of {}: {e}", files.id);
         }
     }
     r
 }
 
-fn add_container_steps(
-    layout: &Layout,
-    container_id: &str,
-    bundle_dir: &Path,
-    rootfs: &Path,
-    spec: &Spec,
-    readonly_rootfs: bool,
-) -> Result<Vec<u8>, ShareError> {
+fn add_container_steps(layout: &Layout, files: &ContainerFiles<'_>) -> Result<Vec<u8>, ShareError> {
+    let ContainerFiles {
+        id: container_id,
+        bundle_dir,
+        rootfs,
+        spec,
+        readonly_rootfs,
+    } = *files;
     let shared = layout.shared();
     let base_path = layout.container_shared(container_id);
     let share = mount_ops::open_base(&shared).map_err(io("opening", &shared))?;

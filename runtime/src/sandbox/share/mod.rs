@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use thiserror::Error;
 
-pub use container::{add_container, remove_container};
+pub use container::{add_container, remove_container, ContainerFiles};
 pub use mountinfo::mounts_under;
 
 use super::layout::Layout;

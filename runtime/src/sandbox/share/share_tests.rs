@@ -110,15 +110,15 @@ fn share_container(w: &World, id: &str, mounts: &mut Vec<PathBuf>) -> Layout {
     let layout = Layout::new(&w.run, id);
     std::fs::create_dir(&layout.dir).unwrap();
     prepare_share(&layout, mounts).unwrap();
-    add_container(
-        &layout,
+    let spec = spec_with_volumes(&w.ro_src, &w.rw_src);
+    let files = ContainerFiles {
         id,
-        w.rootfs.parent().unwrap(),
-        &w.rootfs,
-        &spec_with_volumes(&w.ro_src, &w.rw_src),
-        false,
-    )
-    .unwrap();
+        bundle_dir: w.rootfs.parent().unwrap(),
+        rootfs: &w.rootfs,
+        spec: &spec,
+        readonly_rootfs: false,
+    };
+    add_container(&layout, &files).unwrap();
     layout
 }
 
@@ -182,7 +182,14 @@ fn the_rootfs_may_not_be_the_host_root() {
         let mut mounts = Vec::new();
         prepare_share(&layout, &mut mounts).unwrap();
         let spec: Spec = serde_json::from_str(r#"{"ociVersion":"1.0.2"}"#).unwrap();
-        let e = add_container(&layout, "c1", Path::new("/"), Path::new("/"), &spec, false);
+        let files = ContainerFiles {
+            id: "c1",
+            bundle_dir: Path::new("/"),
+            rootfs: Path::new("/"),
+            spec: &spec,
+            readonly_rootfs: false,
+        };
+        let e = add_container(&layout, &files);
         assert!(matches!(e, Err(ShareError::HostRoot(_))), "{e:?}");
         // Nothing of it is left attached.
         assert_eq!(mounts_under(&layout.dir), vec![layout.shared()]);

@@ -120,17 +120,7 @@ fn a_full_file_is_rotated_once() {
 
 #[test]
 fn a_stream_is_rate_limited_too() {
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::devices::legacy::serial::Shared;
     let out = Shared::default();
     let clock = ManualClock::new();
     let mut sink = ConsoleSink::new(

@@ -75,9 +75,9 @@ impl<H: EpollHandler> DeviceThread<H> {
     ) -> io::Result<Self> {
         let stop = EventFd::new(libc::EFD_NONBLOCK)?;
         epoll_add(handler.epoll(), stop.as_raw_fd(), EventSet::IN, STOP_TOKEN)?;
-        let handle = std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || run(handler, &label, &interrupt))?;
+        // Through the spawner (seccomp: the thread gets the device filter).
+        let handle =
+            crate::seccomp::spawner::spawn(name, move || run(handler, &label, &interrupt))?;
         Ok(DeviceThread {
             name: name.to_owned(),
             stop,

@@ -7,6 +7,7 @@
 //! its queues on its own thread ([`DeviceThread`], one epoll loop per device).
 
 pub mod block;
+pub mod chain;
 pub mod device;
 pub mod epoll_helper;
 pub mod fs;

@@ -1,9 +1,10 @@
 //! Queue configuration as the driver writes it through the transport, turned into a
 //! validated [`virtio_queue::Queue`] on activation, and a checked descriptor-chain pop.
 
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestAddress;
 
+use super::chain::{Chain, ChainRules};
 use crate::kvm::memory::GuestMem;
 
 /// One queue's registers, as last written by the driver.
@@ -61,14 +62,27 @@ impl QueueConfig {
     }
 }
 
-/// Pops the next available chain. `Err` means the driver corrupted the queue (e.g. an
-/// available index too far ahead): the device must be marked broken.
-pub fn pop_chain<'a>(
+/// Pops the next available chain and walks it under the rules of [`Chain::walk`]
+/// (`indirect`: VIRTIO_RING_F_INDIRECT_DESC negotiated). `Err` means the driver corrupted the
+/// queue (e.g. an available index too far ahead) or the chain: the device must be marked
+/// broken.
+pub fn pop_chain(
     queue: &mut Queue,
-    mem: &'a GuestMem,
-) -> Result<Option<DescriptorChain<&'a GuestMem>>, String> {
+    mem: &GuestMem,
+    indirect: bool,
+) -> Result<Option<Chain>, String> {
     let mut iter = queue.iter(mem).map_err(|e| e.to_string())?;
-    Ok(iter.next())
+    let Some(head) = iter.next().map(|c| c.head_index()) else {
+        return Ok(None);
+    };
+    let rules = ChainRules {
+        desc_table: GuestAddress(queue.desc_table()),
+        queue_size: queue.size(),
+        indirect,
+    };
+    Chain::walk(mem, rules, head)
+        .map(Some)
+        .map_err(|e| format!("descriptor chain at {head}: {e}"))
 }
 
 /// Returns a used chain to the driver.
@@ -126,15 +140,15 @@ mod tests {
         ];
         mq.add_desc_chains(&descs, 0).unwrap();
         let mut q = config_of(&mq, 16).build(&m).unwrap();
-        let c = pop_chain(&mut q, &m).unwrap().unwrap();
-        assert_eq!(c.head_index(), 0);
-        add_used(&mut q, &m, c.head_index(), 0).unwrap();
-        let c = pop_chain(&mut q, &m).unwrap().unwrap();
-        assert_eq!(c.head_index(), 1);
-        assert!(pop_chain(&mut q, &m).unwrap().is_none());
+        let c = pop_chain(&mut q, &m, false).unwrap().unwrap();
+        assert_eq!(c.head, 0);
+        add_used(&mut q, &m, c.head, 0).unwrap();
+        let c = pop_chain(&mut q, &m, false).unwrap().unwrap();
+        assert_eq!(c.head, 1);
+        assert!(pop_chain(&mut q, &m, false).unwrap().is_none());
         assert!(add_used(&mut q, &m, 99, 0).is_err());
         // The driver claims far more available entries than the queue holds.
         mq.avail().idx().store(u16::to_le(200));
-        assert!(pop_chain(&mut q, &m).is_err());
+        assert!(pop_chain(&mut q, &m, false).is_err());
     }
 }

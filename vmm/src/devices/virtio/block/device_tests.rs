@@ -314,3 +314,34 @@ fn corrupt_avail_index_marks_the_device_broken() {
     d.q.kick();
     wait_broken(&interrupt);
 }
+
+/// The attack: a chain through an indirect table, on a device that does not offer
+/// VIRTIO_RING_F_INDIRECT_DESC (virtio-queue's iterator would follow it and serve the
+/// request). The table holds a valid read request.
+#[test]
+fn indirect_chain_without_the_feature_marks_the_device_broken() {
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    const TABLE: u64 = 0x3_0000;
+    let mut s = setup("indirect", false);
+    let interrupt = s.interrupt.clone();
+    let d = Driver::new(&mut s);
+    let table = crate::devices::virtio::test_utils::chain(
+        &[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)],
+        0,
+    );
+    for (i, desc) in (0u64..).zip(&table) {
+        d.mem
+            .write_obj(SplitDescriptor::from(*desc), GuestAddress(TABLE + 16 * i))
+            .unwrap();
+    }
+    let mut h = [0u8; 16];
+    h[8..].copy_from_slice(&3u64.to_le_bytes());
+    d.mem.write_slice(&h, GuestAddress(HDR)).unwrap();
+    let indirect = SplitDescriptor::new(TABLE, 3 * 16, 4, 0);
+    d.q.mq
+        .add_desc_chains(&[RawDescriptor::from(indirect)], 0)
+        .unwrap();
+    d.q.kick();
+    wait_broken(&interrupt);
+    assert_eq!(d.q.used_idx(), 0);
+}

@@ -21,6 +21,10 @@ use crate::devices::virtio::queue::{add_used, pop_chain};
 use crate::devices::virtio::Interrupt;
 use crate::kvm::memory::GuestMem;
 
+/// Indirect descriptor tables: this device does not offer VIRTIO_RING_F_INDIRECT_DESC, so a
+/// chain using one is a protocol violation (see `chain.rs`).
+const INDIRECT_DESC: bool = false;
+
 const TOKEN_QUEUE: u64 = 0;
 /// Header + data segments + status.
 const MAX_DESCS: usize = SEG_MAX as usize + 2;
@@ -111,14 +115,11 @@ impl Worker {
         let mut used = false;
         loop {
             let mem = &self.mem;
-            let Some(chain) = pop_chain(&mut self.queue, mem)? else {
+            let Some(chain) = pop_chain(&mut self.queue, mem, INDIRECT_DESC)? else {
                 break;
             };
-            let head = chain.head_index();
-            let descs: Vec<Desc> = chain
-                .take(MAX_DESCS + 1)
-                .map(|d| Desc::from_queue(&d))
-                .collect();
+            let head = chain.head;
+            let descs: Vec<Desc> = chain.descs.iter().map(Desc::from_queue).collect();
             let len = self.serve(&descs)?;
             add_used(&mut self.queue, &self.mem, head, len)?;
             used = true;

@@ -305,3 +305,55 @@ fn event_idx_suppresses_interrupts_and_asks_for_kicks() {
         s.interrupt.status() & crate::devices::virtio::INT_USED_RING != 0
     });
 }
+
+/// The attack: a tx packet behind an indirect table, VIRTIO_RING_F_INDIRECT_DESC not
+/// offered (virtio-queue's iterator would follow the table: up to 65535 reads per chain).
+#[test]
+fn indirect_tx_chain_marks_device_broken() {
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    const TABLE: u64 = 0x30_0000;
+    const PKT: u64 = 0x31_0000;
+    let mem = guest_mem(16 << 20);
+    let (s, d) = start("indirect", &mem);
+    mem.write_slice(&hdr(OP_REQUEST, 5000, 7).to_bytes(), GuestAddress(PKT))
+        .unwrap();
+    mem.write_obj(
+        SplitDescriptor::new(PKT, HDR_LEN, 0, 0),
+        GuestAddress(TABLE),
+    )
+    .unwrap();
+    let indirect = SplitDescriptor::new(TABLE, 16, 4, 0);
+    d.tx.mq
+        .add_desc_chains(&[RawDescriptor::from(indirect)], 0)
+        .unwrap();
+    d.tx.kick();
+    wait_until("device not marked broken", || s.interrupt.needs_reset());
+    assert_eq!(d.tx.used_idx(), 0);
+}
+
+/// A header-only rx buffer (44 bytes) gets a control packet; the data waits for a buffer
+/// with room, and the device never asks for credit the guest already gave.
+#[test]
+fn header_only_rx_buffer_gets_control_packets() {
+    let mem = guest_mem(16 << 20);
+    let (s, mut d) = start("hdronly", &mem);
+    let host = UnixListener::bind(format!("{}_1025", s.path.display())).unwrap();
+    let post_header_only = |d: &mut Driver<'_>| {
+        let addr = Driver::rx_addr(u32::from(d.rx.next_desc()));
+        d.rx.add(&[(addr, HDR_LEN, true)]);
+        d.rx.kick();
+    };
+    post_header_only(&mut d);
+    d.send(hdr(OP_REQUEST, 5001, 1025), &[]);
+    assert_eq!(d.recv().0.op, OP_RESPONSE);
+    let (mut peer, _) = host.accept().unwrap();
+    peer.write_all(b"hello").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    post_header_only(&mut d);
+    let (h, p) = d.recv();
+    assert_eq!((h.op, p.len()), (OP_CREDIT_UPDATE, 0));
+    d.post_rx(1);
+    let (h, p) = d.recv();
+    assert_eq!((h.op, p.as_slice()), (OP_RW, &b"hello"[..]));
+    std::fs::remove_file(format!("{}_1025", s.path.display())).unwrap();
+}

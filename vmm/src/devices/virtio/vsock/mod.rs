@@ -7,6 +7,7 @@
 pub mod connection;
 pub mod muxer;
 pub mod packet;
+pub mod rx_queue;
 pub mod unix;
 pub mod worker;
 

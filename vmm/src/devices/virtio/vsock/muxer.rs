@@ -18,6 +18,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::connection::{Action, Connection, ReadOutcome, State};
 use super::packet::*;
+use super::rx_queue::RxQueue;
 use super::unix::{connect_host_port, Handshake, PendingClient, CONNECT_TIMEOUT};
 
 /// epoll token of the listener (fds are tokens for streams; fixed tokens are above u32).
@@ -26,17 +27,26 @@ pub const TOKEN_LISTENER: u64 = 1 << 40;
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Most host clients still sending their CONNECT line.
 pub const MAX_PENDING: usize = 64;
-/// Most control packets waiting for rx buffers (beyond that, RSTs for junk are dropped).
-pub const MAX_CONTROL: usize = 4096;
+/// Most RSTs for untracked connections waiting for rx buffers (the guest's junk gets them;
+/// beyond that they are dropped).
+pub const MAX_RSTS: usize = 1024;
+/// Most control packets queued for one connection: its REQUEST or RESPONSE and one credit
+/// update (coalesced), so no connection can fill the control queue and starve the others.
+pub const MAX_CONTROL_PER_CONN: u8 = 2;
 /// First host port for host-initiated connections.
 pub const EPHEMERAL_PORT_START: u32 = 1 << 30;
 
-type Key = (u32, u32); // (host port, guest port)
+/// A connection: (host port, guest port).
+pub(super) type Key = (u32, u32);
 
 struct Entry {
     conn: Connection,
     armed_in: bool,
-    queued_rx: bool,
+    /// Readable host socket waiting for an rx buffer (in `rx_ready`, unless that is out of
+    /// sync).
+    rx_pending: bool,
+    /// Control packets of this connection in `control` (at most MAX_CONTROL_PER_CONN).
+    control_pending: u8,
     credit_update_queued: bool,
     awaiting_credit: bool,
     registered: Option<EventSet>,
@@ -51,8 +61,13 @@ pub struct Muxer {
     conns: HashMap<Key, Entry>,
     by_fd: HashMap<RawFd, Key>,
     pending: HashMap<RawFd, PendingClient>,
+    /// Control packets of tracked connections (bounded per connection).
     control: VecDeque<(Key, u16, u32)>,
-    rx_ready: VecDeque<Key>,
+    /// RSTs for keys no longer (or never) tracked.
+    rsts: VecDeque<Key>,
+    /// Control packets dropped (for rate-limited logging).
+    dropped: u64,
+    rx_ready: RxQueue,
     next_port: u32,
     /// Set while accepting is paused after an accept error (e.g. out of fds).
     listener_paused_until: Option<Instant>,
@@ -86,7 +101,9 @@ impl Muxer {
             by_fd: HashMap::new(),
             pending: HashMap::new(),
             control: VecDeque::new(),
-            rx_ready: VecDeque::new(),
+            rsts: VecDeque::new(),
+            dropped: 0,
+            rx_ready: RxQueue::new(),
             next_port: EPHEMERAL_PORT_START,
             listener_paused_until: None,
         })
@@ -104,7 +121,20 @@ impl Muxer {
 
     /// Whether packets wait for rx buffers.
     pub fn has_rx_work(&self) -> bool {
-        !self.control.is_empty() || !self.rx_ready.is_empty()
+        !self.control.is_empty()
+            || !self.rsts.is_empty()
+            || !self.rx_ready.is_empty()
+            || !self.rx_ready.is_synced()
+    }
+
+    /// Keys in the rx queue (tests and fuzz targets check its bound).
+    pub fn rx_queue_len(&self) -> usize {
+        self.rx_ready.len()
+    }
+
+    /// Control packets waiting (tracked connections, RSTs).
+    pub fn control_len(&self) -> (usize, usize) {
+        (self.control.len(), self.rsts.len())
     }
 
     /// Milliseconds until the next handshake deadline, or -1.
@@ -153,13 +183,35 @@ impl Muxer {
         }
     }
 
+    /// Queues a control packet: for a tracked connection at most MAX_CONTROL_PER_CONN of
+    /// them and one credit update (coalesced); an RST for an untracked key goes to the
+    /// bounded RST queue; anything else for an untracked key is dropped.
     fn queue_control(&mut self, key: Key, op: u16, flags: u32) {
-        if self.control.len() >= MAX_CONTROL {
-            // Guest-triggerable (a flood of packets for unknown ports): debug, not warn.
-            tracing::debug!("vsock: control queue full; dropping op {op} for {key:?}");
-            return;
+        let queued = match self.conns.get_mut(&key) {
+            Some(e) if op == OP_CREDIT_UPDATE && e.credit_update_queued => true,
+            Some(e) if e.control_pending < MAX_CONTROL_PER_CONN => {
+                e.control_pending += 1;
+                e.credit_update_queued |= op == OP_CREDIT_UPDATE;
+                self.control.push_back((key, op, flags));
+                true
+            }
+            Some(_) => false,
+            None if op == OP_RST && self.rsts.len() < MAX_RSTS => {
+                self.rsts.push_back(key);
+                true
+            }
+            None => false,
+        };
+        if !queued {
+            self.dropped += 1;
+            // Guest-triggerable (a flood of junk): logged for the 1st, 2nd, 4th, ... drop.
+            if self.dropped.is_power_of_two() {
+                tracing::warn!(
+                    "vsock: control queue full; dropped op {op} for {key:?} ({} dropped so far)",
+                    self.dropped
+                );
+            }
         }
-        self.control.push_back((key, op, flags));
     }
 
     /// An RST for `key` (host port, guest port), for connections we no longer track.
@@ -183,6 +235,13 @@ impl Muxer {
 
     fn remove(&mut self, key: Key) {
         if let Some(e) = self.conns.remove(&key) {
+            // No stale entries: its control packets and its rx queue entry go with it.
+            if e.control_pending > 0 {
+                self.control.retain(|(k, _, _)| *k != key);
+            }
+            if e.rx_pending {
+                self.rx_ready.remove(key);
+            }
             let fd = e.conn.stream.as_raw_fd();
             self.by_fd.remove(&fd);
             if e.registered.is_some() {
@@ -273,11 +332,7 @@ impl Muxer {
         let Some(e) = self.conns.get_mut(&key) else {
             return;
         };
-        let mut update = false;
-        if e.conn.needs_credit_update() && !e.credit_update_queued {
-            e.credit_update_queued = true;
-            update = true;
-        }
+        let update = e.conn.needs_credit_update();
         if e.awaiting_credit && e.conn.peer_credit() > 0 {
             e.awaiting_credit = false;
             e.armed_in = true;
@@ -295,3 +350,7 @@ mod io_paths;
 #[cfg(test)]
 #[path = "muxer_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "muxer_bounds_tests.rs"]
+mod bounds_tests;

@@ -25,9 +25,10 @@ impl Muxer {
         let readable = events.intersects(EventSet::IN | EventSet::HANG_UP | EventSet::ERROR);
         if e.armed_in && readable {
             e.armed_in = false;
-            if !e.queued_rx {
-                e.queued_rx = true;
-                self.rx_ready.push_back(key);
+            if !e.rx_pending {
+                e.rx_pending = true;
+                // Full: out of sync, rebuilt from the table once drained.
+                self.rx_ready.push(key);
             }
         }
         self.service(key);
@@ -128,7 +129,8 @@ impl Muxer {
             Entry {
                 conn,
                 armed_in: established,
-                queued_rx: false,
+                rx_pending: false,
+                control_pending: 0,
                 credit_update_queued: false,
                 awaiting_credit: false,
                 registered: None,
@@ -210,25 +212,35 @@ impl Muxer {
         }
     }
 
-    /// The next packet for the guest, with at most `room` payload bytes.
+    /// The next packet for the guest, with at most `room` payload bytes: control packets
+    /// first, then RSTs, then data (or what a connection's socket has instead: EOF, a credit
+    /// request). A header-only buffer (`room` 0) carries control packets only: with nothing
+    /// else pending and data waiting, it gets a credit update of the connection first in
+    /// line (a header is all it holds), which stays in line for a buffer with room.
     pub fn next_rx_packet(&mut self, room: usize) -> Option<(Header, Vec<u8>)> {
         while let Some((key, op, flags)) = self.control.pop_front() {
-            match self.conns.get_mut(&key) {
-                Some(e) => {
-                    if op == OP_CREDIT_UPDATE {
-                        e.credit_update_queued = false;
-                    }
-                    return Some((e.conn.header(op, flags, 0), Vec::new()));
+            if let Some(e) = self.conns.get_mut(&key) {
+                e.control_pending = e.control_pending.saturating_sub(1);
+                if op == OP_CREDIT_UPDATE {
+                    e.credit_update_queued = false;
                 }
-                None if op == OP_RST => return Some((self.rst_header(key), Vec::new())),
-                None => {}
+                return Some((e.conn.header(op, flags, 0), Vec::new()));
             }
         }
-        while let Some(key) = self.rx_ready.pop_front() {
+        if let Some(key) = self.rsts.pop_front() {
+            return Some((self.rst_header(key), Vec::new()));
+        }
+        if room == 0 {
+            let key = self.next_rx_ready()?;
+            let e = self.conns.get_mut(&key)?;
+            return Some((e.conn.header(OP_CREDIT_UPDATE, 0, 0), Vec::new()));
+        }
+        while let Some(key) = self.next_rx_ready() {
+            self.rx_ready.pop();
             let Some(e) = self.conns.get_mut(&key) else {
                 continue;
             };
-            e.queued_rx = false;
+            e.rx_pending = false;
             if !e.conn.wants_read() {
                 continue;
             }
@@ -238,8 +250,8 @@ impl Muxer {
                     #[allow(clippy::cast_possible_truncation)]
                     let len = data.len() as u32;
                     let hdr = e.conn.header(OP_RW, 0, len);
-                    e.queued_rx = true;
-                    self.rx_ready.push_back(key);
+                    e.rx_pending = true;
+                    self.rx_ready.push(key);
                     return Some((hdr, data));
                 }
                 Ok(ReadOutcome::WouldBlock) => {
@@ -262,5 +274,15 @@ impl Muxer {
             }
         }
         None
+    }
+
+    /// The first connection waiting for rx (left in the queue); an out-of-sync queue that
+    /// ran dry is rebuilt from the connection table first.
+    fn next_rx_ready(&mut self) -> Option<Key> {
+        if self.rx_ready.is_empty() && !self.rx_ready.is_synced() {
+            let waiting = self.conns.iter().filter(|(_, e)| e.rx_pending);
+            self.rx_ready = RxQueue::rebuild(waiting.map(|(k, _)| *k));
+        }
+        self.rx_ready.peek()
     }
 }

@@ -6,18 +6,18 @@ use super::*;
 use crate::devices::virtio::test_utils::vsock_guest_header;
 use crate::devices::virtio::vsock::unix::{bind_listener, UdsCleanup};
 
-fn muxer(name: &str) -> (Muxer, PathBuf, UdsCleanup) {
+pub(super) fn muxer(name: &str) -> (Muxer, PathBuf, UdsCleanup) {
     let path = std::env::temp_dir().join(format!("spm-{}-{name}", std::process::id()));
     let (l, guard) = bind_listener(&path).unwrap();
     (Muxer::new(3, path.clone(), l).unwrap(), path, guard)
 }
 
-fn g(op: u16, src_port: u32, dst_port: u32) -> Header {
+pub(super) fn g(op: u16, src_port: u32, dst_port: u32) -> Header {
     vsock_guest_header(op, src_port, dst_port, 1 << 20)
 }
 
 /// Runs the epoll loop once, like the worker.
-fn pump(m: &mut Muxer) {
+pub(super) fn pump(m: &mut Muxer) {
     let mut events = vec![EpollEvent::default(); 16];
     let n = m.epoll().wait(100, &mut events).unwrap();
     for ev in &events[..n] {
@@ -50,15 +50,15 @@ fn junk_from_the_guest_gets_rst_or_is_dropped() {
     h.type_ = 2;
     m.on_guest_packet(&h, &[]);
     assert_eq!(m.next_rx_packet(4096).unwrap().0.op, OP_RST);
-    // The control queue is bounded.
-    for i in 0..(u32::try_from(MAX_CONTROL).unwrap() + 100) {
+    // The RST queue is bounded.
+    for i in 0..(u32::try_from(MAX_RSTS).unwrap() + 100) {
         m.on_guest_packet(&g(OP_RW, i, 2000), &[]);
     }
     let mut n = 0;
     while m.next_rx_packet(4096).is_some() {
         n += 1;
     }
-    assert_eq!(n, MAX_CONTROL);
+    assert_eq!(n, MAX_RSTS);
 }
 
 #[test]

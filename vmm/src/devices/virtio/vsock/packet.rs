@@ -1,10 +1,7 @@
 //! The virtio-vsock packet header (virtio spec 5.10.6), parsed and serialized explicitly in
 //! little endian, and moving packets in and out of descriptor chains.
 
-use std::io::{Read, Write};
-
-use virtio_queue::DescriptorChain;
-
+use crate::devices::virtio::chain::{Chain, ChainBytes};
 use crate::kvm::memory::GuestMem;
 
 /// Header size on the wire.
@@ -141,10 +138,7 @@ pub enum PacketError {
 }
 
 /// Reads a tx packet (header and payload, possibly spread over several descriptors).
-pub fn read_packet(
-    chain: DescriptorChain<&GuestMem>,
-    mem: &GuestMem,
-) -> Result<(Header, Vec<u8>), PacketError> {
+pub fn read_packet(chain: &Chain, mem: &GuestMem) -> Result<(Header, Vec<u8>), PacketError> {
     let mut reader = chain
         .reader(mem)
         .map_err(|e| PacketError::Chain(e.to_string()))?;
@@ -173,15 +167,12 @@ pub fn read_packet(
 
 /// Space for payload in an rx chain, and a writer to fill it.
 pub struct RxBuffer<'a> {
-    writer: virtio_queue::Writer<'a>,
+    writer: ChainBytes<'a>,
 }
 
 impl<'a> RxBuffer<'a> {
     /// Maps the writable part of an rx chain.
-    pub fn new(
-        chain: DescriptorChain<&'a GuestMem>,
-        mem: &'a GuestMem,
-    ) -> Result<Self, PacketError> {
+    pub fn new(chain: &Chain, mem: &'a GuestMem) -> Result<Self, PacketError> {
         let writer = chain
             .writer(mem)
             .map_err(|e| PacketError::Chain(e.to_string()))?;
@@ -205,7 +196,7 @@ impl<'a> RxBuffer<'a> {
         let too_long = |_| PacketError::TooLong(payload.len());
         header.len = u32::try_from(payload.len()).map_err(too_long)?;
         let used = u32::try_from(HDR_SIZE + payload.len()).map_err(too_long)?;
-        let io = |e: std::io::Error| PacketError::Chain(e.to_string());
+        let io = |e: crate::devices::virtio::chain::BadChain| PacketError::Chain(e.to_string());
         self.writer.write_all(&header.to_bytes()).map_err(io)?;
         self.writer.write_all(payload).map_err(io)?;
         Ok(used)

@@ -1,8 +1,8 @@
 use super::*;
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::devices::virtio::chain::Chain;
 use crate::devices::virtio::test_utils::{guest_mem, F_WRITE as WRITE};
 
 fn sample() -> Header {
@@ -31,22 +31,27 @@ fn header_round_trip_is_little_endian() {
     assert_eq!(Header::parse(&b), h);
 }
 
-fn desc(addr: u64, len: u32, flags: u16) -> RawDescriptor {
-    RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
+fn desc(addr: u64, len: u32, flags: u16) -> SplitDescriptor {
+    SplitDescriptor::new(addr, len, flags, 0)
+}
+
+/// A chain made of `descs` (as walked from a queue).
+fn chain_of(descs: &[SplitDescriptor]) -> Chain {
+    Chain {
+        head: 0,
+        descs: descs.to_vec(),
+    }
 }
 
 #[test]
 fn reads_header_split_across_descriptors() {
     let m = guest_mem(0x10_0000);
-    let mq = MockSplitQueue::new(&m, 16);
     let b = sample().to_bytes();
     m.write_slice(&b[..10], GuestAddress(0x8000)).unwrap();
     m.write_slice(&b[10..], GuestAddress(0x9000)).unwrap();
     m.write_slice(b"hello", GuestAddress(0x9000 + 34)).unwrap();
-    let chain = mq
-        .build_desc_chain(&[desc(0x8000, 10, 0), desc(0x9000, 34 + 5, 0)])
-        .unwrap();
-    let (h, payload) = read_packet(chain, &m).unwrap();
+    let chain = chain_of(&[desc(0x8000, 10, 0), desc(0x9000, 34 + 5, 0)]);
+    let (h, payload) = read_packet(&chain, &m).unwrap();
     assert_eq!(h, sample());
     assert_eq!(payload, b"hello");
 }
@@ -54,17 +59,16 @@ fn reads_header_split_across_descriptors() {
 #[test]
 fn rejects_malformed_packets() {
     let m = guest_mem(0x10_0000);
-    let mq = MockSplitQueue::new(&m, 16);
     // Shorter than a header.
-    let chain = mq.build_desc_chain(&[desc(0x8000, 20, 0)]).unwrap();
-    assert_eq!(read_packet(chain, &m).unwrap_err(), PacketError::Short(20));
+    let chain = chain_of(&[desc(0x8000, 20, 0)]);
+    assert_eq!(read_packet(&chain, &m).unwrap_err(), PacketError::Short(20));
     // len beyond the chain.
     let mut h = sample();
     h.len = 100;
     m.write_slice(&h.to_bytes(), GuestAddress(0x8000)).unwrap();
-    let chain = mq.build_desc_chain(&[desc(0x8000, 60, 0)]).unwrap();
+    let chain = chain_of(&[desc(0x8000, 60, 0)]);
     assert!(matches!(
-        read_packet(chain, &m),
+        read_packet(&chain, &m),
         Err(PacketError::BadLen {
             len: 100,
             avail: 16
@@ -73,27 +77,27 @@ fn rejects_malformed_packets() {
     // len beyond the limit, even if the chain were that long.
     h.len = MAX_PKT_PAYLOAD + 1;
     m.write_slice(&h.to_bytes(), GuestAddress(0x8000)).unwrap();
-    let chain = mq.build_desc_chain(&[desc(0x8000, 0x7_0000, 0)]).unwrap();
+    let chain = chain_of(&[desc(0x8000, 0x7_0000, 0)]);
     assert!(matches!(
-        read_packet(chain, &m),
+        read_packet(&chain, &m),
         Err(PacketError::BadLen { .. })
     ));
     // A buffer outside guest memory.
-    let chain = mq.build_desc_chain(&[desc(0xf_ff00, 0x1000, 0)]).unwrap();
-    assert!(matches!(read_packet(chain, &m), Err(PacketError::Chain(_))));
+    let chain = chain_of(&[desc(0xf_ff00, 0x1000, 0)]);
+    assert!(matches!(
+        read_packet(&chain, &m),
+        Err(PacketError::Chain(_))
+    ));
     // Write-only descriptors are not read.
-    let chain = mq.build_desc_chain(&[desc(0x8000, 64, WRITE)]).unwrap();
-    assert_eq!(read_packet(chain, &m).unwrap_err(), PacketError::Short(0));
+    let chain = chain_of(&[desc(0x8000, 64, WRITE)]);
+    assert_eq!(read_packet(&chain, &m).unwrap_err(), PacketError::Short(0));
 }
 
 #[test]
 fn writes_rx_packets_across_descriptors() {
     let m = guest_mem(0x10_0000);
-    let mq = MockSplitQueue::new(&m, 16);
-    let chain = mq
-        .build_desc_chain(&[desc(0x8000, 30, WRITE), desc(0x9000, 100, WRITE)])
-        .unwrap();
-    let rx = RxBuffer::new(chain, &m).unwrap();
+    let chain = chain_of(&[desc(0x8000, 30, WRITE), desc(0x9000, 100, WRITE)]);
+    let rx = RxBuffer::new(&chain, &m).unwrap();
     assert_eq!(rx.payload_room(), 130 - HDR_SIZE);
     let used = rx.write(sample(), b"abc").unwrap();
     assert_eq!(used, 47);
@@ -107,9 +111,9 @@ fn writes_rx_packets_across_descriptors() {
     m.read_slice(&mut p, GuestAddress(0x9000 + 14)).unwrap();
     assert_eq!(&p, b"abc");
     // Too small for a header.
-    let chain = mq.build_desc_chain(&[desc(0x8000, 40, WRITE)]).unwrap();
+    let chain = chain_of(&[desc(0x8000, 40, WRITE)]);
     assert!(matches!(
-        RxBuffer::new(chain, &m),
+        RxBuffer::new(&chain, &m),
         Err(PacketError::RxTooSmall(40))
     ));
 }

@@ -18,6 +18,10 @@ use crate::devices::virtio::queue::{add_used, pop_chain};
 use crate::devices::virtio::Interrupt;
 use crate::kvm::memory::GuestMem;
 
+/// Indirect descriptor tables: this device does not offer VIRTIO_RING_F_INDIRECT_DESC, so a
+/// chain using one is a protocol violation (see `chain.rs`).
+const INDIRECT_DESC: bool = false;
+
 /// Queue indices.
 pub const RXQ: usize = 0;
 /// Guest-to-host packets.
@@ -84,9 +88,9 @@ impl Worker {
         let mut used = false;
         loop {
             q.disable_notification(mem).map_err(|e| e.to_string())?;
-            while let Some(chain) = pop_chain(q, mem)? {
-                let head = chain.head_index();
-                let (hdr, payload) = read_packet(chain, mem).map_err(|e| format!("tx: {e}"))?;
+            while let Some(chain) = pop_chain(q, mem, INDIRECT_DESC)? {
+                let head = chain.head;
+                let (hdr, payload) = read_packet(&chain, mem).map_err(|e| format!("tx: {e}"))?;
                 muxer.on_guest_packet(&hdr, &payload);
                 add_used(q, mem, head, 0)?;
                 used = true;
@@ -111,14 +115,14 @@ impl Worker {
         let q = queues.get_mut(RXQ).ok_or("no rx queue")?;
         let mut used = false;
         while muxer.has_rx_work() {
-            let Some(chain) = pop_chain(q, mem)? else {
+            let Some(chain) = pop_chain(q, mem, INDIRECT_DESC)? else {
                 if q.enable_notification(mem).map_err(|e| e.to_string())? {
                     continue; // buffers arrived meanwhile
                 }
                 break;
             };
-            let head = chain.head_index();
-            let rx = RxBuffer::new(chain, mem).map_err(|e| format!("rx: {e}"))?;
+            let head = chain.head;
+            let rx = RxBuffer::new(&chain, mem).map_err(|e| format!("rx: {e}"))?;
             match muxer.next_rx_packet(rx.payload_room()) {
                 Some((hdr, payload)) => {
                     let len = rx.write(hdr, &payload).map_err(|e| format!("rx: {e}"))?;
