@@ -41,6 +41,10 @@ theirs=$(awk '$1=="run" && $2=="runc" && $3!="fail" {print $3}' "$raw" | median)
 fails=$(awk '$1=="run" && $3=="fail"' "$raw" | wc -l)
 ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { if (b > 0 && a > 0) printf "%.1f", a / b; else print "nan" }')
 echo "bench run_true_ms sandpod=$ours runc=$theirs ratio=$ratio runs=$RUNS failed=$fails"
+# What the VMM's jail costs: `sandpod --no-jail` in the same rounds.
+off=$(awk '$1=="run" && $2=="sandpod-nojail" && $3!="fail" {print $3}' "$raw" | median)
+cost=$(awk -v a="$ours" -v b="$off" 'BEGIN { if (b > 0 && a > 0) printf "%.3f", a / b; else print "nan" }')
+echo "bench run_true_jail_ms jailed=$ours no_jail=$off ratio=$cost runs=$RUNS"
 awk '$1=="idle" {
   for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
   printf "bench idle_pod_pss_mib vmm=%.1f virtiofsd=%.1f monitor=%.1f standin=%.1f total=%.1f\n", v["vmm_kib"]/1024, v["virtiofsd_kib"]/1024, v["monitor_kib"]/1024, v["standin_kib"]/1024, (v["vmm_kib"]+v["virtiofsd_kib"]+v["monitor_kib"]+v["standin_kib"])/1024 }' "$raw"

@@ -3,7 +3,9 @@
 # `true`, alternating, RUNS times each; then one idle container (`sleep`) under sandpod and the
 # PSS of its processes (VMM incl. the guest memory it touched, virtiofsd, the monitor).
 #   run-bench.sh [RUNS]
-# Prints `run sandpod <ms>|fail`, `run runc <ms>|fail` and
+# Also `sandpod --no-jail` (the VMM unjailed, its seccomp filters still on) in the same rounds:
+# what the jail costs.
+# Prints `run sandpod <ms>|fail`, `run runc <ms>|fail`, `run sandpod-nojail <ms>|fail` and
 # `idle vmm_kib=<n> virtiofsd_kib=<n> monitor_kib=<n>`.
 set -u
 runs=${1:-10}
@@ -15,10 +17,12 @@ ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 i=0
 while [ "$i" -lt "$runs" ]; do
-  for rt in sandpod runc; do
+  for rt in sandpod runc sandpod-nojail; do
     t0=$(ms)
     if [ $rt = sandpod ]; then
       "$dir/bin/sandpod" --root /run/sandpod-bench run --bundle "$work/bundle" "b$i" </dev/null >/dev/null 2>"$work/err"
+    elif [ $rt = sandpod-nojail ]; then
+      "$dir/bin/sandpod" --root /run/sandpod-bench --no-jail run --bundle "$work/bundle" "n$i" </dev/null >/dev/null 2>"$work/err"
     else
       runc --root /run/runc-bench run --bundle "$work/bundle" "b$i" </dev/null >/dev/null 2>"$work/err"
     fi
