@@ -77,6 +77,7 @@ fn share_boundary_against_a_hostile_guest() {
             "nosuid-ro-volume-read-only-on-host",
             "rw-volume-control",
             "share-top-capped",
+            "guest-write-stops-at-share-cap",
             "share-not-in-other-namespaces",
             "planted-setuid-unreachable",
             "no-device-node-on-host",

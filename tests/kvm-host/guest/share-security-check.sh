@@ -1,6 +1,7 @@
 #!/bin/sh
 # The host side of the virtio-fs share against a hostile guest, with `sandpod create/start`:
-# every mount in the share nosuid+nodev, read-only volumes (`rro`, `nosuid,ro`, with a
+# every mount in the share nosuid+nodev, the share's top capped (also against a write from the
+# guest), read-only volumes (`rro`, `nosuid,ro`, with a
 # submount) read-only on the host, the share's top a capped tmpfs in a peer group of its own (a
 # rootfs does not appear in another mount namespace), a setuid binary and a device node planted
 # from a container ineffective on the host, and teardown of a sandbox whose share was renamed
@@ -71,6 +72,12 @@ check rro-volume-read-only-on-host ro_volume $((nm - 3))
 check nosuid-ro-volume-read-only-on-host ro_volume $((nm - 2))
 check rw-volume-control eval "case \"\$(opts_of $vic/mounts/$((nm - 1)))\" in rw,*) true;; *) false;; esac"
 check share-top-capped eval "! dd if=/dev/zero of=$share/junk bs=1M count=4 2>$work/dd.err && grep -q 'No space' $work/dd.err"
+rm -f "$share/junk"
+# The same from inside a guest: a container given its own sandbox's share top as a volume (its
+# source exists once the share is made) writes 4 MiB into it through virtiofsd.
+mkbundle filler "$(args '["sh","-c","dd if=/dev/zero of=/sharetop/junk bs=64k count=64 2>&1; ls -l /sharetop/junk"]') | .mounts += [{\"destination\":\"/sharetop\",\"type\":\"bind\",\"source\":\"$SANDPOD_ROOT/filler/shared\",\"options\":[\"bind\"]}]"
+run filler
+check guest-write-stops-at-share-cap eval "grep -q 'No space' $work/filler.out"
 check share-not-in-other-namespaces eval "[ -n \"\$(opts_of $vic/rootfs)\" ] && [ -z \"\$(opts_of $vic/rootfs $observer)\" ]"
 
 # What the evil container planted in its rootfs: a setuid copy of busybox (unreachable for other
