@@ -48,7 +48,10 @@ n=0
 running() { "$dir/bin/sandpod" --root /run/sandpod-bench state idle 2>/dev/null | grep -q '"status": "running"'; }
 while [ $n -lt 600 ] && ! running; do sleep 0.1; n=$((n + 1)); done
 sleep 3
-vmm=$(pgrep -f "sandpod-vmm .*/run/sandpod-bench/idle/")
+# The VMM runs jailed: `sandpod jail <state>/jail.json` (outside) and its child, the VMM (PID 1
+# of its namespace, its command line in jail paths); both count.
+jail=$(pgrep -f "sandpod jail /run/sandpod-bench/idle/")
+vmm="$jail $(pgrep -P "${jail:-0}")"
 fsd=$(pgrep -f "virtiofsd .*/run/sandpod-bench/idle/")
 mon=$(pgrep -f "sandpod .*monitor /run/sandpod-bench/idle")
 standin=$(pgrep -f "sandpod .*standin --sandbox idle ")
