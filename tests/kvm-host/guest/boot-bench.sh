@@ -4,7 +4,9 @@
 # was seen to be slower under TCG, so alternation spreads that evenly).
 #   boot-bench.sh RUNS VCPUS MEM_MIB VMM...     (VMM: qemu | sandpod | sandpod-noseccomp)
 # sandpod-noseccomp: sandpod-vmm with its seccomp filters off (--no-seccomp), the control for
-# what the filters cost.
+# what the filters cost. A VMM may be named twice a round: `make bench` runs `sandpod qemu
+# sandpod-noseccomp qemu`, so that both sandpod variants follow a QEMU run (the position in
+# the round changes a run's time by more than what is compared).
 # Prints one line per run: `boot <vmm> <ms>` (or `boot <vmm> fail`).
 set -u
 runs=$1 vcpus=$2 mem=$3
