@@ -1,11 +1,28 @@
 //! Rate limits on what a guest writes to the host: a token bucket and a gate for "at most once
-//! per interval" log lines. Pure arithmetic on the [`Instant`]s the caller passes (no clock is
-//! read here), so tests drive time by hand. Used by the VMM's console sink and the runtime's
-//! guest log receiver.
+//! per interval" log lines, pure arithmetic on the [`Instant`]s the caller passes, and the
+//! [`Clock`] the callers read them from (tests drive it by hand). Used by the VMM's console sink
+//! and the runtime's guest log receiver.
 
 use std::time::{Duration, Instant};
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+/// The time, for the token buckets (tests drive it by hand). `Sync` so one clock can serve
+/// limiters shared between threads.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> Instant;
+}
+
+/// The monotonic clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MonotonicClock;
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
 
 /// A token bucket: holds at most `burst` tokens, refilled at `per_sec` tokens a second.
 #[derive(Debug, Clone)]

@@ -203,7 +203,7 @@ mod tests {
     /// Needs root (a full permitted set): ignored unless run with `--include-ignored` (`make
     /// unit` does as root), and then fails without it.
     #[test]
-    #[ignore = "needs root"]
+    #[ignore = "needs root: run by `make unit` as root (--include-ignored), as in CI"]
     fn no_capabilities_leaves_root_with_none() {
         assert!(nix::unistd::geteuid().is_root(), "needs root");
         let result = in_child(|| {
@@ -235,7 +235,7 @@ mod tests {
     /// Needs root (a full permitted set): ignored unless run with `--include-ignored` (`make
     /// unit` does as root), and then fails without it.
     #[test]
-    #[ignore = "needs root"]
+    #[ignore = "needs root: run by `make unit` as root (--include-ignored), as in CI"]
     fn apply_in_a_child_drops_mknod() {
         assert!(nix::unistd::geteuid().is_root(), "needs root");
         let result = in_child(|| {

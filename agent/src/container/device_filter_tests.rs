@@ -140,7 +140,7 @@ fn is_root() -> bool {
 /// The running kernel's verifier takes the programs. Needs root (CAP_BPF): ignored unless run
 /// with `--include-ignored` (`make unit` does as root), and then fails without it.
 #[test]
-#[ignore = "needs root"]
+#[ignore = "needs root: run by `make unit` as root (--include-ignored), as in CI"]
 fn the_kernel_verifier_accepts_the_programs() {
     assert!(is_root(), "needs root (CAP_BPF)");
     for json in [
@@ -166,7 +166,7 @@ fn cgroup2_mount() -> Option<std::path::PathBuf> {
 /// refuses /dev/zero. Needs root and a cgroup2 mount: ignored unless run with
 /// `--include-ignored` (`make unit` does as root), and then fails without them.
 #[test]
-#[ignore = "needs root"]
+#[ignore = "needs root: run by `make unit` as root (--include-ignored), as in CI"]
 fn an_attached_program_is_enforced() {
     assert!(is_root(), "needs root");
     let root = cgroup2_mount().expect("needs a cgroup2 mount");

@@ -126,7 +126,7 @@ mod tests {
     /// Needs root (a private mount namespace): ignored unless run with `--include-ignored`
     /// (`make unit` does as root), and then fails without it.
     #[test]
-    #[ignore = "needs root"]
+    #[ignore = "needs root: run by `make unit` as root (--include-ignored), as in CI"]
     fn mask_and_readonly_in_a_mount_namespace() {
         assert!(
             nix::unistd::geteuid().is_root(),

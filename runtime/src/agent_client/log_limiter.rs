@@ -5,8 +5,9 @@
 //! logs `guest log: N lines dropped (rate limit)` at most once per `report_interval` (and once
 //! more when the receiver stops). The number of connections is bounded too ([`LogLimits`]).
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use sandpod_vmconfig::rate::{Clock, MonotonicClock};
 use sandpod_vmconfig::rate::{IntervalGate, TokenBucket};
 
 /// The caps on one sandbox's guest log stream.
@@ -44,22 +45,6 @@ impl Default for LogLimits {
             token_deadline: Duration::from_secs(5),
             report_interval: Duration::from_secs(10),
         }
-    }
-}
-
-/// The time, for the token buckets (tests drive it by hand).
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now(&self) -> Instant;
-}
-
-/// The monotonic clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MonotonicClock;
-
-impl Clock for MonotonicClock {
-    fn now(&self) -> Instant {
-        Instant::now()
     }
 }
 
@@ -152,6 +137,7 @@ fn report(n: u64) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::time::Instant;
 
     /// A clock the test moves.
     #[derive(Clone)]

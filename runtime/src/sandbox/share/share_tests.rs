@@ -123,7 +123,7 @@ fn share_container(w: &World, id: &str, mounts: &mut Vec<PathBuf>) -> Layout {
 }
 
 #[test]
-#[ignore = "needs root (mount namespaces)"]
+#[ignore = "needs root (mount namespaces): run by `make unit` as root (--include-ignored), as in CI"]
 fn share_mounts_are_capped_nosuid_nodev_and_read_only_recursively() {
     in_private_mount_ns(|| {
         let w = world();
@@ -173,7 +173,7 @@ fn share_mounts_are_capped_nosuid_nodev_and_read_only_recursively() {
 }
 
 #[test]
-#[ignore = "needs root (mount namespaces)"]
+#[ignore = "needs root (mount namespaces): run by `make unit` as root (--include-ignored), as in CI"]
 fn the_rootfs_may_not_be_the_host_root() {
     in_private_mount_ns(|| {
         let w = world();
@@ -198,7 +198,7 @@ fn the_rootfs_may_not_be_the_host_root() {
 }
 
 #[test]
-#[ignore = "needs root (mount namespaces)"]
+#[ignore = "needs root (mount namespaces): run by `make unit` as root (--include-ignored), as in CI"]
 fn teardown_never_follows_what_the_guest_renamed_or_planted() {
     in_private_mount_ns(|| {
         let w = world();

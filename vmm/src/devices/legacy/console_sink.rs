@@ -16,28 +16,13 @@ use std::io::{self, LineWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use sandpod_vmconfig::rate::{Clock, MonotonicClock};
 use sandpod_vmconfig::rate::{IntervalGate, TokenBucket};
 
 use crate::config::ConsoleLimits;
 
 /// Least time between two warnings about dropped console output.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
-
-/// The time, for the token bucket (tests drive it by hand).
-pub trait Clock: Send {
-    /// Now.
-    fn now(&self) -> Instant;
-}
-
-/// The monotonic clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MonotonicClock;
-
-impl Clock for MonotonicClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
 
 /// The file `PATH.1` a full console file `PATH` is renamed to.
 pub fn rotated_path(path: &Path) -> PathBuf {
