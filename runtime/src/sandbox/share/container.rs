@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{Mount, Spec};
 use sandpod_protocol::shared::GUEST_SHARED_DIR;
 
-use super::mount_ops::{self, MountAttrs};
+use super::mount_ops::{self, MountAttrs, OFlags};
 use super::{io, ShareError};
 use crate::sandbox::layout::Layout;
 
@@ -213,17 +213,17 @@ fn add_container_steps(layout: &Layout, files: &ContainerFiles<'_>) -> Result<Ve
 pub fn remove_container(layout: &Layout, container_id: &str) -> Result<(), ShareError> {
     let shared = layout.shared();
     let share = mount_ops::open_base(&shared).map_err(io("opening", &shared))?;
-    let base = match mount_ops::open_dir_beneath(share.as_fd(), container_id) {
-        Ok(b) => b,
-        Err(e) => return Err(io("opening", &layout.container_shared(container_id))(e)),
-    };
+    let base = mount_ops::open_existing_dir_beneath(share.as_fd(), container_id, OFlags::PATH)
+        .map_err(io("opening", &layout.container_shared(container_id)))?;
     let mut names = vec!["rootfs".to_string()];
-    if let Ok(entries) = std::fs::read_dir(layout.container_shared(container_id).join("mounts")) {
+    // Listed through a confined fd: the guest may have made `mounts` a symlink.
+    if let Ok(mounts) = mount_ops::open_existing_dir_beneath(base.as_fd(), "mounts", OFlags::RDONLY)
+    {
         names.extend(
-            entries
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            mount_ops::names_in(mounts.as_fd())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
                 .map(|n| format!("mounts/{n}")),
         );
     }

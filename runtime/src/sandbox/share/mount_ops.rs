@@ -6,7 +6,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
+pub use rustix::fs::OFlags;
+use rustix::fs::{openat2, Mode, ResolveFlags, CWD};
 use rustix::mount::{
     move_mount, open_tree, unmount, MountAttrFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
 };
@@ -106,13 +107,34 @@ pub fn open_dir_beneath(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> 
         Err(e) if e == rustix::io::Errno::EXIST => {}
         Err(e) => return Err(e.into()),
     }
+    open_existing_dir_beneath(dir, name, OFlags::PATH)
+}
+
+/// Opens the existing directory `name` beneath `dir`, confined (`OFlags::PATH`, or
+/// `OFlags::RDONLY` to list it).
+pub fn open_existing_dir_beneath(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    access: OFlags,
+) -> io::Result<OwnedFd> {
     Ok(openat2(
         dir,
         name,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        access | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
         confined() | ResolveFlags::NO_XDEV,
     )?)
+}
+
+/// The names in the directory `dir` (an fd opened for reading).
+pub fn names_in(dir: BorrowedFd<'_>) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        if let Ok(name) = entry?.file_name().to_str() {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
 }
 
 /// Creates the file `name` beneath `dir` (a bind target for a file source); it must not exist.
