@@ -91,7 +91,7 @@ fuzz:
 fuzz-long:
 	@SANDPOD_FUZZ_RUNS=$${SANDPOD_FUZZ_RUNS:-1000000} scripts/fuzz.sh
 
-## The test-host tests (each boots its own L2; one at a time): every [[test]] of
+## The test-host tests (each run boots its own L2): every [[test]] of
 ## tests/Cargo.toml in its order, but the HOST_TESTS (`make -s print-integration-tests`).
 INTEGRATION_TESTS := $(filter-out $(HOST_TESTS),$(shell awk -F'"' '/^\[/ { t = ($$0 == "[[test]]") } \
     t && /^name *=/ { print $$2 }' tests/Cargo.toml))
@@ -99,9 +99,21 @@ INTEGRATION_TESTS := $(filter-out $(HOST_TESTS),$(shell awk -F'"' '/^\[/ { t = (
 print-integration-tests:
 	@echo $(INTEGRATION_TESTS)
 
+## TESTHOST_JOBS test hosts at a time (default 2: each L2 is one emulated CPU, one host core),
+## by cargo-nextest, which prints each test's time and the `[testhost]` line of every run
+## (boot time, attempts) of the passing ones too; `cargo test`, one at a time, without it. A
+## script's own `timeout` is below SANDPOD_TESTHOST_TIMEOUT, so a hang prints what it got to.
+TESTHOST_JOBS ?= 2
 integration:
 	$(if $(INTEGRATION_TESTS),,$(error no test-host tests found in tests/Cargo.toml))
-	SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-300} $(CARGO) test --release -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -- --test-threads=1
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  set -x; SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-900} $(CARGO) nextest run --release \
+	    -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -j $(TESTHOST_JOBS) \
+	    --no-fail-fast --success-output final --failure-output final --status-level pass; \
+	else \
+	  set -x; SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-900} $(CARGO) test --release \
+	    -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -- --test-threads=1 --nocapture; \
+	fi
 
 ## Docker / Podman / ctr scenarios (tests/kvm-host/guest/docker-check.sh, podman-ctr-check.sh)
 ## against runc in one test host run: the control that proves the checks of

@@ -17,9 +17,22 @@ pub fn host() -> TestHost {
 }
 
 /// Runs `argv` in the test host; panics if the test host itself failed.
+/// Prints (stderr, shown by `make integration`) the L2's boot time, the whole run's and the
+/// attempts it took, so a slow or retried run is seen even when it passes.
 pub fn run(host: &TestHost, argv: &[&str]) -> Outcome {
-    host.run(argv)
-        .unwrap_or_else(|e| panic!("test host run of {argv:?} failed: {e}"))
+    let started = std::time::Instant::now();
+    let outcome = host
+        .run(argv)
+        .unwrap_or_else(|e| panic!("test host run of {argv:?} failed: {e}"));
+    eprintln!(
+        "[testhost] {:?}: exit {}, L2 booted in {:.1} s, {:.1} s in all, {} attempt(s)",
+        argv.last().copied().unwrap_or_default(),
+        outcome.code,
+        outcome.boot_time.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        outcome.attempts
+    );
+    outcome
 }
 
 pub fn text(outcome: &Outcome) -> String {

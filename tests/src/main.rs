@@ -74,7 +74,7 @@ fn main() {
             eprintln!("sandpod-testhost: {e}");
             let code = if matches!(
                 e,
-                TestHostError::CommandTimeout(_) | TestHostError::BootTimeout(..)
+                TestHostError::CommandTimeout(..) | TestHostError::BootTimeout(..)
             ) {
                 124
             } else {

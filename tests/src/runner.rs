@@ -34,8 +34,8 @@ pub struct Outcome {
 pub enum TestHostError {
     #[error("the test host did not boot within {0:?}; console tail:\n{1}")]
     BootTimeout(Duration, String),
-    #[error("the command did not finish within {0:?}")]
-    CommandTimeout(Duration),
+    #[error("the command did not finish within {0:?}; the last lines it printed:\n{1}")]
+    CommandTimeout(Duration, String),
     #[error("QEMU ended before the command reported its exit status; QEMU said: {qemu}\nconsole tail:\n{console}")]
     NoExitStatus { qemu: String, console: String },
     #[error("starting QEMU ({0}): {1}")]
@@ -51,7 +51,7 @@ impl TestHostError {
     fn is_hang(&self) -> bool {
         matches!(
             self,
-            TestHostError::BootTimeout(..) | TestHostError::CommandTimeout(_)
+            TestHostError::BootTimeout(..) | TestHostError::CommandTimeout(..)
         )
     }
 }
@@ -201,7 +201,7 @@ impl TestHost {
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(match booted_at {
                         None => TestHostError::BootTimeout(cfg.boot_timeout, join_tail(&tail)),
-                        Some(_) => TestHostError::CommandTimeout(cfg.timeout),
+                        Some(_) => TestHostError::CommandTimeout(cfg.timeout, output_tail(&output)),
                     });
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -253,6 +253,13 @@ fn emit(
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The last [`CONSOLE_TAIL_LINES`] lines of what the command printed (where a hang was).
+fn output_tail(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..].join("\n")
 }
 
 fn join_tail(tail: &VecDeque<String>) -> String {

@@ -27,6 +27,16 @@ finish() {
   [ "$failed" -eq 0 ]
 }
 
+# reap PID [SECS]: waits for the background job PID, SIGKILLing it after SECS (default 60) so a
+# hung process fails its check instead of hanging the script; its exit status is in $rc.
+reap() {
+  ( sleep "${2:-60}"; kill -KILL "$1" 2>/dev/null && echo "reap: $1 still running after ${2:-60} s: killed" ) &
+  reap_watch=$!
+  wait "$1"; rc=$?
+  kill "$reap_watch" 2>/dev/null; wait "$reap_watch" 2>/dev/null
+  return 0
+}
+
 # has TEXT PATTERN / hasnt TEXT PATTERN: TEXT has (has no) line matching the grep PATTERN.
 has() { printf '%s\n' "$1" | grep -q -- "$2"; }
 hasnt() { ! printf '%s\n' "$1" | grep -q -- "$2"; }
@@ -70,7 +80,8 @@ use_agent() { ctl="$ctl_bin --uds $1"; }
 agent_up_or_exit() {
   $ctl health >/dev/null 2>&1 || { echo "agent unreachable"; cat "$@"; exit 1; }
 }
-# g APPLET [ARG...]: a busybox applet in the guest.
-g() { $ctl exec -- busybox "$@"; }
-# gsh CMD: the shell command CMD in the guest (busybox's sh, its applets on PATH via /bin).
-gsh() { $ctl exec -- /bin/busybox sh -c "export PATH=/bin; $1"; }
+# g APPLET [ARG...]: a busybox applet in the guest (killed after 120 s: a hang fails, exit 124).
+g() { timeout -k 5 120 $ctl exec -- busybox "$@"; }
+# gsh CMD: the shell command CMD in the guest (busybox's sh, its applets on PATH via /bin; killed
+# after 120 s).
+gsh() { timeout -k 5 120 $ctl exec -- /bin/busybox sh -c "export PATH=/bin; $1"; }

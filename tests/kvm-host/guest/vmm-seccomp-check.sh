@@ -49,10 +49,10 @@ vmm_serve "$uds" "file:$work/console.txt" --vcpus 2 --disk "$work/disk.img" \
 vmm=$!
 check agent-health-under-filters wait_for 600 healthy "$uds"
 use_agent "$uds"
-out=$($ctl exec -- echo hello from the guest 2>&1); echo "exec: $out"
+out=$(timeout 120 $ctl exec -- echo hello from the guest 2>&1); echo "exec: $out"
 check exec-under-filters test "$out" = "hello from the guest"
 head -c 1000000 /dev/urandom >"$work/in.bin"
-$ctl exec -- cat <"$work/in.bin" >"$work/out.bin" 2>/dev/null
+timeout 120 $ctl exec -- cat <"$work/in.bin" >"$work/out.bin" 2>/dev/null
 check exec-stdin-roundtrip-1m cmp -s "$work/in.bin" "$work/out.bin"
 out=$(gsh "echo sandpod-blk | dd of=/dev/vda bs=512 conv=sync,fsync 2>/dev/null && dd if=/dev/vda bs=11 count=1 2>/dev/null")
 echo "blk: $out; on the host: $(head -c 10 "$work/disk.img")"
@@ -68,7 +68,7 @@ check filtered-thread-kinds has_threads sandpod-vmm signals spawner vcpu0 vcpu1 
 dd_flags=$(awk '/sandpod-guest-ram/ {m = 1; next} m && /^VmFlags:/ {print; m = 0}' /proc/"$vmm"/smaps)
 echo "guest RAM mappings: $dd_flags"
 check guest-ram-dontdump eval 'echo "$dd_flags" | grep -q " dd" && ! echo "$dd_flags" | grep -v " dd" | grep -q .'
-kill -TERM "$vmm"; wait "$vmm"; rc=$?
+kill -TERM "$vmm"; reap "$vmm"
 echo "sandpod-vmm exited $rc (143 = SIGTERM)"
 check clean-exit-under-filters eval '[ $rc = 143 ] && [ ! -e "$uds" ]'
 kill "$vfsd" 2>/dev/null
@@ -88,7 +88,7 @@ if echo "$work/cores/core.%p" >/proc/sys/kernel/core_pattern 2>/dev/null; then
   wait_for 600 healthy "$work/c.sock"
   logged_kinds() { for k in vcpu spawner main device; do grep -q "seccomp filters installed ($k)" "$work/core.err" || return 1; done; }
   check installed-logged-per-kind logged_kinds
-  kill -ABRT $vmm; wait $vmm; rc=$?
+  kill -ABRT $vmm; reap $vmm
   echo "sandpod-vmm after SIGABRT: exit $rc; cores: $(ls "$work/cores" | tr '\n' ' ')"
   check vmm-no-core-dump eval '[ $rc = 134 ] && [ ! -e "$work/cores/core.$vmm" ]'
   echo "$old_pattern" >/proc/sys/kernel/core_pattern
@@ -104,8 +104,8 @@ for kind in vcpu main spawner device; do
   # The device threads start when the guest's drivers do: give it time to boot.
   i=0; while [ $i -lt 900 ] && alive $pid; do sleep 0.1; i=$((i + 1)); done
   alive $pid && kill -KILL $pid
-  wait $pid; rc=$?
-  echo "--debug-seccomp-violation $kind: exit $rc (159 = SIGSYS) $(tail -1 "$work/d-$kind.err")"
+  reap $pid
+  echo "--debug-seccomp-violation $kind: exit $rc (159 = SIGSYS) after $((i / 10)) s $(tail -1 "$work/d-$kind.err")"
   check "violation-$kind-sigsys" test "$rc" = 159
 done
 
@@ -117,7 +117,7 @@ modes=$(seccomp_modes "$vmm")
 echo "--no-seccomp threads: $(echo $modes)"
 check no-seccomp-unfiltered all_modes_are 0
 check no-seccomp-warns grep -q "seccomp filters disabled" "$work/n.err"
-kill -TERM $vmm; wait $vmm
+kill -TERM $vmm; reap $vmm
 
 # --- a container: `sandpod run` (the runtime's vm.json, virtio-fs rootfs, vsock) -----------------
 if [ -d "$dir/bundles/busybox" ] && [ -x "$dir/bin/sandpod" ]; then
@@ -135,7 +135,7 @@ if [ -d "$dir/bundles/busybox" ] && [ -x "$dir/bin/sandpod" ]; then
   modes=$( [ -n "$cvmm" ] && seccomp_modes "$cvmm")
   echo "container VMM threads: $(echo $modes)"
   check container-vmm-filtered eval 'all_modes_are 2 && has_thread virtio-fs && has_thread vsock'
-  kill -TERM $runner; wait $runner
+  kill -TERM $runner; reap $runner
   check container-nothing-left wait_for 100 nothing_left
   failed=$((failed + ours))
 else
