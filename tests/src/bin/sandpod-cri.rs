@@ -948,8 +948,11 @@ async fn pod_body(
         .await,
     );
 
-    // Resources: the container's own cgroup files, before and after the update.
-    let cg = "p=$(sed -n 's/^0:://p' /proc/self/cgroup); cat /sys/fs/cgroup$p/memory.max /sys/fs/cgroup$p/cpu.max";
+    // Resources: the container's own cgroup files, before and after the update. (Its cgroup
+    // v2 path, from /proc/self/cgroup, under /sys/fs/cgroup: with a cgroup namespace the path is
+    // `/`; without one, runc may mount the container's own cgroup at /sys/fs/cgroup.)
+    let cg = "p=$(sed -n 's/^0:://p' /proc/self/cgroup); d=/sys/fs/cgroup$p; \
+              [ -f $d/memory.max ] || d=/sys/fs/cgroup; cat $d/memory.max $d/cpu.max";
     r.check(
         "pod-update-resources-in-cgroup",
         async {
