@@ -16,6 +16,11 @@ use common::{assert_checks, host, run};
 const CHECKS: &[&str] = &[
     "containerd-starts-with-cri",
     "cri-images-imported",
+    // the leak check sees a running pod
+    "hold-pod-running",
+    "leak-check-sees-running-pod",
+    "remove-all-pods",
+    "held-pod-removed",
     // version
     "cri-version-v1",
     // pod

@@ -16,6 +16,8 @@
 //! - `five`: five pods (one container each) started at once, all ready, then all removed.
 //! - `bad-input`: unknown ids, a missing sandbox, malformed configs and a missing binary give
 //!   errors (their text is printed in the check line) and leave nothing behind.
+//! - `hold`: one pod with one container, left running (for cri-check.sh to prove its leak check
+//!   sees a running pod); `remove-all`: every pod listed stopped and removed.
 //! - `pod-start`: `--rounds` times RunPodSandbox + CreateContainer + StartContainer timed (the
 //!   pod removed after each round): `bench pod_start_ms handler=<h> median=<ms> rounds=[...]`.
 //!
@@ -85,6 +87,8 @@ enum Scenario {
     Five,
     BadInput,
     PodStart,
+    Hold,
+    RemoveAll,
 }
 
 /// The check lines and the count of failed ones.
@@ -1270,6 +1274,51 @@ async fn scenario_bad_input(cri: &Cri, r: &mut Report) {
     );
 }
 
+async fn scenario_hold(cri: &Cri, r: &mut Report) {
+    let name = "sp-hold";
+    let pcfg = cri.pod_config(name);
+    let ccfg = cri.container_config("c", &["sleep", "500000"], None);
+    r.check(
+        "hold-pod-running",
+        async {
+            let pod = cri
+                .run_pod(&pcfg)
+                .await
+                .map_err(|s| anyhow!("RunPodSandbox: {}", status_text(&s)))?;
+            let c = cri.create_and_start(&pod, &pcfg, &ccfg).await?;
+            Ok(format!(
+                "pod {} with container {} left running",
+                short(&pod),
+                short(&c)
+            ))
+        }
+        .await,
+    );
+}
+
+async fn scenario_remove_all(cri: &Cri, r: &mut Report) {
+    r.check(
+        "remove-all-pods",
+        async {
+            let pods = cri
+                .list_pods()
+                .await
+                .map_err(|s| anyhow!("ListPodSandbox: {}", status_text(&s)))?;
+            for p in &pods {
+                let name = p
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.name.as_str())
+                    .unwrap_or_default();
+                cri.teardown(&p.id, name).await?;
+            }
+            nothing_listed(cri).await?;
+            Ok(format!("{} pod(s) stopped and removed", pods.len()))
+        }
+        .await,
+    );
+}
+
 async fn scenario_pod_start(cri: &Cri, r: &mut Report, rounds: usize) {
     let mut times = Vec::new();
     let mut errors = Vec::new();
@@ -1347,6 +1396,8 @@ async fn main() -> Result<()> {
             Scenario::Five => scenario_five(&cri, &mut report).await,
             Scenario::BadInput => scenario_bad_input(&cri, &mut report).await,
             Scenario::PodStart => scenario_pod_start(&cri, &mut report, args.rounds).await,
+            Scenario::Hold => scenario_hold(&cri, &mut report).await,
+            Scenario::RemoveAll => scenario_remove_all(&cri, &mut report).await,
         }
         println!("=== scenario {s:?} took {} ms", ms(t.elapsed()));
     }
