@@ -61,17 +61,22 @@ const CHECKS: &[&str] = &[
     "containerd-stopped",
 ];
 
-/// Runs cri-check.sh with HANDLER=`handler` in the test host, bounded by `secs`, and asserts
-/// every check.
+/// Runs cri-check.sh with HANDLER=`handler` in the test host, bounded by `secs` (its scenarios'
+/// sandpod-cri run by `secs` - 200: containerd's start, the images and the leak checks take the
+/// rest), and asserts every check.
 fn run_checks(handler: &str, secs: u64) {
     let mut host = host();
     host.config.timeout = host.config.timeout.max(Duration::from_secs(secs + 120));
+    let scenarios_secs = secs.saturating_sub(200).max(100);
     let out = run(
         &host,
         &[
             "sh",
             "-c",
-            &format!("HANDLER={handler} timeout -k 10 {secs} /sandpod/scripts/cri-check.sh"),
+            &format!(
+                "HANDLER={handler} CRI_TIMEOUT={scenarios_secs} timeout -k 10 {secs} \
+                 /sandpod/scripts/cri-check.sh"
+            ),
         ],
     );
     assert_checks(&out, "cri-check.sh", CHECKS);

@@ -12,6 +12,9 @@
 #   SCENARIOS  sandpod-cri's scenarios (default: version pod five bad-input pod-start)
 #   ROUNDS     pod-start rounds (default 3)
 #   T          seconds one CRI call or engine command may take (default 240)
+#   CRI_TIMEOUT  seconds the scenarios' sandpod-cri run may take (default 700)
+#   CRI_ARGS   more sandpod-cri options (e.g. --print-json; --pid-namespace container or --image
+#              NAME: controls under which checks must fail)
 #   ARGV_LOG   the file every shim command line containerd runs is logged to (default
 #              /run/sandpod-cri/shim-argv.log; empty: no logging wrapper), summarized at the end
 #
@@ -166,10 +169,12 @@ sees_running() {
 
 # cri NAME SCENARIO...: sandpod-cri's SCENARIOs (they print their own check lines); $rc: its
 # exit status, non-zero if any of them failed.
+CRI_ARGS=${CRI_ARGS:-}
 cri() {
   n=$1; shift
+  # shellcheck disable=SC2086 # (CRI_ARGS: a list)
   timeout -k 10 "${CRI_TIMEOUT:-700}" "$dir/bin/sandpod-cri" --handler "$HANDLER" --call-timeout "$T" \
-    --rounds "$ROUNDS" --work-dir "$work" "$@"
+    --rounds "$ROUNDS" --work-dir "$work" $CRI_ARGS "$@"
   rc=$?
   echo "sandpod-cri $n: exit $rc"
 }

@@ -75,9 +75,19 @@ struct Args {
     /// Print every CRI request and response as a `json` line.
     #[arg(long)]
     print_json: bool,
+    /// The pods' pid namespace: pod (shared by the pod's containers, the scenarios' premise) or
+    /// container (each its own: the control that `pod-shared-pid-namespace` fails).
+    #[arg(long, value_enum, default_value_t = PidNamespace::Pod)]
+    pid_namespace: PidNamespace,
     /// The scenarios, in order.
     #[arg(required = true)]
     scenarios: Vec<Scenario>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PidNamespace {
+    Pod,
+    Container,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -152,6 +162,8 @@ struct Cri {
     bundle_root: PathBuf,
     exec_timeout_secs: i64,
     json: bool,
+    /// The pid namespace mode (cri::NamespaceMode) of the pods and their containers.
+    pid_mode: i32,
 }
 
 async fn connect(endpoint: &str, timeout: Duration) -> Result<RuntimeServiceClient<Channel>> {
@@ -190,12 +202,12 @@ impl Cri {
         }
     }
 
-    fn namespaces() -> cri::NamespaceOption {
+    fn namespaces(&self) -> cri::NamespaceOption {
         // Pod: the containers share the pod's network, pid and IPC namespaces (pid: Kubernetes'
-        // shareProcessNamespace).
+        // shareProcessNamespace; unless --pid-namespace container).
         cri::NamespaceOption {
             network: cri::NamespaceMode::Pod as i32,
-            pid: cri::NamespaceMode::Pod as i32,
+            pid: self.pid_mode,
             ipc: cri::NamespaceMode::Pod as i32,
             ..Default::default()
         }
@@ -219,7 +231,7 @@ impl Cri {
             linux: Some(cri::LinuxPodSandboxConfig {
                 cgroup_parent: format!("/{POD_NAMESPACE}/{name}"),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(Self::namespaces()),
+                    namespace_options: Some(self.namespaces()),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -257,7 +269,7 @@ impl Cri {
             linux: Some(cri::LinuxContainerConfig {
                 resources: None,
                 security_context: Some(cri::LinuxContainerSecurityContext {
-                    namespace_options: Some(Self::namespaces()),
+                    namespace_options: Some(self.namespaces()),
                     ..Default::default()
                 }),
             }),
@@ -1385,6 +1397,10 @@ async fn main() -> Result<()> {
         exec_timeout_secs: i64::try_from(args.call_timeout.saturating_sub(10).max(10))
             .unwrap_or(i64::MAX),
         json: args.print_json,
+        pid_mode: match args.pid_namespace {
+            PidNamespace::Pod => cri::NamespaceMode::Pod as i32,
+            PidNamespace::Container => cri::NamespaceMode::Container as i32,
+        },
     };
     let mut report = Report::default();
     for s in &args.scenarios {
