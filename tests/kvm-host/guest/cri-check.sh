@@ -89,18 +89,20 @@ cat >"$CRI/net.d/10-sandpod-cri.conflist" <<EOF
             "routes": [{"dst": "0.0.0.0/0"}]}}]}
 EOF
 
+# ctr_t ARG...: ctr ARGs, killed after 60 s (a hung containerd fails the check instead of hanging it).
+ctr_t() { timeout -k 5 60 ctr "$@"; }
 containerd_pid=
 start_containerd() {
-  if ctr version >/dev/null 2>&1; then echo "a containerd is already running"; return 1; fi
+  if ctr_t version >/dev/null 2>&1; then echo "a containerd is already running"; return 1; fi
   for p in bridge host-local loopback; do
     [ -x "/usr/lib/cni/$p" ] || { echo "no CNI plugin /usr/lib/cni/$p"; return 1; }
   done
   containerd --config "$CRI/containerd.toml" >>"$CRI/containerd.log" 2>&1 &
   containerd_pid=$!
-  wait_for 120 ctr version || { echo "containerd did not answer in 120 s:"; tail -20 "$CRI/containerd.log"; return 1; }
+  wait_for 120 ctr_t version || { echo "containerd did not answer in 120 s:"; tail -20 "$CRI/containerd.log"; return 1; }
   # The CRI plugin loaded (it is skipped, not fatal, when its configuration fails).
-  ctr plugins ls | grep -Eq '^io\.containerd\.grpc\.v1 +cri .* ok *$' ||
-    { echo "CRI plugin not loaded:"; ctr plugins ls | grep -w cri; grep -i cri "$CRI/containerd.log" | tail -10; return 1; }
+  ctr_t plugins ls | grep -Eq '^io\.containerd\.grpc\.v1 +cri .* ok *$' ||
+    { echo "CRI plugin not loaded:"; ctr_t plugins ls | grep -w cri; grep -i cri "$CRI/containerd.log" | tail -10; return 1; }
 }
 # stop_containerd: SIGTERM; fails if it took a SIGKILL (after 60 s).
 stop_containerd() {
@@ -119,7 +121,7 @@ import_images() {
     timeout -k 5 "$T" ctr -n k8s.io images import "$tar" >"$work/import.out" 2>&1 ||
       { echo "import $tar failed:"; cat "$work/import.out"; return 1; }
   done
-  images=$(ctr -n k8s.io images ls -q)
+  images=$(ctr_t -n k8s.io images ls -q)
   for i in "$IMG" "$PAUSE_IMG"; do
     printf '%s\n' "$images" | grep -qx "$i" || { echo "$i not in the k8s.io images: $images"; return 1; }
   done
@@ -182,7 +184,7 @@ cri() {
 # --- the run ------------------------------------------------------------------------------------
 check containerd-starts-with-cri start_containerd
 check cri-images-imported import_images
-echo "k8s.io images: $(ctr -n k8s.io images ls -q | tr '\n' ' ')"
+echo "k8s.io images: $(ctr_t -n k8s.io images ls -q | tr '\n' ' ')"
 
 # The leak check can fail: it sees a running pod.
 cri hold hold
