@@ -139,8 +139,9 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// An id's first 12 characters (all of it if shorter, or not ASCII).
 fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    id.get(..12).unwrap_or(id)
 }
 
 fn ms(d: Duration) -> u128 {
