@@ -20,7 +20,8 @@ build:
 	$(CARGO) build --release --workspace --exclude sandpod-agent
 	@mkdir -p $(BIN_DIR)
 	@cp target/release/sandpod-vmm target/release/sandpod target/release/containerd-shim-kata-v2 target/release/sandpod-agentctl \
-	    target/release/sandpod-testhost target/release/sandpod-fake-vmm $(BIN_DIR)/
+	    target/release/sandpod-testhost target/release/sandpod-fake-vmm \
+	    target/release/sandpod-cri $(BIN_DIR)/
 
 agent:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --profile guest -p sandpod-agent --target $(HOST_TARGET)
