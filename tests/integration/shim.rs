@@ -56,6 +56,7 @@ fn ctr_with_the_kata_shim() {
             "shim-kill-sigkill",
             "shim-killed-exit-137",
             "shim-task-and-container-rm",
+            "shim-events-published",
             "shim-detached-nothing-left",
             "shim-kill-all",
             "shim-kill-all-rm",
@@ -70,7 +71,7 @@ fn ctr_with_the_kata_shim() {
             "pod-nothing-left",
             // dead shim
             "shim-dead-running",
-            "shim-dead-task-stopped",
+            "shim-dead-exit-published",
             "shim-dead-rm",
             "shim-dead-nothing-left",
             "dead-shim-nothing-left",
