@@ -37,7 +37,6 @@ fn ctr_with_the_kata_shim() {
             "shim-run-echo-exact",
             "shim-run-echo-nothing-left",
             "shim-exit-code-3",
-            "shim-exit-code-137-signal",
             "shim-exit-codes-nothing-left",
             "shim-stdin-cat-exact",
             "shim-stdin-nothing-left",
@@ -47,6 +46,7 @@ fn ctr_with_the_kata_shim() {
             // detached
             "shim-run-d",
             "shim-exec-exact-and-exit-code",
+            "shim-exec-killed-by-signal-137",
             "shim-exec-t-pty-size-and-exit",
             "shim-task-ps",
             "shim-task-metrics",

@@ -152,3 +152,69 @@ mod tests {
         assert_eq!(a.get(CONTAINER_TYPE).map(String::as_str), Some("sandbox"));
     }
 }
+
+/// The `config_path` of CRI's runtime options (`runtimeoptions.v1.Options`, the type
+/// containerd's CRI passes a runtime's `ConfigPath` in: field 2, a string), if `value` has one.
+/// A malformed message is `None`.
+pub fn runtime_options_config_path(type_url: &str, value: &[u8]) -> Option<PathBuf> {
+    if !type_url.ends_with("runtimeoptions.v1.Options") {
+        return None;
+    }
+    let mut rest = value;
+    let varint = |b: &mut &[u8]| -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, tail) = b.split_first()?;
+            *b = tail;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    while !rest.is_empty() {
+        let key = varint(&mut rest)?;
+        let (field, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                varint(&mut rest)?;
+            }
+            1 | 5 => {
+                let n = if wire == 1 { 8 } else { 4 };
+                rest = rest.get(n..)?;
+            }
+            2 => {
+                let len = usize::try_from(varint(&mut rest)?).ok()?;
+                let bytes = rest.get(..len)?;
+                rest = &rest[len..];
+                if field == 2 {
+                    let s = std::str::from_utf8(bytes).ok()?;
+                    return (!s.is_empty()).then(|| PathBuf::from(s));
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod options_tests {
+    use super::*;
+
+    #[test]
+    fn reads_cri_runtime_options_config_path() {
+        // type_url = "x" (field 1), config_path = "/etc/k.toml" (field 2).
+        let mut v = vec![0x0a, 1, b'x', 0x12, 11];
+        v.extend_from_slice(b"/etc/k.toml");
+        let url = "runtimeoptions.v1.Options";
+        assert_eq!(
+            runtime_options_config_path(url, &v),
+            Some(PathBuf::from("/etc/k.toml"))
+        );
+        assert_eq!(runtime_options_config_path("containerd.runc.v1.Options", &v), None);
+        assert_eq!(runtime_options_config_path(url, &v[..8]), None);
+        assert_eq!(runtime_options_config_path(url, &[]), None);
+    }
+}

@@ -65,6 +65,8 @@ pub struct CreateRequest {
     /// The rootfs mounts: (type, source, options).
     pub rootfs: Vec<(String, String, Vec<String>)>,
     pub stdio: StdioPaths,
+    /// The config file the runtime options name (CRI's `ConfigPath`), used by a VM's boot.
+    pub config_path: Option<PathBuf>,
 }
 
 /// A container of the pod.
@@ -214,7 +216,11 @@ impl Tasks {
                     req.id
                 )));
             }
-            pod.sandbox = Some(self.boot(&req.id, &bundle).await?);
+            let config = match &req.config_path {
+                Some(p) => Config::read(p).map_err(anyhow::Error::from)?,
+                None => self.settings.config.clone(),
+            };
+            pod.sandbox = Some(self.boot(&req.id, &bundle, &config).await?);
         }
         let sb = pod.sandbox.as_ref().context("no sandbox")?;
         match create_in(sb, req, &bundle).await {
@@ -257,9 +263,9 @@ impl Tasks {
     }
 
     /// Boots the pod's VM for the container `id` whose bundle is `bundle`.
-    async fn boot(&self, id: &str, bundle: &Bundle) -> Result<Sandbox> {
+    async fn boot(&self, id: &str, bundle: &Bundle, config: &Config) -> Result<Sandbox> {
         let s = &self.settings;
-        let h = &s.config.hypervisor;
+        let h = &config.hypervisor;
         let paths = RuntimePaths::discover(h).map_err(anyhow::Error::from)?;
         let self_exe = pod::sandpod_exe().context(
             "the sandpod binary (the VM's monitor) is not beside the shim nor on PATH; set \
@@ -279,13 +285,13 @@ impl Tasks {
             log: std::env::var_os("SANDPOD_SHIM_VM_LOG").map(PathBuf::from),
             log_format: "text".into(),
             debug: s.debug,
-            cache: s.config.cache().unwrap_or_default(),
+            cache: config.cache().unwrap_or_default(),
             boot_timeout: Duration::from_secs(h.boot_timeout_secs.unwrap_or(60)),
             self_exe,
             host_cgroup: None,
-            jail: s.config.jail.enabled.then_some(JailIds {
-                uid: s.config.jail.uid,
-                gid: s.config.jail.gid,
+            jail: config.jail.enabled.then_some(JailIds {
+                uid: config.jail.uid,
+                gid: config.jail.gid,
             }),
         };
         let layout = reserve(&s.root, id)?;

@@ -50,8 +50,6 @@ check shim-run-echo-exact eval 'rc_is 0 && out_is echo hi'
 leak_check shim-run-echo
 cr exit3 --rm "$CTR_IMG" s-exit3 sh -c 'exit 3'
 check shim-exit-code-3 rc_is 3
-cr selfkill --rm "$CTR_IMG" s-selfkill sh -c 'kill -KILL $$'
-check shim-exit-code-137-signal rc_is 137
 leak_check shim-exit-codes
 printf 'data\nmore data\n' >"$work/stdin.txt"
 STDIN=$work/stdin.txt cr stdin --rm "$CTR_IMG" s-stdin cat
@@ -70,6 +68,9 @@ cr d1 -d "$CTR_IMG" s-d1 sh -c 'echo started; while :; do sleep 1; done'
 check shim-run-d eval 'rc_is 0 && task_is s-d1 RUNNING'
 c exec1 task exec --exec-id x1 s-d1 sh -c 'echo hi; exit 6'
 check shim-exec-exact-and-exit-code eval 'rc_is 6 && out_is exec1 hi'
+# (Not the container's init: pid 1 of a pid namespace ignores its own SIGKILL.)
+c execkill task exec --exec-id x4 s-d1 sh -c 'kill -KILL $$'
+check shim-exec-killed-by-signal-137 rc_is 137
 in_pty exect 21 77 ctr task exec -t --exec-id x2 s-d1 sh -c "'[ -t 0 ] && echo stdin-tty; $SIZE; exit 4'"
 check shim-exec-t-pty-size-and-exit eval 'rc_is 4 && out_is exect "stdin-tty
 21 77"'
