@@ -213,7 +213,10 @@ mod options_tests {
             runtime_options_config_path(url, &v),
             Some(PathBuf::from("/etc/k.toml"))
         );
-        assert_eq!(runtime_options_config_path("containerd.runc.v1.Options", &v), None);
+        assert_eq!(
+            runtime_options_config_path("containerd.runc.v1.Options", &v),
+            None
+        );
         assert_eq!(runtime_options_config_path(url, &v[..8]), None);
         assert_eq!(runtime_options_config_path(url, &[]), None);
     }

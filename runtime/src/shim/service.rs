@@ -107,9 +107,10 @@ impl Task for Service {
                 stderr: req.stderr.clone(),
                 terminal: req.terminal,
             },
-            config_path: req.options.as_ref().and_then(|o| {
-                super::pod::runtime_options_config_path(&o.type_url, &o.value)
-            }),
+            config_path: req
+                .options
+                .as_ref()
+                .and_then(|o| super::pod::runtime_options_config_path(&o.type_url, &o.value)),
         };
         let pid = self.tasks.create(create).await.tt()?;
         let mut r = CreateTaskResponse::new();
