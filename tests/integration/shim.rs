@@ -39,6 +39,8 @@ fn ctr_with_the_kata_shim() {
             "shim-exit-code-3",
             "shim-exit-codes-nothing-left",
             "shim-stdin-cat-exact",
+            "shim-stdin-256k-intact",
+            "shim-output-complete-at-exit",
             "shim-stdin-nothing-left",
             "shim-tty-t-pty-and-size",
             "shim-tty-nothing-left",

@@ -58,6 +58,12 @@ printf 'data\nmore data\n' >"$work/stdin.txt"
 STDIN=$work/stdin.txt cr stdin --rm "$CTR_IMG" s-stdin cat
 check shim-stdin-cat-exact eval 'rc_is 0 && out_is stdin "data
 more data"'
+head -c 262144 /dev/urandom >"$work/blob"
+STDIN=$work/blob cr stdinbig --rm "$CTR_IMG" s-stdinbig sha256sum
+check shim-stdin-256k-intact eval 'rc_is 0 && out_is stdinbig "$(sha256sum <"$work/blob")"'
+# All output is there when the task's exit is reported (ctr exits on Wait).
+cr bigout --rm "$CTR_IMG" s-bigout seq 1 50000
+check shim-output-complete-at-exit eval 'rc_is 0 && [ "$(wc -l <"$work/bigout.out")" = 50000 ] && [ "$(tail -1 "$work/bigout.out")" = 50000 ]'
 leak_check shim-stdin
 in_pty tty 33 111 ctr run --runtime "$RT" --rm -t "$CTR_IMG" s-tty sh -c "'[ -t 0 ] && echo stdin-tty; $SIZE'"
 check shim-tty-t-pty-and-size eval 'rc_is 0 && out_is tty "stdin-tty
