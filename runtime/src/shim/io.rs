@@ -81,8 +81,15 @@ pub async fn start(
                     stdin_close = Some(tx);
                     // No EOF on a terminal: the task just stops copying.
                     tokio::spawn(copy_in(paths.stdin.clone(), to, rx, false));
+                    outputs.push(tokio::spawn(copy_out(from, paths.stdout.clone())));
+                } else {
+                    // The input side stays open (its end would type ^D on the terminal).
+                    let path = paths.stdout.clone();
+                    outputs.push(tokio::spawn(async move {
+                        let _input = to;
+                        copy_out(from, path).await
+                    }));
                 }
-                outputs.push(tokio::spawn(copy_out(from, paths.stdout.clone())));
             }
             StreamKind::Stdin => {
                 let (tx, rx) = oneshot::channel();
@@ -199,35 +206,44 @@ async fn open_source(path: &str, close: &mut oneshot::Receiver<()>) -> Option<pi
 }
 
 /// Copies the stdin FIFO to the stream until its EOF or `close` (then what the FIFO still
-/// holds); with `eof`, shuts the stream's write side down so the process reads EOF.
+/// holds); with `eof`, shuts the stream's write side down so the process reads EOF. Without
+/// (a terminal, whose input's end the agent turns into ^D), the stream stays open until `close`
+/// (the process ended), as runc's shim leaves a console open when its stdin FIFO ends.
 async fn copy_in(
     path: String,
     mut to: impl AsyncWrite + Unpin,
     mut close: oneshot::Receiver<()>,
     eof: bool,
 ) {
-    if let Some(mut from) = open_source(&path, &mut close).await {
-        let mut buf = vec![0u8; BUF];
-        loop {
-            tokio::select! {
-                biased;
-                r = from.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if to.write_all(&buf[..n]).await.is_err() {
-                            return;
+    let mut closed = false;
+    match open_source(&path, &mut close).await {
+        None => closed = true,
+        Some(mut from) => {
+            let mut buf = vec![0u8; BUF];
+            loop {
+                tokio::select! {
+                    biased;
+                    r = from.read(&mut buf) => match r {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
                         }
+                    },
+                    _ = &mut close => {
+                        drain(&mut from, &mut to, &mut buf).await;
+                        closed = true;
+                        break;
                     }
-                },
-                _ = &mut close => {
-                    drain(&mut from, &mut to, &mut buf).await;
-                    break;
                 }
             }
         }
     }
     if eof {
         let _ = to.shutdown().await;
+    } else if !closed {
+        let _ = close.await;
     }
 }
 
