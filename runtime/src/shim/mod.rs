@@ -6,7 +6,7 @@
 //! - [`service`]: the Task API, translated onto [`task`]: the pod's containers and processes;
 //! - [`process`]: one process's status and exit, [`io`]: its stdio FIFOs relayed to the agent;
 //! - [`rootfs`]: the task's rootfs mounts on the host, [`pod`]: which containers share a VM;
-//! - [`events`]: the task events, [`stats`]: cgroup v2 metrics.
+//! - [`vm`]: the pod's VM, [`events`]: the task events, [`stats`]: cgroup v2 metrics.
 //!
 //! The host side reuses the CLI's layers: `crate::sandbox` boots and destroys the VM (its monitor
 //! owns the VMM and virtiofsd) and shares the rootfs over virtio-fs; `crate::agent_client` talks
@@ -20,6 +20,7 @@ pub mod rootfs;
 pub mod service;
 pub mod stats;
 pub mod task;
+pub mod vm;
 
 /// Runs the shim (the binary's `main`).
 pub fn main() -> std::process::ExitCode {

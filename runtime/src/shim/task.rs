@@ -23,10 +23,7 @@ use crate::agent_client::{AgentClient, AgentError, StreamToken};
 use crate::bundle::Bundle;
 use crate::config::Config;
 use crate::container::lifecycle::guest_spec;
-use crate::hypervisor::VmSize;
-use crate::paths::RuntimePaths;
-use crate::sandbox::jail::JailIds;
-use crate::sandbox::{reserve, validate_id, Sandbox, SandboxConfig};
+use crate::sandbox::{validate_id, Sandbox};
 
 /// How long Delete of a created (never started) task waits for its init to be reaped.
 const REMOVE_WAIT: Duration = Duration::from_secs(10);
@@ -220,7 +217,7 @@ impl Tasks {
                 Some(p) => Config::read(p).map_err(anyhow::Error::from)?,
                 None => self.settings.config.clone(),
             };
-            pod.sandbox = Some(self.boot(&req.id, &bundle, &config).await?);
+            pod.sandbox = Some(super::vm::boot(&self.settings, &req.id, &bundle, &config).await?);
         }
         let sb = pod.sandbox.as_ref().context("no sandbox")?;
         match create_in(sb, req, &bundle).await {
@@ -260,43 +257,6 @@ impl Tasks {
                 Err(e)
             }
         }
-    }
-
-    /// Boots the pod's VM for the container `id` whose bundle is `bundle`.
-    async fn boot(&self, id: &str, bundle: &Bundle, config: &Config) -> Result<Sandbox> {
-        let s = &self.settings;
-        let h = &config.hypervisor;
-        let paths = RuntimePaths::discover(h).map_err(anyhow::Error::from)?;
-        let self_exe = pod::sandpod_exe().context(
-            "the sandpod binary (the VM's monitor) is not beside the shim nor on PATH; set \
-             SANDPOD_BIN",
-        )?;
-        let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let defaults = VmSize {
-            vcpus: h.default_vcpus.unwrap_or(VmSize::DEFAULT.vcpus),
-            mem_mib: h.default_memory_mib.unwrap_or(VmSize::DEFAULT.mem_mib),
-        };
-        let cfg = SandboxConfig {
-            root: s.root.clone(),
-            id: id.to_string(),
-            size: VmSize::for_spec(&bundle.spec, host_cpus, defaults),
-            hostname: bundle.spec.hostname().clone(),
-            paths,
-            log: std::env::var_os("SANDPOD_SHIM_VM_LOG").map(PathBuf::from),
-            log_format: "text".into(),
-            debug: s.debug,
-            cache: config.cache().unwrap_or_default(),
-            boot_timeout: Duration::from_secs(h.boot_timeout_secs.unwrap_or(60)),
-            self_exe,
-            host_cgroup: None,
-            jail: config.jail.enabled.then_some(JailIds {
-                uid: config.jail.uid,
-                gid: config.jail.gid,
-            }),
-        };
-        let layout = reserve(&s.root, id)?;
-        tracing::info!(sandbox = id, "booting the pod's VM");
-        Ok(Sandbox::create(&cfg, layout).await?)
     }
 
     pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
