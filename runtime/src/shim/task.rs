@@ -217,7 +217,13 @@ impl Tasks {
                 Some(p) => Config::read(p).map_err(anyhow::Error::from)?,
                 None => self.settings.config.clone(),
             };
-            pod.sandbox = Some(super::vm::boot(&self.settings, &req.id, &bundle, &config).await?);
+            match super::vm::boot(&self.settings, &req.id, &bundle, &config).await {
+                Ok(sb) => pod.sandbox = Some(sb),
+                Err(e) => {
+                    pod::remove_root_if_empty(&self.settings.root);
+                    return Err(e.into());
+                }
+            }
         }
         let sb = pod.sandbox.as_ref().context("no sandbox")?;
         match create_in(sb, req, &bundle).await {
