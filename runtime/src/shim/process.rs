@@ -8,7 +8,13 @@ use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::types::task::Status;
 use tokio::sync::watch;
 
+use std::sync::Arc;
+
+use sandpod_protocol::ErrorChain;
+
+use super::events::Events;
 use super::io::{Relay, StdioPaths};
+use crate::agent_client::AgentClient;
 use crate::agent_client::ExitStatus;
 
 /// How long output may take to reach its end after the process exited.
@@ -175,6 +181,39 @@ impl Proc {
             }
         }
     }
+}
+
+/// Waits for the process in the guest, records its exit once its output is copied, and
+/// publishes TaskExit.
+pub fn spawn_waiter(
+    client: AgentClient,
+    container_id: String,
+    proc: Arc<Proc>,
+    output: tokio::task::JoinHandle<()>,
+    events: Arc<Events>,
+) {
+    tokio::spawn(async move {
+        let status = match client.wait_process(&proc.agent_id).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!("waiting for {}: {}", proc.agent_id, ErrorChain(&e));
+                None
+            }
+        };
+        let exit = proc.exited(exit_code(status), Some(output)).await;
+        let id = if proc.exec_id.is_empty() {
+            container_id.as_str()
+        } else {
+            proc.exec_id.as_str()
+        };
+        tracing::info!(
+            container = container_id,
+            process = id,
+            status = exit.status,
+            "exited"
+        );
+        events.exit(&container_id, id, proc.pid(), exit).await;
+    });
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use super::events::Events;
 use super::io::{self, StdioPaths};
 use super::pod::{self, PodRole};
-use super::process::{exit_code, Exit, Proc, ProcStatus, UNKNOWN_EXIT};
+use super::process::{spawn_waiter, Exit, Proc, ProcStatus, UNKNOWN_EXIT};
 use super::rootfs;
 use crate::agent_client::{AgentClient, AgentError, StreamToken};
 use crate::bundle::Bundle;
@@ -594,37 +594,4 @@ async fn create_in(
         }
     }
     Ok(r?)
-}
-
-/// Waits for the process in the guest, records its exit once its output is copied, and
-/// publishes TaskExit.
-fn spawn_waiter(
-    client: AgentClient,
-    container_id: String,
-    proc: Arc<Proc>,
-    output: tokio::task::JoinHandle<()>,
-    events: Arc<Events>,
-) {
-    tokio::spawn(async move {
-        let status = match client.wait_process(&proc.agent_id).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!("waiting for {}: {}", proc.agent_id, ErrorChain(&e));
-                None
-            }
-        };
-        let exit = proc.exited(exit_code(status), Some(output)).await;
-        let id = if proc.exec_id.is_empty() {
-            container_id.as_str()
-        } else {
-            proc.exec_id.as_str()
-        };
-        tracing::info!(
-            container = container_id,
-            process = id,
-            status = exit.status,
-            "exited"
-        );
-        events.exit(&container_id, id, proc.pid(), exit).await;
-    });
 }
