@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 HOST_TARGET := x86_64-unknown-linux-gnu
-AGENT_BIN := target/$(HOST_TARGET)/release/sandpod-agent
+AGENT_BIN := target/$(HOST_TARGET)/guest/sandpod-agent
 BIN_DIR := build/bin
 STAGE := scripts/stage
 
@@ -14,15 +14,17 @@ all: artifacts
 deps:
 	@scripts/install-deps.sh
 
-## Host binaries (release) copied to build/bin; the agent is built static (no musl here).
+## Host binaries (release) copied to build/bin; the agent is built static (no musl here) and for
+## size (Cargo.toml: profile guest).
 build:
 	$(CARGO) build --release --workspace --exclude sandpod-agent
 	@mkdir -p $(BIN_DIR)
 	@cp target/release/sandpod-vmm target/release/sandpod target/release/containerd-shim-kata-v2 target/release/sandpod-agentctl \
-	    target/release/sandpod-testhost target/release/sandpod-fake-vmm $(BIN_DIR)/
+	    target/release/sandpod-testhost target/release/sandpod-fake-vmm \
+	    target/release/sandpod-cri $(BIN_DIR)/
 
 agent:
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p sandpod-agent --target $(HOST_TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --profile guest -p sandpod-agent --target $(HOST_TARGET)
 	@mkdir -p $(BIN_DIR) && cp $(AGENT_BIN) $(dir $(AGENT_BIN))sandpod-vsock-probe $(BIN_DIR)/
 
 kernel:

@@ -4,6 +4,7 @@
 source "$(dirname "$0")/lib.sh"
 RUNS=${SANDPOD_BENCH_RUNS:-10}
 VSOCK_MIB=${SANDPOD_BENCH_VSOCK_MIB:-256}
+PODS=${SANDPOD_BENCH_PODS:-10}
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else printf "%d\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
@@ -12,7 +13,7 @@ trap 'rm -f "$raw"' EXIT
 SANDPOD_TESTHOST_NOBUILD=1 "$REPO_ROOT/tests/kvm-host/run" -- sh -c \
   "/sandpod/scripts/boot-bench.sh $RUNS 1 128 sandpod qemu sandpod-noseccomp qemu; /sandpod/scripts/vmm-overhead.sh 5; \
    /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/run-bench.sh $RUNS; \
-   /sandpod/scripts/docker-bench.sh $RUNS" |
+   /sandpod/scripts/docker-bench.sh $RUNS; /sandpod/scripts/shim-bench.sh $RUNS $PODS" |
   tee "$raw" >&2
 
 ours=$(awk '$1=="boot" && $2=="sandpod" && $3!="fail" {print $3}' "$raw" | median)
@@ -59,3 +60,9 @@ pair() {
 }
 pair docker_run docker_run_ms
 pair docker_exec docker_exec_ms
+pair ctr_run ctr_run_ms
+awk '$1=="density" && $2!="fail" {
+  for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+  n = v["pods"]
+  printf "bench pod_density pods=%d pss_mib_per_pod=%.1f shim=%.1f vmm=%.1f virtiofsd=%.1f monitor=%.1f\n", n, v["total_kib"]/1024/n, v["shim_kib"]/1024/n, v["vmm_kib"]/1024/n, v["virtiofsd_kib"]/1024/n, v["monitor_kib"]/1024/n }
+  $1=="density" && $2=="fail" { print "bench pod_density fail " $0 }' "$raw"

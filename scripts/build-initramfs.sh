@@ -6,7 +6,7 @@
 # Reproducible: fixed order, owners, modes and timestamps, so the same inputs give the same bytes.
 source "$(dirname "$0")/lib.sh"
 
-AGENT=${1:-$REPO_ROOT/target/x86_64-unknown-linux-gnu/release/sandpod-agent}
+AGENT=${1:-$REPO_ROOT/target/x86_64-unknown-linux-gnu/guest/sandpod-agent}
 PROBE=$(dirname "$AGENT")/sandpod-vsock-probe
 for bin in "$AGENT" "$PROBE"; do
   [ -x "$bin" ] || die "no binary at $bin (run: make agent)"

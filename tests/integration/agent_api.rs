@@ -14,7 +14,7 @@ fn agent_api_in_a_microvm() {
         &[
             "sh",
             "-c",
-            "timeout -k 5 280 /sandpod/scripts/agent-api-check.sh",
+            "timeout -k 5 600 /sandpod/scripts/agent-api-check.sh",
         ],
     );
     assert_checks(

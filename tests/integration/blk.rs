@@ -11,7 +11,7 @@ fn blk_read_write_read_only() {
     let host = host();
     let out = run(
         &host,
-        &["sh", "-c", "timeout -k 5 240 /sandpod/scripts/blk-check.sh"],
+        &["sh", "-c", "timeout -k 5 600 /sandpod/scripts/blk-check.sh"],
     );
     assert_checks(
         &out,

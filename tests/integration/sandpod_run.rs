@@ -15,7 +15,7 @@ fn run_checks(script: &str, checks: &[&str]) {
         &[
             "sh",
             "-c",
-            &format!("timeout -k 5 280 /sandpod/scripts/{script}"),
+            &format!("timeout -k 5 600 /sandpod/scripts/{script}"),
         ],
     );
     assert_checks(&out, script, checks);

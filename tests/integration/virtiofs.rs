@@ -14,7 +14,7 @@ fn virtiofs_shared_directory() {
         &[
             "sh",
             "-c",
-            "timeout -k 5 240 /sandpod/scripts/virtiofs-check.sh",
+            "timeout -k 5 600 /sandpod/scripts/virtiofs-check.sh",
         ],
     );
     assert_checks(

@@ -13,7 +13,7 @@ fn vsock_both_directions() {
         &[
             "sh",
             "-c",
-            "timeout -k 5 180 /sandpod/scripts/vsock-check.sh",
+            "timeout -k 5 600 /sandpod/scripts/vsock-check.sh",
         ],
     );
     // sandpod-agentctl is part of the build: the host-to-guest checks must run, not be skipped.

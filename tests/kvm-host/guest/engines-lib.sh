@@ -74,15 +74,6 @@ x() {
 }
 out_has() { grep -q -- "$2" "$work/$1.out"; }
 
-# wait_for SECONDS CMD...: polls CMD every 0.2 s until it succeeds; fails after SECONDS.
-wait_for() {
-  wf_end=$(( $(date +%s) + $1 )); shift
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$wf_end" ] || return 1
-    sleep 0.2
-  done
-}
-
 # runtime_path ENGINE: the runtime binary ENGINE is given. With ARGV_LOG: a wrapper with the same
 # base name (podman derives runtime features from the name) in a directory of its own per engine,
 # which logs "ENGINE ARGV..." and execs the runtime.

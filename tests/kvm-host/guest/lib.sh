@@ -37,6 +37,15 @@ reap() {
   return 0
 }
 
+# wait_for SECONDS CMD...: polls CMD every 0.2 s until it succeeds; fails after SECONDS.
+wait_for() {
+  wf_end=$(( $(date +%s) + $1 )); shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$wf_end" ] || return 1
+    sleep 0.2
+  done
+}
+
 # has TEXT PATTERN / hasnt TEXT PATTERN: TEXT has (has no) line matching the grep PATTERN.
 has() { printf '%s\n' "$1" | grep -q -- "$2"; }
 hasnt() { ! printf '%s\n' "$1" | grep -q -- "$2"; }
