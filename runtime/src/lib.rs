@@ -10,6 +10,7 @@ pub mod hypervisor;
 pub mod io;
 pub mod paths;
 pub mod sandbox;
+pub mod shim;
 
 /// The runtime's version, as printed by `sandpod --version` and the shim.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -58,7 +58,7 @@ fn wants_new_netns(spec: &Spec) -> bool {
 
 /// The spec the agent gets: the container uses the VM's network namespace (where the sandbox's
 /// interfaces are), so the network namespace entry — new or by host path — is dropped.
-fn guest_spec(spec: &Spec) -> Spec {
+pub(crate) fn guest_spec(spec: &Spec) -> Spec {
     let mut spec = spec.clone();
     if let Some(linux) = spec.linux_mut() {
         if let Some(ns) = linux.namespaces_mut() {
