@@ -89,6 +89,15 @@ pub fn parse(fstype: &str, source: &str, options: &[String]) -> Result<RootfsMou
     })
 }
 
+/// Whether containerd's rootfs `mounts` (type, source, options) are one writable overlay with
+/// its own upper dir: a snapshot only this container writes to.
+pub fn is_own_writable_snapshot(mounts: &[(String, String, Vec<String>)]) -> bool {
+    matches!(mounts, [(fstype, _, options)]
+        if fstype == "overlay"
+            && options.iter().any(|o| o.starts_with("upperdir="))
+            && !options.iter().any(|o| o == "ro"))
+}
+
 /// Mounts `m` on `target`. A read-only bind is bound first, then remounted read-only (the
 /// kernel ignores MS_RDONLY on the first bind).
 pub fn mount_one(m: &RootfsMount, target: &Path) -> Result<(), RootfsError> {
@@ -154,6 +163,31 @@ mod tests {
 
     fn opts(o: &[&str]) -> Vec<String> {
         o.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn only_a_writable_overlay_with_an_upper_dir_is_an_own_snapshot() {
+        let m = |t: &str, o: &[&str]| {
+            vec![(
+                t.to_string(),
+                "src".to_string(),
+                o.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )]
+        };
+        assert!(is_own_writable_snapshot(&m(
+            "overlay",
+            &["workdir=/s/2/work", "upperdir=/s/2/fs", "lowerdir=/s/1/fs"]
+        )));
+        assert!(!is_own_writable_snapshot(&m(
+            "overlay",
+            &["lowerdir=/a:/b"]
+        )));
+        assert!(!is_own_writable_snapshot(&m(
+            "overlay",
+            &["ro", "upperdir=/s/2/fs", "lowerdir=/s/1/fs"]
+        )));
+        assert!(!is_own_writable_snapshot(&m("bind", &["rbind", "rw"])));
+        assert!(!is_own_writable_snapshot(&[]));
     }
 
     #[test]

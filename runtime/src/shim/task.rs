@@ -570,8 +570,23 @@ async fn create_in(
     req: &CreateRequest,
     bundle: &Bundle,
 ) -> Result<(Arc<Proc>, tokio::task::JoinHandle<()>)> {
+    // A rootfs that is this container's own writable snapshot (containerd's overlay with its
+    // upper dir) is shared writable even when root.readonly is set: the agent creates the mount
+    // points in it, then makes the root read-only, as runc does (CRI's pause container is
+    // read-only and binds /etc/resolv.conf and /etc/hostname, which an image may lack). Writes
+    // can only reach that container's own upper dir. Any other rootfs keeps the host-side
+    // read-only share.
+    let shared_view = if rootfs::is_own_writable_snapshot(&req.rootfs) {
+        let mut view = bundle.clone();
+        if let Some(root) = view.spec.root_mut() {
+            root.set_readonly(Some(false));
+        }
+        view
+    } else {
+        bundle.clone()
+    };
     let (spec_json, guest_rootfs) =
-        sb.share_container(&req.id, bundle, &guest_spec(&bundle.spec))?;
+        sb.share_container(&req.id, &shared_view, &guest_spec(&bundle.spec))?;
     let r = async {
         let mut stdio = req.stdio.clone();
         stdio.terminal = bundle.terminal();
