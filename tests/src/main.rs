@@ -74,7 +74,9 @@ fn main() {
             eprintln!("sandpod-testhost: {e}");
             let code = if matches!(
                 e,
-                TestHostError::CommandTimeout(..) | TestHostError::BootTimeout(..)
+                TestHostError::CommandTimeout(..)
+                    | TestHostError::BootTimeout(..)
+                    | TestHostError::Frozen(..)
             ) {
                 124
             } else {

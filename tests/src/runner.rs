@@ -16,6 +16,8 @@ use crate::{qemu, share, TestHostConfig};
 
 const BOOTED_MARKER: &[u8] = b"SANDPOD-TESTHOST-BOOTED";
 const CONSOLE_TAIL_LINES: usize = 60;
+/// Without a heartbeat for this long (8 missed), the test host is frozen: the run is a hang.
+const FROZEN_AFTER: Duration = Duration::from_secs(8 * share::HEARTBEAT_SECS);
 
 /// The result of a command that ran to its end in the test host.
 #[derive(Debug)]
@@ -36,6 +38,10 @@ pub enum TestHostError {
     BootTimeout(Duration, String),
     #[error("the command did not finish within {0:?}; the last lines it printed:\n{1}")]
     CommandTimeout(Duration, String),
+    #[error(
+        "the test host froze (no heartbeat for {0:?}); the last lines the command printed:\n{1}"
+    )]
+    Frozen(Duration, String),
     #[error("QEMU ended before the command reported its exit status; QEMU said: {qemu}\nconsole tail:\n{console}")]
     NoExitStatus { qemu: String, console: String },
     #[error("starting QEMU ({0}): {1}")]
@@ -51,7 +57,9 @@ impl TestHostError {
     fn is_hang(&self) -> bool {
         matches!(
             self,
-            TestHostError::BootTimeout(..) | TestHostError::CommandTimeout(..)
+            TestHostError::BootTimeout(..)
+                | TestHostError::CommandTimeout(..)
+                | TestHostError::Frozen(..)
         )
     }
 }
@@ -160,6 +168,8 @@ impl TestHost {
         guard.child = Some(child);
 
         let exit_marker = share::exit_marker(&nonce).into_bytes();
+        let heartbeat = share::heartbeat_marker(&nonce).into_bytes();
+        let mut alive_at = Instant::now();
         let mut tail: VecDeque<String> = VecDeque::new();
         let mut booted_at: Option<Instant> = None;
         let mut output = Vec::new();
@@ -167,10 +177,20 @@ impl TestHost {
         loop {
             let deadline = match booted_at {
                 None => started + cfg.boot_timeout,
-                Some(t) => t + cfg.timeout,
+                Some(t) => (t + cfg.timeout).min(alive_at + FROZEN_AFTER),
             };
             let wait = deadline.saturating_duration_since(Instant::now());
             match console.recv_timeout(wait) {
+                Ok(ConsoleEvent::Line(line))
+                    if booted_at.is_some() && find(&line, &heartbeat).is_some() =>
+                {
+                    alive_at = Instant::now();
+                    // A heartbeat that landed after a partial line: keep the command's part.
+                    let rest = strip(&line, &heartbeat);
+                    if !rest.is_empty() {
+                        emit(out, &mut output, &rest, true)?;
+                    }
+                }
                 Ok(ConsoleEvent::Line(line)) => {
                     if booted_at.is_none() {
                         if cfg.verbose {
@@ -201,6 +221,9 @@ impl TestHost {
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(match booted_at {
                         None => TestHostError::BootTimeout(cfg.boot_timeout, join_tail(&tail)),
+                        Some(_) if alive_at.elapsed() >= FROZEN_AFTER => {
+                            TestHostError::Frozen(FROZEN_AFTER, output_tail(&output))
+                        }
                         Some(_) => TestHostError::CommandTimeout(cfg.timeout, output_tail(&output)),
                     });
                 }
@@ -249,6 +272,21 @@ fn emit(
         out.write_all(b"\n").map_err(TestHostError::Output)?;
     }
     out.flush().map_err(TestHostError::Output)
+}
+
+/// `line` without any occurrence of `marker`.
+fn strip(line: &[u8], marker: &[u8]) -> Vec<u8> {
+    let mut rest = Vec::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        if line[i..].starts_with(marker) {
+            i += marker.len();
+        } else {
+            rest.push(line[i]);
+            i += 1;
+        }
+    }
+    rest
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

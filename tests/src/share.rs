@@ -48,12 +48,23 @@ pub fn exit_marker(nonce: &str) -> String {
     format!("SANDPOD-TESTHOST-EXIT-{nonce}=")
 }
 
-/// The script the L2's init runs: the command (stdout and stderr to the console), then the
-/// exit marker.
+/// The line the L2 prints every [`HEARTBEAT_SECS`] while the command runs, so that a frozen test
+/// host is told apart from a quiet command (the runner drops these lines from the output).
+pub fn heartbeat_marker(nonce: &str) -> String {
+    format!("SANDPOD-TESTHOST-ALIVE-{nonce}")
+}
+
+/// Seconds between two heartbeats.
+pub const HEARTBEAT_SECS: u64 = 15;
+
+/// The script the L2's init runs: a heartbeat in the background, the command (stdout and stderr
+/// to the console), then the exit marker.
 pub fn command_script(argv: &[String], nonce: &str) -> String {
     let words: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
     format!(
-        "cd /sandpod\n{} 2>&1\necho \"{}$?\"\n",
+        "cd /sandpod\n(while :; do sleep {HEARTBEAT_SECS}; echo {}; done) </dev/null &\n\
+         heartbeat=$!\n{} 2>&1\nrc=$?\nkill $heartbeat 2>/dev/null\necho \"{}$rc\"\n",
+        heartbeat_marker(nonce),
         words.join(" "),
         exit_marker(nonce)
     )

@@ -45,7 +45,9 @@ if [ -x "$ctl_bin" ]; then
   check eight-concurrent-execs test "$(cat "$work"/par.* | grep -c '^c')" = 8
 
   # Back-pressure both ways, and no busy polling: the device thread's CPU time (utime+stime
-  # ticks) while idle and while a transfer is stalled on a reader that does not read.
+  # ticks) while idle and while a transfer is stalled on a reader that does not read. A busy
+  # poll burns ~100 ticks a second (400 in the 4 s); a loaded test host (a second test host and
+  # builds on the same 2 cores) was seen at 12, hence the bound of 25.
   vsock_ticks() {
     for t in /proc/"$vmm"/task/*; do
       [ "$(cat "$t/comm")" = vsock ] && awk '{print $14 + $15}' "$t/stat"
@@ -58,7 +60,7 @@ if [ -x "$ctl_bin" ]; then
   bp=$!
   sleep 3; t0=$(vsock_ticks); sleep 4; t1=$(vsock_ticks)
   echo "vsock thread CPU during 4 s of a stalled guest-to-host transfer: $((t1 - t0)) ticks"
-  check stalled-no-busy-poll test $((t1 - t0)) -le 5
+  check stalled-no-busy-poll test $((t1 - t0)) -le 25
   wait $bp
   echo "guest to host, 20 MB to a reader that starts after 8 s: $(cat "$work/bp1") bytes"
   check guest-to-host-20m-after-stall test "$(cat "$work/bp1")" = 20000000
