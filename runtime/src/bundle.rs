@@ -47,6 +47,14 @@ impl Bundle {
     /// Loads `dir/config.json` and checks what the runtime depends on: a process with arguments,
     /// a root directory that exists, no namespace the sandbox cannot provide.
     pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
+        let bundle = Bundle::load_unchecked_namespaces(dir)?;
+        bundle.check_namespaces()?;
+        Ok(bundle)
+    }
+
+    /// [`Bundle::load`] without the namespace check: for a caller that first rewrites the
+    /// namespace paths it can serve (the shim, for a pod's containers), then checks.
+    pub fn load_unchecked_namespaces(dir: &Path) -> Result<Bundle, BundleError> {
         let dir = std::fs::canonicalize(dir).map_err(|source| BundleError::Dir {
             bundle: dir.to_path_buf(),
             source,
@@ -95,24 +103,33 @@ impl Bundle {
                 rootfs,
             });
         }
-        if let Some(ns) = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) {
-            for n in ns {
-                // A network namespace by path (Podman's, CRI's) is the sandbox's on the host.
-                if n.path().is_some() && n.typ() != oci_spec::runtime::LinuxNamespaceType::Network {
-                    return Err(unsupported(format!(
-                        "joining an existing {:?} namespace (path {}) is not possible: the container runs in its own VM",
-                        n.typ(),
-                        n.path().as_ref().map(|p| p.display().to_string()).unwrap_or_default()
-                    )));
-                }
-            }
-        }
         Ok(Bundle {
             dir,
             spec,
             rootfs,
             raw_config,
         })
+    }
+
+    /// No namespace joined by path but the network one (Podman's, CRI's: the sandbox's on the
+    /// host): a host namespace cannot be joined from the VM.
+    pub fn check_namespaces(&self) -> Result<(), BundleError> {
+        let spec = &self.spec;
+        if let Some(ns) = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()) {
+            for n in ns {
+                if n.path().is_some() && n.typ() != oci_spec::runtime::LinuxNamespaceType::Network {
+                    return Err(BundleError::Unsupported {
+                        bundle: self.dir.clone(),
+                        what: format!(
+                            "joining an existing {:?} namespace (path {}) is not possible: the container runs in its own VM",
+                            n.typ(),
+                            n.path().as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// process.terminal of the spec.

@@ -57,6 +57,45 @@ impl PodRole {
     }
 }
 
+/// A pod member's namespaces joined by path (CRI gives the pause process's host
+/// `/proc/<pid>/ns/{pid,ipc,uts}`) become the same namespaces of the sandbox container's init
+/// in the guest (`sandbox_guest_pid`), where the pod's containers really run; the network
+/// namespace stays (the VM's, see `guest_spec`). Any other kind joined by path is refused (the
+/// error names it).
+pub fn join_sandbox_namespaces(
+    spec: &mut oci_spec::runtime::Spec,
+    sandbox_guest_pid: u32,
+) -> Result<(), String> {
+    use oci_spec::runtime::LinuxNamespaceType as T;
+    let Some(ns) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.namespaces_mut().as_mut())
+    else {
+        return Ok(());
+    };
+    for n in ns.iter_mut() {
+        if n.path().is_none() {
+            continue;
+        }
+        let name = match n.typ() {
+            T::Pid => "pid",
+            T::Ipc => "ipc",
+            T::Uts => "uts",
+            T::Network => continue,
+            other => {
+                return Err(format!(
+                    "joining an existing {other:?} namespace is not possible: the container runs in the pod's VM"
+                ))
+            }
+        };
+        n.set_path(Some(PathBuf::from(format!(
+            "/proc/{sandbox_guest_pid}/ns/{name}"
+        ))));
+    }
+    Ok(())
+}
+
 /// The annotations of the bundle's config.json (empty if it cannot be read: the caller then
 /// treats the container as standalone).
 pub fn bundle_annotations(bundle: &Path) -> HashMap<String, String> {
@@ -131,6 +170,40 @@ mod tests {
         );
         assert_eq!(role.sandbox_id("c"), "p");
         assert!(!role.boots_vm());
+
+        let mut spec: oci_spec::runtime::Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","linux":{"namespaces":[
+                {"type":"pid","path":"/proc/77/ns/pid"},{"type":"ipc","path":"/proc/77/ns/ipc"},
+                {"type":"network","path":"/var/run/netns/cni-1"},{"type":"mount"}]}}"#,
+        )
+        .unwrap();
+        join_sandbox_namespaces(&mut spec, 5).unwrap();
+        let paths: Vec<Option<String>> = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.path().as_ref().map(|p| p.display().to_string()))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                Some("/proc/5/ns/pid".to_string()),
+                Some("/proc/5/ns/ipc".to_string()),
+                Some("/var/run/netns/cni-1".to_string()),
+                None,
+            ]
+        );
+        let mut cg: oci_spec::runtime::Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"cgroup","path":"/proc/7/ns/cgroup"}]}}"#,
+        )
+        .unwrap();
+        assert!(join_sandbox_namespaces(&mut cg, 5)
+            .unwrap_err()
+            .contains("Cgroup"));
         // A container naming itself or no pod is its own pod.
         assert_eq!(PodRole::classify(&member, "p"), PodRole::Standalone);
         let orphan = ann(&[(CONTAINER_TYPE, "container")]);

@@ -194,8 +194,8 @@ impl Tasks {
         req: &CreateRequest,
         mounted: bool,
     ) -> Result<u32> {
-        let bundle =
-            Bundle::load(std::path::Path::new(&req.bundle)).map_err(anyhow::Error::from)?;
+        let mut bundle = Bundle::load_unchecked_namespaces(std::path::Path::new(&req.bundle))
+            .map_err(anyhow::Error::from)?;
         let annotations: HashMap<String, String> = bundle
             .spec
             .annotations()
@@ -204,6 +204,26 @@ impl Tasks {
             .into_iter()
             .collect();
         let role = PodRole::classify(&annotations, &req.id);
+        match &role {
+            // The pod's namespaces are its sandbox container's, in the guest.
+            PodRole::Member { sandbox_id } => {
+                let sandbox_pid = pod
+                    .containers
+                    .get(sandbox_id.as_str())
+                    .map(|c| c.init.pid());
+                let Some(sandbox_pid) = sandbox_pid.filter(|p| *p > 0) else {
+                    return Err(TaskError::FailedPrecondition(format!(
+                        "the sandbox container {sandbox_id} of container {} is not running in this shim",
+                        req.id
+                    )));
+                };
+                pod::join_sandbox_namespaces(&mut bundle.spec, sandbox_pid)
+                    .map_err(TaskError::FailedPrecondition)?;
+            }
+            PodRole::Sandbox | PodRole::Standalone => {
+                bundle.check_namespaces().map_err(anyhow::Error::from)?
+            }
+        }
         let booted_here = pod.sandbox.is_none();
         if booted_here {
             if !role.boots_vm() {
