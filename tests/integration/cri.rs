@@ -4,8 +4,8 @@
 //! namespace and a volume, exec, stats, resource updates, five pods at once, bad input, the
 //! pod-start bench, and nothing left behind.
 //!
-//! For now only the control runs: HANDLER=runc (io.containerd.runc.v2), which proves the checks
-//! themselves right; the same script with HANDLER=kata runs Sandpod's containerd-shim-kata-v2.
+//! Both handlers run: HANDLER=runc (io.containerd.runc.v2), the control that proves the checks
+//! themselves right, and HANDLER=kata, Sandpod's containerd-shim-kata-v2.
 mod common;
 
 use std::time::Duration;
@@ -85,4 +85,11 @@ fn run_checks(handler: &str, secs: u64) {
 #[test]
 fn cri_scenarios_with_runc_control() {
     run_checks("runc", 900);
+}
+
+/// The same scenarios through Sandpod's containerd-shim-kata-v2: one VM per pod, the pod's
+/// containers in it sharing their pid namespace and a volume.
+#[test]
+fn cri_scenarios_with_kata_runtime() {
+    run_checks("kata", 1500);
 }
