@@ -158,7 +158,9 @@ mod tests {
         let s = command_script(&["sh".into(), "-c".into(), "exit 3".into()], "abc");
         assert_eq!(
             s,
-            "cd /sandpod\nsh -c 'exit 3' 2>&1\necho \"SANDPOD-TESTHOST-EXIT-abc=$?\"\n"
+            "cd /sandpod\n(while :; do sleep 15; echo SANDPOD-TESTHOST-ALIVE-abc; done) </dev/null &\n\
+             heartbeat=$!\nsh -c 'exit 3' 2>&1\nrc=$?\nkill $heartbeat 2>/dev/null\n\
+             echo \"SANDPOD-TESTHOST-EXIT-abc=$rc\"\n"
         );
     }
 
