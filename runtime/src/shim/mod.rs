@@ -12,6 +12,7 @@
 //! owns the VMM and virtiofsd) and shares the rootfs over virtio-fs; `crate::agent_client` talks
 //! to the agent. The shim needs no stand-in processes: containerd waits on the shim.
 pub mod bootstrap;
+pub mod create;
 pub mod events;
 pub mod io;
 pub mod pod;

@@ -14,6 +14,7 @@ use sandpod_protocol::ErrorChain;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
+use super::create::create_in;
 use super::events::Events;
 use super::io::{self, StdioPaths};
 use super::pod::{self, PodRole};
@@ -22,7 +23,6 @@ use super::rootfs;
 use crate::agent_client::{AgentClient, AgentError, StreamToken};
 use crate::bundle::Bundle;
 use crate::config::Config;
-use crate::container::lifecycle::guest_spec;
 use crate::sandbox::{validate_id, Sandbox};
 
 /// How long Delete of a created (never started) task waits for its init to be reaped.
@@ -52,7 +52,7 @@ impl From<AgentError> for TaskError {
     }
 }
 
-type Result<T> = std::result::Result<T, TaskError>;
+pub(super) type Result<T> = std::result::Result<T, TaskError>;
 
 /// What Create is given (CreateTaskRequest's fields the shim uses).
 #[derive(Debug, Clone, Default)]
@@ -122,18 +122,7 @@ impl Tasks {
     /// The process `exec_id` ("" for the init) of container `id`, and the agent.
     async fn lookup(&self, id: &str, exec_id: &str) -> Result<(Arc<Proc>, AgentClient)> {
         let pod = self.pod.lock().await;
-        let c = pod
-            .containers
-            .get(id)
-            .ok_or_else(|| TaskError::NotFound(format!("container {id} not found")))?;
-        let p = if exec_id.is_empty() {
-            c.init.clone()
-        } else {
-            c.execs
-                .get(exec_id)
-                .cloned()
-                .ok_or_else(|| TaskError::NotFound(format!("exec {exec_id} of {id} not found")))?
-        };
+        let (_, p) = find_proc(&pod, id, exec_id)?;
         let client = pod
             .sandbox
             .as_ref()
@@ -398,18 +387,7 @@ impl Tasks {
 
     pub async fn state(&self, id: &str, exec_id: &str) -> Result<(Arc<Proc>, PathBuf)> {
         let pod = self.pod.lock().await;
-        let c = pod
-            .containers
-            .get(id)
-            .ok_or_else(|| TaskError::NotFound(format!("container {id} not found")))?;
-        let p = if exec_id.is_empty() {
-            c.init.clone()
-        } else {
-            c.execs
-                .get(exec_id)
-                .cloned()
-                .ok_or_else(|| TaskError::NotFound(format!("exec {exec_id} of {id} not found")))?
-        };
+        let (c, p) = find_proc(&pod, id, exec_id)?;
         Ok((p, c.bundle.clone()))
     }
 
@@ -584,49 +562,19 @@ impl Tasks {
     }
 }
 
-/// Shares the container's files with the VM, relays its stdio and creates it in the guest.
-async fn create_in(
-    sb: &Sandbox,
-    req: &CreateRequest,
-    bundle: &Bundle,
-) -> Result<(Arc<Proc>, tokio::task::JoinHandle<()>)> {
-    // A rootfs that is this container's own writable snapshot (containerd's overlay with its
-    // upper dir) is shared writable even when root.readonly is set: the agent creates the mount
-    // points in it, then makes the root read-only, as runc does (CRI's pause container is
-    // read-only and binds /etc/resolv.conf and /etc/hostname, which an image may lack). Writes
-    // can only reach that container's own upper dir. Any other rootfs keeps the host-side
-    // read-only share.
-    let shared_view = if rootfs::is_own_writable_snapshot(&req.rootfs) {
-        let mut view = bundle.clone();
-        if let Some(root) = view.spec.root_mut() {
-            root.set_readonly(Some(false));
-        }
-        view
+/// Container `id` of the pod and its process `exec_id` ("" for the init).
+fn find_proc<'a>(pod: &'a Pod, id: &str, exec_id: &str) -> Result<(&'a Container, Arc<Proc>)> {
+    let c = pod
+        .containers
+        .get(id)
+        .ok_or_else(|| TaskError::NotFound(format!("container {id} not found")))?;
+    let p = if exec_id.is_empty() {
+        c.init.clone()
     } else {
-        bundle.clone()
+        c.execs
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| TaskError::NotFound(format!("exec {exec_id} of {id} not found")))?
     };
-    let (spec_json, guest_rootfs) =
-        sb.share_container(&req.id, &shared_view, &guest_spec(&bundle.spec))?;
-    let r = async {
-        let mut stdio = req.stdio.clone();
-        stdio.terminal = bundle.terminal();
-        let token = StreamToken::generate().context("drawing a stream token")?;
-        let relay = io::start(&sb.client, &req.id, &stdio, &token).await?;
-        let pid = sb
-            .client
-            .create_container(&req.id, spec_json, &guest_rootfs, stdio.streams(), &token)
-            .await
-            .context("creating the container")?;
-        let proc = Arc::new(Proc::new("", &req.id, stdio));
-        proc.set_pid(pid);
-        let output = proc.attach(relay);
-        anyhow::Ok((proc, output))
-    }
-    .await;
-    if r.is_err() {
-        if let Err(e) = crate::sandbox::share::remove_container(&sb.layout, &req.id) {
-            tracing::warn!("unsharing {}: {}", req.id, ErrorChain(&e));
-        }
-    }
-    Ok(r?)
+    Ok((c, p))
 }
