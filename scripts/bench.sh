@@ -10,10 +10,12 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2)
 
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
-SANDPOD_TESTHOST_NOBUILD=1 "$REPO_ROOT/tests/kvm-host/run" -- sh -c \
+# (Every bench of the list in one test-host run: allow it 90 minutes.)
+SANDPOD_TESTHOST_TIMEOUT=${SANDPOD_TESTHOST_TIMEOUT:-5400} SANDPOD_TESTHOST_NOBUILD=1 "$REPO_ROOT/tests/kvm-host/run" -- sh -c \
   "/sandpod/scripts/boot-bench.sh $RUNS 1 128 sandpod qemu sandpod-noseccomp qemu; /sandpod/scripts/vmm-overhead.sh 5; \
    /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/run-bench.sh $RUNS; \
-   /sandpod/scripts/docker-bench.sh $RUNS; /sandpod/scripts/shim-bench.sh $RUNS $PODS" |
+   /sandpod/scripts/docker-bench.sh $RUNS; /sandpod/scripts/shim-bench.sh $RUNS $PODS; \
+   HANDLER=kata SCENARIOS=pod-start ROUNDS=$RUNS ARGV_LOG= CRI_TIMEOUT=3000 /sandpod/scripts/cri-check.sh" |
   tee "$raw" >&2
 
 ours=$(awk '$1=="boot" && $2=="sandpod" && $3!="fail" {print $3}' "$raw" | median)
@@ -61,6 +63,7 @@ pair() {
 pair docker_run docker_run_ms
 pair docker_exec docker_exec_ms
 pair ctr_run ctr_run_ms
+pair pod_start pod_start_ms
 awk '$1=="density" && $2!="fail" {
   for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
   n = v["pods"]

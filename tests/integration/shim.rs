@@ -3,7 +3,7 @@
 //! the offline image build/images/busybox.tar. The checks are in
 //! tests/kvm-host/guest/shim-ctr-check.sh: one-shot tasks (output, exit codes, stdin, a
 //! terminal), a detached task's exec/ps/metrics/pause/resume/kill/delete, a pod of two containers
-//! in one VM, and a SIGKILLed shim cleaned up by `shim delete`, each followed by a leak check.
+//! in one VM, an OOM kill, containerd restarted under a running task, and a SIGKILLed shim cleaned up by `shim delete`, each followed by a leak check.
 mod common;
 
 use std::time::Duration;
@@ -71,6 +71,22 @@ fn ctr_with_the_kata_shim() {
             "shim-pod-rm",
             "shim-pod-nothing-left",
             "pod-nothing-left",
+            // oom
+            "shim-oom-exit-137",
+            "shim-oom-event-published",
+            "shim-oom-nothing-left",
+            "oom-nothing-left",
+            // containerd restarted
+            "shim-restart-task-running",
+            "containerd-sigkilled-and-started",
+            "shim-restart-task-still-listed",
+            "shim-restart-exec",
+            "containerd-stopped-and-started",
+            "shim-restart-twice-still-listed",
+            "shim-restart-kill",
+            "shim-restart-delete",
+            "shim-restart-nothing-left",
+            "containerd-restart-nothing-left",
             // dead shim
             "shim-dead-running",
             "shim-dead-exit-published",

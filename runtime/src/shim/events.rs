@@ -1,8 +1,9 @@
 //! The task events the shim publishes to containerd (through the crate's [`RemotePublisher`],
-//! which queues and retries): TaskCreate, TaskStart, TaskExit, TaskExecAdded, TaskExecStarted,
+//! which queues and retries): TaskCreate, TaskStart, TaskExit, TaskOOM (when the container's init
+//! exits after an OOM kill in its guest cgroup), TaskExecAdded, TaskExecStarted,
 //! TaskPaused, TaskResumed, TaskDelete.
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::MessageDyn;
@@ -71,6 +72,14 @@ impl Events {
         ev.exit_status = exit.status;
         ev.exited_at = Some(timestamp(exit.at)).into();
         self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(ev))
+            .await;
+    }
+
+    /// The container's cgroup saw an OOM kill.
+    pub async fn oom(&self, id: &str) {
+        let mut ev = TaskOOM::new();
+        ev.container_id = id.to_string();
+        self.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(ev))
             .await;
     }
 

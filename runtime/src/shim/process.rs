@@ -184,7 +184,7 @@ impl Proc {
 }
 
 /// Waits for the process in the guest, records its exit once its output is copied, and
-/// publishes TaskExit.
+/// publishes TaskExit (after TaskOOM when the kernel OOM-killed in the container's cgroup).
 pub fn spawn_waiter(
     client: AgentClient,
     container_id: String,
@@ -193,15 +193,22 @@ pub fn spawn_waiter(
     events: Arc<Events>,
 ) {
     tokio::spawn(async move {
-        let status = match client.wait_process(&proc.agent_id).await {
-            Ok(s) => Some(s),
+        let (status, oom_killed) = match client.wait_container(&proc.agent_id, None).await {
+            Ok((s, oom)) => (Some(s), oom),
             Err(e) => {
                 tracing::error!("waiting for {}: {}", proc.agent_id, ErrorChain(&e));
-                None
+                (None, false)
             }
         };
+        let is_init = proc.exec_id.is_empty();
+        // The container's cgroup in the guest saw an OOM kill: containerd (and Docker's
+        // OOMKilled) learn it from TaskOOM, published before the exit as runc's shim does.
+        if is_init && oom_killed {
+            tracing::info!(container = container_id, "OOM-killed");
+            events.oom(&container_id).await;
+        }
         let exit = proc.exited(exit_code(status), Some(output)).await;
-        let id = if proc.exec_id.is_empty() {
+        let id = if is_init {
             container_id.as_str()
         } else {
             proc.exec_id.as_str()

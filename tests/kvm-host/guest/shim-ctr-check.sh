@@ -3,8 +3,10 @@
 # /sandpod/bin/containerd-shim-kata-v2 found on containerd's PATH), in the KVM test host: run
 # --rm with exact output, exit codes, a terminal and stdin; a detached task's exec (with and
 # without a terminal), ps, metrics, pause/resume, kill (one process, all, SIGKILL → 137) and
-# delete; a pod (CRI annotations: one VM and one shim for two containers); a SIGKILLed shim
-# (containerd sees the exit, and delete leaves no VM process, mount or state). Every scenario is
+# delete; a pod (CRI annotations: one VM and one shim for two containers); an OOM kill
+# (TaskOOM, 137); containerd SIGKILLed and restarted, then stopped and restarted, while a task
+# runs (still listed, exec, kill, delete); a SIGKILLed shim (containerd sees the exit, and
+# delete leaves no VM process, mount or state). Every scenario is
 # followed by a leak check (no sandpod-vmm, virtiofsd, sandpod monitor or shim process, no mount
 # or state directory under /run/sandpod*, no task bundle).
 # Prints `check <name> ok|FAIL` lines and ends with `shim-ctr-check.sh: N failed`.
@@ -131,6 +133,39 @@ if ctr run --help 2>&1 | grep -q -- '--annotation'; then
 else
   echo "ctr run has no --annotation: pod scenario skipped"
 fi
+group_end
+
+# --- OOM: the guest cgroup's kill reaches containerd as TaskOOM, then the exit (137) -----------
+group oom
+cr oom --rm --memory-limit 33554432 "$CTR_IMG" s-oom sh -c 'x=0123456789abcdef; while :; do x=$x$x; done'
+check shim-oom-exit-137 rc_is 137
+check shim-oom-event-published wait_for 30 event /tasks/oom s-oom
+leak_check shim-oom
+group_end
+
+# --- containerd restarted (SIGKILLed, then stopped) while a task runs: the shim lives on -------
+group containerd-restart
+cr r1 -d "$CTR_IMG" s-r1 sh -c 'while :; do sleep 1; done'
+check shim-restart-task-running eval 'rc_is 0 && task_is s-r1 RUNNING'
+rpid=$(shim_pid s-r1)
+kill -KILL "$containerd_pid"; wait "$containerd_pid" 2>/dev/null; containerd_pid=
+check containerd-sigkilled-and-started start_containerd
+# (`ctr events` ended with containerd.)
+timeout -k 5 3000 ctr events >>"$work/events.txt" 2>&1 &
+events_pid=$!
+check shim-restart-task-still-listed eval 'wait_for 60 task_is s-r1 RUNNING && [ "$(shim_pid s-r1)" = "$rpid" ]'
+c rexec task exec --exec-id rx1 s-r1 sh -c 'echo after-restart; exit 7'
+check shim-restart-exec eval 'rc_is 7 && out_is rexec after-restart'
+stop_containerd
+check containerd-stopped-and-started start_containerd
+timeout -k 5 3000 ctr events >>"$work/events.txt" 2>&1 &
+events_pid=$!
+check shim-restart-twice-still-listed wait_for 60 task_is s-r1 RUNNING
+c rkill task kill -s SIGKILL s-r1
+check shim-restart-kill eval 'rc_is 0 && wait_for 60 task_is s-r1 STOPPED'
+x rrm sh -c 'ctr task rm s-r1 && ctr containers rm s-r1'
+check shim-restart-delete eval 'rc_is 0 && err_has rrm "exit code 137" && [ -z "$(ctr containers ls -q)" ]'
+leak_check shim-restart
 group_end
 
 # --- the shim dies: containerd cleans up through `shim delete` --------------------------------

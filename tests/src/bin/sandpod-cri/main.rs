@@ -19,7 +19,8 @@
 //! - `hold`: one pod with one container, left running (for cri-check.sh to prove its leak check
 //!   sees a running pod); `remove-all`: every pod listed stopped and removed.
 //! - `pod-start`: `--rounds` times RunPodSandbox + CreateContainer + StartContainer timed (the
-//!   pod removed after each round): `bench pod_start_ms handler=<h> median=<ms> rounds=[...]`.
+//!   pod removed after each round), through the handler and runc's alternating: `pod_start <h>
+//!   <ms>` per round, `bench pod_start_ms handler=<h> median=<ms> rounds=[...]` per handler.
 //!
 //! Every CRI call is bounded by `--call-timeout`. The driver plays kubelet's host-side part: it
 //! makes the pods' log directories and volume directories under `--work-dir`, and removes the

@@ -328,48 +328,65 @@ pub(crate) async fn scenario_remove_all(cri: &Cri, r: &mut Report) {
     );
 }
 
+/// `rounds` times, through the handler under test and (when that is not runc) runc's as the
+/// control, alternating: RunPodSandbox + CreateContainer + StartContainer timed, the pod removed
+/// after each. Prints `pod_start <handler> <ms>|fail` per round (make bench pairs them) and a
+/// `bench pod_start_ms` line per handler.
 pub(crate) async fn scenario_pod_start(cri: &Cri, r: &mut Report, rounds: usize) {
-    let mut times = Vec::new();
+    let mut handlers = vec![cri.handler.as_str()];
+    if cri.handler != "runc" {
+        handlers.push("runc");
+    }
+    let mut times: HashMap<&str, Vec<u128>> = HashMap::new();
     let mut errors = Vec::new();
     for i in 0..rounds {
-        let name = format!("sp-bench-{i}");
-        let pcfg = cri.pod_config(&name);
-        let ccfg = cri.container_config("c", &["sleep", "400000"], None);
-        let t = Instant::now();
-        let pod = match cri.run_pod(&pcfg).await {
-            Ok(p) => p,
-            Err(s) => {
-                errors.push(format!("round {i}: RunPodSandbox: {}", status_text(&s)));
-                continue;
+        for &h in &handlers {
+            let name = format!("sp-bench-{h}-{i}");
+            let pcfg = cri.pod_config(&name);
+            let ccfg = cri.container_config("c", &["sleep", "400000"], None);
+            let t = Instant::now();
+            let pod = match cri.run_pod_with(&pcfg, h).await {
+                Ok(p) => p,
+                Err(s) => {
+                    println!("pod_start {h} fail");
+                    errors.push(format!("{h} round {i}: RunPodSandbox: {}", status_text(&s)));
+                    continue;
+                }
+            };
+            match cri.create_and_start(&pod, &pcfg, &ccfg).await {
+                Ok(_) => {
+                    let took = ms(t.elapsed());
+                    println!("pod_start {h} {took}");
+                    times.entry(h).or_default().push(took);
+                }
+                Err(e) => {
+                    println!("pod_start {h} fail");
+                    errors.push(format!("{h} round {i}: {e:#}"));
+                }
             }
-        };
-        match cri.create_and_start(&pod, &pcfg, &ccfg).await {
-            Ok(_) => times.push(ms(t.elapsed())),
-            Err(e) => errors.push(format!("round {i}: {e:#}")),
-        }
-        if let Err(e) = cri.teardown(&pod, &name).await {
-            errors.push(format!("round {i}: teardown: {e:#}"));
+            if let Err(e) = cri.teardown(&pod, &name).await {
+                errors.push(format!("{h} round {i}: teardown: {e:#}"));
+            }
         }
     }
-    let mut sorted = times.clone();
-    sorted.sort_unstable();
-    if let Some(median) = sorted.get(sorted.len() / 2) {
-        println!(
-            "bench pod_start_ms handler={} median={median} rounds={times:?}",
-            cri.handler
-        );
+    for &h in &handlers {
+        let t = times.get(h).cloned().unwrap_or_default();
+        let mut sorted = t.clone();
+        sorted.sort_unstable();
+        if let Some(median) = sorted.get(sorted.len() / 2) {
+            println!("bench pod_start_ms handler={h} median={median} rounds={t:?}");
+        }
     }
     r.check(
         "pod-start-bench",
         async {
             ensure!(errors.is_empty(), "{}", errors.join("; "));
-            ensure!(
-                times.len() == rounds && rounds > 0,
-                "{} rounds timed",
-                times.len()
-            );
+            for &h in &handlers {
+                let n = times.get(h).map_or(0, Vec::len);
+                ensure!(n == rounds && rounds > 0, "{n} {h} rounds timed");
+            }
             nothing_listed(cri).await?;
-            Ok(format!("{rounds} rounds"))
+            Ok(format!("{rounds} rounds each through {}", handlers.join(", ")))
         }
         .await,
     );
