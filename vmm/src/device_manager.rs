@@ -38,6 +38,7 @@ use crate::devices::{Bus, BusError};
 use crate::error::{Error, Result};
 use crate::exit::{ExitReason, ExitState};
 use crate::kvm::memory::GuestMem;
+use crate::kvm::memory::GuestRange;
 use crate::kvm::vm::Vm;
 
 /// Where virtio-mmio windows start: 4 KiB per slot from here, in the 32-bit MMIO gap.
@@ -101,7 +102,9 @@ pub struct VirtioDevices {
 
 impl VirtioDevices {
     /// Opens and checks the configured devices (before KVM is touched) and gives each a slot.
-    pub fn open(config: &VmConfig) -> Result<VirtioDevices> {
+    /// `release`: guest memory the vsock device gives back to the host once the guest's first
+    /// listener answers (the retained initrd: see [`crate::loader::retained_initrd`]).
+    pub fn open(config: &VmConfig, release: Option<GuestRange>) -> Result<VirtioDevices> {
         let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
         let mut uds = None;
         if let Some(v) = &config.vsock {
@@ -113,11 +116,9 @@ impl VirtioDevices {
                         format!("{}: {source}", v.uds_path.display()),
                     ),
                 })?;
-            devices.push(Box::new(Vsock::new(
-                v.guest_cid,
-                v.uds_path.clone(),
-                listener,
-            )));
+            devices.push(Box::new(
+                Vsock::new(v.guest_cid, v.uds_path.clone(), listener).releasing(release),
+            ));
             uds = Some(cleanup);
         }
         for disk in &config.disks {

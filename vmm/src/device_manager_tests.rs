@@ -94,7 +94,7 @@ fn configured_devices_open_in_order_vsock_then_disks() {
         };
         2
     ];
-    let devices = VirtioDevices::open(&config).unwrap();
+    let devices = VirtioDevices::open(&config, None).unwrap();
     let types: Vec<u32> = devices.slots.iter().map(|(_, d)| d.device_type()).collect();
     assert_eq!(types, [19, 2, 2]);
     let irqs: Vec<u32> = devices.slots().map(|s| s.irq).collect();
@@ -106,7 +106,7 @@ fn configured_devices_open_in_order_vsock_then_disks() {
 
     // A missing image: the error names it, and the vsock socket made before is removed.
     config.disks[1].path = dir.join("missing.img");
-    let Err(e) = VirtioDevices::open(&config) else {
+    let Err(e) = VirtioDevices::open(&config, None) else {
         panic!("a missing image opened");
     };
     assert!(e.to_string().contains("missing.img"), "{e}");

@@ -14,7 +14,7 @@ use crate::arch::x86_64::layout::{CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START};
 use crate::arch::x86_64::{gdt, mptable, paging};
 use crate::config::VmConfig;
 use crate::error::{Error, Result};
-use crate::kvm::memory::GuestMem;
+use crate::kvm::memory::{GuestMem, GuestRange};
 use crate::kvm::vcpu::BootEntry;
 
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
@@ -94,6 +94,24 @@ pub fn open_boot_files(config: &VmConfig) -> Result<BootFiles> {
         kernel_end,
         initrd,
     })
+}
+
+/// Where the initrd will be, when the command line has `retain_initrd` (Linux then keeps the
+/// initrd's pages reserved after unpacking it, instead of reusing them): the guest never
+/// touches that memory again once its PID 1 runs, so the VMM can give it back to the host
+/// ([`crate::kvm::memory::discard`]) when the guest's first vsock listener answers. Without
+/// the flag the guest reuses those pages, and this is `None`.
+pub fn retained_initrd(config: &VmConfig, files: &BootFiles) -> Option<GuestRange> {
+    if !config
+        .cmdline
+        .split_ascii_whitespace()
+        .any(|t| t == "retain_initrd")
+    {
+        return None;
+    }
+    let (_, size) = files.initrd.as_ref()?;
+    let addr = initrd_address(config.mem_bytes(), files.kernel_end, *size).ok()?;
+    Some(GuestRange { addr, len: *size })
 }
 
 /// Reads an ELF64 little-endian x86_64 image's program headers and returns the end of its

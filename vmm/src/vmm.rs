@@ -21,7 +21,7 @@ use crate::kvm::cpuid::VcpuTopology;
 use crate::kvm::memory::{create_guest_memory, register_guest_memory, GuestMem};
 use crate::kvm::vcpu::{configure_vcpu, create_vcpu, install_kick_handler, kick_signal, run_vcpu};
 use crate::kvm::vm::{create_vm, Vm};
-use crate::loader::{load_guest, open_boot_files};
+use crate::loader::{load_guest, open_boot_files, retained_initrd};
 use crate::seccomp::{dump, spawner, Mode, RuleOptions, SeccompFilters, ThreadKind};
 
 /// How long to keep kicking vCPU threads before giving up on joining them.
@@ -59,7 +59,7 @@ impl Vmm {
         dump::set_not_dumpable().map_err(Error::Dumpable)?;
         let seccomp = seccomp_filters(&config)?;
         let files = open_boot_files(&config)?;
-        let virtio = VirtioDevices::open(&config)?;
+        let virtio = VirtioDevices::open(&config, retained_initrd(&config, &files))?;
         virtio.announce(&mut config.cmdline);
         let console =
             console_output(&config.console, &config.console_limits).map_err(|source| {

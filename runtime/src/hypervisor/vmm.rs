@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::sizing::VmSize;
 
 /// The guest kernel command line of a sandbox VM: serial console, reboot through the keyboard
-/// controller, no reboot on panic (the VMM reports it), the agent serving its API.
-pub const SANDBOX_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet sandpod.after_ready=serve";
+/// controller, no reboot on panic (the VMM reports it), the initrd's pages kept reserved once
+/// unpacked (the VMM gives them back to the host when the agent answers: one copy of the agent
+/// in guest RAM, not two), the agent serving its API.
+pub const SANDBOX_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=-1 quiet retain_initrd sandpod.after_ready=serve";
 /// The guest's vsock CID (any value ≥ 3: each VM has its own vsock device).
 pub const GUEST_CID: u32 = 3;
 /// The VM's configuration file in the sandbox's state directory.

@@ -69,6 +69,59 @@ pub fn create_guest_memory(mem_size: u64) -> Result<GuestMem, MemoryError> {
     Ok(mem)
 }
 
+/// A range of guest physical memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestRange {
+    /// First byte.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+const PAGE_SIZE: u64 = 4096;
+
+/// Gives the host back the whole pages inside `range`: a hole punched in the guest memory file,
+/// so every mapping of it (the VMM's, KVM's, a vhost-user back end's) drops those pages and the
+/// guest reads zeros there afterwards. Only for memory the guest will not use again (see
+/// [`crate::loader::retained_initrd`]). Returns the bytes released.
+pub fn discard(mem: &GuestMem, range: GuestRange) -> std::io::Result<u64> {
+    let invalid =
+        |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string());
+    let start = range.addr.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let end = range
+        .addr
+        .checked_add(range.len)
+        .ok_or_else(|| invalid("range past the address space"))?
+        / PAGE_SIZE
+        * PAGE_SIZE;
+    if end <= start {
+        return Ok(0);
+    }
+    let region = mem
+        .find_region(vm_memory::GuestAddress(start))
+        .ok_or_else(|| invalid("range outside guest memory"))?;
+    let region_start = region.start_addr().0;
+    if end > region_start + region.len() {
+        return Err(invalid("range across guest memory regions"));
+    }
+    let file = region
+        .file_offset()
+        .ok_or_else(|| invalid("guest memory without a file"))?;
+    let offset = file.start() + (start - region_start);
+    let (offset, len) = match (i64::try_from(offset), i64::try_from(end - start)) {
+        (Ok(o), Ok(l)) => (o, l),
+        _ => return Err(invalid("range too large")),
+    };
+    nix::fcntl::fallocate(
+        file.file(),
+        nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+            | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        offset,
+        len,
+    )?;
+    Ok(end - start)
+}
+
 /// Registers every region of `mem` with the VM, one memory slot each.
 pub fn register_guest_memory(vm: &VmFd, mem: &GuestMem) -> Result<(), MemoryError> {
     for (slot, region) in (0u32..).zip(mem.iter()) {
@@ -110,6 +163,61 @@ mod tests {
         assert!(flags.split_whitespace().any(|f| f == "dd"), "{flags}");
         // Out-of-range accesses are errors, not crashes.
         assert!(mem.read_obj::<u32>(GuestAddress(16 << 20)).is_err());
+    }
+
+    /// KiB the memory file holds (its allocated 512-byte blocks).
+    fn resident_kib(mem: &GuestMem) -> u64 {
+        let r = mem.find_region(GuestAddress(0)).unwrap();
+        let meta = r.file_offset().unwrap().file().metadata().unwrap();
+        std::os::unix::fs::MetadataExt::blocks(&meta) / 2
+    }
+
+    #[test]
+    fn discard_releases_whole_pages_inside_the_range_only() {
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let data = vec![0xabu8; 64 << 10];
+        mem.write_slice(&data, GuestAddress(0x10_0000)).unwrap();
+        assert_eq!(resident_kib(&mem), 64);
+        // Not page-aligned: the partial pages at both ends stay.
+        let n = discard(
+            &mem,
+            GuestRange {
+                addr: 0x10_0000 + 100,
+                len: (64 << 10) - 200,
+            },
+        )
+        .unwrap();
+        assert_eq!(n, 14 * 4096);
+        assert_eq!(resident_kib(&mem), 8);
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(0x10_0000 + 99)).unwrap(),
+            0xab
+        );
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x10_1000)).unwrap(), 0);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x10_f000)).unwrap(), 0xab);
+        // Less than a page: nothing.
+        let tiny = GuestRange {
+            addr: 0x10_0001,
+            len: 4096,
+        };
+        assert_eq!(discard(&mem, tiny).unwrap(), 0);
+        // Outside memory, or wrapping: errors.
+        for bad in [
+            GuestRange {
+                addr: 16 << 20,
+                len: 1 << 20,
+            },
+            GuestRange {
+                addr: (15 << 20) + 4096,
+                len: 2 << 20,
+            },
+            GuestRange {
+                addr: u64::MAX - 4096,
+                len: 8192,
+            },
+        ] {
+            assert!(discard(&mem, bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

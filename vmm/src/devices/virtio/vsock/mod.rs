@@ -19,6 +19,7 @@ use virtio_queue::QueueT;
 use super::device::{read_config_bytes, ActivateError, Activation, VirtioDevice};
 use super::epoll_helper::DeviceThread;
 use super::{TYPE_VSOCK, VIRTIO_RING_F_EVENT_IDX};
+use crate::kvm::memory::GuestRange;
 use muxer::Muxer;
 use worker::Worker;
 
@@ -31,6 +32,8 @@ pub struct Vsock {
     guest_cid: u64,
     uds_path: PathBuf,
     listener: UnixListener,
+    /// Guest memory given back to the host once the guest's first listener answers.
+    release: Option<GuestRange>,
     running: Option<DeviceThread<Worker>>,
 }
 
@@ -42,8 +45,17 @@ impl Vsock {
             guest_cid: u64::from(guest_cid),
             uds_path,
             listener,
+            release: None,
             running: None,
         }
+    }
+
+    /// Gives `release` back to the host when a guest listener first accepts a
+    /// connection (the guest's PID 1 is running then: see
+    /// [`crate::loader::retained_initrd`] and [`crate::kvm::memory::discard`]). Once per VM, not again after a device reset.
+    pub fn releasing(mut self, release: Option<GuestRange>) -> Self {
+        self.release = release;
+        self
     }
 }
 
@@ -86,7 +98,8 @@ impl VirtioDevice for Vsock {
         let muxer = Muxer::new(self.guest_cid, self.uds_path.clone(), listener)
             .map_err(ActivateError::Start)?;
         let worker = Worker::new(a.mem, a.queues, a.queue_evts, a.interrupt.clone(), muxer)
-            .map_err(ActivateError::Start)?;
+            .map_err(ActivateError::Start)?
+            .releasing(self.release.take());
         let thread = DeviceThread::spawn("vsock", "vsock".into(), worker, a.interrupt)
             .map_err(ActivateError::Start)?;
         self.running = Some(thread);

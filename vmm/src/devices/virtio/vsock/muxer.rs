@@ -71,6 +71,8 @@ pub struct Muxer {
     next_port: u32,
     /// Set while accepting is paused after an accept error (e.g. out of fds).
     listener_paused_until: Option<Instant>,
+    /// A guest listener has accepted a host connection (OP_RESPONSE).
+    guest_listened: bool,
 }
 
 /// The epoll token of a Unix stream: its fd (the fixed tokens are above u32).
@@ -106,10 +108,16 @@ impl Muxer {
             rx_ready: RxQueue::new(),
             next_port: EPHEMERAL_PORT_START,
             listener_paused_until: None,
+            guest_listened: false,
         })
     }
 
     /// The epoll instance (the worker adds its queue and stop eventfds with tokens above u32).
+    /// Whether a guest listener has ever accepted a host connection.
+    pub fn guest_has_listened(&self) -> bool {
+        self.guest_listened
+    }
+
     pub fn epoll(&self) -> &Epoll {
         &self.epoll
     }

@@ -171,6 +171,7 @@ impl Muxer {
         if let Some(e) = self.conns.get_mut(&key) {
             if was_connecting && e.conn.state() == State::Established {
                 e.armed_in = true;
+                self.guest_listened = true;
             }
         }
         self.service(key);

@@ -16,7 +16,7 @@ use super::packet::{read_packet, RxBuffer};
 use crate::devices::virtio::epoll_helper::{epoll_add, EpollHandler};
 use crate::devices::virtio::queue::{add_used, pop_chain};
 use crate::devices::virtio::Interrupt;
-use crate::kvm::memory::GuestMem;
+use crate::kvm::memory::{discard, GuestMem, GuestRange};
 
 /// Indirect descriptor tables: this device does not offer VIRTIO_RING_F_INDIRECT_DESC, so a
 /// chain using one is a protocol violation (see `chain.rs`).
@@ -45,6 +45,9 @@ pub struct Worker {
     pub interrupt: Arc<Interrupt>,
     /// Connections; its epoll set is the thread's.
     pub muxer: Muxer,
+    /// Guest memory to give back once a guest listener has answered (see
+    /// [`super::Vsock::releasing`]).
+    release: Option<GuestRange>,
 }
 
 impl Worker {
@@ -65,7 +68,32 @@ impl Worker {
             queue_evts,
             interrupt,
             muxer,
+            release: None,
         })
+    }
+
+    /// See [`super::Vsock::releasing`].
+    pub fn releasing(mut self, release: Option<GuestRange>) -> Self {
+        self.release = release;
+        self
+    }
+
+    /// Gives the release range back once the guest has a listener up (its PID 1 runs).
+    fn release_when_guest_listens(&mut self) {
+        if self.release.is_none() || !self.muxer.guest_has_listened() {
+            return;
+        }
+        let Some(range) = self.release.take() else {
+            return;
+        };
+        match discard(&self.mem, range) {
+            Ok(n) => tracing::info!(
+                "guest listening on vsock: gave the retained initrd's {} KiB at {:#x} back to the host",
+                n >> 10,
+                range.addr
+            ),
+            Err(e) => tracing::warn!("cannot give guest memory at {:#x} back: {e}", range.addr),
+        }
     }
 
     /// Consumes every tx packet, then fills rx buffers. `Err`: the driver corrupted a queue or
@@ -73,6 +101,7 @@ impl Worker {
     /// (vmm/fuzz), which drive it on guest memory made of fuzz input.
     pub fn process_queues(&mut self) -> Result<(), String> {
         self.process_tx()?;
+        self.release_when_guest_listens();
         self.process_rx()
     }
 
