@@ -55,6 +55,8 @@ const FLAGS: &[&str] = &[
     "/d/a.img,ro",
     "--disk",
     "/d/b.img",
+    "--net",
+    "tap=tap0,mac=02:00:00:00:00:07,mtu=1400",
 ];
 
 #[test]
@@ -65,6 +67,7 @@ fn flags_and_file_give_the_same_config() {
     assert_eq!(from_flags.vsock.as_ref().unwrap().guest_cid, 7);
     assert_eq!(from_flags.fs[0].queue_size, 512);
     assert_eq!(from_flags.disks.len(), 2);
+    assert_eq!(from_flags.net[0].mtu, Some(1400));
     let file = TempFile::new(
         "all.json",
         &serde_json::to_string_pretty(&from_flags).unwrap(),

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::rules::{deny_open_rules, ioctls, rules, CONSOLE_OPEN_FLAGS, KVM_GET_REGS, KVM_RUN};
+use super::rules::{
+    deny_open_rules, ioctls, rules, CONSOLE_OPEN_FLAGS, KVM_GET_REGS, KVM_RUN, TUNSETOFFLOAD,
+};
 use super::*;
 
 const CHILD_ENV: &str = "SANDPOD_SECCOMP_TEST_CHILD";
@@ -74,6 +76,10 @@ fn the_lists_are_what_each_kind_needs() {
     assert_eq!(KVM_RUN(), 0xae80);
     assert_eq!(KVM_GET_REGS(), 0x8090_ae81);
     assert_eq!(ioctls(ThreadKind::Vcpu)[..2], [KVM_RUN(), KVM_GET_REGS()]);
+    // The net device's activation (on a vCPU thread) sets the tap's offloads.
+    assert_eq!(TUNSETOFFLOAD(), libc::TUNSETOFFLOAD);
+    assert!(ioctls(ThreadKind::Vcpu).contains(&TUNSETOFFLOAD()));
+    assert!(!ioctls(ThreadKind::Device).contains(&TUNSETOFFLOAD()));
     assert!(ioctls(ThreadKind::Main).is_empty());
     let opts = RuleOptions::default();
     let vcpu = rules(ThreadKind::Vcpu, opts).unwrap();
