@@ -100,6 +100,7 @@ fn config_excludes_the_flags() {
         &["--vsock-uds", "/v"],
         &["--fs", "tag=t,socket=/s"],
         &["--disk", "/d.img"],
+        &["--net", "tap=tap0"],
     ] {
         let mut args = vec!["--config", "/vm.json"];
         args.extend_from_slice(flag);
@@ -122,6 +123,8 @@ fn bad_values_are_errors() {
     assert!(e.to_string().contains("invalid disk option"), "{e}");
     let e = parse(&["--kernel", "/k", "--fs", "tag=t"]).unwrap_err();
     assert!(e.to_string().contains("socket=PATH is missing"), "{e}");
+    let e = parse(&["--kernel", "/k", "--net", "tap=t,mac=ff:ff:ff:ff:ff:ff"]).unwrap_err();
+    assert!(e.to_string().contains("not a unicast address"), "{e}");
     let e = parse(&["--vsock-cid", "4", "--kernel", "/k"]).unwrap_err();
     assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     let e = parse(&["--kernel", "/k", "--vcpus", "300"])
