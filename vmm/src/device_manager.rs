@@ -12,8 +12,8 @@
 //! | 4 ([`COM1_IRQ`]) | COM1 |
 //! | 5 to 23 ([`VIRTIO_FIRST_IRQ`] to [`VIRTIO_LAST_IRQ`]) | virtio-mmio slots 0 to 18, in order: vsock, the disks, the virtio-fs devices, the net devices |
 //!
-//! The configuration's limits ([`MAX_DISKS`], [`MAX_FS`], [`MAX_NET`]) are checked against it at compile
-//! time; [`VirtioDevices::open`] checks it again.
+//! The configuration's limits ([`MAX_DISKS`], [`MAX_FS`], [`MAX_NET`]) are checked against it
+//! at compile time; [`VirtioDevices::open`] checks it again.
 
 use std::sync::{Arc, Mutex};
 
