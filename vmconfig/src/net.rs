@@ -21,7 +21,10 @@ pub enum NetConfigError {
     #[error("give exactly one of tap (an interface name) and tap_fd (an open tap)")]
     TapChoice,
     /// An interface name that the kernel would refuse.
-    #[error("tap name {0:?} must be 1 to {MAX_TAP_NAME} bytes without '/', ':', spaces or control characters")]
+    #[error(
+        "tap name {0:?} must be 1 to {MAX_TAP_NAME} bytes without '/', ':', spaces or control \
+         characters"
+    )]
     TapName(String),
     /// A negative fd.
     #[error("tap_fd {0} is not a file descriptor")]
