@@ -1,7 +1,7 @@
 //! The device behind the MMIO transport: features, config space, activation (offloads set
 //! on the tap), frames both ways through the device thread, reset.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,8 +9,8 @@ use virtio_bindings::virtio_net::*;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::frame::HDR_LEN;
-use super::tap::{tun_offloads, TapBackend};
-use super::worker_tests::{frame, peer_read, tap_pair};
+use super::tap::tun_offloads;
+use super::test_utils::{frame, peer_read, FakeTap};
 use super::*;
 use crate::devices::virtio::test_utils::{
     guest_mem, halves, negotiate, rd, transport, wait_until, wr, DriverQueue,
@@ -20,35 +20,11 @@ use crate::devices::virtio::{
     VIRTIO_F_VERSION_1,
 };
 
-/// A tap made of a socket pair's end, recording the offloads it is given.
-struct FakeTap {
-    sock: OwnedFd,
-    offloads: Arc<Mutex<Vec<libc::c_uint>>>,
-}
-
-impl TapBackend for FakeTap {
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.sock.as_fd()
-    }
-    fn set_offload(&self, tun_flags: libc::c_uint) -> std::io::Result<()> {
-        self.offloads.lock().unwrap().push(tun_flags);
-        Ok(())
-    }
-    fn name(&self) -> &str {
-        "fake"
-    }
-}
-
 const MAC: [u8; 6] = [2, 0, 0, 0, 0, 9];
 
 /// A device on a fake tap; the test's end of the tap and the offloads log.
 fn net(mac: Option<[u8; 6]>, mtu: Option<u16>) -> (Net, OwnedFd, Arc<Mutex<Vec<u32>>>) {
-    let (sock, peer) = tap_pair();
-    let offloads = Arc::new(Mutex::new(Vec::new()));
-    let tap = FakeTap {
-        sock,
-        offloads: offloads.clone(),
-    };
+    let (tap, peer, offloads) = FakeTap::new();
     (Net::new(Box::new(tap), mac, mtu), peer, offloads)
 }
 

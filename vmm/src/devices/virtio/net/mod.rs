@@ -157,5 +157,7 @@ impl VirtioDevice for Net {
 #[path = "device_tests.rs"]
 mod device_tests;
 #[cfg(test)]
+pub(crate) mod test_utils;
+#[cfg(test)]
 #[path = "worker_tests.rs"]
 mod worker_tests;

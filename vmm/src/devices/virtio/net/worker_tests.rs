@@ -4,14 +4,13 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
-use nix::errno::Errno;
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::epoll::EpollEvent;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::frame::{HDR_LEN, MAX_FRAME_LEN};
+use super::frame::HDR_LEN;
+use super::test_utils::{frame, peer_read, tap_pair};
 use super::worker::*;
 use crate::devices::virtio::epoll_helper::EpollHandler;
 use crate::devices::virtio::test_utils::{clone_evts, eventfd, eventfds, guest_mem, DriverQueue};
@@ -22,34 +21,6 @@ use crate::kvm::memory::GuestMem;
 const TX_AREA: u64 = 0x10_0000;
 const RX_AREA: u64 = 0x80_0000;
 const RX_BUF: u32 = 2048;
-
-/// A non-blocking datagram socket pair: the worker's "tap" end and the test's end.
-pub fn tap_pair() -> (OwnedFd, OwnedFd) {
-    socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-    )
-    .unwrap()
-}
-
-/// A frame as it travels on the tap: a header without offload, then `len` bytes of `fill`.
-pub fn frame(len: usize, fill: u8) -> Vec<u8> {
-    let mut f = vec![0u8; HDR_LEN];
-    f.extend(std::iter::repeat_n(fill, len));
-    f
-}
-
-/// Reads one frame from the test's end of the tap (None: nothing there).
-pub fn peer_read(peer: &OwnedFd) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; MAX_FRAME_LEN + 100];
-    match nix::unistd::read(peer, &mut buf) {
-        Ok(n) => Some(buf[..n].to_vec()),
-        Err(Errno::EAGAIN) => None,
-        Err(e) => panic!("{e}"),
-    }
-}
 
 struct Rig<'a> {
     mem: &'a GuestMem,
