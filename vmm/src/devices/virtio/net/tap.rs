@@ -117,8 +117,9 @@ impl Tap {
     }
 
     /// A tap opened by someone else (the runtime, which passes the fd down): duplicated (the
-    /// original is left alone), checked to be a tap with IFF_NO_PI and IFF_VNET_HDR, made
-    /// non-blocking.
+    /// original fd stays open, and stays the caller's), checked to be a tap with IFF_NO_PI and
+    /// IFF_VNET_HDR, made non-blocking. O_NONBLOCK, the header size and the offloads belong to
+    /// the open file, so the original sees them too: it is meant for the VMM only.
     pub fn from_fd(fd: RawFd) -> Result<Tap, TapError> {
         // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and touches no memory; on an fd
         // that is not open it fails with EBADF.

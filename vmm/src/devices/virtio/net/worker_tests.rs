@@ -14,8 +14,9 @@ use super::test_utils::{frame, peer_read, tap_pair};
 use super::worker::*;
 use crate::devices::virtio::epoll_helper::EpollHandler;
 use crate::devices::virtio::test_utils::{clone_evts, eventfd, eventfds, guest_mem, DriverQueue};
-use crate::devices::virtio::Interrupt;
+use crate::devices::virtio::{Interrupt, VIRTIO_RING_F_EVENT_IDX};
 use crate::kvm::memory::GuestMem;
+use virtio_queue::QueueT;
 
 /// Tx frames are written at 0x10_0000 + 0x1_0000 · n, rx buffers at 0x80_0000 + 0x1_0000 · n.
 const TX_AREA: u64 = 0x10_0000;
@@ -37,10 +38,13 @@ impl<'a> Rig<'a> {
         let evts = eventfds(2);
         let rx = DriverQueue::new(mem, 0, 256, evts[0].try_clone().unwrap());
         let tx = DriverQueue::new(mem, 0x1_0000, 256, evts[1].try_clone().unwrap());
-        let queues = vec![
+        let mut queues = vec![
             rx.config(256).build(mem).unwrap(),
             tx.config(256).build(mem).unwrap(),
         ];
+        for q in &mut queues {
+            q.set_event_idx(features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0);
+        }
         let irq = eventfd();
         let interrupt = Arc::new(Interrupt::new(irq.try_clone().unwrap()));
         let (tap, peer) = tap_pair();
@@ -306,4 +310,35 @@ fn a_hung_up_tap_stops_the_thread() {
     let ev = events[..n].iter().find(|e| e.data() == TOKEN_TAP).unwrap();
     assert!(r.worker.handle_event(TOKEN_TAP, ev.event_set()).is_err());
     assert!(r.worker.epoll().as_raw_fd() >= 0);
+}
+
+/// With EVENT_IDX (queue size 256): the driver's used_event (after its available ring)
+/// decides interrupts; running out of rx buffers, the device's avail_event (after its used
+/// ring) asks for the kick that brings the next one.
+#[test]
+fn event_idx_suppresses_interrupts_and_asks_for_the_rx_kick() {
+    let mem = guest_mem(16 << 20);
+    let mut r = Rig::new(&mem, 1 << VIRTIO_RING_F_EVENT_IDX);
+    let used_event = |q: &DriverQueue<'_>| GuestAddress(q.mq.avail_addr().0 + 4 + 2 * 256);
+    let avail_event = |q: &DriverQueue<'_>| GuestAddress(q.mq.used_addr().0 + 4 + 8 * 256);
+    mem.write_obj(1000u16.to_le(), used_event(&r.rx)).unwrap();
+    mem.write_obj(1000u16.to_le(), used_event(&r.tx)).unwrap();
+    r.post_rx(1, RX_BUF);
+    for i in 0..3 {
+        nix::unistd::write(&r.peer, &frame(60, i)).unwrap();
+    }
+    r.send(&frame(60, 9), 1);
+    r.worker.process_queues().unwrap();
+    assert_eq!(r.recv()[HDR_LEN], 0);
+    assert_eq!(peer_read(&r.peer), Some(frame(60, 9)));
+    assert_eq!(r.interrupts(), 0, "interrupted before used_event");
+    // Out of rx buffers with frames waiting: kick me when you add buffer 1.
+    assert_eq!(u16::from_le(mem.read_obj(avail_event(&r.rx)).unwrap()), 1);
+    assert!(!r.worker.tap_readable_interest());
+    // The driver wants an interrupt after the next used rx buffer.
+    mem.write_obj(1u16.to_le(), used_event(&r.rx)).unwrap();
+    r.post_rx(1, RX_BUF);
+    r.worker.process_queues().unwrap();
+    assert_eq!(r.recv()[HDR_LEN], 1);
+    assert_eq!(r.interrupts(), 1);
 }
