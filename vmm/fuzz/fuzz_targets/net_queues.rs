@@ -91,7 +91,10 @@ fuzz_target!(|data: &[u8]| {
         let result = worker.process_queues();
         // Whatever the guest did, what reaches the tap is a whole, bounded frame.
         while let Ok(n) = nix::unistd::read(&peer, &mut buf) {
-            assert!((HDR_LEN + ETH_HLEN..=MAX_FRAME_LEN).contains(&n), "{n} bytes");
+            assert!(
+                (HDR_LEN + ETH_HLEN..=MAX_FRAME_LEN).contains(&n),
+                "{n} bytes"
+            );
         }
         if result.is_err() {
             break;
