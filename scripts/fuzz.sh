@@ -13,7 +13,7 @@ source "$(dirname "$0")/lib.sh"
 SECONDS_PER_TARGET=${SANDPOD_FUZZ_SECONDS:-20}
 RUNS_PER_TARGET=${SANDPOD_FUZZ_RUNS:-}
 # <crate directory>:<target>
-TARGETS=(vmm:vsock_header vmm:vsock_queues vmm:virtio_mmio vmm:blk_request
+TARGETS=(vmm:vsock_header vmm:vsock_queues vmm:virtio_mmio vmm:blk_request vmm:net_queues
   runtime:agent_replies runtime:guest_log_lines)
 if [ -n "$RUNS_PER_TARGET" ]; then
   [[ $RUNS_PER_TARGET =~ ^[1-9][0-9]*$ ]] || die "SANDPOD_FUZZ_RUNS must be a positive count"

@@ -2,7 +2,7 @@
 //!
 //! This is the one contract between the VMM and whoever starts it. The runtime writes a
 //! [`VmConfig`] as JSON (`sandpod-vmm --config vm.json`, like Firecracker's config file); people
-//! use the flags (`--kernel`, `--disk PATH[,ro]`, `--fs tag=…,socket=…`, …), which the VMM turns
+//! use the flags (`--kernel`, `--disk PATH[,ro]`, `--fs tag=…,socket=…`, `--net tap=…`, …), which the VMM turns
 //! into the same struct with the `FromStr` impls here. Both go through [`VmConfig::validate`].
 //!
 //! It also holds the [`conventions`] every Sandpod binary follows (the log-filter variable, how
@@ -15,6 +15,7 @@ mod console;
 pub mod conventions;
 mod disk;
 mod fs;
+mod net;
 pub mod rate;
 mod vsock;
 
@@ -32,6 +33,7 @@ pub use fs::{
     FsConfig, FsConfigError, DEFAULT_QUEUE_SIZE, DEFAULT_REQUEST_QUEUES, MAX_QUEUE_SIZE,
     MAX_REQUEST_QUEUES, MAX_SOCKET_PATH, MAX_TAG_LEN,
 };
+pub use net::{MacAddr, NetConfig, NetConfigError, MAX_MTU, MAX_TAP_NAME, MIN_MTU};
 pub use vsock::{uds_port_path, VsockConfig, DEFAULT_GUEST_CID, MAX_UDS_PATH};
 
 /// Default kernel command line.
@@ -49,10 +51,12 @@ pub const MAX_MEM_MIB: u32 = 1024 * 1024;
 pub const MAX_VCPUS: u8 = 254;
 /// Most disks per VM (each takes a virtio-mmio slot and an IRQ: see the IRQ budget in the VMM's
 /// `device_manager`).
-pub const MAX_DISKS: usize = 16;
-/// Most virtio-fs devices per VM (with vsock and 16 disks, the virtio IRQs, 5 to 23, are all
-/// taken).
+pub const MAX_DISKS: usize = 15;
+/// Most virtio-fs devices per VM.
 pub const MAX_FS: usize = 2;
+/// Most virtio-net devices per VM (with vsock, 15 disks and 2 virtio-fs devices, the virtio
+/// IRQs, 5 to 23, are all taken).
+pub const MAX_NET: usize = 1;
 
 /// Everything needed to boot one microVM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +91,9 @@ pub struct VmConfig {
     /// virtio-blk devices, in order (the guest's vda, vdb, ...).
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// virtio-net devices on tap interfaces (at most [`MAX_NET`]).
+    #[serde(default)]
+    pub net: Vec<NetConfig>,
     /// Debug only: run the VMM without its seccomp filters (it logs a warning). Default false:
     /// every VMM thread is confined to the syscalls it needs.
     #[serde(default)]
@@ -150,6 +157,12 @@ pub enum ConfigError {
     /// More disks than supported.
     #[error("{0} disks given but at most {MAX_DISKS} are supported")]
     TooManyDisks(usize),
+    /// An invalid virtio-net device.
+    #[error("virtio-net")]
+    Net(#[from] NetConfigError),
+    /// More virtio-net devices than supported.
+    #[error("virtio-net: {0} devices given but at most {MAX_NET} are supported")]
+    TooManyNet(usize),
 }
 
 /// A command-line value (`--console`, `--disk`, `--fs`) that does not parse.
@@ -177,6 +190,7 @@ impl VmConfig {
             vsock: None,
             fs: Vec::new(),
             disks: Vec::new(),
+            net: Vec::new(),
             no_seccomp: false,
         }
     }
@@ -220,6 +234,12 @@ impl VmConfig {
             if self.fs[..i].iter().any(|other| other.tag == fs.tag) {
                 return Err(ConfigError::DuplicateFsTag(fs.tag.clone()));
             }
+        }
+        if self.net.len() > MAX_NET {
+            return Err(ConfigError::TooManyNet(self.net.len()));
+        }
+        for net in &self.net {
+            net.validate()?;
         }
         Ok(())
     }

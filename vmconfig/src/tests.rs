@@ -108,6 +108,29 @@ fn disk_config() {
 }
 
 #[test]
+fn net_config() {
+    let mut c = VmConfig::new("/k");
+    c.net.push(NetConfig::tap("tap0"));
+    assert_eq!(c.validate(), Ok(()));
+    let s = serde_json::to_string(&c).unwrap();
+    assert!(s.contains(r#""net":[{"tap":"tap0","#), "{s}");
+    assert_eq!(serde_json::from_str::<VmConfig>(&s).unwrap(), c);
+    c.net[0].mtu = Some(10);
+    assert_eq!(c.validate(), Err(ConfigError::Net(NetConfigError::Mtu(10))));
+    c.net[0].mtu = None;
+    c.net.push(NetConfig::tap("tap1"));
+    assert_eq!(c.validate(), Err(ConfigError::TooManyNet(2)));
+    assert!(serde_json::from_str::<VmConfig>(MINIMAL)
+        .unwrap()
+        .net
+        .is_empty());
+    let e = serde_json::from_str::<VmConfig>(r#"{"kernel":"/k","net":[{"tap":"t","mac":"x"}]}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not six hex bytes"), "{e}");
+}
+
+#[test]
 fn error_messages_are_clear() {
     assert_eq!(
         ConfigError::NoVcpus.to_string(),
@@ -160,6 +183,7 @@ fn serde_round_trip_of_every_field() {
                 read_only: false,
             },
         ],
+        net: vec!["tap=tap0,mac=02:00:00:00:00:01,mtu=1400".parse().unwrap()],
         no_seccomp: true,
     };
     assert_eq!(c.validate(), Ok(()));

@@ -143,3 +143,47 @@ ind[1 + 0x1800:1 + 0x1830] = desc(0x2000, 16, 1, 1) + desc(0x3000, 512, 3, 2) + 
 write("blk_request", "indirect", with_headers(bytes(ind), [blk_hdr(0x2000, 0, 1)]))
 ind[0] &= ~0x10
 write("blk_request", "indirect-not-negotiated", with_headers(bytes(ind), [blk_hdr(0x2000, 0, 1)]))
+
+
+# net_queues: [tx exp, rx exp, flags (rounds - 1 | 0x40 offloads | 0x80 EVENT_IDX), frame
+# count, frames (le16 length + bytes), memory]: tx queue at 0/0x1000/0x1400, rx queue at
+# 0x2000/0x3000/0x3400 (like vsock_queues); tx frames from 0x4000, rx buffers from 0x5000.
+def net_hdr(flags=0, gso=0, gso_size=0, csum_start=0, csum_offset=0):
+    return struct.pack("<BBHHHHH", flags, gso, 0, gso_size, csum_start, csum_offset, 0)
+
+
+def eth(payload=b"", ethertype=0x0800):
+    return b"\x02\x00\x00\x00\x00\x01" + b"\x02\x00\x00\x00\x00\x02" + \
+        struct.pack(">H", ethertype) + payload
+
+
+def net(tx_frames, tap_frames, rx_buffers=8, rx_len=0x200, flags=3):
+    mem = bytearray(0x5000 + rx_buffers * rx_len)
+    heads = []
+    for i, f in enumerate(tx_frames):
+        at = 0x4000 + 0x100 * i
+        mem[at:at + len(f)] = f
+        # header and frame in two descriptors
+        mem[32 * i:32 * i + 32] = desc(at, 12, 1, 2 * i + 1) + desc(at + 12, len(f) - 12)
+        heads.append(2 * i)
+    mem[0x1000:0x1004] = struct.pack("<HH", 0, len(heads))
+    for i, h in enumerate(heads):
+        mem[0x1004 + 2 * i:0x1006 + 2 * i] = struct.pack("<H", h)
+    for i in range(rx_buffers):
+        mem[0x2000 + 16 * i:0x2010 + 16 * i] = desc(0x5000 + rx_len * i, rx_len, 2)
+    mem[0x3000:0x3004] = struct.pack("<HH", 0, rx_buffers)
+    for i in range(rx_buffers):
+        mem[0x3004 + 2 * i:0x3006 + 2 * i] = struct.pack("<H", i)
+    taps = b"".join(struct.pack("<H", len(f)) + f for f in tap_frames)
+    return bytes([5, 4, flags, len(tap_frames)]) + taps + bytes(mem)
+
+
+ping = eth(b"\x45" + b"\x00" * 19 + b"\x08\x00" + b"\x00" * 30)
+write("net_queues", "both-ways", net([net_hdr() + ping, net_hdr() + eth(b"x" * 100)],
+                                     [net_hdr() + ping, net_hdr() + eth(b"y" * 300)]))
+write("net_queues", "offloads", net([net_hdr(1, 1, 1448, 34, 16) + ping,
+                                     net_hdr(1, 0, 0, 34, 16) + ping],
+                                    [net_hdr(1, 0, 0, 34, 16) + ping], flags=0x43))
+write("net_queues", "no-rx-buffers", net([net_hdr() + ping], [net_hdr() + ping] * 3,
+                                         rx_buffers=0, flags=0x83))
+write("net_queues", "rx-too-small", net([], [net_hdr() + eth(b"z" * 600)] * 2, rx_len=0x100))

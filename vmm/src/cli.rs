@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use clap::{ArgGroup, Args};
 
 use crate::config::{
-    ConfigError, ConsoleConfig, ConsoleLimits, DiskConfig, FsConfig, VmConfig, VsockConfig,
-    DEFAULT_CMDLINE, DEFAULT_GUEST_CID, DEFAULT_MEM_MIB, DEFAULT_VCPUS,
+    ConfigError, ConsoleConfig, ConsoleLimits, DiskConfig, FsConfig, NetConfig, VmConfig,
+    VsockConfig, DEFAULT_CMDLINE, DEFAULT_GUEST_CID, DEFAULT_MEM_MIB, DEFAULT_VCPUS,
 };
 use crate::seccomp::ThreadKind;
 
 /// The flags `--config` cannot be combined with.
-const DEVICE_FLAGS: [&str; 10] = [
+const DEVICE_FLAGS: [&str; 11] = [
     "kernel",
     "initrd",
     "cmdline",
@@ -24,6 +24,7 @@ const DEVICE_FLAGS: [&str; 10] = [
     "vsock_cid",
     "fs",
     "disks",
+    "net",
 ];
 
 /// What to boot: a configuration file, or flags.
@@ -69,6 +70,11 @@ pub struct VmmArgs {
     /// after the vsock device); `,ro` makes it read-only. Its serial is the file name.
     #[arg(long = "disk", value_name = "PATH[,ro]")]
     pub disks: Vec<DiskConfig>,
+    /// Add a virtio-net device on a tap interface, opened by name (tap=NAME) or already open
+    /// and inherited (tap-fd=N, opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR); mac= sets the
+    /// guest's MAC address, mtu= the MTU it is told (68 to 65535).
+    #[arg(long, value_name = "tap=NAME|tap-fd=N[,mac=MAC,mtu=N]")]
+    pub net: Vec<NetConfig>,
     /// Debug only: run without the seccomp filters that confine every VMM thread to the
     /// syscalls it needs (a warning is logged). Also `"no_seccomp": true` in the file.
     #[arg(long)]
@@ -129,6 +135,7 @@ impl VmmArgs {
             }),
             fs: self.fs,
             disks: self.disks,
+            net: self.net,
             no_seccomp: self.no_seccomp,
         })
     }

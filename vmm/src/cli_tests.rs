@@ -55,6 +55,8 @@ const FLAGS: &[&str] = &[
     "/d/a.img,ro",
     "--disk",
     "/d/b.img",
+    "--net",
+    "tap=tap0,mac=02:00:00:00:00:07,mtu=1400",
 ];
 
 #[test]
@@ -65,6 +67,7 @@ fn flags_and_file_give_the_same_config() {
     assert_eq!(from_flags.vsock.as_ref().unwrap().guest_cid, 7);
     assert_eq!(from_flags.fs[0].queue_size, 512);
     assert_eq!(from_flags.disks.len(), 2);
+    assert_eq!(from_flags.net[0].mtu, Some(1400));
     let file = TempFile::new(
         "all.json",
         &serde_json::to_string_pretty(&from_flags).unwrap(),
@@ -97,6 +100,7 @@ fn config_excludes_the_flags() {
         &["--vsock-uds", "/v"],
         &["--fs", "tag=t,socket=/s"],
         &["--disk", "/d.img"],
+        &["--net", "tap=tap0"],
     ] {
         let mut args = vec!["--config", "/vm.json"];
         args.extend_from_slice(flag);
@@ -119,6 +123,8 @@ fn bad_values_are_errors() {
     assert!(e.to_string().contains("invalid disk option"), "{e}");
     let e = parse(&["--kernel", "/k", "--fs", "tag=t"]).unwrap_err();
     assert!(e.to_string().contains("socket=PATH is missing"), "{e}");
+    let e = parse(&["--kernel", "/k", "--net", "tap=t,mac=ff:ff:ff:ff:ff:ff"]).unwrap_err();
+    assert!(e.to_string().contains("not a unicast address"), "{e}");
     let e = parse(&["--vsock-cid", "4", "--kernel", "/k"]).unwrap_err();
     assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     let e = parse(&["--kernel", "/k", "--vcpus", "300"])

@@ -10,10 +10,10 @@
 //! | --- | --- |
 //! | 1 ([`I8042_KBD_IRQ`]) | i8042 (the guest's reset goes through it) |
 //! | 4 ([`COM1_IRQ`]) | COM1 |
-//! | 5 to 23 ([`VIRTIO_FIRST_IRQ`] to [`VIRTIO_LAST_IRQ`]) | virtio-mmio slots 0 to 18, in order: vsock, the disks, the virtio-fs devices |
+//! | 5 to 23 ([`VIRTIO_FIRST_IRQ`] to [`VIRTIO_LAST_IRQ`]) | virtio-mmio slots 0 to 18, in order: vsock, the disks, the virtio-fs devices, the net devices |
 //!
-//! The configuration's limits ([`MAX_DISKS`], [`MAX_FS`]) are checked against it at compile
-//! time; [`VirtioDevices::open`] checks it again.
+//! The configuration's limits ([`MAX_DISKS`], [`MAX_FS`], [`MAX_NET`]) are checked against it
+//! at compile time; [`VirtioDevices::open`] checks it again.
 
 use std::sync::{Arc, Mutex};
 
@@ -22,7 +22,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{IOAPIC_START, MMIO_GAP_START};
 use crate::arch::x86_64::mptable::IOAPIC_PINS;
-use crate::config::{VmConfig, MAX_DISKS, MAX_FS};
+use crate::config::{ConfigError, NetConfig, NetConfigError, VmConfig, MAX_DISKS, MAX_FS, MAX_NET};
 use crate::devices::legacy::i8042::{I8042, I8042_KBD_IRQ, I8042_LEN, I8042_PORT};
 use crate::devices::legacy::serial::{ConsoleOut, COM1_IRQ, COM1_LEN, COM1_PORT};
 use crate::devices::legacy::{EventFdTrigger, SerialDevice};
@@ -31,6 +31,8 @@ use crate::devices::virtio::block::disk::DiskImage;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::fs::Fs;
 use crate::devices::virtio::mmio::QUEUE_NOTIFY;
+use crate::devices::virtio::net::tap::Tap;
+use crate::devices::virtio::net::Net;
 use crate::devices::virtio::vsock::unix::{bind_listener, UdsCleanup};
 use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice, MMIO_SIZE};
@@ -52,8 +54,8 @@ pub const MAX_VIRTIO_DEVICES: usize = (VIRTIO_LAST_IRQ - VIRTIO_FIRST_IRQ + 1) a
 
 const _: () = assert!(I8042_KBD_IRQ < VIRTIO_FIRST_IRQ && COM1_IRQ < VIRTIO_FIRST_IRQ);
 const _: () = assert!(I8042_KBD_IRQ != COM1_IRQ);
-// vsock, the disks and the virtio-fs devices all fit.
-const _: () = assert!(1 + MAX_DISKS + MAX_FS <= MAX_VIRTIO_DEVICES);
+// vsock, the disks, the virtio-fs and the net devices all fit.
+const _: () = assert!(1 + MAX_DISKS + MAX_FS + MAX_NET <= MAX_VIRTIO_DEVICES);
 // Every window lies in the MMIO gap, below the IOAPIC.
 const _: () = assert!(VIRTIO_MMIO_BASE >= MMIO_GAP_START);
 const _: () = assert!(VIRTIO_MMIO_BASE + MAX_VIRTIO_DEVICES as u64 * MMIO_SIZE <= IOAPIC_START);
@@ -93,7 +95,7 @@ impl MmioSlot {
 }
 
 /// The configured virtio devices in their slots (slot order = configuration order: vsock,
-/// the disks, the virtio-fs devices), and what must live as long as the VM.
+/// the disks, the virtio-fs devices, the net devices), and what must live as long as the VM.
 pub struct VirtioDevices {
     slots: Vec<(MmioSlot, Box<dyn VirtioDevice>)>,
     /// Removes the vsock socket.
@@ -134,6 +136,9 @@ impl VirtioDevices {
                 source,
             })?;
             devices.push(Box::new(dev));
+        }
+        for net in &config.net {
+            devices.push(Box::new(open_net(net)?));
         }
         let mut placed = VirtioDevices::place(devices)?;
         placed.uds = uds;
@@ -199,6 +204,21 @@ impl VirtioDevices {
         }
         Ok((mmio, self.uds))
     }
+}
+
+/// A net device on the configured tap (opened by name, or the inherited fd duplicated).
+fn open_net(net: &NetConfig) -> Result<Net> {
+    let tap = match (&net.tap, net.tap_fd) {
+        (Some(name), _) => Tap::open(name),
+        (None, Some(fd)) => Tap::from_fd(fd),
+        // Refused by the configuration's validation already.
+        (None, None) => return Err(ConfigError::Net(NetConfigError::TapChoice).into()),
+    }
+    .map_err(|source| Error::Net {
+        tap: net.to_string(),
+        source,
+    })?;
+    Ok(Net::new(Box::new(tap), net.mac.map(|m| m.0), net.mtu))
 }
 
 /// The legacy devices on a new port I/O bus: COM1 (output to `console`), the i8042 (its reset

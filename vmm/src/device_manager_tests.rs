@@ -41,8 +41,8 @@ fn slots_follow_the_irq_budget() {
     );
     assert_eq!(MmioSlot::nth(MAX_VIRTIO_DEVICES), None);
     assert_eq!(MmioSlot::nth(usize::MAX), None);
-    // vsock, 16 disks and 2 virtio-fs devices take every virtio IRQ.
-    assert_eq!(1 + MAX_DISKS + MAX_FS, MAX_VIRTIO_DEVICES);
+    // vsock, 15 disks, 2 virtio-fs devices and a net device take every virtio IRQ.
+    assert_eq!(1 + MAX_DISKS + MAX_FS + MAX_NET, MAX_VIRTIO_DEVICES);
 }
 
 #[test]
@@ -112,4 +112,36 @@ fn configured_devices_open_in_order_vsock_then_disks() {
     assert!(e.to_string().contains("missing.img"), "{e}");
     assert!(!uds.exists());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn net_devices_take_the_slot_after_the_others() {
+    use std::os::fd::AsRawFd;
+    let mut config = VmConfig::new("/nonexistent/vmlinux");
+    // An inherited fd that is not a tap: refused, the error names the device.
+    let (r, _w) = nix::unistd::pipe().unwrap();
+    config.net = vec![crate::config::NetConfig {
+        tap: None,
+        tap_fd: Some(r.as_raw_fd()),
+        mac: None,
+        mtu: None,
+    }];
+    let Err(e) = VirtioDevices::open(&config) else {
+        panic!("a pipe used as a tap");
+    };
+    assert!(matches!(e, Error::Net { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!("cannot use the tap of virtio-net tap-fd={}", r.as_raw_fd())
+    );
+    // A real tap needs CAP_NET_ADMIN: checked where the test runs as root.
+    let name = format!("spdm{}", std::process::id() % 100_000);
+    config.net = vec![crate::config::NetConfig::tap(&name)];
+    match VirtioDevices::open(&config) {
+        Ok(devices) => {
+            let types: Vec<u32> = devices.slots.iter().map(|(_, d)| d.device_type()).collect();
+            assert_eq!(types, [1]);
+        }
+        Err(e) => eprintln!("skipped the real tap: {e}"),
+    }
 }

@@ -134,6 +134,14 @@ pub enum Error {
         /// Error.
         source: crate::devices::virtio::fs::FsError,
     },
+    /// A net device's tap cannot be used.
+    #[error("cannot use the tap of virtio-net {tap}")]
+    Net {
+        /// The device, as configured.
+        tap: String,
+        /// Error.
+        source: crate::devices::virtio::net::tap::TapError,
+    },
     /// A disk image cannot be used.
     #[error("cannot use disk image {}", path.display())]
     Disk {

@@ -4,7 +4,7 @@
 //! | kind | threads | installed |
 //! | --- | --- | --- |
 //! | [`ThreadKind::Vcpu`] | `vcpuN` | by the thread, before its first KVM_RUN |
-//! | [`ThreadKind::Device`] | `vsock`, `virtio-blk`, `virtio-fs` | by the thread, before its epoll loop |
+//! | [`ThreadKind::Device`] | `vsock`, `virtio-blk`, `virtio-fs`, `virtio-net` | by the thread, before its epoll loop |
 //! | [`ThreadKind::Spawner`] | `spawner` (creates the device threads) | by the thread, at start |
 //! | [`ThreadKind::Main`] | the main thread, `signals` | after setup, before the vCPUs enter the guest |
 //!

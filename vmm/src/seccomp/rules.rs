@@ -28,14 +28,18 @@ pub type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 const KVMIO: u32 = 0xAE;
 vmm_sys_util::ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 vmm_sys_util::ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_bindings::kvm_regs);
+// <linux/if_tun.h>: _IOW('T', 208, unsigned int).
+vmm_sys_util::ioctl_iow_nr!(TUNSETOFFLOAD, u32::from(b'T'), 208, libc::c_uint);
 
 /// The ioctl request numbers a kind of thread may use.
 pub fn ioctls(kind: ThreadKind) -> Vec<u64> {
     let fionbio = libc::FIONBIO;
     match kind {
         // KVM_RUN; KVM_GET_REGS for the report of a KVM internal error; FIONBIO when the
-        // vsock device is activated (its listener made non-blocking).
-        ThreadKind::Vcpu => vec![KVM_RUN(), KVM_GET_REGS(), fionbio],
+        // vsock device is activated (its listener made non-blocking); TUNSETOFFLOAD when the
+        // net device is activated (the offloads the driver accepted).
+        // (The tap's other ioctls run before the filters are installed.)
+        ThreadKind::Vcpu => vec![KVM_RUN(), KVM_GET_REGS(), fionbio, TUNSETOFFLOAD()],
         // Accepted vsock clients are made non-blocking.
         ThreadKind::Device | ThreadKind::Spawner => vec![fionbio],
         ThreadKind::Main => vec![],
@@ -81,7 +85,8 @@ const VCPU: &[i64] = &[
 ];
 
 /// Device threads: the epoll loop, eventfds, the block image (read/write at an offset,
-/// fdatasync), vsock's Unix sockets (accept, connect to `PATH_P`, send/recv, shutdown).
+/// fdatasync), vsock's Unix sockets (accept, connect to `PATH_P`, send/recv, shutdown), the
+/// net device's tap (read, writev, epoll_ctl to drop and restore its EPOLLIN interest).
 const DEVICE: &[i64] = &[
     libc::SYS_epoll_create1,
     libc::SYS_epoll_wait,

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::rules::{deny_open_rules, ioctls, rules, CONSOLE_OPEN_FLAGS, KVM_GET_REGS, KVM_RUN};
+use super::rules::{
+    deny_open_rules, ioctls, rules, CONSOLE_OPEN_FLAGS, KVM_GET_REGS, KVM_RUN, TUNSETOFFLOAD,
+};
 use super::*;
 
 const CHILD_ENV: &str = "SANDPOD_SECCOMP_TEST_CHILD";
@@ -74,6 +76,10 @@ fn the_lists_are_what_each_kind_needs() {
     assert_eq!(KVM_RUN(), 0xae80);
     assert_eq!(KVM_GET_REGS(), 0x8090_ae81);
     assert_eq!(ioctls(ThreadKind::Vcpu)[..2], [KVM_RUN(), KVM_GET_REGS()]);
+    // The net device's activation (on a vCPU thread) sets the tap's offloads.
+    assert_eq!(TUNSETOFFLOAD(), libc::TUNSETOFFLOAD);
+    assert!(ioctls(ThreadKind::Vcpu).contains(&TUNSETOFFLOAD()));
+    assert!(!ioctls(ThreadKind::Device).contains(&TUNSETOFFLOAD()));
     assert!(ioctls(ThreadKind::Main).is_empty());
     let opts = RuleOptions::default();
     let vcpu = rules(ThreadKind::Vcpu, opts).unwrap();
@@ -141,6 +147,7 @@ fn allowed_syscalls_pass() {
     assert_ok("child_open_fails_with_eacces");
     assert_ok("child_vcpu_rotates_the_console_file");
     assert_ok("child_device_threads_through_the_spawner");
+    assert_ok("child_net_device_under_the_filters");
 }
 
 #[test]
@@ -295,4 +302,63 @@ fn child_device_threads_through_the_spawner() {
         });
         assert_eq!(vcpu.join().unwrap(), 1);
     }
+}
+
+/// The net device activated on a vCPU thread (TUNSETOFFLOAD, the worker spawned) and its
+/// worker (tap reads and writev, EPOLLIN dropped and restored) under their filters.
+#[test]
+fn child_net_device_under_the_filters() {
+    use crate::devices::virtio::net::test_utils::{frame, peer_read, FakeTap};
+    use crate::devices::virtio::net::Net;
+    use crate::devices::virtio::test_utils::{activation, eventfds, guest_mem, DriverQueue};
+    use crate::devices::virtio::{Interrupt, VirtioDevice};
+    use vm_memory::{Bytes, GuestAddress};
+
+    if !in_child() {
+        return;
+    }
+    let filters = Arc::new(filters());
+    let handle = spawner::start(filters.clone()).unwrap();
+    let mem = guest_mem(16 << 20);
+    let evts = eventfds(2);
+    let mut rx = DriverQueue::new(&mem, 0, 256, evts[0].try_clone().unwrap());
+    let mut tx = DriverQueue::new(&mem, 0x1_0000, 256, evts[1].try_clone().unwrap());
+    let queues = vec![
+        rx.config(256).build(&mem).unwrap(),
+        tx.config(256).build(&mem).unwrap(),
+    ];
+    let interrupt = Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap()));
+    let a = activation(&mem, queues, &evts, &interrupt);
+    let (tap, peer, _) = FakeTap::new();
+    let vcpu = std::thread::spawn(move || {
+        filters.apply(ThreadKind::Vcpu).unwrap();
+        spawner::enter(handle);
+        // The real tap's offload ioctl is allowed (EBADF on a bad fd).
+        // SAFETY: TUNSETOFFLOAD takes its argument by value; fd -1 fails with EBADF.
+        let rc = unsafe { libc::ioctl(-1, libc::TUNSETOFFLOAD, libc::c_ulong::from(0u32)) };
+        assert_eq!(rc, -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EBADF)
+        );
+        let mut dev = Net::new(Box::new(tap), None, None);
+        dev.activate(1 << 32, a).unwrap();
+        dev
+    });
+    let mut dev = vcpu.join().unwrap();
+    // Guest to tap.
+    mem.write_slice(&frame(60, 1), GuestAddress(0x10_0000))
+        .unwrap();
+    tx.add(&[(0x10_0000, 72, false)]);
+    tx.kick();
+    tx.wait_all_used("tx not used");
+    assert_eq!(peer_read(&peer), Some(frame(60, 1)));
+    // Tap to guest: the worker drops the tap's EPOLLIN (no buffer), then restores it.
+    nix::unistd::write(&peer, &frame(80, 2)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    rx.add(&[(0x20_0000, 2048, true)]);
+    rx.kick();
+    assert_eq!(rx.next_used("rx not used").len(), 92);
+    let stats = dev.stop().unwrap();
+    assert_eq!((stats.tx_frames, stats.rx_frames), (1, 1));
 }

@@ -13,6 +13,7 @@ pub mod epoll_helper;
 pub mod fs;
 pub mod interrupt;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 #[cfg(test)]
 pub(crate) mod test_utils;
@@ -46,6 +47,8 @@ pub const INT_USED_RING: u32 = 1;
 /// Interrupt status bit: the configuration (or the device status) changed.
 pub const INT_CONFIG: u32 = 2;
 
+/// Device type of virtio-net.
+pub const TYPE_NET: u32 = 1;
 /// Device type of virtio-blk.
 pub const TYPE_BLOCK: u32 = 2;
 /// Device type of virtio-vsock.
