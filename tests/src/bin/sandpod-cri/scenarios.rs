@@ -386,7 +386,10 @@ pub(crate) async fn scenario_pod_start(cri: &Cri, r: &mut Report, rounds: usize)
                 ensure!(n == rounds && rounds > 0, "{n} {h} rounds timed");
             }
             nothing_listed(cri).await?;
-            Ok(format!("{rounds} rounds each through {}", handlers.join(", ")))
+            Ok(format!(
+                "{rounds} rounds each through {}",
+                handlers.join(", ")
+            ))
         }
         .await,
     );
