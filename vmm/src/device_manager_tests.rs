@@ -126,7 +126,7 @@ fn net_devices_take_the_slot_after_the_others() {
         mac: None,
         mtu: None,
     }];
-    let Err(e) = VirtioDevices::open(&config) else {
+    let Err(e) = VirtioDevices::open(&config, None) else {
         panic!("a pipe used as a tap");
     };
     assert!(matches!(e, Error::Net { .. }), "{e}");
@@ -137,7 +137,7 @@ fn net_devices_take_the_slot_after_the_others() {
     // A real tap needs CAP_NET_ADMIN: checked where the test runs as root.
     let name = format!("spdm{}", std::process::id() % 100_000);
     config.net = vec![crate::config::NetConfig::tap(&name)];
-    match VirtioDevices::open(&config) {
+    match VirtioDevices::open(&config, None) {
         Ok(devices) => {
             let types: Vec<u32> = devices.slots.iter().map(|(_, d)| d.device_type()).collect();
             assert_eq!(types, [1]);
