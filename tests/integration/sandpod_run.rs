@@ -29,6 +29,7 @@ fn run_busybox_bundles() {
             "echo-output",
             "nothing-left-after-run",
             "guest-logs-in-runtime-log",
+            "initrd-given-back",
             "exit-1-and-stderr",
             "exit-137-on-sigkill",
             "env-cwd-user-hostname-pid1",

@@ -65,7 +65,9 @@ fn ctr_with_the_kata_shim() {
             "shim-kill-all-nothing-left",
             "detached-nothing-left",
             // pod
+            "shim-pod-bad-size-refused",
             "shim-pod-sandbox",
+            "shim-pod-vm-size-from-annotation",
             "shim-pod-member-runs",
             "shim-pod-one-vm-one-shim",
             "shim-pod-rm",

@@ -73,6 +73,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitReason> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colours only on a terminal (the runtime relays these lines into its log).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             sandpod_vmconfig::conventions::log_filter_from_env()
                 .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())

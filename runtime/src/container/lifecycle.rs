@@ -150,13 +150,7 @@ async fn create_steps(
     ),
 ) -> anyhow::Result<()> {
     let spec = &opts.bundle.spec;
-    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let h = &rt.config.hypervisor;
-    let defaults = VmSize {
-        vcpus: h.default_vcpus.unwrap_or(VmSize::DEFAULT.vcpus),
-        mem_mib: h.default_memory_mib.unwrap_or(VmSize::DEFAULT.mem_mib),
-    };
-    let size = VmSize::for_spec(spec, host_cpus, defaults);
+    let size = VmSize::for_sandbox(spec, &rt.config.hypervisor)?;
     let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
     match (cgroups_path, host_cgroup::unified_host()) {
         (Some(p), true) => {

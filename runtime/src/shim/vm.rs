@@ -1,5 +1,5 @@
 //! The pod's VM: booted for the pod's first container with the settings of the config file,
-//! sized by its spec, in the host cgroup its cgroupsPath names (as the CLI's `create` does).
+//! sized by its spec and annotations, in the host cgroup its cgroupsPath names (as the CLI's `create` does).
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,12 +29,7 @@ pub async fn boot(
         "the sandpod binary (the VM's monitor) is not beside the shim nor on PATH; set \
          SANDPOD_BIN",
     )?;
-    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let defaults = VmSize {
-        vcpus: h.default_vcpus.unwrap_or(VmSize::DEFAULT.vcpus),
-        mem_mib: h.default_memory_mib.unwrap_or(VmSize::DEFAULT.mem_mib),
-    };
-    let size = VmSize::for_spec(&bundle.spec, host_cpus, defaults);
+    let size = VmSize::for_sandbox(&bundle.spec, h)?;
     let host_cgroup = host_cgroup_for(&bundle.spec, size);
     let cfg = SandboxConfig {
         root: s.root.clone(),

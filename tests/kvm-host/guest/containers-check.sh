@@ -1,15 +1,22 @@
 #!/bin/sh
 # `sandpod run` of busybox bundles in the KVM test host: output, exit codes, process settings, the
-# shared rootfs both ways, terminal mode, guest logs in the runtime log, teardown on SIGTERM.
+# shared rootfs both ways, terminal mode, guest logs in the runtime log, the initrd's guest memory
+# given back, teardown on SIGTERM.
 # Prints `check <name> ok|FAIL` lines and ends with `containers-check.sh: N failed`.
 . "$(dirname "$0")/containers-lib.sh"
 
 mkbundle echo "$(args '["echo","hello sandpod"]')"
+# (SANDPOD_LOG=info: the VMM, whose default is warn, logs giving the initrd back.)
+export SANDPOD_LOG=info
 run echo
+unset SANDPOD_LOG
 check echo-output eval "rc_is 0 && out_is echo 'hello sandpod'"
 check nothing-left-after-run nothing_left
 check guest-logs-in-runtime-log grep -q 'INFO guest' "$work/sandpod.log"
 grep 'guest' "$work/sandpod.log" | head -3
+# The VMM gave the guest's retained initrd back to the host once the agent answered.
+check initrd-given-back grep -Eq "gave the retained initrd \([1-9][0-9]* KiB" "$work/sandpod.log"
+grep "retained initrd" "$work/sandpod.log" | head -1
 
 mkbundle exit1 "$(args '["sh","-c","echo to-stderr >&2; exit 1"]')"
 run exit1

@@ -3,7 +3,8 @@
 # /sandpod/bin/containerd-shim-kata-v2 found on containerd's PATH), in the KVM test host: run
 # --rm with exact output, exit codes, a terminal and stdin; a detached task's exec (with and
 # without a terminal), ps, metrics, pause/resume, kill (one process, all, SIGKILL → 137) and
-# delete; a pod (CRI annotations: one VM and one shim for two containers); an OOM kill
+# delete; a pod (CRI annotations: one VM and one shim for two containers; its VM's memory from
+# Kata's annotation, and an out-of-range one refused); an OOM kill
 # (TaskOOM, 137); containerd SIGKILLed and restarted, then stopped and restarted, while a task
 # runs (still listed, exec, kill, delete); a SIGKILLed shim (containerd sees the exit, and
 # delete leaves no VM process, mount or state). Every scenario is
@@ -118,9 +119,22 @@ group_end
 # --- a pod: CRI's annotations put two containers in one VM, served by one shim ----------------
 group pod
 if ctr run --help 2>&1 | grep -q -- '--annotation'; then
+  # A VM size out of bounds fails the create, with the annotation named.
+  cr podbad --rm --annotation io.kubernetes.cri.container-type=sandbox \
+    --annotation io.kubernetes.cri.sandbox-id=s-podbad \
+    --annotation io.katacontainers.config.hypervisor.default_memory=12 "$CTR_IMG" s-podbad true
+  check shim-pod-bad-size-refused eval '! rc_is 0 && err_has podbad "invalid annotation io.katacontainers.config.hypervisor.default_memory"'
+  x podbadrm sh -c 'ctr containers rm s-podbad 2>/dev/null; true'
+  # The pod's VM: 384 MiB (the default is 256) from Kata's annotation.
   cr pod -d --annotation io.kubernetes.cri.container-type=sandbox \
-    --annotation io.kubernetes.cri.sandbox-id=s-pod "$CTR_IMG" s-pod sleep 1000
+    --annotation io.kubernetes.cri.sandbox-id=s-pod \
+    --annotation io.katacontainers.config.hypervisor.default_memory=384 "$CTR_IMG" s-pod sleep 1000
   check shim-pod-sandbox eval 'rc_is 0 && task_is s-pod RUNNING'
+  cr podmem --rm --annotation io.kubernetes.cri.container-type=container \
+    --annotation io.kubernetes.cri.sandbox-id=s-pod "$CTR_IMG" s-podmem cat /proc/meminfo
+  mt=$(awk '/^MemTotal:/ {print int($2 / 1024)}' "$work/podmem.out")
+  echo "pod VM MemTotal: ${mt:-?} MiB"
+  check shim-pod-vm-size-from-annotation eval 'rc_is 0 && [ "${mt:-0}" -gt 300 ] && [ "$mt" -le 384 ]'
   cr podc --rm --annotation io.kubernetes.cri.container-type=container \
     --annotation io.kubernetes.cri.sandbox-id=s-pod "$CTR_IMG" s-podc sh -c 'echo in-pod; exit 5'
   check shim-pod-member-runs eval 'rc_is 5 && out_is podc in-pod'

@@ -88,7 +88,7 @@ impl Worker {
         };
         match discard(&self.mem, range) {
             Ok(n) => tracing::info!(
-                "guest listening on vsock: gave the retained initrd's {} KiB at {:#x} back to the host",
+                "guest listening on vsock: gave the retained initrd ({} KiB at {:#x}) back to the host",
                 n >> 10,
                 range.addr
             ),
