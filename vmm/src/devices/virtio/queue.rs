@@ -5,6 +5,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestAddress;
 
 use super::chain::{Chain, ChainRules};
+use super::Interrupt;
 use crate::kvm::memory::GuestMem;
 
 /// One queue's registers, as last written by the driver.
@@ -88,6 +89,17 @@ pub fn pop_chain(
 /// Returns a used chain to the driver.
 pub fn add_used(queue: &mut Queue, mem: &GuestMem, head: u16, len: u32) -> Result<(), String> {
     queue.add_used(mem, head, len).map_err(|e| e.to_string())
+}
+
+/// Signals the used-buffer interrupt if the driver wants one now (EVENT_IDX may say it does
+/// not).
+pub fn notify_used(queue: &mut Queue, mem: &GuestMem, interrupt: &Interrupt) -> Result<(), String> {
+    if queue.needs_notification(mem).map_err(|e| e.to_string())? {
+        interrupt
+            .signal_used()
+            .map_err(|e| format!("interrupt: {e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

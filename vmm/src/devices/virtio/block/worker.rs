@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use sandpod_vmconfig::conventions::ErrorChain;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::Bytes;
 use vmm_sys_util::epoll::{Epoll, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -17,7 +17,7 @@ use super::disk::{DiskIo, IoError};
 use super::request::*;
 use super::SEG_MAX;
 use crate::devices::virtio::epoll_helper::{epoll_add, EpollHandler};
-use crate::devices::virtio::queue::{add_used, pop_chain};
+use crate::devices::virtio::queue::{add_used, notify_used, pop_chain};
 use crate::devices::virtio::Interrupt;
 use crate::kvm::memory::GuestMem;
 
@@ -124,15 +124,8 @@ impl Worker {
             add_used(&mut self.queue, &self.mem, head, len)?;
             used = true;
         }
-        if used
-            && self
-                .queue
-                .needs_notification(&self.mem)
-                .map_err(|e| e.to_string())?
-        {
-            self.interrupt
-                .signal_used()
-                .map_err(|e| format!("interrupt: {e}"))?;
+        if used {
+            notify_used(&mut self.queue, &self.mem, &self.interrupt)?;
         }
         Ok(())
     }

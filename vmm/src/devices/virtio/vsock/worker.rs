@@ -14,7 +14,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::muxer::Muxer;
 use super::packet::{read_packet, RxBuffer};
 use crate::devices::virtio::epoll_helper::{epoll_add, EpollHandler};
-use crate::devices::virtio::queue::{add_used, pop_chain};
+use crate::devices::virtio::queue::{add_used, notify_used, pop_chain};
 use crate::devices::virtio::Interrupt;
 use crate::kvm::memory::{discard, GuestMem, GuestRange};
 
@@ -172,12 +172,7 @@ impl Worker {
 
     fn notify(&mut self, index: usize) -> Result<(), String> {
         let q = self.queues.get_mut(index).ok_or("no queue")?;
-        if q.needs_notification(&self.mem).map_err(|e| e.to_string())? {
-            self.interrupt
-                .signal_used()
-                .map_err(|e| format!("interrupt: {e}"))?;
-        }
-        Ok(())
+        notify_used(q, &self.mem, &self.interrupt)
     }
 }
 
