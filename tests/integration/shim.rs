@@ -35,6 +35,7 @@ fn ctr_with_the_kata_shim() {
             "start-nothing-left",
             // run
             "shim-run-echo-exact",
+            "shim-guest-logs-in-containerd-log",
             "shim-run-echo-nothing-left",
             "shim-exit-code-3",
             "shim-exit-codes-nothing-left",

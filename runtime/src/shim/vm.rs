@@ -37,7 +37,9 @@ pub async fn boot(
         size,
         hostname: bundle.spec.hostname().clone(),
         paths,
-        log: std::env::var_os("SANDPOD_SHIM_VM_LOG").map(PathBuf::from),
+        log: std::env::var_os("SANDPOD_SHIM_VM_LOG")
+            .map(PathBuf::from)
+            .or_else(containerd_log_fifo),
         log_format: "text".into(),
         debug: s.debug,
         cache: config.cache().unwrap_or_default(),
@@ -61,6 +63,26 @@ pub async fn boot(
     tracing::info!(sandbox = id, "booting the pod's VM");
     // A failed create removes the host cgroup with the rest.
     Sandbox::create(&cfg, layout).await
+}
+
+/// containerd's `log` FIFO in the shim's working directory (the pod's first bundle), which
+/// containerd copies into its own log, as it does the shim's: the VM monitor logs there, the
+/// guest's logs with it. None when it is not a FIFO or nobody reads it (the shim run by hand:
+/// opening it to write would block).
+fn containerd_log_fifo() -> Option<PathBuf> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let p = std::env::current_dir().ok()?.join("log");
+    let meta = std::fs::symlink_metadata(&p).ok()?;
+    if !meta.file_type().is_fifo() {
+        return None;
+    }
+    // Without a reader this fails (ENXIO) instead of blocking.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&p)
+        .ok()?;
+    Some(p)
 }
 
 /// The sandbox's host cgroup, as the CLI makes it: the spec's cgroupsPath on a unified (v2)

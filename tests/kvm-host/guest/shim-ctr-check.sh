@@ -53,6 +53,9 @@ event() { grep "$1 " "$work/events.txt" | grep "\"container_id\":\"$2\"" | grep 
 group run
 cr echo --rm "$CTR_IMG" s-echo echo hi
 check shim-run-echo-exact eval 'rc_is 0 && out_is echo hi'
+# The VM monitor logs to containerd's log FIFO, the guest's logs with it.
+check shim-guest-logs-in-containerd-log grep -q 'INFO guest' "$ENG/containerd.log"
+grep 'INFO guest' "$ENG/containerd.log" | head -2
 leak_check shim-run-echo
 cr exit3 --rm "$CTR_IMG" s-exit3 sh -c 'exit 3'
 check shim-exit-code-3 rc_is 3
