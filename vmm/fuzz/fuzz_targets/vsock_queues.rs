@@ -53,13 +53,14 @@ fuzz_target!(|data: &[u8]| {
     for q in &mut queues {
         q.set_event_idx(rounds & 0x80 != 0);
     }
-    let mut worker = Worker {
+    let mut worker = Worker::new(
         mem,
         queues,
-        queue_evts: (0..3).map(|_| eventfd()).collect(),
-        interrupt: Arc::new(Interrupt::new(eventfd())),
-        muxer: muxer(),
-    };
+        (0..3).map(|_| eventfd()).collect(),
+        Arc::new(Interrupt::new(eventfd())),
+        muxer(),
+    )
+    .expect("worker");
     for _ in 0..=(rounds % 4) {
         let result = worker.process_queues();
         // Whatever the guest did, what waits for its rx buffers stays bounded.
