@@ -41,7 +41,7 @@ pub enum NetworkError {
     },
     #[error("interface {0} not found")]
     NoSuchInterface(String),
-    #[error("{error}; cleaning up after it also failed: {cleanup}")]
+    #[error("cleaning up after a failure failed too ({cleanup}); the failure")]
     CleanupFailed {
         #[source]
         error: Box<NetworkError>,
