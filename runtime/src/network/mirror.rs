@@ -5,9 +5,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkMessage,
+};
 use rtnetlink::{Handle, LinkUnspec};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::error::{errno, nl, NetworkError};
 use super::netns::run_in_netns;
@@ -148,6 +150,7 @@ async fn mirror_one(
     let fd = create_tap(&tap)?;
     let tap_index = link_index(handle, &tap).await?;
     made.tap = Some((tap.clone(), tap_index, fd));
+    no_ipv6_address(handle, tap_index, &tap).await;
     handle
         .link()
         .set(
@@ -187,6 +190,23 @@ async fn mirror_one(
         });
     }
     Ok(())
+}
+
+/// Keeps the tap without an IPv6 link-local address (`addr_gen_mode none`), so the pod
+/// namespace's own stack does not send neighbour discovery and MLD into the guest through it.
+/// Set before the tap is up (the address is made then). Without IPv6 in the kernel the request
+/// fails: that is only logged.
+async fn no_ipv6_address(handle: &Handle, index: u32, name: &str) {
+    let spec =
+        LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+            In6AddrGenMode::None,
+        )])]);
+    let req = LinkUnspec::new_with_index(index)
+        .append_extra_attribute(spec)
+        .build();
+    if let Err(e) = handle.link().set(req).execute().await {
+        debug!(tap = name, error = %e, "cannot turn IPv6 address generation off");
+    }
 }
 
 /// Undoes a failed [`mirror_with`]: the qdiscs it added (newest first), then the taps (deleted

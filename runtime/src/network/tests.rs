@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::TryStreamExt;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
+use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
@@ -196,6 +197,25 @@ async fn links(h: &Handle) -> Result<Vec<LinkMessage>, NetworkError> {
         .map_err(nl_err("links"))
 }
 
+async fn tap_addresses(h: &Handle, index: u32) -> Result<Vec<IpAddr>, NetworkError> {
+    let all: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_err("addresses"))?;
+    Ok(all
+        .iter()
+        .flat_map(|a| &a.attributes)
+        .filter_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+        .collect())
+}
+
 fn link_names(ns: &TestNetns) -> Vec<String> {
     let all = in_ns(ns, |h| async move { links(&h).await });
     all.iter()
@@ -212,7 +232,13 @@ fn link_names(ns: &TestNetns) -> Vec<String> {
 #[ignore = "needs root and /dev/net/tun (network namespaces, veths, taps): run by `make unit` as root (--include-ignored), as in CI"]
 fn scan_finds_the_veth_with_its_mac_mtu_addresses_routes_and_neighbours() {
     let w = world();
+    let here = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
     let plan = scan(&w.pod.path()).unwrap();
+    assert_eq!(
+        std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+        here,
+        "the caller's namespace is unchanged"
+    );
     assert_eq!(plan.interfaces.len(), 1, "{plan:#?}");
     let eth0 = &plan.interfaces[0];
     assert_eq!(eth0.name, "eth0");
@@ -266,8 +292,6 @@ fn scan_finds_the_veth_with_its_mac_mtu_addresses_routes_and_neighbours() {
             device: "eth0".into(),
         }]
     );
-    // The caller's namespace was never left: it has no eth0.
-    let here = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
     assert_ne!(here, std::fs::read_link(w.pod.path()).unwrap());
 }
 
@@ -304,9 +328,14 @@ fn mirror_redirects_both_ways_and_unmirror_leaves_nothing() {
             has_ingress(&h, tap).await?,
             redirect_targets(&h, eth0).await?,
             redirect_targets(&h, tap).await?,
+            tap_addresses(&h, tap).await?,
         ))
     });
-    let (tap_link, eth0_ingress, tap_ingress, from_eth0, from_tap) = state;
+    let (tap_link, eth0_ingress, tap_ingress, from_eth0, from_tap, tap_addrs) = state;
+    assert!(
+        tap_addrs.is_empty(),
+        "the tap has no address (no IPv6 link-local): {tap_addrs:?}"
+    );
     assert!(
         tap_link.attributes.contains(&LinkAttribute::Mtu(POD_MTU)),
         "{tap_link:?}"
