@@ -467,6 +467,31 @@ fn a_failed_mirror_removes_what_it_made() {
 
 #[test]
 #[ignore = "needs root and /dev/net/tun (network namespaces, veths, taps): run by `make unit` as root (--include-ignored), as in CI"]
+fn mirroring_again_fails_and_leaves_the_first_mirror_alone() {
+    let w = world();
+    let m = mirror(&w.pod.path()).unwrap();
+    let (eth0, tap) = (m.interfaces[0].index, m.interfaces[0].tap_index);
+    let err = mirror(&w.pod.path()).unwrap_err();
+    assert!(
+        matches!(&err, NetworkError::Tap { name, .. } if name == "tap0_kata"),
+        "{err}"
+    );
+    let targets = in_ns(&w.pod, move |h| async move {
+        Ok((
+            redirect_targets(&h, eth0).await?,
+            redirect_targets(&h, tap).await?,
+        ))
+    });
+    assert_eq!(
+        targets,
+        (vec![tap], vec![eth0]),
+        "the first mirror's filters are intact"
+    );
+    unmirror(&w.pod.path(), m).unwrap();
+}
+
+#[test]
+#[ignore = "needs root and /dev/net/tun (network namespaces, veths, taps): run by `make unit` as root (--include-ignored), as in CI"]
 fn a_namespace_with_only_lo_gives_an_empty_plan_and_no_tap() {
     let ns = TestNetns::new();
     let plan = scan(&ns.path()).unwrap();
