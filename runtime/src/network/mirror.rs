@@ -5,9 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkMessage,
-};
+use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute};
 use rtnetlink::{Handle, LinkUnspec};
 use tracing::{debug, info, warn};
 
@@ -233,13 +231,7 @@ async fn undo(handle: &Handle, made: Made) -> Result<(), NetworkError> {
 }
 
 async fn teardown_with(handle: &Handle) -> Result<(), NetworkError> {
-    let links: Vec<LinkMessage> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl("listing interfaces"))?;
+    let links = super::scan::list_links(handle).await?;
     let named: Vec<(u32, String)> = links
         .iter()
         .filter_map(|l| {

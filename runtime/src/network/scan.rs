@@ -33,15 +33,20 @@ pub fn scan(netns: &Path) -> Result<NetworkPlan, NetworkError> {
     Ok(plan)
 }
 
-/// [`scan`] with a netlink handle already in the namespace.
-pub(crate) async fn scan_with(handle: &Handle) -> Result<NetworkPlan, NetworkError> {
-    let links: Vec<LinkMessage> = handle
+/// Every interface of the handle's namespace.
+pub(crate) async fn list_links(handle: &Handle) -> Result<Vec<LinkMessage>, NetworkError> {
+    handle
         .link()
         .get()
         .execute()
         .try_collect()
         .await
-        .map_err(nl("listing interfaces"))?;
+        .map_err(nl("listing interfaces"))
+}
+
+/// [`scan`] with a netlink handle already in the namespace.
+pub(crate) async fn scan_with(handle: &Handle) -> Result<NetworkPlan, NetworkError> {
+    let links = list_links(handle).await?;
     let mut interfaces: Vec<PlanInterface> = links.iter().filter_map(interface_of).collect();
     interfaces.sort_by_key(|i| i.index);
     if interfaces.is_empty() {
