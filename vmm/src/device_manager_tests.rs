@@ -138,7 +138,7 @@ fn net_devices_take_the_slot_after_the_others() {
 
 /// A real tap needs CAP_NET_ADMIN: `make unit` runs this as root (`--include-ignored`).
 #[test]
-#[ignore = "needs root and /dev/net/tun"]
+#[ignore = "needs root and /dev/net/tun (a real tap): run by `make unit` as root (--include-ignored), as in CI"]
 fn a_real_tap_becomes_a_net_device() {
     let mut config = VmConfig::new("/nonexistent/vmlinux");
     let name = format!("spdm{}", std::process::id() % 100_000);

@@ -282,7 +282,7 @@ mod tests {
     /// Needs /dev/net/tun and CAP_NET_ADMIN: `make unit` runs it as root (`--include-ignored`);
     /// without them it fails, never passes unexercised.
     #[test]
-    #[ignore = "needs root and /dev/net/tun"]
+    #[ignore = "needs root and /dev/net/tun (a real tap): run by `make unit` as root (--include-ignored), as in CI"]
     fn opens_a_tap_and_takes_its_fd() {
         let name = format!("spn{}", std::process::id() % 100_000);
         let tap = match Tap::open(&name) {
