@@ -9,6 +9,7 @@ pub mod config;
 pub mod container;
 pub mod hypervisor;
 pub mod io;
+pub mod log_file;
 pub mod network;
 pub mod paths;
 pub mod sandbox;

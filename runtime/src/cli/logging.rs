@@ -37,10 +37,7 @@ pub fn init(cli: &Cli, configured: Option<&str>) -> anyhow::Result<LogGuard> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match &cli.log {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            let file = crate::log_file::open_append(path, true)
                 .with_context(|| format!("opening the log file {}", path.display()))?;
             let b = builder.with_ansi(false).with_writer(Mutex::new(file));
             if json {

@@ -349,10 +349,7 @@ fn start_monitor(
     };
     write_json_atomic(&layout.monitor_plan(), &plan)?;
     let log_path = opts.log.clone().unwrap_or_else(|| layout.default_log());
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let log = crate::log_file::open_append(&log_path, true)
         .with_context(|| format!("opening the log {}", log_path.display()))?;
     let mut cmd = tokio::process::Command::new(&opts.self_exe);
     cmd.arg("--log")

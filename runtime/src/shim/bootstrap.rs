@@ -15,7 +15,6 @@
 //! `start` with the JSON of containerd 2.x (1.6 takes the whole output for the address), and it
 //! registers only the v3 Task service (1.6 calls v2). Its pieces are: [`parse`], [`spawn`],
 //! [`RemotePublisher`], [`ExitSignal`] and the generated service.
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -175,15 +174,7 @@ fn init_logging(debug: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_ansi(false);
-    let fifo = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("log")
-        .and_then(|f| {
-            // Blocking writes from here on (containerd reads it).
-            rustix::fs::fcntl_setfl(&f, rustix::fs::OFlags::empty())?;
-            Ok(f)
-        });
+    let fifo = crate::log_file::open_append(std::path::Path::new("log"), false);
     let _ = match fifo {
         Ok(f) => builder.with_writer(std::sync::Mutex::new(f)).try_init(),
         Err(_) => builder.with_writer(std::io::stderr).try_init(),

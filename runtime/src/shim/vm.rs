@@ -67,22 +67,14 @@ pub async fn boot(
 
 /// containerd's `log` FIFO in the shim's working directory (the pod's first bundle), which
 /// containerd copies into its own log, as it does the shim's: the VM monitor logs there, the
-/// guest's logs with it. None when it is not a FIFO or nobody reads it (the shim run by hand:
-/// opening it to write would block).
+/// guest's logs with it. None when it is not a FIFO (the shim run by hand). The sandbox and the
+/// monitor open it with [`crate::log_file::open_append`]: never blocking, an error if nobody
+/// reads it.
 fn containerd_log_fifo() -> Option<PathBuf> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::FileTypeExt;
     let p = std::env::current_dir().ok()?.join("log");
     let meta = std::fs::symlink_metadata(&p).ok()?;
-    if !meta.file_type().is_fifo() {
-        return None;
-    }
-    // Without a reader this fails (ENXIO) instead of blocking.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&p)
-        .ok()?;
-    Some(p)
+    meta.file_type().is_fifo().then_some(p)
 }
 
 /// The sandbox's host cgroup, as the CLI makes it: the spec's cgroupsPath on a unified (v2)
