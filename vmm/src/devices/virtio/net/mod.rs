@@ -80,23 +80,25 @@ impl VirtioDevice for Net {
     }
 
     fn device_features(&self) -> u64 {
-        let mut bits = vec![
-            VIRTIO_NET_F_CSUM,
-            VIRTIO_NET_F_GUEST_CSUM,
-            VIRTIO_NET_F_GUEST_TSO4,
-            VIRTIO_NET_F_GUEST_TSO6,
-            VIRTIO_NET_F_HOST_TSO4,
-            VIRTIO_NET_F_HOST_TSO6,
-            VIRTIO_NET_F_STATUS,
-            VIRTIO_RING_F_EVENT_IDX,
-        ];
-        if self.mac.is_some() {
-            bits.push(VIRTIO_NET_F_MAC);
-        }
-        if self.mtu.is_some() {
-            bits.push(VIRTIO_NET_F_MTU);
-        }
-        bits.into_iter().fold(0, |f, bit| f | (1u64 << bit))
+        const ALWAYS: u64 = (1 << VIRTIO_NET_F_CSUM)
+            | (1 << VIRTIO_NET_F_GUEST_CSUM)
+            | (1 << VIRTIO_NET_F_GUEST_TSO4)
+            | (1 << VIRTIO_NET_F_GUEST_TSO6)
+            | (1 << VIRTIO_NET_F_HOST_TSO4)
+            | (1 << VIRTIO_NET_F_HOST_TSO6)
+            | (1 << VIRTIO_NET_F_STATUS)
+            | (1 << VIRTIO_RING_F_EVENT_IDX);
+        let mac = if self.mac.is_some() {
+            1 << VIRTIO_NET_F_MAC
+        } else {
+            0
+        };
+        let mtu = if self.mtu.is_some() {
+            1 << VIRTIO_NET_F_MTU
+        } else {
+            0
+        };
+        ALWAYS | mac | mtu
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
