@@ -51,6 +51,11 @@ impl From<NetConfigError> for ParseError {
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {
+    /// From netlink's bytes: `None` unless exactly 6 of them.
+    pub fn from_bytes(bytes: &[u8]) -> Option<MacAddr> {
+        <[u8; 6]>::try_from(bytes).ok().map(MacAddr)
+    }
+
     /// Whether frames to it reach one interface (I/G bit clear, not all zero).
     pub fn is_unicast(&self) -> bool {
         self.0[0] & 1 == 0 && self.0 != [0; 6]

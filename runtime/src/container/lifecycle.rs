@@ -56,6 +56,19 @@ fn wants_new_netns(spec: &Spec) -> bool {
         })
 }
 
+/// The network namespace the sandbox mirrors into the VM: the spec's by path (Podman's, a CNI
+/// plugin's), or the stand-in's new one (filled by Docker's prestart hook); None when the spec
+/// has no network namespace (the host's network cannot be given to a VM: the guest gets `lo`
+/// only).
+fn sandbox_netns(spec: &Spec, standin_pid: i32) -> Option<PathBuf> {
+    let ns = spec.linux().as_ref()?.namespaces().as_ref()?;
+    let net = ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network)?;
+    Some(match net.path() {
+        Some(p) => p.clone(),
+        None => PathBuf::from(format!("/proc/{standin_pid}/ns/net")),
+    })
+}
+
 /// The spec the agent gets: the container uses the VM's network namespace (where the sandbox's
 /// interfaces are), so the network namespace entry — new or by host path — is dropped.
 pub(crate) fn guest_spec(spec: &Spec) -> Spec {
@@ -214,6 +227,7 @@ async fn create_steps(
             uid: rt.config.jail.uid,
             gid: rt.config.jail.gid,
         }),
+        netns: sandbox_netns(spec, pid),
     };
     let sb = sandbox.insert(Sandbox::create(&cfg, layout.clone()).await?);
     let (guest_spec, guest_rootfs) =

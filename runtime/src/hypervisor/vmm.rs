@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use sandpod_vmconfig::{ConsoleConfig, FsConfig, VmConfig, VsockConfig};
+use sandpod_vmconfig::{ConsoleConfig, FsConfig, NetConfig, VmConfig, VsockConfig};
 use serde::{Deserialize, Serialize};
 
 use super::sizing::VmSize;
@@ -31,6 +31,8 @@ pub struct SandboxVm {
     pub console_log: PathBuf,
     /// virtio-fs devices (each with its virtiofsd's socket).
     pub fs: Vec<FsConfig>,
+    /// The guest's NIC (the tap mirroring the pod's network namespace), if any.
+    pub net: Option<NetConfig>,
 }
 
 impl SandboxVm {
@@ -47,6 +49,7 @@ impl SandboxVm {
                 uds_path: self.vsock_uds.clone(),
             }),
             fs: self.fs.clone(),
+            net: self.net.iter().cloned().collect(),
             ..VmConfig::new(self.kernel.clone())
         }
     }
@@ -90,6 +93,7 @@ mod tests {
             vsock_uds: "/run/s/v".into(),
             console_log: "/run/s/console.log".into(),
             fs: vec![FsConfig::new("sandpod", "/run/s/fs.sock")],
+            net: None,
         }
     }
 
@@ -111,6 +115,18 @@ mod tests {
         );
         assert_eq!(c.fs, vec![FsConfig::new("sandpod", "/run/s/fs.sock")]);
         assert!(c.disks.is_empty());
+        assert!(c.net.is_empty());
+        let mut with_net = vm();
+        let nic = NetConfig {
+            tap: None,
+            tap_fd: Some(3),
+            mac: Some("02:42:ac:11:00:02".parse().unwrap()),
+            mtu: Some(1500),
+        };
+        with_net.net = Some(nic.clone());
+        let c = with_net.vm_config();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.net, vec![nic]);
     }
 
     #[test]

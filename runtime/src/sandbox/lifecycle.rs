@@ -57,6 +57,9 @@ pub struct SandboxConfig {
     pub host_cgroup: Option<PathBuf>,
     /// The VMM's jail (its uid and gid); None runs it unjailed (`--no-jail`: debugging only).
     pub jail: Option<super::jail::JailIds>,
+    /// The pod's network namespace (a path on the host, as the process that made it sees it),
+    /// mirrored into the VM; None: the guest has only `lo`.
+    pub netns: Option<PathBuf>,
 }
 
 /// A running sandbox whose agent answers.
@@ -133,6 +136,7 @@ impl Sandbox {
             created: now_rfc3339(),
             mounts: Vec::new(),
             host_cgroup: cfg.host_cgroup.clone(),
+            netns: super::network::recorded(cfg.netns.as_deref()),
         };
         let mut monitor = None;
         match create_steps(cfg, &layout, &mut state, &mut monitor).await {
@@ -148,6 +152,12 @@ impl Sandbox {
                 }
                 if let Some(mut m) = monitor {
                     let _ = m.wait().await;
+                }
+                // A `/proc/PID/ns/net` path is not in the state: the namespace is still the
+                // one it names while the creator runs.
+                if let Some(ns) = cfg.netns.clone() {
+                    let _ =
+                        tokio::task::spawn_blocking(move || super::network::teardown(&ns)).await;
                 }
                 Err(e)
             }
@@ -224,8 +234,16 @@ async fn create_steps(
     state.save(&layout.state())?;
     shared.context("preparing the directory shared with the VM")?;
 
+    let mut net = match &cfg.netns {
+        Some(ns) => Some(super::network::mirror(ns).await?),
+        None => None,
+    };
     let log_token = LogToken::generate().context("drawing the log token")?;
-    let child = start_monitor(cfg, layout, &log_token)?;
+    let child = start_monitor(cfg, layout, &log_token, net.as_ref())?;
+    // The monitor holds the tap now (and passes it to the VMM): it lives as long as the VM.
+    if let Some(n) = net.as_mut() {
+        n.tap = None;
+    }
     state.monitor = child.id().and_then(ProcessIdent::of);
     *monitor = Some(child);
     state.save(&layout.state())?;
@@ -274,6 +292,12 @@ async fn create_steps(
         .create_sandbox(&req)
         .await
         .context("setting up the sandbox in the guest")?;
+    if let Some(n) = net.filter(|n| !n.plan.is_empty()) {
+        client
+            .update_network(&super::network::agent_request(&n.plan))
+            .await
+            .context("configuring the guest's network")?;
+    }
     Ok(client)
 }
 
@@ -284,6 +308,7 @@ fn start_monitor(
     opts: &SandboxConfig,
     layout: &Layout,
     log_token: &LogToken,
+    net: Option<&super::network::SandboxNetwork>,
 ) -> anyhow::Result<Child> {
     let vm = SandboxVm {
         kernel: opts.paths.kernel.clone(),
@@ -292,6 +317,7 @@ fn start_monitor(
         vsock_uds: layout.vsock(),
         console_log: layout.console_log(),
         fs: vec![FsConfig::new(VIRTIOFS_TAG, layout.virtiofsd_socket())],
+        net: net.and_then(|n| n.net_config()),
     }
     .vm_config();
     let vmm = VmmCommand {
@@ -346,6 +372,7 @@ fn start_monitor(
         host_cgroup: opts.host_cgroup.clone(),
         log_token: Some(log_token.to_string()),
         jail,
+        tap_fd: net.and_then(|n| n.tap_fd()).map(|_| super::network::TAP_FD),
     };
     write_json_atomic(&layout.monitor_plan(), &plan)?;
     let log_path = opts.log.clone().unwrap_or_else(|| layout.default_log());
@@ -369,6 +396,9 @@ fn start_monitor(
         .stdout(log.try_clone()?)
         .stderr(log)
         .process_group(0);
+    if let Some(fd) = net.and_then(|n| n.tap_fd()) {
+        super::network::pass_fd(cmd.as_std_mut(), fd, super::network::TAP_FD);
+    }
     cmd.spawn()
         .with_context(|| format!("starting the monitor {}", opts.self_exe.display()))
 }
@@ -413,6 +443,9 @@ pub(crate) fn teardown(layout: &Layout, state: &SandboxState) -> anyhow::Result<
             errors.join("; ")
         );
     }
+    if let Some(ns) = &state.netns {
+        super::network::teardown(ns);
+    }
     if let Some(cg) = &state.host_cgroup {
         // What is left in it is a stand-in still ending: not worth failing the delete for.
         if let Err(e) = super::host_cgroup::remove(cg) {
@@ -443,6 +476,7 @@ pub fn destroy(root: &std::path::Path, id: &str) -> anyhow::Result<()> {
                 created: String::new(),
                 mounts: Vec::new(),
                 host_cgroup: None,
+                netns: None,
             }
         }
     };

@@ -8,6 +8,7 @@ pub mod jail;
 pub mod layout;
 pub mod lifecycle;
 pub mod monitor;
+pub mod network;
 pub mod process;
 pub mod share;
 pub mod standin_watch;

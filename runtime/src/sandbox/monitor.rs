@@ -56,6 +56,10 @@ pub struct MonitorPlan {
     /// Start the VMM in its jail (`sandpod jail`); None: unjailed (`--no-jail`, debugging).
     #[serde(default)]
     pub jail: Option<JailLaunch>,
+    /// The guest NIC's tap, passed by the creator as this fd number (`network::TAP_FD`); the
+    /// VMM gets it at the same number (its vm.json says `tap_fd`).
+    #[serde(default)]
+    pub tap_fd: Option<i32>,
 }
 
 /// The VM's processes, as started (`children.json`).
@@ -109,10 +113,13 @@ fn child_rlimits() -> std::io::Result<()> {
         .map_err(std::io::Error::from)
 }
 
-fn command(argv: &[PathBuf]) -> anyhow::Result<Command> {
+fn command(argv: &[PathBuf], keep_fd: Option<i32>) -> anyhow::Result<Command> {
     let (prog, args) = argv.split_first().context("empty command line")?;
     let mut c = std::process::Command::new(prog);
     c.args(args).stdin(Stdio::null());
+    if let Some(fd) = keep_fd {
+        super::network::pass_fd(&mut c, fd, fd);
+    }
     // SAFETY: the closure runs in the forked child before exec and only calls prctl(2) and
     // setrlimit(2), which are async-signal-safe; it touches no memory of the parent.
     unsafe {
@@ -134,8 +141,9 @@ fn command(argv: &[PathBuf]) -> anyhow::Result<Command> {
 }
 
 /// Starts a child with its stdout and stderr piped: [`relay_output`] puts their lines in the log.
-fn spawn(argv: &[PathBuf]) -> anyhow::Result<(Child, ProcessIdent)> {
-    let mut c = command(argv)?;
+/// `keep_fd`: an fd of this process the child inherits at the same number.
+fn spawn(argv: &[PathBuf], keep_fd: Option<i32>) -> anyhow::Result<(Child, ProcessIdent)> {
+    let mut c = command(argv, keep_fd)?;
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = c
         .spawn()
@@ -262,11 +270,20 @@ pub async fn run_monitor(
     } else {
         tracing::warn!("sandpod-vmm runs WITHOUT its jail (as root, in the host's namespaces): a debugging setting");
     }
+    // Before any child starts: only the VMM may inherit it.
+    let tap = match plan.tap_fd {
+        Some(n) if n == super::network::TAP_FD => Some(super::network::claim_inherited_tap()?),
+        Some(n) => bail!(
+            "monitor.json: tap_fd {n} (the creator passes it as {})",
+            super::network::TAP_FD
+        ),
+        None => None,
+    };
     let _standins = StandinWatch::bind(layout)?;
     let mut children = Children::default();
     let mut fsd = None;
     if let Some(virtiofsd) = &plan.virtiofsd {
-        let (mut child, ident) = spawn(&virtiofsd.argv())?;
+        let (mut child, ident) = spawn(&virtiofsd.argv(), None)?;
         relay_output(&mut child, "virtiofsd");
         children.virtiofsd = Some(ident);
         write_json_atomic(&layout.children(), &children)?;
@@ -288,7 +305,8 @@ pub async fn run_monitor(
         Some(j) => j.argv(),
         None => plan.vmm.argv(),
     };
-    let (mut vmm, ident) = match spawn(&vmm_argv) {
+    let keep = tap.as_ref().map(|_| super::network::TAP_FD);
+    let (mut vmm, ident) = match spawn(&vmm_argv, keep) {
         Ok(v) => v,
         Err(e) => {
             if let Some(c) = fsd.as_mut() {
@@ -367,6 +385,7 @@ mod plan_tests {
             guest_log_socket: "/run/sandpod/c/v_1025".into(),
             host_cgroup: Some("/sys/fs/cgroup/docker/c".into()),
             log_token: None,
+            tap_fd: Some(3),
             jail: Some(JailLaunch {
                 helper: "/b/sandpod".into(),
                 plan: "/run/sandpod/c/jail.json".into(),

@@ -22,6 +22,10 @@ pub struct SandboxState {
     /// The sandbox's cgroup on the host (see `host_cgroup`), removed with it.
     #[serde(default)]
     pub host_cgroup: Option<PathBuf>,
+    /// The pod's network namespace mirrored into the VM, when its path outlives the creator
+    /// (see `network::recorded`): delete removes what mirroring left there.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
 }
 
 impl SandboxState {
@@ -116,6 +120,7 @@ mod tests {
             created: now_rfc3339(),
             mounts: vec!["/run/sandpod/c1/shared".into()],
             host_cgroup: None,
+            netns: None,
         };
         let p = d.path().join("state.json");
         s.save(&p).unwrap();

@@ -50,6 +50,7 @@ pub async fn boot(
             uid: config.jail.uid,
             gid: config.jail.gid,
         }),
+        netns: pod_netns(&bundle.spec),
     };
     let layout = match reserve(&s.root, id) {
         Ok(l) => l,
@@ -63,6 +64,21 @@ pub async fn boot(
     tracing::info!(sandbox = id, "booting the pod's VM");
     // A failed create removes the host cgroup with the rest.
     Sandbox::create(&cfg, layout).await
+}
+
+/// The pod's network namespace: the spec's by path (CRI's, set up by the CNI plugin before the
+/// sandbox is created). A new one (no path: `ctr run` without CNI) would be empty, and none at
+/// all is the host's: the guest gets only `lo` in both cases.
+fn pod_netns(spec: &oci_spec::runtime::Spec) -> Option<PathBuf> {
+    use oci_spec::runtime::LinuxNamespaceType;
+    spec.linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Network)?
+        .path()
+        .clone()
 }
 
 /// containerd's `log` FIFO in the shim's working directory (the pod's first bundle), which
