@@ -74,36 +74,48 @@ check volume-container-to-host eval '[ "$(cat "$work/vol/out" 2>&1)" = from-cont
 group_end
 
 # --- networking (the default bridge: a veth per container, moved into the container's network
-# namespace by Docker's libnetwork-setkey prestart hook) ----------------------------------------
-if [ "$DOCKERD_NET" = full ] && [ "$RUNTIME" = kata ]; then
-  # The pod network does not reach the VM yet (the networking issue: virtio-net + tc redirect);
-  # a container on Docker's default bridge still runs, with the VM's lo only.
-  group network
-  # (The guest kernel's sit0 placeholder is there too, down.) Printed: lo's state, how many
-  # other interfaces are up, how many routes there are.
-  NETQ='ip -o link show lo | grep -o "<[^>]*>"; ip -o link | grep -v ": lo:" | grep -c "[<,]UP[,>]"; ip route | wc -l'
-  dr nb --rm "$IMG" sh -c "$NETQ"
-  check net-bridge-container-runs-lo-only eval 'rc_is 0 && out_is nb "<LOOPBACK,UP,LOWER_UP>
-0
-0"'
-  dr nnone --rm --network none "$IMG" sh -c "$NETQ"
-  check net-none-lo-only eval 'rc_is 0 && out_is nnone "<LOOPBACK,UP,LOWER_UP>
-0
-0"'
-  group_end
-elif [ "$DOCKERD_NET" = full ]; then
+# namespace by Docker's libnetwork-setkey prestart hook; kata mirrors it into the VM) ------------
+# (The guest kernel's sit0 placeholder is there too, down.) Printed: lo's state, how many other
+# interfaces are up, how many routes there are.
+NETQ='ip -o link show lo | grep -o "<[^>]*>"; ip -o link | grep -v ": lo:" | grep -c "[<,]UP[,>]"; ip route | wc -l'
+if [ "$DOCKERD_NET" = full ]; then
   group network
   dr n1 -d --name n1 -p 8080:80 "$IMG" sh -c 'mkdir -p /www && echo hello-from-n1 >/www/index.html && exec httpd -f -p 80 -h /www'
   ip1=$(inspect n1 '{{.NetworkSettings.IPAddress}}')
-  d n1addr exec n1 ip -o -4 addr show eth0
+  mac1=$(inspect n1 '{{.NetworkSettings.MacAddress}}')
+  d n1addr exec n1 sh -c 'ip -o -4 addr show eth0; cat /sys/class/net/eth0/address; ip route'
   check net-eth0-has-docker-ip eval 'rc_is 0 && [ -n "$ip1" ] && grep -q " inet $ip1/16 " "$work/n1addr.out"'
-  wait_for 30 sh -c "$HTTP_GET | grep -qx hello-from-n1" _ "$ip1" 80
+  check net-eth0-has-docker-mac eval '[ -n "$mac1" ] && grep -qx "$mac1" "$work/n1addr.out"'
+  check net-default-route-via-docker0 eval 'grep -q "^default via 172\.17\.0\.1 dev eth0" "$work/n1addr.out"'
+  wait_for 60 sh -c "$HTTP_GET | grep -qx hello-from-n1" _ "$ip1" 80
   x hostget sh -c "$HTTP_GET" _ "$ip1" 80
   check net-host-to-container eval 'rc_is 0 && out_is hostget hello-from-n1'
   x pubget sh -c "$HTTP_GET" _ 127.0.0.1 8080
   check net-published-port eval 'rc_is 0 && out_is pubget hello-from-n1'
   dr c2c --rm "$IMG" sh -c "printf 'GET / HTTP/1.0\r\n\r\n' | nc $ip1 80 | tail -n 1"
   check net-container-to-container eval 'rc_is 0 && out_is c2c hello-from-n1'
+  # Container -> host: busybox httpd on the bridge's address serves 4 MiB of random bytes.
+  gw=$(ip -o -4 addr show docker0 | awk '{print $4}' | cut -d/ -f1)
+  mkdir -p "$work/www" && head -c 4194304 /dev/urandom >"$work/www/blob"
+  busybox httpd -f -p "$gw:8081" -h "$work/www" & httpd_pid=$!
+  dr tohost --rm "$IMG" sh -c "wget -q -O - http://$gw:8081/blob | sha256sum"
+  kill "$httpd_pid" 2>/dev/null; wait "$httpd_pid" 2>/dev/null
+  check net-container-to-host-4m-sha256 eval 'rc_is 0 && [ "$(cut -d" " -f1 "$work/tohost.out")" = "$(sha256sum "$work/www/blob" | cut -d" " -f1)" ]'
+  # A user-defined network: Docker's embedded DNS resolves the other container's name.
+  d netcreate network create spnet
+  dr srv -d --name srv --network spnet "$IMG" sh -c 'mkdir -p /www && echo hello-from-srv >/www/index.html && exec httpd -f -p 80 -h /www'
+  ipsrv=$(inspect srv '{{.NetworkSettings.Networks.spnet.IPAddress}}')
+  dr byip --rm --network spnet "$IMG" sh -c "wget -q -T 20 -O - http://$ipsrv/"
+  check net-user-defined-by-ip eval 'rc_is 0 && out_is byip hello-from-srv'
+  dr byname --rm --network spnet "$IMG" sh -c 'wget -q -T 20 -O - http://srv/'
+  check net-user-defined-by-name eval 'rc_is 0 && out_is byname hello-from-srv'
+  dr nnone --rm --network none "$IMG" sh -c "$NETQ"
+  check net-none-lo-only eval 'rc_is 0 && out_is nnone "<LOOPBACK,UP,LOWER_UP>
+0
+0"'
+  cleanup_all
+  d netrm network rm spnet
+  check net-user-defined-removed rc_is 0
   group_end
 fi
 

@@ -265,6 +265,12 @@ leaks() {
   # removes a container's netns in a garbage collection every 60 s, also under runc.)
   for n in /run/netns/*; do [ -e "$n" ] && echo "netns $n"; done
   ip -o link show type veth | sed 's/^/veth /'
+  # Kata's mirroring: a tap (`tap<N>_kata`) or an ingress qdisc left in any network namespace.
+  for n in /run/netns/* /run/docker/netns/*; do
+    [ -e "$n" ] || continue
+    nsenter --net="$n" ip -o link 2>/dev/null | grep -o '[a-z0-9]*_kata' | sed "s#^#tap in $n: #"
+    nsenter --net="$n" tc qdisc show 2>/dev/null | grep ingress | sed "s#^#qdisc in $n: #"
+  done
   true
 }
 # nothing_left: no leaks (waits up to 20 s for shims and the like to finish exiting).
