@@ -1,7 +1,8 @@
 //! Kubernetes' CRI: containerd 1.6's CRI plugin in the KVM test host driven by sandpod-cri
 //! (tests/src/bin/sandpod-cri.rs, a CRI v1 client playing kubelet), through the runtime handler
 //! HANDLER of tests/kvm-host/guest/cri-check.sh: pods of two containers sharing their pid
-//! namespace and a volume, exec, stats, resource updates, five pods at once, bad input, the
+//! namespace and a volume, exec, stats, resource updates, two pods on the CNI bridge reaching
+//! each other and reached from the host, five pods at once, bad input, the
 //! pod-start bench, and nothing left behind.
 //!
 //! Both handlers run: HANDLER=runc (io.containerd.runc.v2), the control that proves the checks
@@ -37,6 +38,12 @@ const CHECKS: &[&str] = &[
     "pod-stop-pod-sandbox",
     "pod-remove-pod-sandbox",
     "pod-list-empty",
+    // net
+    "net-two-pods-with-ips",
+    "net-pod-ip-is-eth0-address",
+    "net-host-to-pod",
+    "net-pod-to-pod",
+    "net-pods-removed",
     // five
     "five-pods-ready",
     "five-one-shim-per-pod",

@@ -6,9 +6,8 @@
 //! podman-ctr-check.sh; `make engines-control` runs the same scripts against runc (RUNTIME=runc),
 //! which proves the checks themselves right.
 //!
-//! The pod network reaching the VM, OOMKilled and the stats against the container's limit differ
-//! from runc's by design or until the networking issue: the scripts check what kata shows there
-//! (docs/oci-cli.md).
+//! OOMKilled and the stats against the container's limit differ from runc's by design: the
+//! scripts check what kata shows there (docs/oci-cli.md).
 mod common;
 
 use std::time::Duration;
@@ -61,11 +60,18 @@ fn docker_with_kata_runtime() {
             "volume-host-to-container",
             "volume-container-to-host",
             "run-nothing-left",
-            // network
-            // The pod network reaching the VM is the networking issue's; until then a bridge
-            // container runs with the VM's lo only.
-            "net-bridge-container-runs-lo-only",
+            // network (the container's namespace mirrored into the VM)
+            "net-eth0-has-docker-ip",
+            "net-eth0-has-docker-mac",
+            "net-default-route-via-docker0",
+            "net-host-to-container",
+            "net-published-port",
+            "net-container-to-container",
+            "net-container-to-host-4m-sha256",
+            "net-user-defined-by-ip",
+            "net-user-defined-by-name",
             "net-none-lo-only",
+            "net-user-defined-removed",
             "network-nothing-left",
             // limits
             "memory-max-64m-in-cgroup",
@@ -125,6 +131,7 @@ fn podman_and_ctr_with_kata_runtime() {
             "podman-exec-exit-code-5",
             "podman-stop-sigterm",
             "podman-rm",
+            "podman-net-host-to-container",
             "podman-nothing-left",
             // ctr
             "containerd-starts",

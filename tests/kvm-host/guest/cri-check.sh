@@ -9,7 +9,7 @@
 # `cri-check.sh: N failed`.
 #
 #   HANDLER    runc (default) or kata
-#   SCENARIOS  sandpod-cri's scenarios (default: version pod five bad-input pod-start)
+#   SCENARIOS  sandpod-cri's scenarios (default: version pod net five bad-input pod-start)
 #   ROUNDS     pod-start rounds (default 3)
 #   T          seconds one CRI call or engine command may take (default 240)
 #   CRI_TIMEOUT  seconds the scenarios' sandpod-cri run may take (default 700)
@@ -26,7 +26,7 @@
 # (scripts/build-image-tar.sh), which StopPodSandbox's SIGKILL stops.
 . "$(dirname "$0")/lib.sh"
 HANDLER=${HANDLER:-runc}
-SCENARIOS=${SCENARIOS:-version pod five bad-input pod-start}
+SCENARIOS=${SCENARIOS:-version pod net five bad-input pod-start}
 ROUNDS=${ROUNDS:-3}
 T=${T:-240}
 CRI=/run/sandpod-cri
@@ -145,6 +145,12 @@ cri_leaks() {
   done
   for n in /run/netns/*; do [ -e "$n" ] && echo "netns $n"; done
   ip -o link show type veth | sed 's/^/veth /'
+  # Kata's mirroring: a tap (`tap<N>_kata`) or an ingress qdisc left in any network namespace.
+  for n in /run/netns/*; do
+    [ -e "$n" ] || continue
+    nsenter --net="$n" ip -o link 2>/dev/null | grep -o '[a-z0-9]*_kata' | sed "s#^#tap in $n: #"
+    nsenter --net="$n" tc qdisc show 2>/dev/null | grep ingress | sed "s#^#qdisc in $n: #"
+  done
   for a in "$CRI"/ipam/*/*; do
     case ${a##*/} in lock|last_reserved_ip.*) ;; *) [ -e "$a" ] && echo "ip lease $a" ;; esac
   done

@@ -13,6 +13,8 @@
 //!   volume, ContainerStats, UpdateContainerResources seen in the container's cgroup files, one
 //!   shim for the pod, the OCI annotations containerd gives the runtime; then StopPodSandbox,
 //!   RemovePodSandbox, and nothing listed.
+//! - `net`: two pods on the CNI bridge serving a page each: the pod IP is the address of the
+//!   container's eth0, the host and the other pod fetch the page from it.
 //! - `five`: five pods (one container each) started at once, all ready, then all removed.
 //! - `bad-input`: unknown ids, a missing sandbox, malformed configs and a missing binary give
 //!   errors (their text is printed in the check line) and leave nothing behind.
@@ -38,11 +40,13 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
 mod client;
 mod host;
+mod scenario_net;
 mod scenario_pod;
 mod scenarios;
 
 use client::*;
 use host::*;
+use scenario_net::*;
 use scenario_pod::*;
 use scenarios::*;
 
@@ -104,6 +108,7 @@ pub(crate) enum PidNamespace {
 pub(crate) enum Scenario {
     Version,
     Pod,
+    Net,
     Five,
     BadInput,
     PodStart,
@@ -194,6 +199,7 @@ async fn main() -> Result<()> {
         match s {
             Scenario::Version => scenario_version(&cri, &mut report).await,
             Scenario::Pod => scenario_pod(&cri, &mut report).await,
+            Scenario::Net => scenario_net(&cri, &mut report).await,
             Scenario::Five => scenario_five(&cri, &mut report).await,
             Scenario::BadInput => scenario_bad_input(&cri, &mut report).await,
             Scenario::PodStart => scenario_pod_start(&cri, &mut report, args.rounds).await,
