@@ -14,7 +14,7 @@ trap 'rm -f "$raw"' EXIT
 SANDPOD_TESTHOST_TIMEOUT=${SANDPOD_TESTHOST_TIMEOUT:-5400} SANDPOD_TESTHOST_NOBUILD=1 "$REPO_ROOT/tests/kvm-host/run" -- sh -c \
   "/sandpod/scripts/boot-bench.sh $RUNS 1 128 sandpod qemu sandpod-noseccomp qemu; /sandpod/scripts/vmm-overhead.sh 5; \
    /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/run-bench.sh $RUNS; \
-   /sandpod/scripts/docker-bench.sh $RUNS; /sandpod/scripts/shim-bench.sh $RUNS $PODS; \
+   /sandpod/scripts/docker-bench.sh $RUNS; /sandpod/scripts/net-bench.sh 3 16; /sandpod/scripts/shim-bench.sh $RUNS $PODS; \
    HANDLER=kata SCENARIOS=pod-start ROUNDS=$RUNS ARGV_LOG= CRI_TIMEOUT=3000 /sandpod/scripts/cri-check.sh" |
   tee "$raw" >&2
 
@@ -64,6 +64,13 @@ pair docker_run docker_run_ms
 pair docker_exec docker_exec_ms
 pair ctr_run ctr_run_ms
 pair pod_start pod_start_ms
+# Network: throughput container -> host (higher is better: ratio kata/runc) and request/response
+# latency host -> container (medians).
+k=$(awk '$1=="net_mbit" && $2=="kata" && $3!="fail" {print $3}' "$raw" | sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[int((NR+1)/2)]}')
+r=$(awk '$1=="net_mbit" && $2=="runc" && $3!="fail" {print $3}' "$raw" | sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[int((NR+1)/2)]}')
+f=$(awk '$1=="net_mbit" && $3=="fail"' "$raw" | wc -l)
+awk -v a="$k" -v b="$r" -v f="$f" 'BEGIN { printf "bench net_mbit kata=%s runc=%s ratio=%s failed=%d\n", a, b, (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "nan", f }'
+pair net_rr net_rr_us
 awk '$1=="density" && $2!="fail" {
   for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
   n = v["pods"]
