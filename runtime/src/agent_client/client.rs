@@ -413,13 +413,6 @@ impl AgentClient {
         Ok(processes)
     }
 
-    /// Configures the guest's network (interfaces found by MAC, addresses, routes, neighbours).
-    pub async fn update_network(&self, req: &UpdateNetworkRequest) -> Result<(), AgentError> {
-        let t = Some(self.config.call_timeout);
-        call("UpdateNetwork", t, self.inner.update_network(ctx(t), req)).await?;
-        Ok(())
-    }
-
     /// Opens the `kind` stream of `exec_id`, presenting `token` (see [`open_stream`]).
     pub async fn open_stream(
         &self,
