@@ -6,8 +6,9 @@
 //! - [`serve`] serves the host: [`rpc`] (the ttrpc API on vsock port 1024) over [`process`]
 //!   (the process to run and its one check, credentials, spawning, waiting, signals, reaping),
 //!   [`container`] (containers from OCI specs, runc-style: namespaces, mounts, cgroup v2,
-//!   capabilities, seccomp; set up by a helper re-exec of the agent) and [`sandbox`] (hostname,
-//!   DNS, the shared mounts); [`stdio`] (one stream connection per stdio stream, port 1026) and
+//!   capabilities, seccomp; set up by a helper re-exec of the agent), [`sandbox`] (hostname,
+//!   DNS, the shared mounts) and [`network`] (the guest's interfaces, routes and neighbours,
+//!   through netlink); [`stdio`] (one stream connection per stdio stream, port 1026) and
 //!   [`logging`] (JSON lines to the host's port 1025);
 //! - shared by those: [`ids`] (the one table of ids: exec ids and container ids, reserved while
 //!   being set up) and [`mount_flags`] (the one mount-option parser: the protocol's
@@ -21,6 +22,7 @@ pub mod ids;
 pub mod init;
 pub mod logging;
 pub mod mount_flags;
+pub mod network;
 pub mod process;
 pub mod rpc;
 pub mod sandbox;

@@ -11,6 +11,7 @@ use super::status::status;
 use crate::container::{ContainerManager, CreateRequest};
 use crate::guest::info::GuestInfo;
 use crate::logging::LogAuth;
+use crate::network;
 use crate::process::ProcessManager;
 use crate::sandbox::Sandbox;
 
@@ -266,5 +267,28 @@ impl Agent for AgentService {
     ) -> ttrpc::Result<ListProcessesResponse> {
         let processes = self.containers.processes(&req.container_id).await?;
         Ok(convert::processes_response(processes))
+    }
+
+    async fn update_network(
+        &self,
+        _: &TtrpcContext,
+        req: UpdateNetworkRequest,
+    ) -> ttrpc::Result<UpdateNetworkResponse> {
+        let config = network::check(&req)?;
+        if !self.sandbox.is_guest() {
+            tracing::info!(
+                interfaces = ?config
+                    .interfaces
+                    .iter()
+                    .map(|i| format!("{} ({}, MTU {:?}, {} address(es))", i.name, i.mac, i.mtu, i.addresses.len()))
+                    .collect::<Vec<_>>(),
+                routes = ?config.routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                neighbours = ?config.neighbours.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "test mode: the network request is valid; not applying it to the host"
+            );
+            return Ok(UpdateNetworkResponse::new());
+        }
+        detached(async move { Ok(network::apply(&config).await?) }).await?;
+        Ok(UpdateNetworkResponse::new())
     }
 }

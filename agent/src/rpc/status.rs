@@ -2,6 +2,7 @@
 use ttrpc::{get_status, Code};
 
 use crate::container::ContainerError;
+use crate::network::NetworkError;
 use crate::process::ProcessError;
 use crate::sandbox::SandboxError;
 
@@ -49,6 +50,17 @@ impl From<ContainerError> for ttrpc::Error {
             ContainerError::Cgroup { .. } => Code::FAILED_PRECONDITION,
             ContainerError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
             ContainerError::Internal { .. } => Code::INTERNAL,
+        };
+        status(code, e.to_string())
+    }
+}
+
+impl From<NetworkError> for ttrpc::Error {
+    fn from(e: NetworkError) -> Self {
+        let code = match &e {
+            NetworkError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
+            NetworkError::NoSuchMac(_) => Code::NOT_FOUND,
+            NetworkError::Connection(_) | NetworkError::Netlink { .. } => Code::INTERNAL,
         };
         status(code, e.to_string())
     }

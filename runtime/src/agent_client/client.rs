@@ -171,6 +171,15 @@ impl AgentClient {
         Ok(())
     }
 
+    /// UpdateNetwork: the guest's interfaces (found by MAC, renamed, MTU, addresses, up), then
+    /// its routes and permanent neighbours. The agent checks the whole request before changing
+    /// anything (INVALID_ARGUMENT otherwise).
+    pub async fn update_network(&self, req: &UpdateNetworkRequest) -> Result<(), AgentError> {
+        let t = Some(self.config.call_timeout);
+        call("UpdateNetwork", t, self.inner.update_network(ctx(t), req)).await?;
+        Ok(())
+    }
+
     /// Starts a process; returns its guest pid. Open the streams the request asks for with
     /// [`AgentClient::open_stream`] before or while this runs: the agent waits for them. A
     /// request that asks for a stream must carry a stream token (`req.stream_token =
