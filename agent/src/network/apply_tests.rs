@@ -383,6 +383,10 @@ fn swaps_names_and_says_which_route_failed() {
             message.starts_with("adding route 10.99.0.0/16 via 192.168.7.1 dev eth0: "),
             "{message}"
         );
+        assert!(
+            message.ends_with("(os error 101)"),
+            "ENETUNREACH: {message}"
+        );
         assert_eq!(mac_of(&link(&h, "eth0").await), Some(MacAddr(NIC_MAC)));
         assert_eq!(mac_of(&link(&h, "eth1").await), Some(MacAddr(other_mac)));
         assert!(link(&h, "eth1").await.header.flags.contains(LinkFlags::Up));

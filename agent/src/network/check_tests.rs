@@ -98,8 +98,13 @@ fn accepts_a_good_request() {
     assert_eq!(config.routes[1].family, Family::V4);
     assert_eq!(config.routes[1].metric, None);
     assert_eq!(
-        config.neighbours[0].to_string(),
-        "10.88.0.1 lladdr 02:42:0a:58:00:01 dev eth0"
+        config.summary(),
+        [
+            "link eth0 mac 02:42:0a:58:00:05 mtu 1400 addr 10.88.0.5/16 addr fd00::5/64",
+            "route 10.99.0.0/16 via 10.88.0.1 dev eth0 src 10.88.0.5 metric 100",
+            "route default via 10.88.0.1 dev eth0",
+            "neigh 10.88.0.1 lladdr 02:42:0a:58:00:01 dev eth0",
+        ]
     );
 }
 
