@@ -4,7 +4,9 @@ mod support;
 
 use std::time::Duration;
 
-use sandpod_runtime::agent_client::proto::CreateSandboxRequest;
+use sandpod_runtime::agent_client::proto::{
+    CreateSandboxRequest, IpNet, NetInterface, NetRoute, UpdateNetworkRequest,
+};
 use sandpod_runtime::agent_client::{ExitStatus, LogReceiver, StreamKind};
 use sha2::{Digest, Sha256};
 use support::{exec_req, run, token, TestAgent};
@@ -276,6 +278,39 @@ async fn create_sandbox_writes_resolv_conf_in_test_mode() {
     let err = client.create_sandbox(&req).await.unwrap_err();
     assert_eq!(err.code(), Some(ttrpc::Code::ALREADY_EXISTS));
     client.destroy_sandbox().await.unwrap();
+}
+
+/// Test mode checks UpdateNetwork's request but leaves the host's network alone.
+#[tokio::test]
+async fn update_network_is_checked_not_applied_in_test_mode() {
+    let agent = TestAgent::start();
+    let client = agent.client().await;
+    let mut iface = NetInterface::new();
+    iface.name = "sp-test-eth0".into();
+    iface.mac = "02:42:0a:58:00:05".into();
+    iface.mtu = 1400;
+    let mut addr = IpNet::new();
+    addr.address = "10.88.0.5".into();
+    addr.prefix_len = 16;
+    iface.addresses.push(addr);
+    let mut route = NetRoute::new();
+    route.gateway = "10.88.0.1".into();
+    route.device = "sp-test-eth0".into();
+    let mut req = UpdateNetworkRequest::new();
+    req.interfaces.push(iface);
+    req.routes.push(route);
+    // No link of the host has that MAC: applying would fail; test mode only checks.
+    client.update_network(&req).await.unwrap();
+    assert!(!std::path::Path::new("/sys/class/net/sp-test-eth0").exists());
+
+    req.routes[0].device = "eth9".into();
+    let err = client.update_network(&req).await.unwrap_err();
+    assert_eq!(err.code(), Some(ttrpc::Code::INVALID_ARGUMENT), "{err}");
+    assert!(
+        err.to_string()
+            .contains("route 0: device \"eth9\" is none of the request's interfaces"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

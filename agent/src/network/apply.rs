@@ -53,12 +53,22 @@ pub(crate) async fn apply_with(
         .try_collect()
         .await
         .map_err(nl("listing network interfaces"))?;
-    // Every MAC is found before anything changes.
+    // Every MAC is found, every device named, before anything changes.
     let found = config
         .interfaces
         .iter()
         .map(|iface| find_by_mac(&links, iface.mac).ok_or(NetworkError::NoSuchMac(iface.mac)))
         .collect::<Result<Vec<Link>, _>>()?;
+    let route_links = config
+        .routes
+        .iter()
+        .map(|r| index_of(config, &found, &r.device))
+        .collect::<Result<Vec<u32>, _>>()?;
+    let neighbour_links = config
+        .neighbours
+        .iter()
+        .map(|n| index_of(config, &found, &n.device))
+        .collect::<Result<Vec<u32>, _>>()?;
 
     // A target name held by another of our links (eth0 and eth1 swapped): those links get a
     // temporary name first, so that no rename finds its name taken by a link yet to be renamed.
@@ -69,7 +79,8 @@ pub(crate) async fn apply_with(
             .enumerate()
             .any(|(j, other)| j != i && other.name == iface.name);
         if link.name != iface.name && taken_by_ours {
-            let temp = format!("spnet-{}", link.index);
+            // At most 15 bytes: "spnet" and up to 10 digits.
+            let temp = format!("spnet{}", link.index);
             set_down(handle, link.index, &current[i]).await?;
             rename(handle, link.index, &current[i], &temp).await?;
             current[i] = temp;
@@ -78,12 +89,10 @@ pub(crate) async fn apply_with(
     for ((iface, link), name) in config.interfaces.iter().zip(&found).zip(current.iter_mut()) {
         configure(handle, iface, link.index, name).await?;
     }
-    for route in &config.routes {
-        let index = index_of(config, &found, &route.device);
+    for (route, &index) in config.routes.iter().zip(&route_links) {
         add_route(handle, route, index).await?;
     }
-    for n in &config.neighbours {
-        let index = index_of(config, &found, &n.device);
+    for (n, &index) in config.neighbours.iter().zip(&neighbour_links) {
         handle
             .neighbours()
             .add(index, n.address)
@@ -123,14 +132,19 @@ fn find_by_mac(links: &[LinkMessage], mac: MacAddr) -> Option<Link> {
     })
 }
 
-/// The index of the interface the request names `device` (checked: it is one of them).
-fn index_of(config: &NetworkConfig, found: &[Link], device: &str) -> u32 {
+/// The index of the interface the request names `device` ([`check`](super::check) made sure it
+/// is one of them).
+fn index_of(config: &NetworkConfig, found: &[Link], device: &str) -> Result<u32, NetworkError> {
     config
         .interfaces
         .iter()
         .position(|i| i.name == device)
         .map(|i| found[i].index)
-        .unwrap_or(0)
+        .ok_or_else(|| {
+            NetworkError::InvalidArgument(format!(
+                "device {device:?} is none of the request's interfaces"
+            ))
+        })
 }
 
 async fn set_down(handle: &Handle, index: u32, name: &str) -> Result<(), NetworkError> {

@@ -17,12 +17,21 @@ pub enum NetworkError {
     Connection(#[source] io::Error),
     /// A netlink request failed: `what` says which (`adding route default via 10.88.0.1 dev
     /// eth0`).
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", describe(source))]
     Netlink {
         what: String,
         #[source]
         source: rtnetlink::Error,
     },
+}
+
+/// A netlink error as the host is shown it: an error answer as its errno's text (`Network is
+/// unreachable (os error 101)`), anything else as rtnetlink says it.
+fn describe(e: &rtnetlink::Error) -> String {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// Maps a netlink error, saying what was being done.

@@ -32,6 +32,26 @@ pub struct NetworkConfig {
     pub neighbours: Vec<Neighbour>,
 }
 
+impl NetworkConfig {
+    /// What applying it does, one line per step as `ip` would take it (`link eth0 mac … mtu
+    /// 1400 addr 10.88.0.5/16`, `route default via 10.88.0.1 dev eth0`, `neigh …`): for logs.
+    pub fn summary(&self) -> Vec<String> {
+        let links = self.interfaces.iter().map(|i| {
+            let mut line = format!("link {} mac {}", i.name, i.mac);
+            if let Some(m) = i.mtu {
+                line += &format!(" mtu {m}");
+            }
+            for a in &i.addresses {
+                line += &format!(" addr {a}");
+            }
+            line
+        });
+        let routes = self.routes.iter().map(|r| format!("route {r}"));
+        let neighbours = self.neighbours.iter().map(|n| format!("neigh {n}"));
+        links.chain(routes).chain(neighbours).collect()
+    }
+}
+
 /// One guest NIC: found by `mac`, it takes `name`, `mtu` and `addresses`, and is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {

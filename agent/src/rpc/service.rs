@@ -277,13 +277,7 @@ impl Agent for AgentService {
         let config = network::check(&req)?;
         if !self.sandbox.is_guest() {
             tracing::info!(
-                interfaces = ?config
-                    .interfaces
-                    .iter()
-                    .map(|i| format!("{} ({}, MTU {:?}, {} address(es))", i.name, i.mac, i.mtu, i.addresses.len()))
-                    .collect::<Vec<_>>(),
-                routes = ?config.routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                neighbours = ?config.neighbours.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                plan = ?config.summary(),
                 "test mode: the network request is valid; not applying it to the host"
             );
             return Ok(UpdateNetworkResponse::new());
