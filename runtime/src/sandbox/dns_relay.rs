@@ -309,13 +309,15 @@ async fn ask<'b>(socket: &UdpSocket, query: &[u8], buf: &'b mut [u8]) -> Result<
             .await
             .map_err(|_| Closed::NoReply)?
             .map_err(Closed::Udp)?;
+        if !is_reply_to(query, from, &buf[..n]) {
+            tracing::debug!("DNS relay: ignored a datagram of {n} bytes from {from}");
+            continue;
+        }
+        // `buf` is one byte longer than the longest reply relayed: a longer one filled it.
         if n > MAX_MESSAGE {
             return Err(Closed::ReplyTooLong);
         }
-        if is_reply_to(query, from, &buf[..n]) {
-            return Ok(&buf[..n]);
-        }
-        tracing::debug!("DNS relay: ignored a datagram of {n} bytes from {from}");
+        return Ok(&buf[..n]);
     }
 }
 

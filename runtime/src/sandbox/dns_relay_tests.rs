@@ -236,7 +236,8 @@ impl TestNetns {
 
 /// A fake Docker DNS server on 127.0.0.11:53 in `ns`: answers each query with [`answer`]. For
 /// a query whose third byte is 0x01 it first sends the answer from another address and an
-/// answer with another id. Stops when the returned flag is set.
+/// answer with another id; to one whose third byte is 0x02 it sends a reply of 5000 bytes. Stops
+/// when the returned flag is set.
 fn fake_docker_dns(ns: &TestNetns) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let ns = ns.0.try_clone().unwrap();
@@ -251,11 +252,17 @@ fn fake_docker_dns(ns: &TestNetns) -> Arc<AtomicBool> {
             .unwrap();
         ready_tx.send(()).unwrap();
         let mut buf = [0u8; 4096];
+        let mut long = vec![0u8; 5000];
         while !stopping.load(Ordering::Relaxed) {
             let Ok((n, from)) = server.recv_from(&mut buf) else {
                 continue;
             };
             let reply = answer(&buf[..n]);
+            if buf[2] == 0x02 {
+                long[..n].copy_from_slice(&reply);
+                server.send_to(&long, from).unwrap();
+                continue;
+            }
             if buf[2] == 0x01 {
                 other.send_to(&reply, from).unwrap();
                 let mut wrong = reply.clone();
@@ -305,6 +312,11 @@ async fn relays_queries_to_127_0_0_11_in_the_pods_namespace() {
     assert_eq!(exchange(&mut c, &q).await, answer(&q));
     // The guest's end of the stream ends the connection quietly.
     drop(c);
+    // A reply too long to relay closes the connection.
+    c2.write_all(&dns::frame(&query(4, 0x02)).unwrap())
+        .await
+        .unwrap();
+    assert!(closed(&mut c2).await);
 
     // The host's namespace has no server at 127.0.0.11:53: the relay's socket is the pod's.
     stop.store(true, Ordering::Relaxed);
