@@ -9,7 +9,8 @@
 //!   capabilities, seccomp; set up by a helper re-exec of the agent), [`sandbox`] (hostname,
 //!   DNS, the shared mounts) and [`network`] (the guest's interfaces, routes and neighbours,
 //!   through netlink); [`stdio`] (one stream connection per stdio stream, port 1026) and
-//!   [`logging`] (JSON lines to the host's port 1025);
+//!   [`logging`] (JSON lines to the host's port 1025); [`dns_relay`] (Docker's embedded DNS
+//!   address, 127.0.0.11:53 in the guest, relayed to the host's port 1027);
 //! - shared by those: [`ids`] (the one table of ids: exec ids and container ids, reserved while
 //!   being set up) and [`mount_flags`] (the one mount-option parser: the protocol's
 //!   classification as mount(2) flags, for sandbox and container mounts);
@@ -17,6 +18,7 @@
 //!   test mode (`--test-serve`); [`guest`]: facts about the guest reported to the host.
 pub mod cmdline;
 pub mod container;
+pub mod dns_relay;
 pub mod guest;
 pub mod ids;
 pub mod init;

@@ -1,4 +1,5 @@
-//! Serving the host: the ttrpc API, the stdio port, child reaping and log forwarding.
+//! Serving the host: the ttrpc API, the stdio port, child reaping, log forwarding and (in the
+//! guest) the DNS relay.
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,8 @@ pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<(
             if std::env::var_os(cgroups::TEST_ROOT_ENV).is_some() {
                 tracing::warn!("{} is for test mode only: ignored", cgroups::TEST_ROOT_ENV);
             }
+            // Docker's embedded DNS (127.0.0.11) is the host's: relay it there.
+            crate::dns_relay::spawn(transport.clone());
             SandboxMode::Guest
         }
         Transport::Unix { base } => {

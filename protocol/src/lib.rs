@@ -1,9 +1,11 @@
 //! The protocol between Sandpod's host runtime and its guest agent: the ttrpc API (generated from
 //! `protos/agent.proto`), the vsock ports and their hybrid-vsock socket paths, the stdio streams
-//! (their header, and which streams a process has: a terminal is one stream), how a process
+//! (their header, and which streams a process has: a terminal is one stream), the DNS relay's
+//! framing ([`dns`]), how a process
 //! ended ([`ExitStatus`]), the tokens that authenticate stream and log connections, what mount
 //! options mean (`mount_options`), and the log-filter variable every Sandpod binary reads
 //! ([`LOG_ENV`]).
+pub mod dns;
 pub mod exit;
 pub mod log_text;
 pub mod mount_options;
@@ -48,7 +50,7 @@ pub mod agent_ttrpc {
 }
 
 pub use exit::ExitStatus;
-pub use ports::{uds_port_path, AGENT_PORT, LOG_PORT, STDIO_PORT};
+pub use ports::{uds_port_path, AGENT_PORT, DNS_PORT, LOG_PORT, STDIO_PORT};
 pub use stream::{StreamHeader, StreamHeaderError, StreamKind, StreamSet};
 pub use token::{LogToken, StreamToken, Token, TokenError};
 

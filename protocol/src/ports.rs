@@ -2,7 +2,7 @@
 //!
 //! Guest side: the agent listens on [`AGENT_PORT`] and [`STDIO_PORT`] and accepts connections
 //! from the host only (peer CID [`HOST_CID`]; the guest kernel has no vsock loopback), and
-//! connects to the host (CID 2) on [`LOG_PORT`]. Host side (Firecracker-style hybrid vsock): the host reaches
+//! connects to the host (CID 2) on [`LOG_PORT`] and [`DNS_PORT`]. Host side (Firecracker-style hybrid vsock): the host reaches
 //! a guest port through the VMM's Unix socket `uds` (`CONNECT <port>\n`), and the VMM forwards
 //! the guest's connections to host port P to the Unix socket `<uds>_<P>` ([`uds_port_path`]).
 
@@ -15,5 +15,8 @@ pub const AGENT_PORT: u32 = 1024;
 pub const LOG_PORT: u32 = 1025;
 /// Process stdio streams: one connection per stream, opened by the host.
 pub const STDIO_PORT: u32 = 1026;
+/// The DNS relay: the agent forwards the queries sent to Docker's embedded DNS address
+/// (127.0.0.11:53 in the guest) to the host, one framed query per connection ([`crate::dns`]).
+pub const DNS_PORT: u32 = 1027;
 /// The host's vsock CID, as seen from the guest.
 pub const HOST_CID: u32 = 2;

@@ -228,6 +228,7 @@ async fn create_steps(
             gid: rt.config.jail.gid,
         }),
         netns: sandbox_netns(spec, pid),
+        dns_relay: crate::sandbox::dns_relay::uses_docker_dns(spec),
     };
     let sb = sandbox.insert(Sandbox::create(&cfg, layout.clone()).await?);
     let (guest_spec, guest_rootfs) =

@@ -60,6 +60,9 @@ pub struct SandboxConfig {
     /// The pod's network namespace (a path on the host, as the process that made it sees it),
     /// mirrored into the VM; None: the guest has only `lo`.
     pub netns: Option<PathBuf>,
+    /// Relay the guest's DNS queries to Docker's embedded DNS in `netns` (the container's
+    /// resolv.conf names it: [`super::dns_relay::uses_docker_dns`]); ignored without `netns`.
+    pub dns_relay: bool,
 }
 
 /// A running sandbox whose agent answers.
@@ -373,6 +376,7 @@ fn start_monitor(
         log_token: Some(log_token.to_string()),
         jail,
         tap_fd: net.and_then(|n| n.tap_fd()).map(|_| super::network::TAP_FD),
+        dns_relay: opts.netns.clone().filter(|_| opts.dns_relay),
     };
     write_json_atomic(&layout.monitor_plan(), &plan)?;
     let log_path = opts.log.clone().unwrap_or_else(|| layout.default_log());

@@ -1,7 +1,8 @@
 //! The sandbox monitor: owns a sandbox's VM for as long as it runs. It starts virtiofsd and
 //! sandpod-vmm as its children (they die with it: PR_SET_PDEATHSIG), receives the guest's logs
 //! and writes them to the runtime log with their level, watches the host processes that stand in
-//! for guest processes ([`super::standin_watch`]), and when the VMM ends — or `stop` completes —
+//! for guest processes ([`super::standin_watch`]), relays the guest's queries for Docker's
+//! embedded DNS when asked ([`super::dns_relay`]), and when the VMM ends — or `stop` completes —
 //! stops virtiofsd and records how the VM ended. It is a library function: `sandpod` runs it in a
 //! process of its own (so create, start and delete can be separate, short-lived processes), a
 //! shim can run it in-process; signal handling is the host binary's.
@@ -17,13 +18,14 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::dns_relay::{DnsRelay, PodNetns, DNS_PORT};
 use super::jail::JailLaunch;
 use super::layout::Layout;
 use super::process::ProcessIdent;
 use super::standin_watch::StandinWatch;
 use super::state::write_json_atomic;
 use crate::agent_client::logs::emit;
-use crate::agent_client::{shell_code, ExitStatus, LogReceiver, LogToken};
+use crate::agent_client::{shell_code, ExitStatus, HybridVsockConnector, LogReceiver, LogToken};
 use crate::hypervisor::{VirtiofsdCommand, VmmCommand};
 
 /// Lines of the VMM's own error output kept for `vm-exit.json`.
@@ -60,6 +62,12 @@ pub struct MonitorPlan {
     /// VMM gets it at the same number (its vm.json says `tap_fd`).
     #[serde(default)]
     pub tap_fd: Option<i32>,
+    /// Relay the guest's DNS queries for Docker's embedded DNS to 127.0.0.11:53 in this network
+    /// namespace (the pod's; see [`super::dns_relay`]), opened at the monitor's start, while a
+    /// `/proc/<pid>/ns/net` path still names it. None: no relay (the guest's queries are
+    /// refused).
+    #[serde(default)]
+    pub dns_relay: Option<PathBuf>,
 }
 
 /// The VM's processes, as started (`children.json`).
@@ -251,6 +259,13 @@ pub async fn run_monitor(
         &std::fs::read(layout.monitor_plan()).context("reading monitor.json")?,
     )
     .context("parsing monitor.json")?;
+    // First: a `/proc/<pid>/ns/net` path names the pod's namespace only while that process
+    // lives. Without it names on Docker's networks do not resolve; the VM still runs.
+    let dns_netns = plan.dns_relay.as_deref().and_then(|ns| {
+        PodNetns::open(ns)
+            .map_err(|e| tracing::warn!("no DNS relay for Docker's embedded DNS: {e}"))
+            .ok()
+    });
     if let Some(cg) = &plan.host_cgroup {
         if let Err(e) = super::host_cgroup::add(cg, std::process::id()) {
             tracing::warn!("{e:#}");
@@ -270,6 +285,18 @@ pub async fn run_monitor(
     } else {
         tracing::warn!("sandpod-vmm runs WITHOUT its jail (as root, in the host's namespaces): a debugging setting");
     }
+    let _dns_relay = match dns_netns {
+        Some(ns) => {
+            let path = HybridVsockConnector::new(layout.vsock()).host_port_path(DNS_PORT);
+            let relay = DnsRelay::start(&path, ns)
+                .context("starting the DNS relay for Docker's embedded DNS")?;
+            if let Some(j) = &plan.jail {
+                super::jail::hand_socket(&path, j.ids)?;
+            }
+            Some(relay)
+        }
+        None => None,
+    };
     // Before any child starts: only the VMM may inherit it.
     let tap = match plan.tap_fd {
         Some(n) if n == super::network::TAP_FD => Some(super::network::claim_inherited_tap()?),
@@ -386,6 +413,7 @@ mod plan_tests {
             host_cgroup: Some("/sys/fs/cgroup/docker/c".into()),
             log_token: None,
             tap_fd: Some(3),
+            dns_relay: Some("/proc/42/ns/net".into()),
             jail: Some(JailLaunch {
                 helper: "/b/sandpod".into(),
                 plan: "/run/sandpod/c/jail.json".into(),
@@ -401,6 +429,7 @@ mod plan_tests {
         assert_eq!(json["virtiofsd"]["socket"], "/run/sandpod/c/fs.sock");
         assert_eq!(json["virtiofsd"]["cache"], "auto");
         assert_eq!(json["jail"]["plan"], "/run/sandpod/c/jail.json");
+        assert_eq!(json["dns_relay"], "/proc/42/ns/net");
         assert_eq!(
             plan.jail.as_ref().unwrap().argv(),
             ["/b/sandpod", "jail", "/run/sandpod/c/jail.json"].map(PathBuf::from)

@@ -51,6 +51,7 @@ pub async fn boot(
             gid: config.jail.gid,
         }),
         netns: pod_netns(&bundle.spec),
+        dns_relay: crate::sandbox::dns_relay::uses_docker_dns(&bundle.spec),
     };
     let layout = match reserve(&s.root, id) {
         Ok(l) => l,
