@@ -106,14 +106,15 @@ fn ip_net(n: &IpNet) -> ProtoIpNet {
     p
 }
 
-fn scope_code(s: Scope) -> u32 {
+/// The route scopes the agent takes (RT_SCOPE_*); None for the others (`nowhere`, numbered
+/// ones), which no CNI plugin gives a pod's route.
+fn scope_code(s: Scope) -> Option<u32> {
     match s {
-        Scope::Universe => 0,
-        Scope::Site => 200,
-        Scope::Link => 253,
-        Scope::Host => 254,
-        Scope::Nowhere => 255,
-        Scope::Other(n) => n.into(),
+        Scope::Universe => Some(0),
+        Scope::Site => Some(200),
+        Scope::Link => Some(253),
+        Scope::Host => Some(254),
+        Scope::Nowhere | Scope::Other(_) => None,
     }
 }
 
@@ -129,6 +130,10 @@ pub fn agent_request(plan: &NetworkPlan) -> UpdateNetworkRequest {
         req.interfaces.push(n);
     }
     for r in &plan.routes {
+        let Some(scope) = scope_code(r.scope) else {
+            tracing::warn!(route = ?r, "route left out of the guest: its scope cannot be given");
+            continue;
+        };
         let mut n = NetRoute::new();
         if let Some(d) = &r.destination {
             n.destination = Some(ip_net(d)).into();
@@ -136,7 +141,7 @@ pub fn agent_request(plan: &NetworkPlan) -> UpdateNetworkRequest {
         n.gateway = r.gateway.map(|g| g.to_string()).unwrap_or_default();
         n.device = r.device.clone();
         n.source = r.source.map(|s| s.to_string()).unwrap_or_default();
-        n.scope = scope_code(r.scope);
+        n.scope = scope;
         n.metric = r.metric.unwrap_or(0);
         req.routes.push(n);
     }
@@ -273,6 +278,11 @@ mod tests {
             (d.gateway.as_str(), d.scope, d.metric),
             ("172.17.0.1", 0, 0)
         );
+        assert_eq!(req.routes.len(), 2);
+        let mut odd = plan();
+        odd.routes[0].scope = Scope::Nowhere;
+        odd.routes[1].scope = Scope::Other(17);
+        assert!(agent_request(&odd).routes.is_empty());
         let n = &req.neighbours[0];
         assert_eq!(
             (n.address.as_str(), n.mac.as_str(), n.device.as_str()),
