@@ -25,7 +25,7 @@ build:
 
 agent:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --profile guest -p sandpod-agent --target $(HOST_TARGET)
-	@mkdir -p $(BIN_DIR) && cp $(AGENT_BIN) $(dir $(AGENT_BIN))sandpod-vsock-probe $(BIN_DIR)/
+	@mkdir -p $(BIN_DIR) && cp $(AGENT_BIN) $(dir $(AGENT_BIN))sandpod-vsock-probe $(dir $(AGENT_BIN))sandpod-net-flood $(BIN_DIR)/
 
 kernel:
 	@scripts/build-guest-kernel.sh

@@ -67,6 +67,7 @@ fn docker_with_kata_runtime() {
             "net-host-to-container",
             "net-published-port",
             "net-container-to-container",
+            "net-raw-frame-flood-then-still-works",
             "net-container-to-host-4m-sha256",
             "net-user-defined-by-ip",
             "net-user-defined-by-name",

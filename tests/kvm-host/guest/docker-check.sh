@@ -94,6 +94,10 @@ if [ "$DOCKERD_NET" = full ]; then
   check net-published-port eval 'rc_is 0 && out_is pubget hello-from-n1'
   dr c2c --rm "$IMG" sh -c "printf 'GET / HTTP/1.0\r\n\r\n' | nc $ip1 80 | tail -n 1"
   check net-container-to-container eval 'rc_is 0 && out_is c2c hello-from-n1'
+  # A hostile guest: 10 s of raw frames of random length and content out of eth0, half of them
+  # with a random virtio-net header (PACKET_VNET_HDR); the VM's network still works after it.
+  dr flood --rm -v "$dir/bin/sandpod-net-flood:/flood:ro" "$IMG" sh -c "/flood eth0 10 && printf 'GET / HTTP/1.0\r\n\r\n' | nc $ip1 80 | tail -n 1"
+  check net-raw-frame-flood-then-still-works eval 'rc_is 0 && grep -q "^sent=[1-9]" "$work/flood.out" && [ "$(tail -n 1 "$work/flood.out")" = hello-from-n1 ]'
   # Container -> host: busybox httpd on the bridge's address serves 4 MiB of random bytes.
   gw=$(ip -o -4 addr show docker0 | awk '{print $4}' | cut -d/ -f1)
   mkdir -p "$work/www" && head -c 4194304 /dev/urandom >"$work/www/blob"
