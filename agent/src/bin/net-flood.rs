@@ -94,7 +94,10 @@ fn main() -> ExitCode {
     // SAFETY: `name` is a NUL-terminated string that lives for the call.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     if index == 0 {
-        println!("if_nametoindex {iface}: {}", std::io::Error::last_os_error());
+        println!(
+            "if_nametoindex {iface}: {}",
+            std::io::Error::last_os_error()
+        );
         return ExitCode::from(2);
     }
     let socks = match (
