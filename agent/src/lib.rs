@@ -16,6 +16,7 @@
 //!   classification as mount(2) flags, for sandbox and container mounts);
 //! - [`transport`]: vsock in the guest, Unix sockets named like hybrid vsock's in the host-side
 //!   test mode (`--test-serve`); [`guest`]: facts about the guest reported to the host.
+pub mod boot_times;
 pub mod cmdline;
 pub mod container;
 pub mod dns_relay;

@@ -36,6 +36,7 @@ async fn listen(
         .start()
         .await
         .with_context(|| format!("serving ttrpc on {addr}"))?;
+    crate::boot_times::mark_serving(crate::init::console::ms_since_boot());
     tracing::info!("serving the agent API on {addr}, stdio on port {STDIO_PORT}");
     Ok((stdio, server))
 }

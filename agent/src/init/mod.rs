@@ -17,6 +17,12 @@ use crate::transport::Transport;
 /// Runs PID 1 (`args`: argv without argv[0]). Returns only on a fatal error.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let switch_ms = switch_root::switched(args);
+    let now = console::ms_since_boot();
+    // (Re-executed after the switch: PID 1 first started about the switch's duration ago.)
+    crate::boot_times::mark_init(
+        now.saturating_sub(switch_ms.unwrap_or(0)),
+        switch_ms.unwrap_or(0),
+    );
     if switch_ms.is_none() {
         // Only returns on failure: go on without it (containers then cannot pivot_root).
         let err = switch_root::switch_root().unwrap_err();
@@ -33,7 +39,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let config = AgentConfig::from_cmdline(&cmdline)?;
     // The host waits for exactly this line: keep its format stable.
-    println!("sandpod-agent ready {}", console::ms_since_boot());
+    let ready = console::ms_since_boot();
+    crate::boot_times::mark_ready(ready);
+    println!("sandpod-agent ready {ready}");
     match GuestInfo::read() {
         Ok(info) => println!(
             "sandpod-agent guest cpus={} mem_total_kib={}",

@@ -85,7 +85,13 @@ impl Agent for AgentService {
                     .set(t)
                     .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
             }
-            Ok(CreateSandboxResponse::new())
+            let t = crate::boot_times::snapshot();
+            let mut resp = CreateSandboxResponse::new();
+            resp.boot_ms_init = t.init_ms;
+            resp.switch_root_ms = t.switch_root_ms;
+            resp.boot_ms_ready = t.ready_ms;
+            resp.boot_ms_serving = t.serving_ms;
+            Ok(resp)
         })
         .await
     }

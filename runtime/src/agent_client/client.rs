@@ -147,7 +147,11 @@ impl AgentClient {
     /// CreateSandbox. With `req.log_token` set (a [`LogToken`](sandpod_protocol::LogToken)'s
     /// text), the agent presents that token on its log connections from then on: listen with
     /// [`LogReceiver::listen_with_token`](super::LogReceiver::listen_with_token).
-    pub async fn create_sandbox(&self, req: &CreateSandboxRequest) -> Result<(), AgentError> {
+    /// Returns the guest's boot times the agent reports (informational).
+    pub async fn create_sandbox(
+        &self,
+        req: &CreateSandboxRequest,
+    ) -> Result<CreateSandboxResponse, AgentError> {
         if !req.log_token.is_empty() {
             Token::parse(&req.log_token).map_err(|source| AgentError::Token {
                 what: "CreateSandbox log_token",
@@ -155,8 +159,7 @@ impl AgentClient {
             })?;
         }
         let t = Some(self.config.call_timeout);
-        call("CreateSandbox", t, self.inner.create_sandbox(ctx(t), req)).await?;
-        Ok(())
+        call("CreateSandbox", t, self.inner.create_sandbox(ctx(t), req)).await
     }
 
     pub async fn destroy_sandbox(&self) -> Result<(), AgentError> {

@@ -243,6 +243,8 @@ async fn create_steps(
         .create_container(&opts.id, guest_spec, &guest_rootfs, streams, &token)
         .await
         .context("creating the container")?;
+    sb.boot.mark("create_container");
+    sb.boot.log();
     let cs = ContainerState {
         id: opts.id.clone(),
         sandbox_id: opts.id.clone(),

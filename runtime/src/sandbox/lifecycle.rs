@@ -70,6 +70,8 @@ pub struct Sandbox {
     pub layout: Layout,
     pub state: SandboxState,
     pub client: AgentClient,
+    /// How long the start's phases took (only those of a sandbox this process created).
+    pub boot: super::boot_phases::BootPhases,
     /// The monitor, when this process started it (reaped by [`Sandbox::destroy`]).
     monitor: Option<Child>,
 }
@@ -142,11 +144,13 @@ impl Sandbox {
             netns: super::network::recorded(cfg.netns.as_deref()),
         };
         let mut monitor = None;
-        match create_steps(cfg, &layout, &mut state, &mut monitor).await {
+        let mut boot = super::boot_phases::BootPhases::new();
+        match create_steps(cfg, &layout, &mut state, &mut monitor, &mut boot).await {
             Ok(client) => Ok(Sandbox {
                 layout,
                 state,
                 client,
+                boot,
                 monitor,
             }),
             Err(e) => {
@@ -188,6 +192,7 @@ impl Sandbox {
             layout,
             state,
             client,
+            boot: super::boot_phases::BootPhases::new(),
             monitor: None,
         })
     }
@@ -230,6 +235,7 @@ async fn create_steps(
     layout: &Layout,
     state: &mut SandboxState,
     monitor: &mut Option<Child>,
+    boot: &mut super::boot_phases::BootPhases,
 ) -> anyhow::Result<AgentClient> {
     state.save(&layout.state())?;
     // Record every mount as soon as it exists, so teardown finds it whatever fails next.
@@ -242,6 +248,7 @@ async fn create_steps(
         None => None,
     };
     let log_token = LogToken::generate().context("drawing the log token")?;
+    boot.mark("prepare");
     let child = start_monitor(cfg, layout, &log_token, net.as_ref())?;
     // The monitor holds the tap now (and passes it to the VMM): it lives as long as the VM.
     if let Some(n) = net.as_mut() {
@@ -250,6 +257,7 @@ async fn create_steps(
     state.monitor = child.id().and_then(ProcessIdent::of);
     *monitor = Some(child);
     state.save(&layout.state())?;
+    boot.mark("monitor");
 
     let connector = HybridVsockConnector::new(layout.vsock());
     let config = ClientConfig {
@@ -281,6 +289,7 @@ async fn create_steps(
         }
     };
 
+    boot.mark("vm_to_agent");
     let mut req = CreateSandboxRequest::new();
     req.log_token = log_token.to_string();
     if let Some(h) = &cfg.hostname {
@@ -291,15 +300,18 @@ async fn create_steps(
     share.target = GUEST_SHARED_DIR.into();
     share.fstype = "virtiofs".into();
     req.mounts.push(share);
-    client
+    let resp = client
         .create_sandbox(&req)
         .await
         .context("setting up the sandbox in the guest")?;
+    boot.mark("create_sandbox");
+    boot.guest(&resp);
     if let Some(n) = net.filter(|n| !n.plan.is_empty()) {
         client
             .update_network(&super::network::agent_request(&n.plan))
             .await
             .context("configuring the guest's network")?;
+        boot.mark("network");
     }
     Ok(client)
 }

@@ -2,6 +2,7 @@
 //! separate runtime processes create, use and delete it. It knows nothing of bundles or
 //! container states (that is `crate::container`). See [`lifecycle`] for the steps and
 //! [`monitor`] for what owns the VM.
+pub mod boot_phases;
 pub mod dns_relay;
 pub mod host_cgroup;
 pub mod host_limits;

@@ -64,7 +64,9 @@ pub async fn boot(
     };
     tracing::info!(sandbox = id, "booting the pod's VM");
     // A failed create removes the host cgroup with the rest.
-    Sandbox::create(&cfg, layout).await
+    let sb = Sandbox::create(&cfg, layout).await?;
+    sb.boot.log();
+    Ok(sb)
 }
 
 /// The pod's network namespace: the spec's by path (CRI's, set up by the CNI plugin before the

@@ -5,7 +5,7 @@
 #   run-bench.sh [RUNS]
 # Also `sandpod --no-jail` (the VMM unjailed, its seccomp filters still on) in the same rounds:
 # what the jail costs.
-# Prints `run sandpod <ms>|fail`, `run runc <ms>|fail`, `run sandpod-nojail <ms>|fail` and
+# Prints `phases <key>=<ms> ...` per jailed run (`--log`: the boot-phase line), `run sandpod <ms>|fail`, `run runc <ms>|fail`, `run sandpod-nojail <ms>|fail` and
 # `idle vmm_kib=<n> virtiofsd_kib=<n> monitor_kib=<n>`.
 set -u
 runs=${1:-10}
@@ -20,7 +20,7 @@ while [ "$i" -lt "$runs" ]; do
   for rt in sandpod runc sandpod-nojail; do
     t0=$(ms)
     if [ $rt = sandpod ]; then
-      "$dir/bin/sandpod" --root /run/sandpod-bench run --bundle "$work/bundle" "b$i" </dev/null >/dev/null 2>"$work/err"
+      "$dir/bin/sandpod" --root /run/sandpod-bench --log "$work/log" run --bundle "$work/bundle" "b$i" </dev/null >/dev/null 2>"$work/err"
     elif [ $rt = sandpod-nojail ]; then
       "$dir/bin/sandpod" --root /run/sandpod-bench --no-jail run --bundle "$work/bundle" "n$i" </dev/null >/dev/null 2>"$work/err"
     else
@@ -32,6 +32,8 @@ while [ "$i" -lt "$runs" ]; do
   done
   i=$((i + 1))
 done
+# The phases of each jailed run (the runtime's info line, see runtime/src/sandbox/boot_phases.rs).
+sed -n 's/.*boot phases ms: /phases /p' "$work/log" 2>/dev/null
 
 pss() { # PIDS...: summed Pss in KiB
   t=0
