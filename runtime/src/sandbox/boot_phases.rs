@@ -2,11 +2,14 @@
 //! any `--log` show it; `make bench` reads it):
 //!
 //! `boot phases ms: prepare=… monitor=… vm_to_agent=… create_sandbox=… network=…
-//! create_container=… total=… guest: init=… switch_root=… init_to_serving=…`
+//! create_container=… total=… monitor: virtiofsd_ready=… vmm_started=… guest: init=…
+//! switch_root=… init_to_serving=…`
 //!
 //! The host's phases are measured here, one after the other from the sandbox's creation on;
 //! `vm_to_agent` runs from the monitor's start (VMM and virtiofsd set-up, the guest kernel, the
-//! agent) to the first answer on vsock. The guest's figures are the agent's own
+//! agent) to the first answer on vsock; within it, the monitor's own figures (children.json:
+//! virtiofsd's socket ready and the VMM process started, since the monitor started). The
+//! guest's figures are the agent's own
 //! (CreateSandboxResponse, the guest's boot clock): `init` is when the kernel started PID 1,
 //! `switch_root` the agent's copy of the initramfs, `init_to_serving` PID 1's start to the API
 //! served. They come from the guest, so they are only printed (as numbers, bounded), never used.
@@ -25,6 +28,7 @@ pub struct BootPhases {
     last: Instant,
     phases: Vec<(&'static str, Duration)>,
     guest: Option<[u64; 4]>,
+    monitor: Option<(Option<u64>, Option<u64>)>,
 }
 
 impl Default for BootPhases {
@@ -42,6 +46,7 @@ impl BootPhases {
             last: now,
             phases: Vec::new(),
             guest: None,
+            monitor: None,
         }
     }
 
@@ -65,6 +70,11 @@ impl BootPhases {
         );
     }
 
+    /// The monitor's own times (since it started): virtiofsd ready, the VMM started.
+    pub fn monitor(&mut self, c: &super::monitor::Children) {
+        self.monitor = Some((c.virtiofsd_ready_ms, c.vmm_started_ms));
+    }
+
     /// The log line (see the module docs).
     pub fn line(&self) -> String {
         let mut s = String::from("boot phases ms:");
@@ -72,6 +82,15 @@ impl BootPhases {
             let _ = write!(s, " {name}={}", d.as_millis());
         }
         let _ = write!(s, " total={}", (self.last - self.start).as_millis());
+        if let Some((fsd, vmm)) = self.monitor {
+            let ms = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+            let _ = write!(
+                s,
+                " monitor: virtiofsd_ready={} vmm_started={}",
+                ms(fsd),
+                ms(vmm)
+            );
+        }
         if let Some([init, switch, _ready, serving]) = self.guest {
             let _ = write!(
                 s,

@@ -290,6 +290,12 @@ async fn create_steps(
     };
 
     boot.mark("vm_to_agent");
+    if let Some(c) = std::fs::read(layout.children())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Children>(&b).ok())
+    {
+        boot.monitor(&c);
+    }
     let mut req = CreateSandboxRequest::new();
     req.log_token = log_token.to_string();
     if let Some(h) = &cfg.hostname {

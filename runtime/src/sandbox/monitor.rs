@@ -75,6 +75,11 @@ pub struct MonitorPlan {
 pub struct Children {
     pub vmm: Option<ProcessIdent>,
     pub virtiofsd: Option<ProcessIdent>,
+    /// Since the monitor started (ms): virtiofsd's socket ready, the VMM process started.
+    #[serde(default)]
+    pub virtiofsd_ready_ms: Option<u64>,
+    #[serde(default)]
+    pub vmm_started_ms: Option<u64>,
 }
 
 /// How the VMM ended (`vm-exit.json`).
@@ -255,6 +260,7 @@ pub async fn run_monitor(
     layout: &Layout,
     stop: impl Future<Output = String>,
 ) -> anyhow::Result<VmExit> {
+    let started = Instant::now();
     let plan: MonitorPlan = serde_json::from_slice(
         &std::fs::read(layout.monitor_plan()).context("reading monitor.json")?,
     )
@@ -327,6 +333,7 @@ pub async fn run_monitor(
             return Err(e);
         }
         fsd = Some(child);
+        children.virtiofsd_ready_ms = Some(started.elapsed().as_millis() as u64);
     }
     let vmm_argv = match &plan.jail {
         Some(j) => j.argv(),
@@ -344,6 +351,7 @@ pub async fn run_monitor(
     };
     let stderr_tail = relay_output(&mut vmm, "sandpod-vmm");
     children.vmm = Some(ident);
+    children.vmm_started_ms = Some(started.elapsed().as_millis() as u64);
     write_json_atomic(&layout.children(), &children)?;
     tracing::info!(vmm_pid = ident.pid, "VM started");
 
