@@ -48,8 +48,8 @@ echo "bench run_true_ms sandpod=$ours runc=$theirs ratio=$ratio runs=$RUNS faile
 awk '$1=="phases" { p = ""; for (i = 2; i <= NF; i++) { if ($i ~ /:$/) { p = substr($i, 1, length($i) - 1) "_"; continue } if (split($i, kv, "=") == 2 && kv[2] ~ /^[0-9]+$/) print p kv[1], kv[2] } }' "$raw" |
   sort -k1,1 -k2,2n | awk '{ v[$1] = v[$1] " " $2; n[$1]++ } END {
     line = "bench boot_phases_ms"
-    split("prepare monitor vm_to_agent create_sandbox network create_container total monitor_virtiofsd_ready monitor_vmm_started guest_init guest_switch_root guest_init_to_serving", order, " ")
-    for (j = 1; j <= 12; j++) { k = order[j]; if (!(k in n)) continue; split(substr(v[k], 2), a, " "); line = line " " k "=" a[int((n[k] + 1) / 2)] }
+    split("prepare monitor vm_to_agent create_sandbox network create_container total monitor_virtiofsd_ready monitor_vmm_started vmm_setup guest_init guest_switch_root guest_init_to_serving", order, " ")
+    for (j = 1; j <= 13; j++) { k = order[j]; if (!(k in n)) continue; split(substr(v[k], 2), a, " "); line = line " " k "=" a[int((n[k] + 1) / 2)] }
     print line }'
 # What the VMM's jail costs: `sandpod --no-jail` in the same rounds.
 off=$(awk '$1=="run" && $2=="sandpod-nojail" && $3!="fail" {print $3}' "$raw" | median)

@@ -55,6 +55,7 @@ impl Vmm {
     /// errors are reported before KVM is touched. Makes the process non-dumpable and compiles
     /// the seccomp filters [`Vmm::run`] installs (see [`crate::seccomp`]).
     pub fn new(mut config: VmConfig) -> Result<Vmm> {
+        let started = std::time::Instant::now();
         config.validate()?;
         dump::set_not_dumpable().map_err(Error::Dumpable)?;
         let seccomp = seccomp_filters(&config)?;
@@ -100,7 +101,8 @@ impl Vmm {
             vcpus.push(vcpu);
         }
         tracing::info!(
-            "VM ready: {} vCPUs, {} MiB, entry {:#x}",
+            "VM ready in {} ms: {} vCPUs, {} MiB, entry {:#x}",
+            started.elapsed().as_millis(),
             config.vcpus,
             config.mem_mib,
             boot.entry
