@@ -270,7 +270,7 @@ fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
 }
 
 #[test]
-#[ignore = "needs root (CAP_NET_ADMIN) to make network namespaces: run by `make unit` as root"]
+#[ignore = "needs root (CAP_NET_ADMIN) to make network namespaces: run by `make unit` as root (--include-ignored), as in CI"]
 fn applies_the_plan_and_again() {
     in_new_netns(|h| async move {
         add_nic(&h, "ens3", NIC_MAC, "peer0", PEER_MAC).await;
@@ -328,7 +328,7 @@ fn applies_the_plan_and_again() {
 }
 
 #[test]
-#[ignore = "needs root (CAP_NET_ADMIN) to make network namespaces: run by `make unit` as root"]
+#[ignore = "needs root (CAP_NET_ADMIN) to make network namespaces: run by `make unit` as root (--include-ignored), as in CI"]
 fn an_unknown_mac_changes_nothing() {
     in_new_netns(|h| async move {
         add_nic(&h, "ens3", NIC_MAC, "peer0", PEER_MAC).await;
@@ -362,7 +362,7 @@ fn an_unknown_mac_changes_nothing() {
 }
 
 #[test]
-#[ignore = "needs root (CAP_NET_ADMIN) to make network namespaces: run by `make unit` as root"]
+#[ignore = "needs root (CAP_NET_ADMIN) to make network namespaces: run by `make unit` as root (--include-ignored), as in CI"]
 fn swaps_names_and_says_which_route_failed() {
     in_new_netns(|h| async move {
         // Two NICs named the wrong way round: the one to become eth0 is eth1 and back.

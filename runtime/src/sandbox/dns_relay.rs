@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sched::{setns, CloneFlags};
 use oci_spec::runtime::Spec;
 use sandpod_protocol::dns::{self, HEADER_LEN, MAX_MESSAGE};
 pub use sandpod_protocol::DNS_PORT;
@@ -144,17 +143,14 @@ impl PodNetns {
     /// received): made on a short-lived thread that enters the namespace (`setns` changes only
     /// the calling thread's; the socket keeps its namespace wherever it is used).
     pub async fn dns_socket(&self) -> Result<UdpSocket, DnsRelayError> {
-        let ns = self.0.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("sandpod-dns-ns".into())
-            .spawn(move || {
-                let made = setns(&*ns, CloneFlags::CLONE_NEWNET)
-                    .map_err(DnsRelayError::Setns)
-                    .and_then(|()| connected_socket().map_err(DnsRelayError::Socket));
-                let _ = tx.send(made);
-            })
-            .map_err(|_| DnsRelayError::Thread)?;
+        crate::network::netns::spawn_in_netns(self.0.clone(), move |entered| {
+            let made = entered
+                .map_err(DnsRelayError::Setns)
+                .and_then(|()| connected_socket().map_err(DnsRelayError::Socket));
+            let _ = tx.send(made);
+        })
+        .map_err(|_| DnsRelayError::Thread)?;
         let socket = rx.await.map_err(|_| DnsRelayError::Thread)??;
         UdpSocket::from_std(socket).map_err(DnsRelayError::Socket)
     }

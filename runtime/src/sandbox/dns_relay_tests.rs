@@ -2,6 +2,8 @@
 //! resolv.conf check; end to end (root) with a fake DNS server on 127.0.0.11:53 in a throwaway
 //! network namespace.
 use std::net::UdpSocket as StdUdpSocket;
+
+use nix::sched::{setns, CloneFlags};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 

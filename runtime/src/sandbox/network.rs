@@ -87,16 +87,14 @@ pub fn teardown(netns: &Path) {
     }
 }
 
-/// Whether the namespace path stays meaningful after the process that made it is gone (a bind
-/// mount such as `/var/run/netns/cni-…`); a `/proc/PID/…` path could name another process's
-/// namespace by then, and is never used after creation.
-pub fn is_stable_path(netns: &Path) -> bool {
-    !netns.starts_with("/proc")
-}
-
-/// The netns to record in the sandbox state for teardown at delete, if any.
+/// The netns to record in the sandbox state for teardown at delete: only a path that stays
+/// meaningful after the process that made it is gone (a bind mount such as
+/// `/var/run/netns/cni-…`); a `/proc/PID/…` path could name another process's namespace by then,
+/// and is never used after creation.
 pub fn recorded(netns: Option<&Path>) -> Option<PathBuf> {
-    netns.filter(|p| is_stable_path(p)).map(Path::to_path_buf)
+    netns
+        .filter(|p| !p.starts_with("/proc"))
+        .map(Path::to_path_buf)
 }
 
 fn ip_net(n: &IpNet) -> ProtoIpNet {
