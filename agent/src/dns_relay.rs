@@ -5,9 +5,10 @@
 //! Here the container's namespace is the VM's, where 127.0.0.11 is the guest's own loopback, so
 //! the agent listens there (UDP, [`LISTEN_ADDR`]) and hands each query to the host: one stream
 //! connection to the host's [`DNS_PORT`] per query, the query framed ([`sandpod_protocol::dns`]),
-//! the framed reply read back and sent to the query's source. The host (the sandbox's monitor,
-//! `runtime/src/sandbox/dns_relay.rs`) listens only for sandboxes whose container uses Docker's
-//! DNS; otherwise the connection is refused and the query dropped (debug log only).
+//! the framed reply read back and sent to the query's source. It runs only when CreateSandbox
+//! asks (`dns_relay`: the host's runtime saw the container use Docker's DNS, and its monitor
+//! listens, `runtime/src/sandbox/dns_relay.rs`); otherwise nothing listens there in the guest.
+//! A refused connection drops the query (debug log only).
 //!
 //! Bounds: datagrams of a DNS header to [`MAX_MESSAGE`] bytes (others dropped), at most
 //! [`MAX_IN_FLIGHT`] queries at once (more dropped: the resolver retries), [`REPLY_TIMEOUT`] per

@@ -1,5 +1,5 @@
-//! Serving the host: the ttrpc API, the stdio port, child reaping, log forwarding and (in the
-//! guest) the DNS relay.
+//! Serving the host: the ttrpc API, the stdio port, child reaping and log forwarding (the DNS
+//! relay starts with CreateSandbox, see `rpc::service`).
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +55,6 @@ pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<(
             if std::env::var_os(cgroups::TEST_ROOT_ENV).is_some() {
                 tracing::warn!("{} is for test mode only: ignored", cgroups::TEST_ROOT_ENV);
             }
-            // Docker's embedded DNS (127.0.0.11) is the host's: relay it there.
-            crate::dns_relay::spawn(transport.clone());
             SandboxMode::Guest
         }
         Transport::Unix { base } => {
@@ -85,6 +83,8 @@ pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<(
         processes,
         sandbox: Sandbox::new(mode),
         log_auth,
+        // Only the real guest relays DNS, and only once CreateSandbox asks for it.
+        dns_relay: matches!(transport, Transport::Vsock).then(|| transport.clone()),
     };
     let mut failures = 0u32;
     let (stdio, _server) = loop {

@@ -23,6 +23,9 @@ pub struct AgentService {
     pub sandbox: Sandbox,
     /// Where CreateSandbox's log token goes (the log forwarder).
     pub log_auth: LogAuth,
+    /// The guest's line to the host for Docker's DNS ([`crate::dns_relay`]), started when
+    /// CreateSandbox asks; None in host test mode (nothing is relayed there).
+    pub dns_relay: Option<crate::transport::Transport>,
 }
 
 /// Runs `fut` as a task of its own and waits for it: a call that the client abandons (or whose
@@ -74,6 +77,14 @@ impl Agent for AgentService {
                     .map_err(|e| status(Code::INVALID_ARGUMENT, format!("log_token: {e}")))?,
             ),
         };
+        let relay = match (req.dns_relay, &self.dns_relay) {
+            (true, Some(t)) => Some(t.clone()),
+            (true, None) => {
+                tracing::info!("test mode: Docker's DNS is not relayed");
+                None
+            }
+            (false, _) => None,
+        };
         let spec = convert::sandbox_spec(req);
         let log_auth = self.log_auth.clone();
         detached(async move {
@@ -84,6 +95,10 @@ impl Agent for AgentService {
                 log_auth
                     .set(t)
                     .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+            }
+            // (After the create succeeded: CreateSandbox succeeds once per sandbox.)
+            if let Some(t) = relay {
+                crate::dns_relay::spawn(t);
             }
             let t = crate::boot_times::snapshot();
             let mut resp = CreateSandboxResponse::new();

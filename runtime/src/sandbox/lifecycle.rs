@@ -301,6 +301,7 @@ async fn create_steps(
     if let Some(h) = &cfg.hostname {
         req.hostname = h.clone();
     }
+    req.dns_relay = cfg.dns_relay && cfg.netns.is_some();
     let mut share = Mount::new();
     share.source = VIRTIOFS_TAG.into();
     share.target = GUEST_SHARED_DIR.into();
