@@ -98,7 +98,26 @@ pub struct VmConfig {
     /// every VMM thread is confined to the syscalls it needs.
     #[serde(default)]
     pub no_seccomp: bool,
+    /// Template mode: when the guest asks (value [`REQUEST_SNAPSHOT`] on the power port), the
+    /// VMM saves the VM into this directory ([`SNAPSHOT_STATE_FILE`], [`SNAPSHOT_MEMORY_FILE`])
+    /// and exits with [`EXIT_SNAPSHOT_SAVED`]. Without it the request is ignored.
+    #[serde(default)]
+    pub snapshot_to: Option<PathBuf>,
+    /// Restore the VM saved in this directory instead of booting `kernel`/`initrd`: the same
+    /// vCPUs, memory and device kinds in the same order; the devices' host sides (sockets,
+    /// virtiofsd, taps, console) are this configuration's.
+    #[serde(default)]
+    pub restore_from: Option<PathBuf>,
 }
+
+/// Value the guest agent writes to the power port to ask for a snapshot (template mode).
+pub const REQUEST_SNAPSHOT: u8 = 2;
+/// `sandpod-vmm`'s exit status once it has saved a snapshot (`snapshot_to`).
+pub const EXIT_SNAPSHOT_SAVED: i32 = 4;
+/// The snapshot's vCPU, VM and device state, in a snapshot directory.
+pub const SNAPSHOT_STATE_FILE: &str = "state.bin";
+/// The snapshot's guest memory (a sparse file: holes where the guest never wrote).
+pub const SNAPSHOT_MEMORY_FILE: &str = "memory.bin";
 
 fn default_cmdline() -> String {
     DEFAULT_CMDLINE.to_string()
@@ -192,6 +211,8 @@ impl VmConfig {
             disks: Vec::new(),
             net: Vec::new(),
             no_seccomp: false,
+            snapshot_to: None,
+            restore_from: None,
         }
     }
 

@@ -185,6 +185,8 @@ fn serde_round_trip_of_every_field() {
         ],
         net: vec!["tap=tap0,mac=02:00:00:00:00:01,mtu=1400".parse().unwrap()],
         no_seccomp: true,
+        snapshot_to: Some("/t/snap".into()),
+        restore_from: None,
     };
     assert_eq!(c.validate(), Ok(()));
     let s = serde_json::to_string_pretty(&c).unwrap();

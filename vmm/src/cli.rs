@@ -137,6 +137,8 @@ impl VmmArgs {
             disks: self.disks,
             net: self.net,
             no_seccomp: self.no_seccomp,
+            snapshot_to: None,
+            restore_from: None,
         })
     }
 }
