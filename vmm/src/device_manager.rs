@@ -24,7 +24,7 @@ use crate::arch::x86_64::layout::{IOAPIC_START, MMIO_GAP_START};
 use crate::arch::x86_64::mptable::IOAPIC_PINS;
 use crate::config::{ConfigError, NetConfig, NetConfigError, VmConfig, MAX_DISKS, MAX_FS, MAX_NET};
 use crate::devices::legacy::i8042::{I8042, I8042_KBD_IRQ, I8042_LEN, I8042_PORT};
-use crate::devices::legacy::serial::{ConsoleOut, COM1_IRQ, COM1_LEN, COM1_PORT};
+use crate::devices::legacy::serial::{ConsoleOut, SavedSerial, COM1_IRQ, COM1_LEN, COM1_PORT};
 use crate::devices::legacy::{EventFdTrigger, SerialDevice};
 use crate::devices::power_port::{PowerPort, POWER_PORT, POWER_PORT_LEN};
 use crate::devices::virtio::block::disk::DiskImage;
@@ -175,9 +175,10 @@ impl VirtioDevices {
 
     /// Puts each device behind a virtio-mmio transport on a new MMIO bus, with an irqfd for
     /// its interrupt and an ioeventfd per queue on QueueNotify (datamatch = queue index).
-    /// Returns the bus and what must live as long as the VM.
-    pub fn register(self, vm: &Vm, mem: &GuestMem) -> Result<(Bus, Option<UdsCleanup>)> {
+    /// Returns the bus, the transports (slot order) and what must live as long as the VM.
+    pub fn register(self, vm: &Vm, mem: &GuestMem) -> Result<Registered> {
         let mut mmio = Bus::new("mmio");
+        let mut transports = Vec::new();
         let what = "virtio-mmio device";
         let err = |e: kvm_ioctls::Error| Error::Device {
             what,
@@ -193,17 +194,37 @@ impl VirtioDevices {
                 vm.fd.register_ioevent(&evt, &addr, index).map_err(err)?;
                 queue_evts.push(evt);
             }
-            let transport = MmioTransport::new(dev, mem.clone(), interrupt, queue_evts);
-            mmio.insert(Arc::new(Mutex::new(transport)), slot.base, MMIO_SIZE)
+            let transport = Arc::new(Mutex::new(MmioTransport::new(
+                dev,
+                mem.clone(),
+                interrupt,
+                queue_evts,
+            )));
+            mmio.insert(transport.clone(), slot.base, MMIO_SIZE)
                 .map_err(bus_err(what))?;
+            transports.push(transport);
             tracing::debug!(
                 "virtio-mmio device {i} at {:#x}, IRQ {}",
                 slot.base,
                 slot.irq
             );
         }
-        Ok((mmio, self.uds))
+        Ok(Registered {
+            mmio,
+            transports,
+            uds: self.uds,
+        })
     }
+}
+
+/// The virtio devices on their bus.
+pub struct Registered {
+    /// The MMIO bus holding every transport.
+    pub mmio: Bus,
+    /// The transports in slot order (snapshots save and restore them).
+    pub transports: Vec<Arc<Mutex<MmioTransport>>>,
+    /// Removes the vsock socket.
+    pub uds: Option<UdsCleanup>,
 }
 
 /// A net device on the configured tap (opened by name, or the inherited fd duplicated).
@@ -221,6 +242,15 @@ fn open_net(net: &NetConfig) -> Result<Net> {
     Ok(Net::new(Box::new(tap), net.mac.map(|m| m.0), net.mtu))
 }
 
+/// How the legacy devices start.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LegacyOptions<'a> {
+    /// COM1's registers from a snapshot.
+    pub serial: Option<&'a SavedSerial>,
+    /// The power port honours snapshot requests (`snapshot_to`).
+    pub snapshots: bool,
+}
+
 /// The legacy devices on a new port I/O bus: COM1 (output to `console`), the i8042 (its reset
 /// command ends the VM) and the power port. Returns the bus and the serial port (flushed at
 /// exit).
@@ -228,14 +258,18 @@ pub fn create_legacy_devices(
     vm: &Vm,
     console: ConsoleOut,
     exit: Arc<ExitState>,
+    opts: LegacyOptions<'_>,
 ) -> Result<(Bus, Arc<Mutex<SerialDevice>>)> {
     let mut pio = Bus::new("pio");
 
     let serial_evt = irq_eventfd(vm, COM1_IRQ, "serial port IRQ")?;
-    let serial = Arc::new(Mutex::new(SerialDevice::new(
-        EventFdTrigger(serial_evt),
-        console,
-    )));
+    let trigger = EventFdTrigger(serial_evt);
+    let serial = match opts.serial {
+        Some(saved) => SerialDevice::from_saved(trigger, console, saved)
+            .ok_or_else(|| Error::Snapshot("the snapshot's serial port state is invalid".into()))?,
+        None => SerialDevice::new(trigger, console),
+    };
+    let serial = Arc::new(Mutex::new(serial));
     pio.insert(serial.clone(), COM1_PORT, COM1_LEN)
         .map_err(bus_err("serial port"))?;
 
@@ -251,7 +285,9 @@ pub fn create_legacy_devices(
         .map_err(bus_err("i8042"))?;
 
     pio.insert(
-        Arc::new(Mutex::new(PowerPort::new(exit))),
+        Arc::new(Mutex::new(
+            PowerPort::new(exit).taking_snapshots(opts.snapshots),
+        )),
         POWER_PORT,
         POWER_PORT_LEN,
     )

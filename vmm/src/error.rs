@@ -13,6 +13,12 @@ use crate::seccomp::SeccompError;
 /// Everything that can go wrong setting up or running a VM.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A snapshot cannot be read, does not fit, or cannot be restored or written.
+    #[error(transparent)]
+    SnapshotFile(#[from] crate::snapshot::SnapshotError),
+    /// Restoring or saving a snapshot's state failed.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     /// Invalid configuration.
     #[error("invalid configuration")]
     Config(#[from] ConfigError),

@@ -28,6 +28,9 @@ pub enum ExitReason {
     Stopped,
     /// A VMM or KVM error (KVM_EXIT_INTERNAL_ERROR, failed entry, unexpected exit). Exit 1.
     Error(String),
+    /// The guest asked for a snapshot (template mode, `snapshot_to`) and it was saved. Exit
+    /// status [`sandpod_vmconfig::EXIT_SNAPSHOT_SAVED`] (4); a failed save is an `Error`.
+    Snapshot,
 }
 
 impl ExitReason {
@@ -39,6 +42,7 @@ impl ExitReason {
             ExitReason::Reset | ExitReason::TripleFault | ExitReason::GuestCrash => 2,
             ExitReason::Signal(sig) => 128 + sig,
             ExitReason::Error(_) => 1,
+            ExitReason::Snapshot => sandpod_vmconfig::EXIT_SNAPSHOT_SAVED,
         }
     }
 }
@@ -54,6 +58,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Signal(s) => write!(f, "stopped by signal {s}"),
             ExitReason::Stopped => write!(f, "stopped"),
             ExitReason::Error(e) => write!(f, "error: {e}"),
+            ExitReason::Snapshot => write!(f, "snapshot saved at the guest's request"),
         }
     }
 }
@@ -153,5 +158,6 @@ mod tests {
         assert_eq!(ExitReason::Error("x".into()).exit_code(), 1);
         assert_eq!(ExitReason::Signal(15).exit_code(), 143);
         assert_eq!(ExitReason::Signal(2).exit_code(), 130);
+        assert_eq!(ExitReason::Snapshot.exit_code(), 4);
     }
 }

@@ -30,6 +30,7 @@ pub mod exit;
 pub mod kvm;
 pub mod loader;
 pub mod seccomp;
+pub mod snapshot;
 pub mod vmm;
 
 pub use config::{ConsoleConfig, DiskConfig, FsConfig, VmConfig, VsockConfig};

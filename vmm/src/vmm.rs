@@ -9,20 +9,27 @@ use kvm_ioctls::{Kvm, VcpuFd};
 use vmm_sys_util::signal::Killable;
 
 use crate::config::{ConsoleConfig, VmConfig};
-use crate::device_manager::{create_legacy_devices, VirtioDevices};
+use crate::device_manager::{create_legacy_devices, LegacyOptions, VirtioDevices};
 use crate::devices::bus::lock;
 use crate::devices::legacy::serial::console_output;
 use crate::devices::legacy::SerialDevice;
+use crate::devices::virtio::mmio::TransportState;
 use crate::devices::virtio::vsock::unix::UdsCleanup;
+use crate::devices::virtio::MmioTransport;
 use crate::devices::Bus;
 use crate::error::{Error, Result};
 use crate::exit::{ExitReason, ExitState};
 use crate::kvm::cpuid::VcpuTopology;
-use crate::kvm::memory::{create_guest_memory, register_guest_memory, GuestMem};
-use crate::kvm::vcpu::{configure_vcpu, create_vcpu, install_kick_handler, kick_signal, run_vcpu};
+use crate::kvm::memory::{create_guest_memory, register_guest_memory, GuestMem, GuestRange};
+use crate::kvm::vcpu::{
+    configure_vcpu, create_vcpu, install_kick_handler, kick_signal, run_vcpu, VcpuEnd,
+};
+use crate::kvm::vcpu_state::saved_msr_indices;
 use crate::kvm::vm::{create_vm, Vm};
 use crate::loader::{load_guest, open_boot_files, retained_initrd};
 use crate::seccomp::{dump, spawner, Mode, RuleOptions, SeccompFilters, ThreadKind};
+use crate::snapshot::restore;
+use crate::snapshot::save::{SaveInputs, SnapshotTarget};
 
 /// How long to keep kicking vCPU threads before giving up on joining them.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,12 +41,27 @@ pub struct Vmm {
     serial: Arc<Mutex<SerialDevice>>,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
+    transports: Vec<Arc<Mutex<MmioTransport>>>,
+    /// A restored VM's device states, applied in [`Vmm::run`] (activating a device starts its
+    /// thread, which must come from the seccomp spawner).
+    restore: Option<Vec<TransportState>>,
+    /// Template mode (`snapshot_to`).
+    snapshot: Option<SnapshotPlan>,
     _uds: Option<UdsCleanup>,
     exit: Arc<ExitState>,
     seccomp: Arc<SeccompFilters>,
-    _vm: Vm,
+    vm: Vm,
     _kvm: Kvm,
-    _mem: GuestMem,
+    mem: GuestMem,
+}
+
+/// What template mode needs when the guest asks for its snapshot.
+struct SnapshotPlan {
+    target: SnapshotTarget,
+    /// The MSRs each vCPU saves (KVM's list, read before the filters are in place).
+    msrs: Arc<Vec<u32>>,
+    /// The retained initrd, left out of the snapshot.
+    release: Option<GuestRange>,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -51,17 +73,34 @@ impl std::fmt::Debug for Vmm {
 }
 
 impl Vmm {
-    /// Checks the configuration and the input files, then creates and sets up the VM. Input
-    /// errors are reported before KVM is touched. Makes the process non-dumpable and compiles
-    /// the seccomp filters [`Vmm::run`] installs (see [`crate::seccomp`]).
+    /// Checks the configuration and the input files, then creates and sets up the VM: booted
+    /// from the kernel, or restored from `restore_from`. Input errors are reported before KVM
+    /// is touched. Makes the process non-dumpable and compiles the seccomp filters
+    /// [`Vmm::run`] installs (see [`crate::seccomp`]).
     pub fn new(mut config: VmConfig) -> Result<Vmm> {
         let started = std::time::Instant::now();
         config.validate()?;
         dump::set_not_dumpable().map_err(Error::Dumpable)?;
         let seccomp = seccomp_filters(&config)?;
-        let files = open_boot_files(&config)?;
-        let virtio = VirtioDevices::open(&config, retained_initrd(&config, &files))?;
+        let snapshot = match &config.restore_from {
+            Some(dir) => Some(restore::open(dir)?),
+            None => None,
+        };
+        let files = match snapshot {
+            None => Some(open_boot_files(&config)?),
+            Some(_) => None,
+        };
+        let release = files.as_ref().and_then(|f| retained_initrd(&config, f));
+        let virtio = VirtioDevices::open(&config, release)?;
         virtio.announce(&mut config.cmdline);
+        if let Some((snap, _)) = &snapshot {
+            snap.check_fits(config.vcpus, config.mem_bytes(), virtio.slots().count())
+                .map_err(crate::snapshot::SnapshotError::Mismatch)?;
+        }
+        let target = match &config.snapshot_to {
+            Some(dir) => Some(SnapshotTarget::create(dir)?),
+            None => None,
+        };
         let console =
             console_output(&config.console, &config.console_limits).map_err(|source| {
                 Error::Console {
@@ -77,11 +116,22 @@ impl Vmm {
         let vm = create_vm(&kvm, config.vcpus)?;
         let mem = create_guest_memory(config.mem_bytes())?;
         register_guest_memory(&vm.fd, &mem)?;
-        let boot = load_guest(&config, files, &mem)?;
+        let boot = match (&snapshot, files) {
+            (Some((_, memory)), _) => {
+                restore::memory(&mem, memory)?;
+                None
+            }
+            (None, Some(files)) => Some(load_guest(&config, files, &mem)?),
+            (None, None) => None,
+        };
 
         let exit = Arc::new(ExitState::new());
-        let (pio, serial) = create_legacy_devices(&vm, console, exit.clone())?;
-        let (mmio, uds) = virtio.register(&vm, &mem)?;
+        let legacy = LegacyOptions {
+            serial: snapshot.as_ref().map(|(s, _)| &s.serial),
+            snapshots: target.is_some(),
+        };
+        let (pio, serial) = create_legacy_devices(&vm, console, exit.clone(), legacy)?;
+        let registered = virtio.register(&vm, &mem)?;
 
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
         for index in 0..config.vcpus {
@@ -90,7 +140,7 @@ impl Vmm {
                 index,
                 count: config.vcpus,
             };
-            let boot_entry = (index == 0).then_some(boot);
+            let boot_entry = if index == 0 { boot } else { None };
             configure_vcpu(
                 &vcpu,
                 topo,
@@ -100,24 +150,46 @@ impl Vmm {
             )?;
             vcpus.push(vcpu);
         }
-        tracing::info!(
-            "VM ready in {} ms: {} vCPUs, {} MiB, entry {:#x}",
-            started.elapsed().as_millis(),
-            config.vcpus,
-            config.mem_mib,
-            boot.entry
-        );
+        if let Some((snap, _)) = &snapshot {
+            restore::kvm_state(&kvm, &vm, &vcpus, snap)?;
+        }
+        let snapshot_plan = match target {
+            Some(target) => Some(SnapshotPlan {
+                target,
+                msrs: Arc::new(saved_msr_indices(&kvm)?),
+                release,
+            }),
+            None => None,
+        };
+        match &boot {
+            Some(b) => tracing::info!(
+                "VM ready in {} ms: {} vCPUs, {} MiB, entry {:#x}",
+                started.elapsed().as_millis(),
+                config.vcpus,
+                config.mem_mib,
+                b.entry
+            ),
+            None => tracing::info!(
+                "VM ready in {} ms: {} vCPUs, {} MiB, restored",
+                started.elapsed().as_millis(),
+                config.vcpus,
+                config.mem_mib
+            ),
+        }
         Ok(Vmm {
             vcpus,
             serial,
             pio: Arc::new(pio),
-            mmio: Arc::new(mmio),
-            _uds: uds,
+            mmio: Arc::new(registered.mmio),
+            transports: registered.transports,
+            restore: snapshot.map(|(s, _)| s.devices),
+            snapshot: snapshot_plan,
+            _uds: registered.uds,
             exit,
             seccomp: Arc::new(seccomp),
-            _vm: vm,
+            vm,
             _kvm: kvm,
-            _mem: mem,
+            mem,
         })
     }
 
@@ -152,12 +224,22 @@ impl Vmm {
     pub fn run(mut self) -> Result<ExitReason> {
         install_kick_handler()?;
         let spawner = spawner::start(self.seccomp.clone())?;
+        if let Some(states) = self.restore.take() {
+            // Restarting the devices the guest had started starts their threads: through the
+            // spawner, as a vCPU's activation would.
+            spawner::enter(spawner.clone());
+            let restored = restore::devices(&self.transports, &states);
+            spawner::leave();
+            restored?;
+        }
+        let snapshot_msrs = self.snapshot.as_ref().map(|s| s.msrs.clone());
         let gate = Arc::new(Gate::default());
         let (ready_tx, ready_rx) = mpsc::channel::<()>();
-        let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        let mut threads: Vec<JoinHandle<VcpuEnd>> = Vec::new();
         let count = self.vcpus.len();
         for (index, vcpu) in (0u8..).zip(self.vcpus.drain(..)) {
             let (pio, mmio, exit) = (self.pio.clone(), self.mmio.clone(), self.exit.clone());
+            let msrs = snapshot_msrs.clone();
             let (seccomp, spawner, vcpu_gate, ready) = (
                 self.seccomp.clone(),
                 spawner.clone(),
@@ -170,6 +252,7 @@ impl Vmm {
                     if let Err(e) = seccomp.apply(ThreadKind::Vcpu) {
                         // Sets the stopping flag: the vCPU never enters the guest.
                         exit.request(ExitReason::Error(e.to_string()));
+                        return None;
                     }
                     spawner::enter(spawner);
                     let _ = ready.send(());
@@ -178,7 +261,7 @@ impl Vmm {
                     if index == 0 {
                         seccomp.debug_violation(ThreadKind::Vcpu);
                     }
-                    run_vcpu(vcpu, index, pio, mmio, exit)
+                    run_vcpu(vcpu, index, pio, mmio, exit, msrs)
                 });
             match spawned {
                 Ok(t) => threads.push(t),
@@ -203,9 +286,12 @@ impl Vmm {
         }
         gate.open();
         self.seccomp.debug_violation(ThreadKind::Main);
-        let reason = self.exit.wait();
+        let mut reason = self.exit.wait();
         tracing::info!("VM stopping: {reason}");
-        stop_threads(threads);
+        let ends = stop_threads(threads);
+        if reason == ExitReason::Snapshot {
+            reason = self.save_snapshot(ends);
+        }
         lock(&self.serial).flush();
         tracing::debug!(
             "unhandled guest accesses: {} port I/O, {} MMIO",
@@ -213,6 +299,26 @@ impl Vmm {
             self.mmio.unknown_accesses()
         );
         Ok(reason)
+    }
+}
+
+impl Vmm {
+    /// Template mode: saves the VM the guest asked to be saved (every vCPU has stopped).
+    fn save_snapshot(&self, ends: Vec<VcpuEnd>) -> ExitReason {
+        let Some(plan) = &self.snapshot else {
+            return ExitReason::Error("a snapshot without snapshot_to".into());
+        };
+        let inputs = SaveInputs {
+            vm: &self.vm.fd,
+            mem: &self.mem,
+            transports: &self.transports,
+            serial: &self.serial,
+            release: plan.release,
+        };
+        match crate::snapshot::save::save(&plan.target, &inputs, ends) {
+            Ok(()) => ExitReason::Snapshot,
+            Err(e) => ExitReason::Error(format!("saving the snapshot: {e}")),
+        }
     }
 }
 
@@ -231,6 +337,7 @@ fn seccomp_filters(config: &VmConfig) -> Result<SeccompFilters> {
     }
     let opts = RuleOptions {
         console_file: matches!(config.console, ConsoleConfig::File(_)),
+        snapshot: config.snapshot_to.is_some(),
     };
     Ok(SeccompFilters::new(true, opts, mode)?)
 }
@@ -255,14 +362,18 @@ impl Gate {
 }
 
 /// Kicks vCPU threads out of KVM_RUN until they have all returned (or the timeout passes).
-fn stop_threads(threads: Vec<JoinHandle<()>>) {
+/// Returns what each returned, in thread order (`None` for one that panicked or did not stop).
+fn stop_threads(threads: Vec<JoinHandle<VcpuEnd>>) -> Vec<VcpuEnd> {
     let deadline = Instant::now() + STOP_TIMEOUT;
-    let mut pending = threads;
+    let mut ends: Vec<VcpuEnd> = threads.iter().map(|_| None).collect();
+    let mut pending: Vec<(usize, JoinHandle<VcpuEnd>)> = threads.into_iter().enumerate().collect();
     while !pending.is_empty() {
-        let (done, running): (Vec<_>, Vec<_>) = pending.into_iter().partition(|t| t.is_finished());
-        for t in done {
-            if t.join().is_err() {
-                tracing::error!("a vCPU thread panicked");
+        let (done, running): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|(_, t)| t.is_finished());
+        for (i, t) in done {
+            match t.join() {
+                Ok(end) => ends[i] = end,
+                Err(_) => tracing::error!("a vCPU thread panicked"),
             }
         }
         pending = running;
@@ -276,9 +387,10 @@ fn stop_threads(threads: Vec<JoinHandle<()>>) {
             );
             break;
         }
-        for t in &pending {
+        for (_, t) in &pending {
             let _ = t.kill(kick_signal());
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+    ends
 }

@@ -21,15 +21,30 @@ pub const REQUEST_POWER_OFF: u8 = 0;
 /// Written value: reboot.
 pub const REQUEST_REBOOT: u8 = 1;
 
+/// Written value: save a snapshot and exit (template mode only; see [`crate::snapshot`]).
+pub const REQUEST_SNAPSHOT: u8 = sandpod_vmconfig::REQUEST_SNAPSHOT;
+
 /// The power port device.
 pub struct PowerPort {
     exit: Arc<ExitState>,
+    /// Snapshot requests are honoured (the VM was started with `snapshot_to`).
+    snapshots: bool,
     ignored: u64,
 }
 
 impl PowerPort {
     pub fn new(exit: Arc<ExitState>) -> Self {
-        PowerPort { exit, ignored: 0 }
+        PowerPort {
+            exit,
+            snapshots: false,
+            ignored: 0,
+        }
+    }
+
+    /// Honours [`REQUEST_SNAPSHOT`] (otherwise it is ignored like any unknown value).
+    pub fn taking_snapshots(mut self, on: bool) -> Self {
+        self.snapshots = on;
+        self
     }
 }
 
@@ -42,6 +57,7 @@ impl BusDevice for PowerPort {
         let request = match (offset, data) {
             (0, [REQUEST_POWER_OFF]) => ExitReason::PowerOff,
             (0, [REQUEST_REBOOT]) => ExitReason::Reboot,
+            (0, [REQUEST_SNAPSHOT]) if self.snapshots => ExitReason::Snapshot,
             _ => {
                 self.ignored += 1;
                 if self.ignored.is_power_of_two() {
@@ -71,6 +87,17 @@ mod tests {
     fn requests_end_the_vm() {
         assert_eq!(written(&[0]), Some(ExitReason::PowerOff));
         assert_eq!(written(&[1]), Some(ExitReason::Reboot));
+    }
+
+    #[test]
+    fn a_snapshot_request_counts_only_in_template_mode() {
+        // A guest that was not started to be a template cannot make the VMM write one.
+        assert_eq!(written(&[REQUEST_SNAPSHOT]), None);
+        let exit = Arc::new(ExitState::new());
+        PowerPort::new(exit.clone())
+            .taking_snapshots(true)
+            .write(0, &[REQUEST_SNAPSHOT]);
+        assert_eq!(exit.reason(), Some(ExitReason::Snapshot));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 pub mod cpuid;
 pub mod memory;
 pub mod vcpu;
+pub mod vcpu_state;
 pub mod vm;
+pub mod vm_state;
 
 use std::io;
 use std::path::Path;

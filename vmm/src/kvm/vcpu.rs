@@ -19,6 +19,7 @@ use libc::{c_int, c_void, siginfo_t};
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use super::cpuid::{filter_cpuid, VcpuTopology};
+use super::vcpu_state::{save_vcpu, VcpuState};
 use super::KvmError;
 use crate::arch::x86_64::{msr, regs};
 use crate::devices::Bus;
@@ -141,9 +142,20 @@ impl Drop for EndGuard<'_> {
     }
 }
 
+/// What a vCPU thread hands back: its state when the VM ended for a snapshot, else nothing.
+pub type VcpuEnd = Option<Result<VcpuState, String>>;
+
 /// Runs a vCPU until the VM stops. Every outcome is reported through `exit`; nothing the guest
-/// does makes this panic.
-pub fn run_vcpu(mut vcpu: VcpuFd, index: u8, pio: Arc<Bus>, mmio: Arc<Bus>, exit: Arc<ExitState>) {
+/// does makes this panic. `snapshot_msrs`: the VM may end for a snapshot (template mode); then
+/// the vCPU's state (with these MSRs) is returned.
+pub fn run_vcpu(
+    mut vcpu: VcpuFd,
+    index: u8,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    exit: Arc<ExitState>,
+    snapshot_msrs: Option<Arc<Vec<u32>>>,
+) -> VcpuEnd {
     let _guard = EndGuard { exit: &exit, index };
     let immediate_exit: *mut u8 = &mut vcpu.get_kvm_run().immediate_exit;
     IMMEDIATE_EXIT.with(|p| p.set(immediate_exit));
@@ -170,6 +182,26 @@ pub fn run_vcpu(mut vcpu: VcpuFd, index: u8, pio: Arc<Bus>, mmio: Arc<Bus>, exit
             break;
         }
     }
+    let msrs = snapshot_msrs?;
+    if exit.reason() != Some(ExitReason::Snapshot) {
+        return None;
+    }
+    Some(stop_for_snapshot(&mut vcpu, index, &msrs))
+}
+
+/// Completes the exit in progress without running the guest further (an I/O or MMIO exit is
+/// only complete, its instruction retired, after the next KVM_RUN: with `immediate_exit` set
+/// KVM finishes it and returns EINTR), then saves the vCPU.
+fn stop_for_snapshot(vcpu: &mut VcpuFd, index: u8, msrs: &[u32]) -> Result<VcpuState, String> {
+    vcpu.set_kvm_immediate_exit(1);
+    let ran = vcpu.run().map(|_| ());
+    vcpu.set_kvm_immediate_exit(0);
+    match ran {
+        Err(e) if e.errno() == libc::EINTR => {}
+        Ok(()) => return Err(format!("vCPU {index}: KVM_RUN ran with immediate_exit set")),
+        Err(e) => return Err(format!("vCPU {index}: completing its last exit: {e}")),
+    }
+    save_vcpu(vcpu, msrs).map_err(|e| format!("vCPU {index}: {e}"))
 }
 
 const INTERNAL_ERROR: &str = "internal error";

@@ -154,7 +154,59 @@ pub const CONSOLE_OPEN_FLAGS: i32 =
 pub struct RuleOptions {
     /// The console goes to a file (rotated by the vCPU threads).
     pub console_file: bool,
+    /// Template mode: the VM may end with a snapshot (see [`SNAPSHOT_MAIN`]).
+    pub snapshot: bool,
 }
+
+// Template mode: what saving a vCPU (on its thread) and the VM (on the main thread) reads.
+vmm_sys_util::ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_bindings::kvm_mp_state);
+vmm_sys_util::ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_bindings::kvm_sregs);
+vmm_sys_util::ioctl_ior_nr!(KVM_GET_XSAVE, KVMIO, 0xa4, kvm_bindings::kvm_xsave);
+vmm_sys_util::ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_bindings::kvm_xcrs);
+vmm_sys_util::ioctl_ior_nr!(KVM_GET_DEBUGREGS, KVMIO, 0xa1, kvm_bindings::kvm_debugregs);
+vmm_sys_util::ioctl_ior_nr!(KVM_GET_LAPIC, KVMIO, 0x8e, kvm_bindings::kvm_lapic_state);
+vmm_sys_util::ioctl_iowr_nr!(KVM_GET_MSRS, KVMIO, 0x88, kvm_bindings::kvm_msrs);
+vmm_sys_util::ioctl_ior_nr!(
+    KVM_GET_VCPU_EVENTS,
+    KVMIO,
+    0x9f,
+    kvm_bindings::kvm_vcpu_events
+);
+vmm_sys_util::ioctl_io_nr!(KVM_GET_TSC_KHZ, KVMIO, 0xa3);
+vmm_sys_util::ioctl_iowr_nr!(KVM_GET_IRQCHIP, KVMIO, 0x62, kvm_bindings::kvm_irqchip);
+vmm_sys_util::ioctl_ior_nr!(KVM_GET_PIT2, KVMIO, 0x9f, kvm_bindings::kvm_pit_state2);
+vmm_sys_util::ioctl_ior_nr!(KVM_GET_CLOCK, KVMIO, 0x7c, kvm_bindings::kvm_clock_data);
+
+/// The ioctls template mode adds to a kind's list: each vCPU saves itself, the main thread
+/// the VM's irqchips, PIT and clock.
+pub fn snapshot_ioctls(kind: ThreadKind) -> Vec<u64> {
+    match kind {
+        ThreadKind::Vcpu => vec![
+            KVM_GET_MP_STATE(),
+            KVM_GET_SREGS(),
+            KVM_GET_XSAVE(),
+            KVM_GET_XCRS(),
+            KVM_GET_DEBUGREGS(),
+            KVM_GET_LAPIC(),
+            KVM_GET_MSRS(),
+            KVM_GET_VCPU_EVENTS(),
+            KVM_GET_TSC_KHZ(),
+        ],
+        ThreadKind::Main => vec![KVM_GET_IRQCHIP(), KVM_GET_PIT2(), KVM_GET_CLOCK()],
+        ThreadKind::Device | ThreadKind::Spawner => vec![],
+    }
+}
+
+/// Template mode, the main thread: writing the snapshot into the files opened at set-up
+/// (memory read from the memfd at offsets, its extents found with SEEK_DATA/SEEK_HOLE, the
+/// files sized and synced) and dropping the retained initrd (a punched hole, below).
+const SNAPSHOT_MAIN: &[i64] = &[
+    libc::SYS_lseek,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_ftruncate,
+    libc::SYS_fsync,
+];
 
 /// The rules of one kind of thread.
 pub fn rules(kind: ThreadKind, opts: RuleOptions) -> Result<Rules, SeccompError> {
@@ -180,19 +232,32 @@ pub fn rules(kind: ThreadKind, opts: RuleOptions) -> Result<Rules, SeccompError>
         }
         ThreadKind::Main => {
             allow(&mut r, MAIN);
+            if opts.snapshot {
+                allow(&mut r, SNAPSHOT_MAIN);
+            }
             // Only the vCPU kick (the signal thread waits; nobody else signals).
             let kick = as_arg(crate::kvm::vcpu::kick_signal());
             allow_if(&mut r, libc::SYS_tgkill, &[(2, kick)])?;
         }
     }
-    if matches!(kind, ThreadKind::Device | ThreadKind::Spawner) {
-        // Unix sockets only (vsock's connections to `PATH_P`).
-        allow_if(&mut r, libc::SYS_socket, &[(0, as_arg(libc::AF_UNIX))])?;
-        // Only hole punching (vsock gives the retained initrd's guest memory back).
+    let punches_holes = matches!(kind, ThreadKind::Device | ThreadKind::Spawner)
+        || (kind == ThreadKind::Main && opts.snapshot);
+    if punches_holes {
+        // Only hole punching (vsock gives the retained initrd's guest memory back; a
+        // snapshot leaves it out).
         let punch = as_arg(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE);
         allow_if(&mut r, libc::SYS_fallocate, &[(1, punch)])?;
     }
-    for req in ioctls(kind) {
+    if matches!(kind, ThreadKind::Device | ThreadKind::Spawner) {
+        // Unix sockets only (vsock's connections to `PATH_P`).
+        allow_if(&mut r, libc::SYS_socket, &[(0, as_arg(libc::AF_UNIX))])?;
+    }
+    let snapshot_ioctls = if opts.snapshot {
+        snapshot_ioctls(kind)
+    } else {
+        Vec::new()
+    };
+    for req in ioctls(kind).into_iter().chain(snapshot_ioctls) {
         allow_if(&mut r, libc::SYS_ioctl, &[(1, req)])?;
     }
     // Decided by the deny-open filter.

@@ -82,6 +82,12 @@ pub fn enter(handle: SpawnerHandle) {
     CURRENT.with(|c| *c.borrow_mut() = Some(handle));
 }
 
+/// Forgets the spawner this thread [`enter`]ed (the main thread, once it has restored a
+/// snapshot's devices: the spawner ends when its last handle goes).
+pub fn leave() {
+    CURRENT.with(|c| c.borrow_mut().take());
+}
+
 /// Starts a device thread `name` running `f`: through the spawner this thread [`enter`]ed
 /// (the new thread installs the device filter first), else directly.
 pub fn spawn<T, F>(name: &str, f: F) -> io::Result<JoinHandle<T>>

@@ -56,7 +56,15 @@ fn assert_ok(name: &str) {
 fn every_kind_compiles_in_both_modes() {
     for mode in [Mode::Kill, Mode::Log] {
         for console_file in [false, true] {
-            let f = SeccompFilters::new(true, RuleOptions { console_file }, mode).unwrap();
+            let f = SeccompFilters::new(
+                true,
+                RuleOptions {
+                    console_file,
+                    ..Default::default()
+                },
+                mode,
+            )
+            .unwrap();
             assert!(f.enabled());
             for kind in ThreadKind::ALL {
                 let p = f.program(kind).unwrap();
@@ -112,7 +120,10 @@ fn the_lists_are_what_each_kind_needs() {
     }
     // openat passes the lists, the deny-open filter answers it (but the console's).
     assert!(vcpu[&libc::SYS_openat].is_empty());
-    let with_file = RuleOptions { console_file: true };
+    let with_file = RuleOptions {
+        console_file: true,
+        ..Default::default()
+    };
     assert!(deny_open_rules(ThreadKind::Vcpu, opts).unwrap()[&libc::SYS_openat].is_empty());
     assert_eq!(
         deny_open_rules(ThreadKind::Vcpu, with_file).unwrap()[&libc::SYS_openat].len(),
@@ -228,7 +239,15 @@ fn child_open_fails_with_eacces() {
         let dir = std::env::temp_dir().join(format!("sp-seccomp-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let console = dir.join("console.log");
-        let f = SeccompFilters::new(true, RuleOptions { console_file: true }, Mode::Kill).unwrap();
+        let f = SeccompFilters::new(
+            true,
+            RuleOptions {
+                console_file: true,
+                ..Default::default()
+            },
+            Mode::Kill,
+        )
+        .unwrap();
         let thread = std::thread::spawn(move || {
             f.apply(ThreadKind::Device).unwrap();
             let e = std::fs::File::open("/proc/sys/vm/overcommit_memory").unwrap_err();
@@ -238,7 +257,15 @@ fn child_open_fails_with_eacces() {
         });
         thread.join().unwrap();
         // A vCPU thread with a console file may (re)create it, with exactly its flags.
-        let f = SeccompFilters::new(true, RuleOptions { console_file: true }, Mode::Kill).unwrap();
+        let f = SeccompFilters::new(
+            true,
+            RuleOptions {
+                console_file: true,
+                ..Default::default()
+            },
+            Mode::Kill,
+        )
+        .unwrap();
         f.apply(ThreadKind::Vcpu).unwrap();
         let created = std::fs::File::options()
             .write(true)
@@ -266,7 +293,15 @@ fn child_vcpu_rotates_the_console_file() {
         // Created at setup; written (and rotated) by a vCPU thread.
         let mut sink =
             crate::devices::legacy::console_sink::ConsoleSink::file(&path, &limits).unwrap();
-        let f = SeccompFilters::new(true, RuleOptions { console_file: true }, Mode::Kill).unwrap();
+        let f = SeccompFilters::new(
+            true,
+            RuleOptions {
+                console_file: true,
+                ..Default::default()
+            },
+            Mode::Kill,
+        )
+        .unwrap();
         std::thread::spawn(move || {
             f.apply(ThreadKind::Vcpu).unwrap();
             for _ in 0..3 {

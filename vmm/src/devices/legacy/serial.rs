@@ -3,7 +3,8 @@
 
 use std::io::{self, Write};
 
-use vm_superio::serial::NoEvents;
+use serde::{Deserialize, Serialize};
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -42,6 +43,16 @@ pub fn console_output(console: &ConsoleConfig, limits: &ConsoleLimits) -> io::Re
     })
 }
 
+/// A snapshot's UART state: DLL, DLM, IER, IIR, LCR, LSR, MCR, MSR, SCR, then the input
+/// FIFO (vm-superio's `SerialState`, which has no serde).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSerial {
+    /// The nine registers, in the order above.
+    pub registers: [u8; 9],
+    /// Bytes the guest has not read yet (at most the 64-byte FIFO: checked on restore).
+    pub in_buffer: Vec<u8>,
+}
+
 /// The serial port as a bus device.
 pub struct SerialDevice<T: Trigger = EventFdTrigger> {
     serial: Serial<T, NoEvents, ConsoleOut>,
@@ -54,6 +65,44 @@ impl<T: Trigger> SerialDevice<T> {
         SerialDevice {
             serial: Serial::new(trigger, out),
             errors: 0,
+        }
+    }
+
+    /// A serial port in the state `saved` (a snapshot's); `None` if that state is invalid.
+    pub fn from_saved(trigger: T, out: ConsoleOut, saved: &SavedSerial) -> Option<Self> {
+        let state = SerialState {
+            baud_divisor_low: saved.registers[0],
+            baud_divisor_high: saved.registers[1],
+            interrupt_enable: saved.registers[2],
+            interrupt_identification: saved.registers[3],
+            line_control: saved.registers[4],
+            line_status: saved.registers[5],
+            modem_control: saved.registers[6],
+            modem_status: saved.registers[7],
+            scratch: saved.registers[8],
+            in_buffer: saved.in_buffer.clone(),
+        };
+        Serial::from_state(&state, trigger, NoEvents, out)
+            .ok()
+            .map(|serial| SerialDevice { serial, errors: 0 })
+    }
+
+    /// The UART's registers and input FIFO, for a snapshot.
+    pub fn save(&self) -> SavedSerial {
+        let s = self.serial.state();
+        SavedSerial {
+            registers: [
+                s.baud_divisor_low,
+                s.baud_divisor_high,
+                s.interrupt_enable,
+                s.interrupt_identification,
+                s.line_control,
+                s.line_status,
+                s.modem_control,
+                s.modem_status,
+                s.scratch,
+            ],
+            in_buffer: s.in_buffer,
         }
     }
 
@@ -126,6 +175,27 @@ mod tests {
         dev.read(5, &mut lsr);
         assert_eq!(lsr[0] & 0x60, 0x60);
         dev.flush();
+    }
+
+    #[test]
+    fn saved_state_round_trips_and_a_bad_one_is_refused() {
+        let evt = || EventFdTrigger(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        let mut dev = SerialDevice::new(evt(), Box::new(io::sink()));
+        dev.write(1, &[0x2]);
+        dev.write(3, &[0x03]);
+        dev.write(7, &[0x5a]);
+        let saved = dev.save();
+        let back = SerialDevice::from_saved(evt(), Box::new(io::sink()), &saved).unwrap();
+        assert_eq!(back.save(), saved);
+        let mut scratch = [0u8];
+        let mut back = back;
+        back.read(7, &mut scratch);
+        assert_eq!(scratch[0], 0x5a);
+        let too_much = SavedSerial {
+            in_buffer: vec![0; 65],
+            ..saved
+        };
+        assert!(SerialDevice::from_saved(evt(), Box::new(io::sink()), &too_much).is_none());
     }
 
     #[test]

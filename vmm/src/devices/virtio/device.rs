@@ -54,6 +54,9 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, features: u64, activation: Activation) -> Result<(), ActivateError>;
     /// Stops the device and drops its queues (driver reset). Must be idempotent.
     fn reset(&mut self);
+    /// The next [`VirtioDevice::activate`] restores a snapshot: the queues were the guest's
+    /// before and the host side is new (vsock tells the driver its connections are gone).
+    fn restoring(&mut self) {}
 }
 
 /// Copies `config[offset..offset + data.len()]` into `data`, zero-filling what is out of range.

@@ -69,6 +69,15 @@ impl Interrupt {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
 
+    /// A snapshot's InterruptStatus and broken flag: pending bits are raised again (a spurious
+    /// interrupt is harmless, a lost one hangs the driver).
+    pub fn restore(&self, status: u32, needs_reset: bool) {
+        self.needs_reset.store(needs_reset, Ordering::SeqCst);
+        if status != 0 {
+            let _ = self.raise(status);
+        }
+    }
+
     /// Device reset: no pending interrupt, not broken.
     pub fn reset(&self) {
         self.status.store(0, Ordering::SeqCst);

@@ -10,6 +10,9 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+use virtio_queue::QueueT;
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::device::{Activation, VirtioDevice};
@@ -30,6 +33,33 @@ pub const VENDOR_ID: u32 = 0x5350_4f44;
 pub const QUEUE_NOTIFY: u64 = 0x50;
 /// Offset of the device configuration space.
 pub const CONFIG_SPACE: u64 = 0x100;
+
+/// A transport's registers and queues, for a snapshot. On restore the queues' positions come
+/// from the used rings in the restored memory (the device had finished every chain it took:
+/// the guest was idle when it asked for the snapshot).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportState {
+    /// The device's virtio type (checked against the restored device's).
+    pub device_type: u32,
+    /// Device status.
+    pub status: u32,
+    /// DeviceFeaturesSel.
+    pub device_features_sel: u32,
+    /// DriverFeaturesSel.
+    pub driver_features_sel: u32,
+    /// The features the driver accepted.
+    pub driver_features: u64,
+    /// QueueSel.
+    pub queue_sel: u32,
+    /// ConfigGeneration.
+    pub config_generation: u32,
+    /// InterruptStatus.
+    pub interrupt_status: u32,
+    /// DEVICE_NEEDS_RESET was set.
+    pub needs_reset: bool,
+    /// Each queue's registers.
+    pub queues: Vec<QueueConfig>,
+}
 
 /// A virtio device behind the MMIO transport.
 pub struct MmioTransport {
@@ -242,12 +272,22 @@ impl MmioTransport {
     }
 
     fn activate(&mut self) -> Result<(), String> {
+        self.activate_at(&[])
+    }
+
+    /// Activates the device; `positions[i]` (when given) is where queue i resumes (next
+    /// available and next used index).
+    fn activate_at(&mut self, positions: &[Option<u16>]) -> Result<(), String> {
         let mut queues = Vec::with_capacity(self.queues.len());
         for (index, q) in self.queues.iter().enumerate() {
-            queues.push(
-                q.build(&self.mem)
-                    .map_err(|e| format!("queue {index}: {e}"))?,
-            );
+            let mut queue = q
+                .build(&self.mem)
+                .map_err(|e| format!("queue {index}: {e}"))?;
+            if let Some(Some(at)) = positions.get(index) {
+                queue.set_next_avail(*at);
+                queue.set_next_used(*at);
+            }
+            queues.push(queue);
         }
         let mut queue_evts = Vec::with_capacity(self.queue_evts.len());
         for evt in &self.queue_evts {
@@ -264,6 +304,79 @@ impl MmioTransport {
             .map_err(|e| e.to_string())?;
         self.activated = true;
         Ok(())
+    }
+
+    /// The transport's state for a snapshot (the vCPUs stopped).
+    pub fn save(&self) -> TransportState {
+        TransportState {
+            device_type: self.device.device_type(),
+            status: self.status,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            queue_sel: self.queue_sel,
+            config_generation: self.config_generation,
+            interrupt_status: self.interrupt.status(),
+            needs_reset: self.interrupt.needs_reset(),
+            queues: self.queues.clone(),
+        }
+    }
+
+    /// Puts a fresh transport (guest memory already restored) in a snapshot's state, and
+    /// restarts the device if the driver had started it. Everything in `state` comes from a
+    /// file: each value is checked as a driver's write would be.
+    pub fn restore(&mut self, state: &TransportState) -> Result<(), String> {
+        if state.device_type != self.device.device_type() {
+            return Err(format!(
+                "device type {} in the snapshot, {} configured",
+                state.device_type,
+                self.device.device_type()
+            ));
+        }
+        if state.queues.len() != self.queues.len()
+            || state
+                .queues
+                .iter()
+                .zip(&self.queues)
+                .any(|(saved, ours)| saved.max_size != ours.max_size)
+        {
+            return Err("the snapshot's queues do not match the device's".into());
+        }
+        self.status = state.status & !STATUS_DEVICE_NEEDS_RESET;
+        self.device_features_sel = state.device_features_sel;
+        self.driver_features_sel = state.driver_features_sel;
+        self.driver_features = state.driver_features;
+        self.queue_sel = state.queue_sel;
+        self.config_generation = state.config_generation;
+        self.queues.clone_from(&state.queues);
+        if self.status & STATUS_DRIVER_OK != 0 && !state.needs_reset {
+            if self.status & STATUS_FEATURES_OK == 0 || !self.features_ok() {
+                return Err("the snapshot's device was started without valid features".into());
+            }
+            self.device.restoring();
+            self.activate_restored()?;
+        }
+        self.interrupt
+            .restore(state.interrupt_status, state.needs_reset);
+        Ok(())
+    }
+
+    /// Activation with each queue resumed where the used ring says the device stopped.
+    fn activate_restored(&mut self) -> Result<(), String> {
+        let mut positions = Vec::with_capacity(self.queues.len());
+        for (index, q) in self.queues.iter().enumerate() {
+            if !q.ready {
+                positions.push(None);
+                continue;
+            }
+            // The used ring's idx field follows its 16-bit flags.
+            let used_idx: u16 = self
+                .mem
+                .read_obj(GuestAddress(q.used.wrapping_add(2)))
+                .map_err(|e| format!("queue {index}: used ring {:#x}: {e}", q.used))?;
+            positions.push(Some(used_idx));
+        }
+        self.activate_at(&positions)
     }
 
     /// Whether the device was activated (DRIVER_OK accepted).

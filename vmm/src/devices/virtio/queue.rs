@@ -9,7 +9,7 @@ use super::Interrupt;
 use crate::kvm::memory::GuestMem;
 
 /// One queue's registers, as last written by the driver.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueConfig {
     /// QueueNumMax.
     pub max_size: u16,

@@ -34,6 +34,8 @@ pub struct Vsock {
     listener: UnixListener,
     /// Guest memory given back to the host once the guest's first listener answers.
     release: Option<GuestRange>,
+    /// The next activation restores a snapshot: send a transport reset first.
+    restoring: bool,
     running: Option<DeviceThread<Worker>>,
 }
 
@@ -46,6 +48,7 @@ impl Vsock {
             uds_path,
             listener,
             release: None,
+            restoring: false,
             running: None,
         }
     }
@@ -97,14 +100,23 @@ impl VirtioDevice for Vsock {
         let listener = self.listener.try_clone().map_err(ActivateError::Start)?;
         let muxer = Muxer::new(self.guest_cid, self.uds_path.clone(), listener)
             .map_err(ActivateError::Start)?;
-        let worker = Worker::new(a.mem, a.queues, a.queue_evts, a.interrupt.clone(), muxer)
+        let mut worker = Worker::new(a.mem, a.queues, a.queue_evts, a.interrupt.clone(), muxer)
             .map_err(ActivateError::Start)?
             .releasing(self.release.take());
+        if std::mem::take(&mut self.restoring) {
+            worker
+                .send_transport_reset()
+                .map_err(|why| ActivateError::BadQueue { index: 2, why })?;
+        }
         let thread = DeviceThread::spawn("vsock", "vsock".into(), worker, a.interrupt)
             .map_err(ActivateError::Start)?;
         self.running = Some(thread);
         tracing::debug!("vsock: activated, guest CID {}", self.guest_cid);
         Ok(())
+    }
+
+    fn restoring(&mut self) {
+        self.restoring = true;
     }
 
     fn reset(&mut self) {

@@ -26,8 +26,10 @@ const INDIRECT_DESC: bool = false;
 pub const RXQ: usize = 0;
 /// Guest-to-host packets.
 pub const TXQ: usize = 1;
-/// Transport events (unused: no migration).
+/// Transport events: only VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, after a snapshot's restore.
 pub const EVQ: usize = 2;
+/// `struct virtio_vsock_event`'s id for a transport reset (virtio 1.2, 5.10.6.7).
+const VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: u32 = 0;
 
 /// epoll token of queue `i`'s notification eventfd: `TOKEN_QUEUE + i` (the muxer's tokens are
 /// below).
@@ -76,6 +78,25 @@ impl Worker {
     pub fn releasing(mut self, release: Option<GuestRange>) -> Self {
         self.release = release;
         self
+    }
+
+    /// Tells the driver its transport was reset (a restored snapshot: every connection it had
+    /// is gone, its listeners stay). Needs an event buffer from the driver; without one the
+    /// event is dropped with a warning (the guest then only learns it from resets).
+    pub fn send_transport_reset(&mut self) -> Result<(), String> {
+        let Worker { mem, queues, .. } = self;
+        let q = queues.get_mut(EVQ).ok_or("no event queue")?;
+        let Some(chain) = pop_chain(q, mem, INDIRECT_DESC)? else {
+            tracing::warn!("vsock: no event buffer for the transport reset");
+            return Ok(());
+        };
+        let event = VIRTIO_VSOCK_EVENT_TRANSPORT_RESET.to_le_bytes();
+        chain
+            .writer(mem)
+            .and_then(|mut w| w.write_all(&event))
+            .map_err(|e| format!("event queue: {e}"))?;
+        add_used(q, mem, chain.head, 4)?;
+        self.notify(EVQ)
     }
 
     /// Gives the release range back once the guest has a listener up (its PID 1 runs).

@@ -1,0 +1,75 @@
+//! Restoring a snapshot into a VM set up from its configuration: the state file is read and
+//! checked, memory copied into the new memfd, the KVM state put back into the vCPUs and the
+//! VM, and (in `Vmm::run`, from the spawner) each device restarted where the guest left it.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use kvm_ioctls::{Cap, Kvm, VcpuFd};
+
+use super::{memory, read_state, Snapshot, SnapshotError, SNAPSHOT_MEMORY_FILE};
+use crate::devices::bus::lock;
+use crate::devices::virtio::mmio::TransportState;
+use crate::devices::virtio::MmioTransport;
+use crate::error::{Error, Result};
+use crate::kvm::memory::GuestMem;
+use crate::kvm::vcpu_state::restore_vcpu;
+use crate::kvm::vm::Vm;
+use crate::kvm::vm_state::restore_vm;
+
+/// Reads and checks the snapshot in `dir` and opens its memory file.
+pub fn open(dir: &Path) -> Result<(Snapshot, File)> {
+    let snap = read_state(dir)?;
+    let path = dir.join(SNAPSHOT_MEMORY_FILE);
+    let memory = File::open(&path).map_err(|source| SnapshotError::Io {
+        what: "opening",
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok((snap, memory))
+}
+
+/// Copies the snapshot's memory into the VM's.
+pub fn memory(mem: &GuestMem, file: &File) -> Result<()> {
+    let started = std::time::Instant::now();
+    let copied = memory::restore(mem, file)
+        .map_err(|e| Error::Snapshot(format!("restoring guest memory: {e}")))?;
+    tracing::info!(
+        "guest memory restored: {} KiB in {} ms",
+        copied.bytes >> 10,
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+/// Puts the vCPUs' and the VM's KVM state back (vCPUs first, as Firecracker does).
+pub fn kvm_state(kvm: &Kvm, vm: &Vm, vcpus: &[VcpuFd], snap: &Snapshot) -> Result<()> {
+    // KVM_SET_XSAVE reads KVM's xsave size from a 4 KiB kvm_xsave: only sound when that size
+    // (KVM_CAP_XSAVE2; 0 when the capability is absent) is no more.
+    let xsave_size = kvm.check_extension_int(Cap::Xsave2);
+    let xsave_fits = usize::try_from(xsave_size)
+        .is_ok_and(|n| n <= std::mem::size_of::<kvm_bindings::kvm_xsave>());
+    for (index, (vcpu, state)) in vcpus.iter().zip(&snap.vcpus).enumerate() {
+        restore_vcpu(vcpu, state, xsave_fits)
+            .map_err(|e| Error::Snapshot(format!("vCPU {index}: {e}")))?;
+    }
+    restore_vm(&vm.fd, &snap.vm).map_err(|e| Error::Snapshot(e.to_string()))
+}
+
+/// Restores each transport (slot order) and restarts the devices the guest had started.
+pub fn devices(transports: &[Arc<Mutex<MmioTransport>>], states: &[TransportState]) -> Result<()> {
+    if transports.len() != states.len() {
+        return Err(Error::Snapshot(format!(
+            "{} devices in the snapshot, {} configured",
+            states.len(),
+            transports.len()
+        )));
+    }
+    for (slot, (t, state)) in transports.iter().zip(states).enumerate() {
+        lock(t)
+            .restore(state)
+            .map_err(|e| Error::Snapshot(format!("virtio device {slot}: {e}")))?;
+    }
+    Ok(())
+}
