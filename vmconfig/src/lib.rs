@@ -152,6 +152,11 @@ pub enum ConfigError {
     /// Command line with a NUL byte or non-ASCII characters.
     #[error("the kernel command line must be printable ASCII without NUL bytes")]
     BadCmdline,
+    /// Both `snapshot_to` and `restore_from`.
+    #[error(
+        "snapshot_to and restore_from cannot be combined (a template is booted, not restored)"
+    )]
+    SnapshotAndRestore,
     /// Reserved guest CID (0, 1, 2 or u32::MAX).
     #[error("vsock guest CID {0} is reserved: use 3 or more (below 4294967295)")]
     BadGuestCid(u32),
@@ -261,6 +266,9 @@ impl VmConfig {
         }
         for net in &self.net {
             net.validate()?;
+        }
+        if self.snapshot_to.is_some() && self.restore_from.is_some() {
+            return Err(ConfigError::SnapshotAndRestore);
         }
         Ok(())
     }

@@ -254,3 +254,14 @@ fn console_limits_are_validated_with_the_config() {
     let c: VmConfig = serde_json::from_str(r#"{"kernel":"/k"}"#).unwrap();
     assert_eq!(c.console_limits, ConsoleLimits::default());
 }
+
+#[test]
+fn a_template_is_booted_not_restored() {
+    let mut c = VmConfig::new("/k");
+    c.snapshot_to = Some("/t/a".into());
+    assert_eq!(c.validate(), Ok(()));
+    c.restore_from = Some("/t/b".into());
+    assert_eq!(c.validate(), Err(ConfigError::SnapshotAndRestore));
+    c.snapshot_to = None;
+    assert_eq!(c.validate(), Ok(()));
+}

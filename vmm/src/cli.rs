@@ -79,6 +79,14 @@ pub struct VmmArgs {
     /// syscalls it needs (a warning is logged). Also `"no_seccomp": true` in the file.
     #[arg(long)]
     pub no_seccomp: bool,
+    /// Template mode: when the guest asks (its agent, with `sandpod.template=1`), save the VM
+    /// into DIR (state.bin, memory.bin) and exit with status 4. Also `snapshot_to` in the file.
+    #[arg(long, value_name = "DIR", conflicts_with = "restore_from")]
+    pub snapshot_to: Option<PathBuf>,
+    /// Restore the VM saved in DIR instead of booting the kernel (same vCPUs, memory and
+    /// devices; their host sides are this command line's). Also `restore_from` in the file.
+    #[arg(long, value_name = "DIR")]
+    pub restore_from: Option<PathBuf>,
     /// Debug only: once the filters are installed, a thread of this kind (vcpu, device,
     /// spawner, main) makes a syscall outside its filter, so the VMM dies of SIGSYS.
     #[arg(long, value_name = "KIND", hide = true)]
@@ -119,6 +127,12 @@ impl VmmArgs {
         if let Some(path) = &self.config {
             let mut config = read_config_file(path)?;
             config.no_seccomp |= self.no_seccomp;
+            if self.snapshot_to.is_some() {
+                config.snapshot_to = self.snapshot_to;
+            }
+            if self.restore_from.is_some() {
+                config.restore_from = self.restore_from;
+            }
             return Ok(config);
         }
         Ok(VmConfig {
@@ -137,8 +151,8 @@ impl VmmArgs {
             disks: self.disks,
             net: self.net,
             no_seccomp: self.no_seccomp,
-            snapshot_to: None,
-            restore_from: None,
+            snapshot_to: self.snapshot_to,
+            restore_from: self.restore_from,
         })
     }
 }
