@@ -69,14 +69,15 @@ rc_is() { [ "$rc" = "$1" ]; }                     # CODE: the exit status was CO
 # Knobs (shell variables, unset by default): vmm_bin (a binary in $dir/bin instead of
 # sandpod-vmm), vmm_initrd (a file in $dir/guest instead of initramfs-test.cpio), vmm_mem_mib
 # (instead of 256; set empty: no --mem-mib, the VMM's default), vmm_quiet=1 (`quiet` on the
-# guest kernel command line), vmm_after_ready (instead of serve: poweroff, reboot).
+# guest kernel command line), vmm_after_ready (instead of serve: poweroff, reboot), vmm_cmdline_extra
+# (words added to the guest kernel command line, e.g. sandpod.template=1).
 vmm_serve() {
   vs_uds=$1 vs_console=$2; shift 2
   vs_mem=${vmm_mem_mib-256}
   exec "$dir/bin/${vmm_bin:-sandpod-vmm}" --kernel "$dir/guest/vmlinux" \
     --initrd "$dir/guest/${vmm_initrd:-initramfs-test.cpio}" ${vs_mem:+--mem-mib "$vs_mem"} \
     ${vs_uds:+--vsock-uds "$vs_uds"} --console "$vs_console" "$@" \
-    --cmdline "console=ttyS0 reboot=k panic=-1${vmm_quiet:+ quiet} sandpod.after_ready=${vmm_after_ready:-serve}"
+    --cmdline "console=ttyS0 reboot=k panic=-1${vmm_quiet:+ quiet} sandpod.after_ready=${vmm_after_ready:-serve}${vmm_cmdline_extra:+ $vmm_cmdline_extra}"
 }
 
 # --- sandpod-agentctl ---------------------------------------------------------------------------

@@ -1,0 +1,57 @@
+//! VM templates at the VMM level in the KVM test host: a template VM saves itself at the
+//! agent's request, two clones restored from it at once answer only after ResumeClone and then
+//! differ in their random numbers while their clocks follow the host's, a broken or foreign
+//! snapshot is refused with a clear error, and `bench restore_ms` compares a restore with a
+//! cold boot. The checks are in tests/kvm-host/guest/snapshot-check.sh.
+mod common;
+
+use common::{assert_checks, host, run};
+
+#[test]
+fn template_snapshot_and_restore() {
+    let host = host();
+    let out = run(
+        &host,
+        &[
+            "sh",
+            "-c",
+            "timeout -k 5 800 /sandpod/scripts/snapshot-check.sh 3",
+        ],
+    );
+    let mut checks: Vec<String> = [
+        "template-exit-4",
+        "template-state-file",
+        "template-memory-sparse",
+    ]
+    .map(String::from)
+    .to_vec();
+    for clone in ["a", "b"] {
+        for c in [
+            "health",
+            "refused-before-reseed",
+            "resume-clone",
+            "second-resume-refused",
+            "exec-output",
+            "exec-status",
+            "clock-within-1s",
+        ] {
+            checks.push(format!("{clone}-{c}"));
+        }
+    }
+    checks.extend(
+        [
+            "clones-uuid-differ",
+            "clones-urandom-differ",
+            "corrupt-state-exit-1",
+            "corrupt-state-message",
+            "truncated-memory-exit-1",
+            "truncated-memory-message",
+            "other-size-exit-1",
+            "other-size-message",
+            "restores-answer",
+        ]
+        .map(String::from),
+    );
+    let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
+    assert_checks(&out, "snapshot-check", &checks);
+}
