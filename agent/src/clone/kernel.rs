@@ -142,4 +142,34 @@ mod tests {
         let empty = RandPoolInfo::new(&[]).unwrap();
         assert_eq!(empty.bytes(), vec![0; 8]);
     }
+
+    /// The real calls, made without the capabilities they need (in a child that dropped to
+    /// `nobody`): the kernel must answer EPERM, which it does only for a request number it knows
+    /// (an unknown one is EINVAL). Nothing is reseeded and the host's clock is not set.
+    #[test]
+    fn the_kernel_knows_the_requests_and_refuses_them_unprivileged() {
+        use caps::{CapSet, Capability};
+        crate::container::testutil::in_child(|| {
+            if nix::unistd::geteuid().is_root() {
+                let nobody = nix::unistd::Uid::from_raw(65534);
+                nix::unistd::setresuid(nobody, nobody, nobody)
+                    .map_err(|e| format!("setresuid: {e}"))?;
+            }
+            for cap in [Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_TIME] {
+                if caps::has_cap(None, CapSet::Effective, cap).unwrap_or(true) {
+                    return Err(format!("still has {cap}: not calling"));
+                }
+            }
+            let eperm = |what: &str, r: io::Result<()>| match r {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
+                other => Err(format!("{what}: {other:?}, expected EPERM")),
+            };
+            eperm("RNDADDENTROPY", KernelOps.add_entropy(&[0; 32]))?;
+            eperm("RNDRESEEDCRNG", KernelOps.reseed_crng())?;
+            eperm("clock_settime", KernelOps.set_realtime_ns(1))?;
+            KernelOps.realtime_ns().map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .unwrap();
+    }
 }
