@@ -1,5 +1,7 @@
 //! When the guest's boot reached each of the agent's steps (the guest's CLOCK_BOOTTIME in ms;
 //! 0 until known), reported to the host in CreateSandboxResponse for its boot-phase log line.
+//! A guest restored from a template reports 0s instead: these are the template's boot times
+//! (see `clone::CloneGate::boot_times`).
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static INIT: AtomicU64 = AtomicU64::new(0);

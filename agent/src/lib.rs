@@ -3,6 +3,8 @@
 //! - [`init`] brings the guest up as PID 1 (mounts, switch_root out of the initramfs, console,
 //!   the ready line, power-off/reboot on the power port), with its settings from [`cmdline`]
 //!   (`sandpod.<key>=<value>` on the kernel command line); then
+//! - [`clone`]: VM templates (a template guest asks for a snapshot once serving; each guest
+//!   restored from it refuses the API until ResumeClone reseeds its RNG and sets its clock);
 //! - [`serve`] serves the host: [`rpc`] (the ttrpc API on vsock port 1024) over [`process`]
 //!   (the process to run and its one check, credentials, spawning, waiting, signals, reaping),
 //!   [`container`] (containers from OCI specs, runc-style: namespaces, mounts, cgroup v2,
@@ -17,6 +19,7 @@
 //! - [`transport`]: vsock in the guest, Unix sockets named like hybrid vsock's in the host-side
 //!   test mode (`--test-serve`); [`guest`]: facts about the guest reported to the host.
 pub mod boot_times;
+pub mod clone;
 pub mod cmdline;
 pub mod container;
 pub mod dns_relay;

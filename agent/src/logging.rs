@@ -81,6 +81,14 @@ pub struct LogAuth {
 }
 
 impl LogAuth {
+    /// A handle to no forwarder (unit tests of the API).
+    #[cfg(test)]
+    pub(crate) fn unconnected() -> Self {
+        LogAuth {
+            token: watch::channel(None).0,
+        }
+    }
+
     /// Sets the log token; the forwarder reconnects with it. Setting the same token again is
     /// fine; another one is refused (the host's receiver knows the first one only).
     pub fn set(&self, token: LogToken) -> Result<(), &'static str> {

@@ -31,7 +31,8 @@ fn main() {
                 std::process::exit(2);
             }
         };
-        if let Err(e) = serve::run(transport) {
+        // Never a template here: reseeding and clock setting are for the guest only.
+        if let Err(e) = serve::run(transport, serve::Boot::Fresh) {
             eprintln!("sandpod-agent: fatal: {e:#}");
             std::process::exit(1);
         }

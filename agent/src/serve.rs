@@ -1,5 +1,6 @@
 //! Serving the host: the ttrpc API, the stdio port, child reaping and log forwarding (the DNS
-//! relay starts with CreateSandbox, see `rpc::service`).
+//! relay starts with CreateSandbox, see `rpc::service`). A template guest asks for its snapshot
+//! once listening, and forwards logs only once reseeded (see [`crate::clone`]).
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,8 @@ use anyhow::Context;
 use sandpod_protocol::agent_ttrpc::create_agent;
 use sandpod_protocol::{AGENT_PORT, STDIO_PORT};
 
+use crate::clone::kernel::KernelOps;
+use crate::clone::CloneGate;
 use crate::container::{cgroups, ContainerManager};
 use crate::logging::LogForwarder;
 use crate::process::{ProcessManager, Reaper};
@@ -41,13 +44,46 @@ async fn listen(
     Ok((stdio, server))
 }
 
+/// How the agent came to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boot {
+    /// A guest booted for one sandbox (and the host-side test mode).
+    Fresh,
+    /// A template guest (`sandpod.template=1`, PID 1 only): snapshotted once listening, then
+    /// every clone is pending until ResumeClone.
+    Template,
+}
+
+/// Starts the log forwarder, or (template) leaves it for ResumeClone to start: no log connection
+/// before the snapshot, it would be reset in every clone; the lines queue meanwhile.
+fn start_logs(boot: Boot, transport: &Transport, logs: LogForwarder) -> anyhow::Result<CloneGate> {
+    match boot {
+        Boot::Fresh => {
+            logs.spawn(transport.clone());
+            Ok(CloneGate::off())
+        }
+        Boot::Template => {
+            // Reseeding and setting the clock are for the guest only, never a test host.
+            anyhow::ensure!(
+                *transport == Transport::Vsock,
+                "template mode is for the guest only"
+            );
+            let t = transport.clone();
+            Ok(CloneGate::pending(
+                Box::new(KernelOps),
+                Box::new(move || logs.spawn(t)),
+            ))
+        }
+    }
+}
+
 /// Serves until a fatal error. Must run inside a tokio runtime.
 ///
 /// In the guest, failing to listen (no vsock device yet, say) is not fatal: PID 1 keeps reaping
 /// and retries every few seconds, so the VM stays up and the host's connect times out instead.
-pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<()> {
+pub async fn serve(transport: Transport, logs: LogForwarder, boot: Boot) -> anyhow::Result<()> {
     let log_auth = logs.auth();
-    logs.spawn(transport.clone());
+    let clone_gate = start_logs(boot, &transport, logs)?;
     let reaper = Reaper::start().context("watching SIGCHLD")?;
     let broker = StreamBroker::new();
     let mode = match &transport {
@@ -85,6 +121,7 @@ pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<(
         log_auth,
         // Only the real guest relays DNS, and only once CreateSandbox asks for it.
         dns_relay: matches!(transport, Transport::Vsock).then(|| transport.clone()),
+        clone_gate,
     };
     let mut failures = 0u32;
     let (stdio, _server) = loop {
@@ -100,17 +137,26 @@ pub async fn serve(transport: Transport, logs: LogForwarder) -> anyhow::Result<(
             Err(e) => return Err(e),
         }
     };
+    if boot == Boot::Template {
+        tracing::info!("template: listening; asking the VMM for a snapshot");
+        tokio::task::spawn_blocking(crate::init::power::request_snapshot)
+            .await
+            .context("the snapshot request's task")??;
+        // Only a clone (or a VMM that ignored the request) gets here.
+        tracing::info!("restored from a template snapshot: waiting for ResumeClone");
+    }
     accept_streams(stdio, broker).await;
     anyhow::bail!("the stdio listener stopped")
 }
 
-/// Builds the runtime and serves. PID 1 in the guest (vsock), or `--test-serve` (Unix).
-pub fn run(transport: Transport) -> anyhow::Result<()> {
+/// Builds the runtime and serves. PID 1 in the guest (vsock), or `--test-serve` (Unix, always
+/// [`Boot::Fresh`]).
+pub fn run(transport: Transport, boot: Boot) -> anyhow::Result<()> {
     let logs = crate::logging::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sandpod-agent")
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(serve(transport, logs))
+    runtime.block_on(serve(transport, logs, boot))
 }

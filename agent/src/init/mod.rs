@@ -1,4 +1,5 @@
-//! Guest bring-up as PID 1: mounts, console, the ready line, then serve / power off.
+//! Guest bring-up as PID 1: mounts, console, the ready line, then serve (possibly as a template,
+//! see [`crate::clone`]) / power off.
 //!
 //! Serving includes reaping: as PID 1 the agent inherits every orphan of the guest, and
 //! `process::reaper` reaps them along with the processes it starts.
@@ -12,6 +13,7 @@ use anyhow::Context;
 
 use crate::cmdline::{AfterReady, AgentConfig};
 use crate::guest::info::GuestInfo;
+use crate::serve::Boot;
 use crate::transport::Transport;
 
 /// Runs PID 1 (`args`: argv without argv[0]). Returns only on a fatal error.
@@ -52,6 +54,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     match config.after_ready {
         AfterReady::Poweroff => power::power_off(),
         AfterReady::Reboot => power::reboot(),
-        AfterReady::Serve => crate::serve::run(Transport::Vsock),
+        AfterReady::Serve => {
+            let boot = if config.template {
+                Boot::Template
+            } else {
+                Boot::Fresh
+            };
+            crate::serve::run(Transport::Vsock, boot)
+        }
     }
 }

@@ -8,6 +8,7 @@ use ttrpc::Code;
 
 use super::convert;
 use super::status::status;
+use crate::clone::CloneGate;
 use crate::container::{ContainerManager, CreateRequest};
 use crate::guest::info::GuestInfo;
 use crate::logging::LogAuth;
@@ -26,6 +27,17 @@ pub struct AgentService {
     /// The guest's line to the host for Docker's DNS ([`crate::dns_relay`]), started when
     /// CreateSandbox asks; None in host test mode (nothing is relayed there).
     pub dns_relay: Option<crate::transport::Transport>,
+    /// Whether this guest is a clone of a template still waiting for ResumeClone: then every
+    /// RPC but Health and ResumeClone is refused (each handler starts with [`Self::gate`]).
+    pub clone_gate: CloneGate,
+}
+
+impl AgentService {
+    /// The first line of every handler but Health and ResumeClone: FAILED_PRECONDITION while
+    /// the guest is a clone that has not been reseeded.
+    fn gate(&self) -> ttrpc::Result<()> {
+        Ok(self.clone_gate.check()?)
+    }
 }
 
 /// Runs `fut` as a task of its own and waits for it: a call that the client abandons (or whose
@@ -54,6 +66,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         _: GuestDetailsRequest,
     ) -> ttrpc::Result<GuestDetailsResponse> {
+        self.gate()?;
         let info = GuestInfo::read().map_err(|e| status(Code::INTERNAL, format!("{e:#}")))?;
         let uts = nix::sys::utsname::uname()
             .map_err(|e| status(Code::INTERNAL, format!("uname: {e}")))?;
@@ -69,6 +82,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: CreateSandboxRequest,
     ) -> ttrpc::Result<CreateSandboxResponse> {
+        self.gate()?;
         let sandbox = self.sandbox.clone();
         let log_token = match req.log_token.as_str() {
             "" => None,
@@ -87,6 +101,7 @@ impl Agent for AgentService {
         };
         let spec = convert::sandbox_spec(req);
         let log_auth = self.log_auth.clone();
+        let clone_gate = self.clone_gate.clone();
         detached(async move {
             tokio::task::spawn_blocking(move || sandbox.create(&spec))
                 .await
@@ -100,7 +115,8 @@ impl Agent for AgentService {
             if let Some(t) = relay {
                 crate::dns_relay::spawn(t);
             }
-            let t = crate::boot_times::snapshot();
+            // (A clone reports 0s, "not known": its recorded times are the template's boot.)
+            let t = clone_gate.boot_times();
             let mut resp = CreateSandboxResponse::new();
             resp.boot_ms_init = t.init_ms;
             resp.switch_root_ms = t.switch_root_ms;
@@ -116,6 +132,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         _: DestroySandboxRequest,
     ) -> ttrpc::Result<DestroySandboxResponse> {
+        self.gate()?;
         self.containers.remove_all().await;
         let killed = self.processes.kill_all();
         if self.sandbox.is_guest() {
@@ -139,6 +156,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: ExecProcessRequest,
     ) -> ttrpc::Result<ExecProcessResponse> {
+        self.gate()?;
         let processes = self.processes.clone();
         let containers = self.containers.clone();
         let container_id = req.container_id.clone();
@@ -161,6 +179,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: WaitProcessRequest,
     ) -> ttrpc::Result<WaitProcessResponse> {
+        self.gate()?;
         let status = self.processes.wait(&req.exec_id).await?;
         let mut resp = convert::wait_response(status);
         resp.oom_killed = self.containers.oom_killed(&req.exec_id);
@@ -172,6 +191,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: SignalProcessRequest,
     ) -> ttrpc::Result<SignalProcessResponse> {
+        self.gate()?;
         if req.all {
             let containers = self.containers.clone();
             detached(async move { Ok(containers.signal_all(&req.exec_id, req.signal).await?) })
@@ -187,6 +207,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: CloseStdinRequest,
     ) -> ttrpc::Result<CloseStdinResponse> {
+        self.gate()?;
         self.processes.close_stdin(&req.exec_id).await?;
         Ok(CloseStdinResponse::new())
     }
@@ -196,6 +217,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: ResizeTerminalRequest,
     ) -> ttrpc::Result<ResizeTerminalResponse> {
+        self.gate()?;
         self.processes.resize(&req.exec_id, req.rows, req.cols)?;
         Ok(ResizeTerminalResponse::new())
     }
@@ -205,6 +227,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: CreateContainerRequest,
     ) -> ttrpc::Result<CreateContainerResponse> {
+        self.gate()?;
         let containers = self.containers.clone();
         let req = CreateRequest {
             id: req.container_id,
@@ -226,6 +249,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: StartContainerRequest,
     ) -> ttrpc::Result<StartContainerResponse> {
+        self.gate()?;
         let containers = self.containers.clone();
         detached(async move { Ok(containers.start(&req.container_id).await?) }).await?;
         Ok(StartContainerResponse::new())
@@ -236,6 +260,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: RemoveContainerRequest,
     ) -> ttrpc::Result<RemoveContainerResponse> {
+        self.gate()?;
         let containers = self.containers.clone();
         detached(async move { Ok(containers.remove(&req.container_id).await?) }).await?;
         Ok(RemoveContainerResponse::new())
@@ -246,6 +271,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: PauseContainerRequest,
     ) -> ttrpc::Result<PauseContainerResponse> {
+        self.gate()?;
         let containers = self.containers.clone();
         detached(async move { Ok(containers.pause(&req.container_id).await?) }).await?;
         Ok(PauseContainerResponse::new())
@@ -256,6 +282,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: ResumeContainerRequest,
     ) -> ttrpc::Result<ResumeContainerResponse> {
+        self.gate()?;
         let containers = self.containers.clone();
         detached(async move { Ok(containers.resume(&req.container_id).await?) }).await?;
         Ok(ResumeContainerResponse::new())
@@ -266,6 +293,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: UpdateContainerRequest,
     ) -> ttrpc::Result<UpdateContainerResponse> {
+        self.gate()?;
         let containers = self.containers.clone();
         detached(async move { Ok(containers.update(&req.container_id, &req.resources).await?) })
             .await?;
@@ -277,6 +305,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: StatsContainerRequest,
     ) -> ttrpc::Result<StatsContainerResponse> {
+        self.gate()?;
         let stats = self.containers.stats(&req.container_id).await?;
         Ok(convert::stats_response(stats))
     }
@@ -286,6 +315,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: ListProcessesRequest,
     ) -> ttrpc::Result<ListProcessesResponse> {
+        self.gate()?;
         let processes = self.containers.processes(&req.container_id).await?;
         Ok(convert::processes_response(processes))
     }
@@ -295,6 +325,7 @@ impl Agent for AgentService {
         _: &TtrpcContext,
         req: UpdateNetworkRequest,
     ) -> ttrpc::Result<UpdateNetworkResponse> {
+        self.gate()?;
         let config = network::check(&req)?;
         if !self.sandbox.is_guest() {
             tracing::info!(
@@ -305,5 +336,17 @@ impl Agent for AgentService {
         }
         detached(async move { Ok(network::apply(&config).await?) }).await?;
         Ok(UpdateNetworkResponse::new())
+    }
+
+    async fn resume_clone(
+        &self,
+        _: &TtrpcContext,
+        req: ResumeCloneRequest,
+    ) -> ttrpc::Result<ResumeCloneResponse> {
+        // A few quick syscalls: inline (the hook it runs spawns the log forwarder's task).
+        let step = self.clone_gate.resume(&req.entropy, req.realtime_ns)?;
+        let mut resp = ResumeCloneResponse::new();
+        resp.clock_step_ms = step;
+        Ok(resp)
     }
 }

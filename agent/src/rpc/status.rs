@@ -1,6 +1,7 @@
 //! Agent errors as ttrpc statuses: a code and the error's message, which the host shows.
 use ttrpc::{get_status, Code};
 
+use crate::clone::CloneError;
 use crate::container::ContainerError;
 use crate::network::NetworkError;
 use crate::process::ProcessError;
@@ -61,6 +62,17 @@ impl From<NetworkError> for ttrpc::Error {
             NetworkError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
             NetworkError::NoSuchMac(_) => Code::NOT_FOUND,
             NetworkError::Connection(_) | NetworkError::Netlink { .. } => Code::INTERNAL,
+        };
+        status(code, e.to_string())
+    }
+}
+
+impl From<CloneError> for ttrpc::Error {
+    fn from(e: CloneError) -> Self {
+        let code = match &e {
+            CloneError::Pending | CloneError::NotPending(_) => Code::FAILED_PRECONDITION,
+            CloneError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
+            CloneError::Failed { .. } => Code::INTERNAL,
         };
         status(code, e.to_string())
     }
