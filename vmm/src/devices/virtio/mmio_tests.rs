@@ -161,3 +161,97 @@ fn queue_registers_need_features_ok() {
     wr(&mut f.t, 0x70, STATUS_ACKNOWLEDGE);
     assert_ne!(rd(&mut f.t, 0x70) & STATUS_FEATURES_OK, 0);
 }
+
+#[test]
+fn a_saved_transport_restores_where_the_used_rings_say() {
+    use vm_memory::Bytes;
+    let mut f = fixture();
+    negotiate_hi(&mut f.t, 1);
+    setup(&mut f.t, 0, 128);
+    setup(&mut f.t, 1, 256);
+    wr(&mut f.t, 0x70, DRIVER_OK_ALL);
+    f.t.interrupt.signal_used().unwrap();
+    let saved = f.t.save();
+    assert_eq!(saved.status, DRIVER_OK_ALL);
+    assert_eq!(saved.interrupt_status, 1);
+    // The device had used 5 and 300 chains (the used rings' idx, at used + 2).
+    let mem = f.t.mem.clone();
+    mem.write_obj(5u16, GuestAddress(0x4000 + 0x2000 + 2)).unwrap();
+    mem.write_obj(300u16, GuestAddress(0x8000 + 0x2000 + 2))
+        .unwrap();
+
+    let log = Arc::new(Mutex::new(MockLog::default()));
+    let mut rig = transport(Box::new(MockDevice(log.clone())), mem.clone());
+    rig.t.restore(&saved).unwrap();
+    assert!(rig.t.is_activated());
+    let l = log.lock().unwrap();
+    assert_eq!(l.restoring, 1);
+    assert_eq!(l.activations, vec![(1u64 << 32, vec![128, 256])]);
+    assert_eq!(l.positions, vec![vec![5, 300]]);
+    drop(l);
+    // The pending interrupt is raised again; the registers read as before.
+    assert_eq!(rig.irq.read().unwrap(), 1);
+    assert_eq!(rd(&mut rig.t, 0x70), DRIVER_OK_ALL);
+    assert_eq!(rd(&mut rig.t, 0x60), 1);
+    assert_eq!(rig.t.save(), saved);
+}
+
+#[test]
+fn a_restore_that_does_not_fit_the_device_is_refused() {
+    let mut f = fixture();
+    negotiate_hi(&mut f.t, 1);
+    setup(&mut f.t, 0, 128);
+    setup(&mut f.t, 1, 256);
+    wr(&mut f.t, 0x70, DRIVER_OK_ALL);
+    let good = f.t.save();
+    let cases: Vec<TransportState> = vec![
+        TransportState {
+            device_type: 2,
+            ..good.clone()
+        },
+        TransportState {
+            queues: good.queues[..1].to_vec(),
+            ..good.clone()
+        },
+        // A queue size that is not a power of two, rings outside memory, unoffered features.
+        TransportState {
+            queues: vec![
+                QueueConfig {
+                    size: 100,
+                    ..good.queues[0]
+                },
+                good.queues[1],
+            ],
+            ..good.clone()
+        },
+        TransportState {
+            queues: vec![
+                QueueConfig {
+                    used: 0x10_0000,
+                    ..good.queues[0]
+                },
+                good.queues[1],
+            ],
+            ..good.clone()
+        },
+        TransportState {
+            driver_features: 1 << 40,
+            ..good.clone()
+        },
+    ];
+    for bad in cases {
+        let log = Arc::new(Mutex::new(MockLog::default()));
+        let mut rig = transport(Box::new(MockDevice(log.clone())), f.t.mem.clone());
+        assert!(rig.t.restore(&bad).is_err(), "{bad:?}");
+        assert!(log.lock().unwrap().activations.is_empty(), "{bad:?}");
+    }
+    // A driver that had not started the device: restored, not activated.
+    let log = Arc::new(Mutex::new(MockLog::default()));
+    let mut rig = transport(Box::new(MockDevice(log.clone())), f.t.mem.clone());
+    let idle = TransportState {
+        status: STATUS_ACKNOWLEDGE | STATUS_DRIVER,
+        ..good
+    };
+    rig.t.restore(&idle).unwrap();
+    assert!(!rig.t.is_activated());
+}

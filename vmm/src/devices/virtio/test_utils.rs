@@ -60,6 +60,10 @@ pub struct MockLog {
     pub activations: Vec<(u64, Vec<u16>)>,
     /// Resets.
     pub resets: usize,
+    /// Per activation: each queue's next available index.
+    pub positions: Vec<Vec<u16>>,
+    /// `restoring` calls.
+    pub restoring: usize,
 }
 
 /// A device of type 19 with two queues of 256, feature bit 3 and an 8-byte config space
@@ -82,8 +86,14 @@ impl VirtioDevice for MockDevice {
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     fn activate(&mut self, features: u64, a: Activation) -> Result<(), ActivateError> {
         let sizes = a.queues.iter().map(|q| q.size()).collect();
-        self.0.lock().unwrap().activations.push((features, sizes));
+        let positions = a.queues.iter().map(|q| q.next_avail()).collect();
+        let mut log = self.0.lock().unwrap();
+        log.activations.push((features, sizes));
+        log.positions.push(positions);
         Ok(())
+    }
+    fn restoring(&mut self) {
+        self.0.lock().unwrap().restoring += 1;
     }
     fn reset(&mut self) {
         self.0.lock().unwrap().resets += 1;
