@@ -102,7 +102,14 @@ pub struct HypervisorConfig {
     pub virtiofs_cache: Option<String>,
     /// Seconds to wait for the guest's agent (default 60).
     pub boot_timeout_secs: Option<u64>,
+    /// Start sandboxes by restoring a VM template (a snapshot of a booted guest, made on first
+    /// use and cached under the state root) instead of booting them (default true; only
+    /// sandboxes without a network device use one). `SANDPOD_TEMPLATE=0|1` overrides it.
+    pub template: Option<bool>,
 }
+
+/// The variable that overrides `[hypervisor] template` (`0`/`false` or `1`/`true`).
+pub const TEMPLATE_ENV: &str = "SANDPOD_TEMPLATE";
 
 /// `[runtime]`: the runtime's own behaviour.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -163,6 +170,25 @@ impl Config {
     pub fn cache(&self) -> Option<CacheMode> {
         self.hypervisor.virtiofs_cache.as_ref()?.parse().ok()
     }
+
+    /// Whether sandboxes start from VM templates: `$SANDPOD_TEMPLATE` if set (an unreadable
+    /// value is logged and ignored), else the file's `template`, else true.
+    pub fn template(&self) -> bool {
+        let env = std::env::var(TEMPLATE_ENV).ok();
+        template_setting(env.as_deref(), self.hypervisor.template)
+    }
+}
+
+fn template_setting(env: Option<&str>, file: Option<bool>) -> bool {
+    match env.map(str::trim) {
+        Some("0" | "false" | "no" | "off") => false,
+        Some("1" | "true" | "yes" | "on") => true,
+        Some(other) => {
+            tracing::warn!("{TEMPLATE_ENV}={other:?} ignored: use 0 or 1");
+            file.unwrap_or(true)
+        }
+        None => file.unwrap_or(true),
+    }
 }
 
 #[cfg(test)]
@@ -217,5 +243,17 @@ mod tests {
         assert!(Config::read(Path::new("/nonexistent/config.toml")).is_err());
         let (_d, p) = write("");
         assert_eq!(Config::read(&p).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn templates_are_on_unless_the_file_or_the_variable_says() {
+        let (_d, p) = write("[hypervisor]\ntemplate = false\n");
+        assert_eq!(Config::read(&p).unwrap().hypervisor.template, Some(false));
+        assert!(template_setting(None, None));
+        assert!(!template_setting(None, Some(false)));
+        assert!(!template_setting(Some("0"), Some(true)));
+        assert!(template_setting(Some("1"), Some(false)));
+        assert!(!template_setting(Some("maybe"), Some(false)));
+        assert!(template_setting(Some("maybe"), None));
     }
 }

@@ -101,6 +101,9 @@ impl Env {
             // containers): no jail allows that. The jail is tested by jail.rs (here) and
             // tests/kvm-host/guest/vmm-jail-check.sh (the real VMM).
             .arg("--no-jail")
+            // The fake VMM saves no snapshot: a template's build would wait the whole boot
+            // timeout before the cold boot. cli_lifecycle's template test turns them on.
+            .env("SANDPOD_TEMPLATE", "0")
             .arg("--root")
             .arg(self.root())
             .arg("--log")

@@ -30,6 +30,119 @@ fn run_prints_and_exits_with_the_containers_status() {
 }
 
 #[test]
+fn templates_on_with_a_vmm_that_saves_no_snapshot_boot_cold_and_leave_nothing() {
+    // sandpod-fake-vmm saves no snapshot: the template's build gives up at the boot timeout,
+    // is recorded as failed, and the sandbox boots cold; the next start does not try again.
+    let env = Env::new();
+    let b = env.bundle("b", &["sh", "-c", "echo hi"], |_| {});
+    for id in ["t1", "t2"] {
+        let out = env
+            .cmd()
+            .env("SANDPOD_TEMPLATE", "1")
+            .args(["run", "--boot-timeout", "10", "--bundle"])
+            .arg(&b)
+            .arg(id)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "hi\n");
+    }
+    let log = std::fs::read_to_string(env.dir.path().join("log.json")).unwrap();
+    assert_eq!(log.matches("making the VM template").count(), 1, "{log}");
+    assert!(log.contains("no VM template, booting cold"), "{log}");
+    assert!(log.contains("start=cold"), "{log}");
+    // Of the build, only its key's lock and failure record are left.
+    let templates = env.root().join(".templates");
+    let mut names: Vec<String> = std::fs::read_dir(&templates)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names[0].ends_with(".failed") && names[1].ends_with(".lock"),
+        "{names:?}"
+    );
+    std::fs::remove_dir_all(&templates).unwrap();
+    env.assert_nothing_left();
+}
+
+#[test]
+fn a_template_that_fails_to_restore_is_removed_and_the_sandbox_boots_cold() {
+    use sandpod_runtime::hypervisor::{CacheMode, VmSize};
+    use sandpod_runtime::sandbox::template::{build, TemplateStore};
+    use sandpod_runtime::sandbox::SandboxConfig;
+    let env = Env::new();
+    let b = env.bundle("b", &["sh", "-c", "echo hi"], |_| {});
+    // A template of this sandbox's VM (the bundle sets no limits: the default size) whose
+    // snapshot is garbage. sandpod-fake-vmm ignores restore_from and starts its agent, which,
+    // not being a clone, refuses ResumeClone: the restore fails as a corrupt snapshot's would.
+    let fake = std::path::PathBuf::from(cli_env::FAKE_VMM);
+    let cfg = SandboxConfig {
+        root: env.root(),
+        id: "r1".into(),
+        size: VmSize::DEFAULT,
+        hostname: None,
+        paths: sandpod_runtime::paths::RuntimePaths {
+            vmm: fake.clone(),
+            virtiofsd: cli_env::virtiofsd(),
+            kernel: fake.clone(),
+            initrd: fake,
+        },
+        log: None,
+        log_format: "text".into(),
+        debug: false,
+        cache: CacheMode::Auto,
+        boot_timeout: Duration::from_secs(30),
+        self_exe: cli_env::sandpod_bin(),
+        host_cgroup: None,
+        jail: None,
+        netns: None,
+        dns_relay: false,
+        template: true,
+    };
+    let inputs = build::inputs_for(&cfg).unwrap();
+    let store = TemplateStore::new(&env.root());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = rt
+        .block_on(store.ensure(&inputs, true, |dir| async move {
+            std::fs::write(dir.join("state.bin"), b"not a snapshot")?;
+            std::fs::File::create(dir.join("memory.bin"))?.set_len(256 << 20)?;
+            Ok(())
+        }))
+        .unwrap();
+    let out = env
+        .cmd()
+        .env("SANDPOD_TEMPLATE", "1")
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .arg("r1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hi\n");
+    let log = std::fs::read_to_string(env.dir.path().join("log.json")).unwrap();
+    assert_eq!(
+        log.matches("restoring the VM from the template").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("ResumeClone"), "{log}");
+    assert!(log.contains("start=cold_after_failed_restore"), "{log}");
+    assert!(!t.dir.exists(), "the template that failed is removed");
+    // Left: the key's lock (no build was tried).
+    let templates = env.root().join(".templates");
+    let names: Vec<_> = std::fs::read_dir(&templates).unwrap().flatten().collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    std::fs::remove_dir_all(&templates).unwrap();
+    env.assert_nothing_left();
+}
+
+#[test]
 fn create_start_exec_kill_delete() {
     let env = Env::new();
     let b = env.bundle(

@@ -183,6 +183,19 @@ impl AgentClient {
         Ok(())
     }
 
+    /// ResumeClone: the first call to a guest restored from a VM template (it answers only
+    /// Health and this until it succeeds): reseeds its RNG with `entropy` (32 to 512 fresh bytes
+    /// from the host) and sets its clock to `realtime_ns` (the host's CLOCK_REALTIME). Returns how
+    /// far the guest's clock moved, in milliseconds (informational: the guest says it).
+    pub async fn resume_clone(&self, entropy: &[u8], realtime_ns: u64) -> Result<i64, AgentError> {
+        let t = Some(self.config.call_timeout);
+        let mut req = ResumeCloneRequest::new();
+        req.entropy = entropy.to_vec();
+        req.realtime_ns = realtime_ns;
+        let resp = call("ResumeClone", t, self.inner.resume_clone(ctx(t), &req)).await?;
+        Ok(resp.clock_step_ms)
+    }
+
     /// Starts a process; returns its guest pid. Open the streams the request asks for with
     /// [`AgentClient::open_stream`] before or while this runs: the agent waits for them. A
     /// request that asks for a stream must carry a stream token (`req.stream_token =

@@ -185,6 +185,18 @@ impl Agent for HostileAgent {
         )))
     }
 
+    async fn resume_clone(
+        &self,
+        _: &TtrpcContext,
+        req: ResumeCloneRequest,
+    ) -> ttrpc::Result<ResumeCloneResponse> {
+        let line = format!("resume {} {}", req.entropy.len(), req.realtime_ns);
+        self.asked.lock().unwrap().push(line);
+        let mut r = ResumeCloneResponse::new();
+        r.clock_step_ms = -1500;
+        Ok(r)
+    }
+
     async fn stats_container(
         &self,
         _: &TtrpcContext,
@@ -219,6 +231,10 @@ async fn container_calls_send_their_fields_and_bound_the_answers() {
     let client = AgentClient::connect(connector, config(5_000, 5_000))
         .await
         .unwrap();
+    let step = client
+        .resume_clone(&[7; 64], 1_700_000_000_123_456_789)
+        .await;
+    assert_eq!(step.unwrap(), -1500);
     client.signal_container_all("c1", 9).await.unwrap();
     client
         .update_container("c1", br#"{"pids":{"limit":5}}"#.to_vec())
@@ -234,6 +250,7 @@ async fn container_calls_send_their_fields_and_bound_the_answers() {
     assert_eq!(
         *agent.asked.lock().unwrap(),
         vec![
+            "resume 64 1700000000123456789".to_string(),
             "signal c1 9 all=true".to_string(),
             r#"update c1 {"pids":{"limit":5}}"#.to_string(),
             "ps c1".to_string(),

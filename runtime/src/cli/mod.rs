@@ -11,6 +11,7 @@ mod monitor;
 mod resources;
 mod run;
 mod signal;
+mod template;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +109,9 @@ pub enum Command {
     /// Create and run a container with this terminal's stdio; exit with its status (128+N if
     /// signal N killed it). Everything is removed afterwards.
     Run(run::RunArgs),
+    /// Manage the VM templates sandboxes start from (snapshots of a booted guest).
+    #[command(subcommand)]
+    Template(template::TemplateCommand),
     /// (internal) Own a sandbox's VM: started by create/run, not by hand.
     #[command(hide = true)]
     Monitor { state_dir: PathBuf },
@@ -283,6 +287,7 @@ async fn dispatch(cli: &Cli, config: Config) -> anyhow::Result<u8> {
             anyhow::bail!("restore is not supported: the container runs in a microVM (sandpod)")
         }
         Command::Run(a) => run::run(&rt, a).await,
+        Command::Template(c) => template::run(&rt, c).await,
         Command::Monitor { state_dir } => monitor::monitor(cli, state_dir).await,
         Command::Standin(a) => crate::container::standin::run(&rt, a).await,
         Command::Jail { .. } => anyhow::bail!("sandpod jail runs before the async runtime"),

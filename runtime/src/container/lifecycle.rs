@@ -229,6 +229,7 @@ async fn create_steps(
         }),
         netns: sandbox_netns(spec, pid),
         dns_relay: crate::sandbox::dns_relay::uses_docker_dns(spec),
+        template: rt.config.template(),
     };
     let sb = sandbox.insert(Sandbox::create(&cfg, layout.clone()).await?);
     let (guest_spec, guest_rootfs) =

@@ -14,6 +14,9 @@ use super::sizing::VmSize;
 /// in guest RAM, not two), the agent serving its API.
 pub const SANDBOX_CMDLINE: &str =
     "console=ttyS0 reboot=k panic=-1 quiet retain_initrd sandpod.after_ready=serve";
+/// Appended to the command line of a VM that makes a template: the agent asks the VMM for a
+/// snapshot once it listens, before any host connection.
+pub const TEMPLATE_CMDLINE_FLAG: &str = "sandpod.template=1";
 /// The guest's vsock CID (any value ≥ 3: each VM has its own vsock device).
 pub const GUEST_CID: u32 = 3;
 /// The VM's configuration file in the sandbox's state directory.

@@ -1,9 +1,15 @@
 //! How long each phase of a sandbox's start took, logged as one line (at info, so `--debug` and
 //! any `--log` show it; `make bench` reads it):
 //!
-//! `boot phases ms: prepare=… monitor=… vm_to_agent=… create_sandbox=… network=…
-//! create_container=… total=… monitor: virtiofsd_ready=… vmm_started=… guest: init=…
-//! switch_root=… init_to_serving=…`
+//! `boot phases ms: prepare=… template=… monitor=… vm_to_agent=… resume_clone=…
+//! create_sandbox=… network=… create_container=… total=… start=… monitor: virtiofsd_ready=…
+//! vmm_started=… guest: init=… switch_root=… init_to_serving=…`
+//!
+//! `template` (finding, or on first use making, the VM template) is there when templates are on,
+//! `resume_clone` when the VM was restored from one; `start=` says how the VM started: `cold`,
+//! `restored` or `cold_after_failed_restore` (then the phases of the failed restore come first,
+//! `monitor` and `vm_to_agent` twice). A restored guest did not boot: its `guest:` figures are
+//! the template's.
 //!
 //! The host's phases are measured here, one after the other from the sandbox's creation on;
 //! `vm_to_agent` runs from the monitor's start (VMM and virtiofsd set-up, the guest kernel, the
@@ -29,6 +35,7 @@ pub struct BootPhases {
     phases: Vec<(&'static str, Duration)>,
     guest: Option<[u64; 4]>,
     monitor: Option<(Option<u64>, Option<u64>)>,
+    start_kind: Option<&'static str>,
 }
 
 impl Default for BootPhases {
@@ -47,7 +54,13 @@ impl BootPhases {
             phases: Vec::new(),
             guest: None,
             monitor: None,
+            start_kind: None,
         }
+    }
+
+    /// How the VM started (restored from its template or booted).
+    pub fn start_kind(&mut self, kind: crate::sandbox::template::StartKind) {
+        self.start_kind = Some(kind.as_str());
     }
 
     /// Ends the phase `name`: the time since the previous phase ended.
@@ -82,6 +95,9 @@ impl BootPhases {
             let _ = write!(s, " {name}={}", d.as_millis());
         }
         let _ = write!(s, " total={}", (self.last - self.start).as_millis());
+        if let Some(k) = self.start_kind {
+            let _ = write!(s, " start={k}");
+        }
         if let Some((fsd, vmm)) = self.monitor {
             let ms = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
             let _ = write!(
@@ -133,6 +149,13 @@ mod tests {
             .unwrap();
         assert!(monitor >= 20, "{line}");
         assert!(line.contains(" vm_to_agent="), "{line}");
+        assert!(!line.contains(" start="), "{line}");
+        p.start_kind(crate::sandbox::template::StartKind::Restored);
+        let line = p.line();
+        assert!(
+            line.contains(" start=restored monitor: ") || line.contains(" start=restored guest: "),
+            "{line}"
+        );
         assert!(
             line.ends_with(" guest: init=900 switch_root=150 init_to_serving=400"),
             "{line}"

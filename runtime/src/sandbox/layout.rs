@@ -89,6 +89,15 @@ impl Layout {
     pub fn vsock(&self) -> PathBuf {
         self.vm_dir().join("v")
     }
+    /// Where the VMM of a template's build saves the snapshot (`snapshot_to`; the jail's uid
+    /// writes it).
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.vm_dir().join("s")
+    }
+    /// The template's files a restored VM starts from (`restore_from`: root's, read-only).
+    pub fn restore_dir(&self) -> PathBuf {
+        self.vm_dir().join("t")
+    }
     /// The mount point of the jail's root (a tmpfs in the jail's own mount namespace; an empty
     /// directory on the host).
     pub fn jail_root(&self) -> PathBuf {

@@ -4,26 +4,23 @@
 //! far; [`destroy`] undoes them for a sandbox made by another process. Containers are added to a
 //! sandbox by `crate::container`.
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use sandpod_protocol::shared::{guest_rootfs, GUEST_SHARED_DIR, VIRTIOFS_TAG};
-use sandpod_protocol::ErrorChain;
-use sandpod_vmconfig::FsConfig;
 use tokio::process::Child;
 
 use super::layout::{validate_id, Layout};
-use super::monitor::{Children, MonitorPlan, VmExit};
-use super::process::ProcessIdent;
+use super::monitor::Children;
 use super::share::{add_container, mounts_under, prepare_share, unmount_all, ContainerFiles};
-use super::state::{now_rfc3339, write_json_atomic, SandboxState};
+use super::state::{now_rfc3339, SandboxState};
+use super::template::start::start_vm;
+use super::template::TemplateStore;
+use super::vm_start::{sandbox_vm, VmSteps};
 use crate::agent_client::proto::{CreateSandboxRequest, Mount};
 use crate::agent_client::{AgentClient, ClientConfig, HybridVsockConnector, LogToken};
 use crate::bundle::Bundle;
-use crate::hypervisor::{
-    CacheMode, SandboxVm, VirtiofsdCommand, VmSize, VmmCommand, VM_CONFIG_FILE,
-};
+use crate::hypervisor::{CacheMode, VmSize};
 use crate::paths::RuntimePaths;
 
 /// How long the monitor gets to stop the VM before it is killed.
@@ -63,6 +60,9 @@ pub struct SandboxConfig {
     /// Relay the guest's DNS queries to Docker's embedded DNS in `netns` (the container's
     /// resolv.conf names it: [`super::dns_relay::uses_docker_dns`]); ignored without `netns`.
     pub dns_relay: bool,
+    /// Start the VM from its template (made on first use) when it can (see
+    /// [`super::template`]); false: always boot it.
+    pub template: bool,
 }
 
 /// A running sandbox whose agent answers.
@@ -86,7 +86,7 @@ impl std::fmt::Debug for Sandbox {
 
 /// The last lines of the guest console (the file is read from its last 64 KiB only: the guest
 /// writes it), escaped.
-fn console_tail(layout: &Layout) -> String {
+pub(crate) fn console_tail(layout: &Layout) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let mut text = Vec::new();
     if let Ok(mut f) = std::fs::File::open(layout.console_log()) {
@@ -249,53 +249,26 @@ async fn create_steps(
     };
     let log_token = LogToken::generate().context("drawing the log token")?;
     boot.mark("prepare");
-    let child = start_monitor(cfg, layout, &log_token, net.as_ref())?;
-    // The monitor holds the tap now (and passes it to the VMM): it lives as long as the VM.
-    if let Some(n) = net.as_mut() {
-        n.tap = None;
-    }
-    state.monitor = child.id().and_then(ProcessIdent::of);
-    *monitor = Some(child);
-    state.save(&layout.state())?;
-    boot.mark("monitor");
-
-    let connector = HybridVsockConnector::new(layout.vsock());
-    let config = ClientConfig {
-        connect_deadline: cfg.boot_timeout,
-        ..ClientConfig::default()
+    let store = TemplateStore::new(&cfg.root);
+    let template = if cfg.template {
+        let vm = sandbox_vm(cfg, layout, net.as_ref()).vm_config();
+        let t = super::template::build::template_for(cfg, &vm).await;
+        boot.mark("template");
+        t
+    } else {
+        None
     };
-    let child = monitor.as_mut().context("monitor not started")?;
-    let client = tokio::select! {
-        c = AgentClient::connect(connector, config) => c.map_err(|e| {
-            let e = ErrorChain(&e);
-            let console = console_tail(layout);
-            if console.is_empty() {
-                anyhow::anyhow!("the VM's agent did not answer: {e}; the guest console is empty")
-            } else {
-                anyhow::anyhow!("the VM's agent did not answer: {e}; guest console:\n{console}")
-            }
-        })?,
-        _ = child.wait() => {
-            let why = std::fs::read(layout.vm_exit())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<VmExit>(&b).ok())
-                .map(|x| x.describe())
-                .unwrap_or_else(|| "the sandbox monitor ended (see the runtime log)".into());
-            let console = console_tail(layout);
-            if console.is_empty() {
-                bail!("the VM stopped while booting: {why}")
-            }
-            bail!("the VM stopped while booting: {why}; guest console:\n{console}")
-        }
+    let mut steps = VmSteps {
+        cfg,
+        layout,
+        state,
+        monitor,
+        log_token: &log_token,
+        net: &mut net,
+        boot,
     };
-
-    boot.mark("vm_to_agent");
-    if let Some(c) = std::fs::read(layout.children())
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Children>(&b).ok())
-    {
-        boot.monitor(&c);
-    }
+    let (client, kind) = start_vm(&mut steps, &store, template).await?;
+    boot.start_kind(kind);
     let mut req = CreateSandboxRequest::new();
     req.log_token = log_token.to_string();
     if let Some(h) = &cfg.hostname {
@@ -323,111 +296,8 @@ async fn create_steps(
     Ok(client)
 }
 
-/// Writes vm.json (the VMM's configuration) and monitor.json, and starts `sandpod` as the
-/// sandbox's monitor, in its own process group (a Ctrl-C meant for the caller does not reach it),
-/// output to the runtime log.
-fn start_monitor(
-    opts: &SandboxConfig,
-    layout: &Layout,
-    log_token: &LogToken,
-    net: Option<&super::network::SandboxNetwork>,
-) -> anyhow::Result<Child> {
-    let vm = SandboxVm {
-        kernel: opts.paths.kernel.clone(),
-        initrd: opts.paths.initrd.clone(),
-        size: opts.size,
-        vsock_uds: layout.vsock(),
-        console_log: layout.console_log(),
-        fs: vec![FsConfig::new(VIRTIOFS_TAG, layout.virtiofsd_socket())],
-        net: net.and_then(|n| n.net_config()),
-    }
-    .vm_config();
-    let vmm = VmmCommand {
-        program: opts.paths.vmm.clone(),
-        config: layout.dir.join(VM_CONFIG_FILE),
-    };
-    let vm_dir = layout.vm_dir();
-    std::fs::create_dir(&vm_dir).with_context(|| format!("mkdir {}", vm_dir.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&vm_dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    let jail = match opts.jail {
-        Some(ids) => {
-            // The VMM reads the jail's view (short paths: `/vm/v` fits the vsock path limit
-            // whatever the state directory's length); vm.json keeps the host's, for people.
-            let plan = super::jail::prepare(layout, ids, &opts.paths.vmm, &vm)?;
-            plan.vm_config
-                .validate()
-                .context("the sandbox's VM configuration")?;
-            Some(super::jail::JailLaunch {
-                helper: opts.self_exe.clone(),
-                plan: layout.jail_plan(),
-                ids,
-            })
-        }
-        None => {
-            // Unjailed, the VMM reads the host's paths: a state directory longer than 97 bytes
-            // (Docker's with a 64-character id) is too long for the vsock socket's limit.
-            vm.validate().context("the sandbox's VM configuration")?;
-            tracing::warn!(
-                "the VMM of {} runs without its jail (--no-jail or [jail] enabled = false): \
-                 debugging only",
-                opts.id
-            );
-            None
-        }
-    };
-    write_json_atomic(&vmm.config, &vm)?;
-    let fsd = VirtiofsdCommand {
-        virtiofsd: opts.paths.virtiofsd.clone(),
-        socket: layout.virtiofsd_socket(),
-        shared_dir: layout.shared(),
-        cache: opts.cache,
-        debug: opts.debug,
-    };
-    let plan = MonitorPlan {
-        vmm,
-        virtiofsd: Some(fsd),
-        guest_log_socket: HybridVsockConnector::new(layout.vsock())
-            .host_port_path(sandpod_protocol::LOG_PORT),
-        host_cgroup: opts.host_cgroup.clone(),
-        log_token: Some(log_token.to_string()),
-        jail,
-        tap_fd: net.and_then(|n| n.tap_fd()).map(|_| super::network::TAP_FD),
-        dns_relay: opts.netns.clone().filter(|_| opts.dns_relay),
-    };
-    write_json_atomic(&layout.monitor_plan(), &plan)?;
-    let log_path = opts.log.clone().unwrap_or_else(|| layout.default_log());
-    let log = crate::log_file::open_append(&log_path, true)
-        .with_context(|| format!("opening the log {}", log_path.display()))?;
-    let mut cmd = tokio::process::Command::new(&opts.self_exe);
-    cmd.arg("--log")
-        .arg(&log_path)
-        .arg("--log-format")
-        .arg(&opts.log_format);
-    if opts.debug {
-        cmd.arg("--debug");
-        // sandpod-vmm, the monitor's child, has no --debug: it reads the variable (inherited).
-        if sandpod_protocol::conventions::log_filter_from_env().is_none() {
-            cmd.env(sandpod_protocol::LOG_ENV, "debug");
-        }
-    }
-    cmd.arg("monitor")
-        .arg(&layout.dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0);
-    if let Some(fd) = net.and_then(|n| n.tap_fd()) {
-        super::network::pass_fd(cmd.as_std_mut(), fd, super::network::TAP_FD);
-    }
-    cmd.spawn()
-        .with_context(|| format!("starting the monitor {}", opts.self_exe.display()))
-}
-
-/// Stops the VM and removes a sandbox's mounts and state directory. Safe to repeat.
-pub(crate) fn teardown(layout: &Layout, state: &SandboxState) -> anyhow::Result<()> {
+/// Stops the sandbox's monitor and the VM's processes.
+pub(crate) fn stop_vm_processes(layout: &Layout, state: &SandboxState) {
     if let Some(m) = state.monitor {
         if !m.terminate(MONITOR_GRACE) {
             tracing::error!(pid = m.pid, "the sandbox monitor does not go away");
@@ -441,6 +311,11 @@ pub(crate) fn teardown(layout: &Layout, state: &SandboxState) -> anyhow::Result<
             }
         }
     }
+}
+
+/// Stops the VM and removes a sandbox's mounts and state directory. Safe to repeat.
+pub(crate) fn teardown(layout: &Layout, state: &SandboxState) -> anyhow::Result<()> {
+    stop_vm_processes(layout, state);
     // Detaching the share's top takes everything attached below it: no path below it (which
     // the guest may have renamed or replaced by a symlink) is resolved.
     let mut errors = unmount_all(&state.mounts);

@@ -15,6 +15,8 @@ pub mod process;
 pub mod share;
 pub mod standin_watch;
 pub mod state;
+pub mod template;
+pub mod vm_start;
 
 pub use layout::{validate_id, Layout};
 pub use lifecycle::{destroy, reserve, Sandbox, SandboxConfig};

@@ -52,6 +52,7 @@ pub async fn boot(
         }),
         netns: pod_netns(&bundle.spec),
         dns_relay: crate::sandbox::dns_relay::uses_docker_dns(&bundle.spec),
+        template: config.template(),
     };
     let layout = match reserve(&s.root, id) {
         Ok(l) => l,

@@ -173,6 +173,13 @@ impl JailPlan {
         if let ConsoleConfig::File(p) = &host.console {
             vm.console = ConsoleConfig::File(in_vm_dir("the console file", p, inputs.vm_dir)?);
         }
+        // A template's snapshot is written to, or restored from, a directory of the VMM's.
+        if let Some(p) = &host.snapshot_to {
+            vm.snapshot_to = Some(in_vm_dir("the snapshot directory", p, inputs.vm_dir)?);
+        }
+        if let Some(p) = &host.restore_from {
+            vm.restore_from = Some(in_vm_dir("the template directory", p, inputs.vm_dir)?);
+        }
         if let (Some(v), Some(host_v)) = (vm.vsock.as_mut(), host.vsock.as_ref()) {
             v.uds_path = in_vm_dir("the vsock socket", &host_v.uds_path, inputs.vm_dir)?;
         }
@@ -416,6 +423,28 @@ mod tests {
         assert!(matches!(e, PlanError::OutsideVmDir { .. }), "{e}");
         let mut host = host_vm();
         host.console = ConsoleConfig::File("/run/sandpod/c/j".into());
+        assert!(JailPlan::new(&inputs(&host, &[])).is_err());
+    }
+
+    #[test]
+    fn a_templates_snapshot_and_restore_directories_are_the_jails_view() {
+        let mut host = host_vm();
+        host.restore_from = Some("/run/sandpod/c/j/t".into());
+        let p = JailPlan::new(&inputs(&host, &[])).unwrap();
+        assert_eq!(p.vm_config.restore_from, Some(PathBuf::from("/vm/t")));
+        assert_eq!(p.vm_config.snapshot_to, None);
+        // Reached through the VMM's own directory: no bind of its own.
+        assert!(!p.binds.iter().any(|b| b.source.ends_with("t")));
+        let mut host = host_vm();
+        host.snapshot_to = Some("/run/sandpod/c/j/s".into());
+        let p = JailPlan::new(&inputs(&host, &[])).unwrap();
+        assert_eq!(p.vm_config.snapshot_to, Some(PathBuf::from("/vm/s")));
+        // Anywhere else the jail cannot show it.
+        host.snapshot_to = Some("/run/sandpod/templates/x".into());
+        let e = JailPlan::new(&inputs(&host, &[])).unwrap_err();
+        assert!(e.to_string().contains("snapshot directory"), "{e}");
+        let mut host = host_vm();
+        host.restore_from = Some("/run/sandpod/c/j".into());
         assert!(JailPlan::new(&inputs(&host, &[])).is_err());
     }
 
