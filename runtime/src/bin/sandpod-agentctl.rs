@@ -37,6 +37,9 @@ enum Command {
     Health,
     /// Print the guest's kernel release, CPU count and memory.
     Details,
+    /// A guest restored from a VM template: reseed its RNG with 64 fresh bytes from this host
+    /// and set its clock to this host's; prints `clock_step_ms=N` (how far its clock moved).
+    ResumeClone,
     /// Run a process in the guest (or, with --container, in a started container) with this
     /// process's stdin, stdout and stderr; exit with its status (128+N if killed by signal N).
     Exec(ExecArgs),
@@ -265,6 +268,20 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Health => {
             let h = client.health().await?;
             println!("ok {}", h.version);
+            Ok(0)
+        }
+        Command::ResumeClone => {
+            use std::io::Read;
+            let mut entropy = [0u8; 64];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut entropy))
+                .context("reading /dev/urandom")?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("the host's clock is before 1970")?;
+            let now_ns = u64::try_from(now.as_nanos()).context("the host's clock")?;
+            let step = client.resume_clone(&entropy, now_ns).await?;
+            println!("clock_step_ms={step}");
             Ok(0)
         }
         Command::Details => {

@@ -176,7 +176,8 @@ fn a_saved_transport_restores_where_the_used_rings_say() {
     assert_eq!(saved.interrupt_status, 1);
     // The device had used 5 and 300 chains (the used rings' idx, at used + 2).
     let mem = f.t.mem.clone();
-    mem.write_obj(5u16, GuestAddress(0x4000 + 0x2000 + 2)).unwrap();
+    mem.write_obj(5u16, GuestAddress(0x4000 + 0x2000 + 2))
+        .unwrap();
     mem.write_obj(300u16, GuestAddress(0x8000 + 0x2000 + 2))
         .unwrap();
 
