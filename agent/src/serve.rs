@@ -139,9 +139,15 @@ pub async fn serve(transport: Transport, logs: LogForwarder, boot: Boot) -> anyh
     };
     if boot == Boot::Template {
         tracing::info!("template: listening; asking the VMM for a snapshot");
-        tokio::task::spawn_blocking(crate::init::power::request_snapshot)
-            .await
-            .context("the snapshot request's task")??;
+        tokio::task::spawn_blocking(|| {
+            match crate::clone::free_memory::zero_free_memory() {
+                Ok(n) => tracing::info!("template: {} MiB of free memory zeroed", n >> 20),
+                Err(e) => tracing::warn!("template: free memory not zeroed: {e}"),
+            }
+            crate::init::power::request_snapshot()
+        })
+        .await
+        .context("the snapshot request's task")??;
         // Only a clone (or a VMM that ignored the request) gets here.
         tracing::info!("restored from a template snapshot: waiting for ResumeClone");
     }

@@ -17,6 +17,7 @@
 //!
 //! The syscalls sit behind [`CloneOps`]: [`kernel::KernelOps`] in a template guest only (PID 1),
 //! a fake in the unit tests; the host-side test mode never has a pending gate.
+pub mod free_memory;
 pub mod kernel;
 #[cfg(test)]
 pub(crate) mod tests;

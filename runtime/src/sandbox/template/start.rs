@@ -9,9 +9,10 @@ use anyhow::Context;
 use super::store::{Template, TemplateStore};
 use crate::agent_client::AgentClient;
 
-/// Longest wait for a restored guest's agent (a restore takes milliseconds; a guest that does
-/// not answer soon is not going to).
-pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a restored guest's agent. A restore takes well under a second on hardware,
+/// but a loaded host (ten sandboxes starting at once in the nested test host) can stretch it
+/// to seconds; a timeout here also removes the template, so it is generous.
+pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Fresh host entropy handed to a restored guest (the RPC takes 32 to 512 bytes).
 pub const CLONE_ENTROPY_BYTES: usize = 64;
 
