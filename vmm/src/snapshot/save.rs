@@ -83,7 +83,13 @@ pub fn save(
     let serial = lock(inputs.serial).save();
     if let Some(range) = inputs.release {
         // The guest's PID 1 runs (it asked for the snapshot): the initrd is not needed again.
-        discard(inputs.mem, range).map_err(|e| format!("dropping the retained initrd: {e}"))?;
+        let n = discard(inputs.mem, range)
+            .map_err(|e| format!("dropping the retained initrd: {e}"))?;
+        tracing::info!(
+            "snapshot: left the retained initrd ({} KiB at {:#x}) out",
+            n >> 10,
+            range.addr
+        );
     }
     let (_, mem_bytes) = memory::memory_file(inputs.mem).map_err(|e| e.to_string())?;
     let snap = Snapshot {
