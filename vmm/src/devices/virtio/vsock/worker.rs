@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::{Epoll, EventSet};
@@ -30,6 +30,8 @@ pub const TXQ: usize = 1;
 pub const EVQ: usize = 2;
 /// `struct virtio_vsock_event`'s id for a transport reset (virtio 1.2, 5.10.6.7).
 const VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: u32 = 0;
+/// Longest wait for the driver to take a transport reset in before packets go to it anyway.
+const RESET_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// epoll token of queue `i`'s notification eventfd: `TOKEN_QUEUE + i` (the muxer's tokens are
 /// below).
@@ -50,6 +52,11 @@ pub struct Worker {
     /// Guest memory to give back once a guest listener has answered (see
     /// [`super::Vsock::releasing`]).
     release: Option<GuestRange>,
+    /// After a transport reset: no packet goes to the guest until its driver has handled the
+    /// event (it then gives the event buffer back: a notification on the event queue), or
+    /// until this deadline. Linux handles rx and events in separate work items: a connection
+    /// request that overtook the reset would be reset with the connections of before.
+    rx_held_until: Option<Instant>,
 }
 
 impl Worker {
@@ -71,6 +78,7 @@ impl Worker {
             interrupt,
             muxer,
             release: None,
+            rx_held_until: None,
         })
     }
 
@@ -96,7 +104,31 @@ impl Worker {
             .and_then(|mut w| w.write_all(&event))
             .map_err(|e| format!("event queue: {e}"))?;
         add_used(q, mem, chain.head, 4)?;
+        if q.event_idx_enabled() {
+            // The driver gives the buffer back once it has handled the event; with EVENT_IDX it
+            // notifies only when its available index passes the one we name: the current one.
+            let avail = q
+                .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+                .map_err(|e| format!("event queue: {e}"))?;
+            let avail_event = q.used_ring() + 4 + 8 * u64::from(q.size());
+            vm_memory::Bytes::write_obj(mem, avail.0, vm_memory::GuestAddress(avail_event))
+                .map_err(|e| format!("event queue: {e}"))?;
+        }
+        self.rx_held_until = Some(Instant::now() + RESET_ACK_TIMEOUT);
         self.notify(EVQ)
+    }
+
+    /// Whether packets to the guest wait for its driver to take a transport reset in.
+    fn rx_held(&mut self) -> bool {
+        match self.rx_held_until {
+            Some(deadline) if Instant::now() < deadline => true,
+            Some(_) => {
+                tracing::debug!("vsock: the driver did not acknowledge the transport reset");
+                self.rx_held_until = None;
+                false
+            }
+            None => false,
+        }
     }
 
     /// Gives the release range back once the guest has a listener up (its PID 1 runs).
@@ -123,6 +155,9 @@ impl Worker {
     pub fn process_queues(&mut self) -> Result<(), String> {
         self.process_tx()?;
         self.release_when_guest_listens();
+        if self.rx_held() {
+            return Ok(());
+        }
         self.process_rx()
     }
 
@@ -203,7 +238,17 @@ impl EpollHandler for Worker {
     }
 
     fn timeout_ms(&self) -> i32 {
-        self.muxer.timeout_ms()
+        let muxer = self.muxer.timeout_ms();
+        let Some(held) = self.rx_held_until else {
+            return muxer;
+        };
+        let ms = held.saturating_duration_since(Instant::now()).as_millis();
+        let held = i32::try_from(ms).unwrap_or(i32::MAX).saturating_add(1);
+        if muxer < 0 {
+            held
+        } else {
+            muxer.min(held)
+        }
     }
 
     fn handle_event(&mut self, token: u64, events: EventSet) -> Result<(), String> {
@@ -214,6 +259,9 @@ impl EpollHandler for Worker {
                     .and_then(|i| self.queue_evts.get(i));
                 if let Some(evt) = evt {
                     let _ = evt.read();
+                }
+                if index == EVQ as u64 && self.rx_held_until.take().is_some() {
+                    tracing::debug!("vsock: the driver took the transport reset in");
                 }
             }
             None => self.muxer.handle_event(token, events),
