@@ -83,8 +83,8 @@ pub fn save(
     let serial = lock(inputs.serial).save();
     if let Some(range) = inputs.release {
         // The guest's PID 1 runs (it asked for the snapshot): the initrd is not needed again.
-        let n = discard(inputs.mem, range)
-            .map_err(|e| format!("dropping the retained initrd: {e}"))?;
+        let n =
+            discard(inputs.mem, range).map_err(|e| format!("dropping the retained initrd: {e}"))?;
         tracing::info!(
             "snapshot: left the retained initrd ({} KiB at {:#x}) out",
             n >> 10,
