@@ -14,6 +14,7 @@ trap 'rm -f "$raw"' EXIT
 SANDPOD_TESTHOST_TIMEOUT=${SANDPOD_TESTHOST_TIMEOUT:-5400} SANDPOD_TESTHOST_NOBUILD=1 "$REPO_ROOT/tests/kvm-host/run" -- sh -c \
   "/sandpod/scripts/boot-bench.sh $RUNS 1 128 sandpod qemu sandpod-noseccomp qemu; /sandpod/scripts/vmm-overhead.sh 5; \
    /sandpod/scripts/snapshot-check.sh 5 >/tmp/snapshot-check.out; grep '^bench restore_ms' /tmp/snapshot-check.out; \
+   /sandpod/scripts/burst-check.sh 10 >/tmp/burst-check.out; grep '^bench ' /tmp/burst-check.out; \
    /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/run-bench.sh $RUNS; \
    /sandpod/scripts/docker-bench.sh $RUNS; /sandpod/scripts/net-bench.sh 3 16; /sandpod/scripts/shim-bench.sh $RUNS $PODS; \
    HANDLER=kata SCENARIOS=pod-start ROUNDS=$RUNS ARGV_LOG= CRI_TIMEOUT=3000 /sandpod/scripts/cri-check.sh" |
@@ -34,6 +35,9 @@ echo "bench vmm_overhead_kib rss=$rss pss=$pss"
 # A VM restored from a template vs a cold boot, VMM start to the agent answering (medians, one
 # line from snapshot-check.sh).
 grep '^bench restore_ms' "$raw" || echo "bench restore_ms template=nan cold=nan ratio=nan (snapshot-check failed)"
+# Ten `sandpod run`s at once from one template, and the PSS of the ten idle pods (burst-check.sh).
+grep '^bench pod_burst' "$raw" || echo "bench pod_burst n=10 wall_ms=nan (burst-check failed)"
+grep '^bench idle_pod_pss_mib pods=' "$raw" || echo "bench idle_pod_pss_mib pods=10 per_pod=nan (burst-check failed)"
 
 guest_ms=$(sed -n 's/^vsock guest_ms=\([0-9]*\) .*/\1/p' "$raw")
 pipe_ms=$(sed -n 's/^vsock .*pipe_ms=\([0-9]*\) .*/\1/p' "$raw")

@@ -2,7 +2,9 @@
 //! agent's request, two clones restored from it at once answer only after ResumeClone and then
 //! differ in their random numbers while their clocks follow the host's, a broken or foreign
 //! snapshot is refused with a clear error, and `bench restore_ms` compares a restore with a
-//! cold boot. The checks are in tests/kvm-host/guest/snapshot-check.sh.
+//! cold boot (tests/kvm-host/guest/snapshot-check.sh); then, in the same test host, ten
+//! `sandpod run`s at once all restored from the runtime's template, leaving nothing behind
+//! (burst-check.sh).
 mod common;
 
 use common::{assert_checks, host, run};
@@ -15,7 +17,8 @@ fn template_snapshot_and_restore() {
         &[
             "sh",
             "-c",
-            "timeout -k 5 800 /sandpod/scripts/snapshot-check.sh 3",
+            "timeout -k 5 400 /sandpod/scripts/snapshot-check.sh 3; \
+             timeout -k 5 400 /sandpod/scripts/burst-check.sh 10",
         ],
     );
     let mut checks: Vec<String> = [
@@ -54,4 +57,14 @@ fn template_snapshot_and_restore() {
     );
     let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
     assert_checks(&out, "snapshot-check", &checks);
+    assert_checks(
+        &out,
+        "burst-check",
+        &[
+            "warm-start",
+            "burst-all-running",
+            "burst-all-restored",
+            "nothing-left-after-burst",
+        ],
+    );
 }
