@@ -26,7 +26,9 @@ while [ $i -le $pods ]; do mkbundle "b$i" "$(args '["sleep","1000"]')"; i=$((i +
 t0=$(ms)
 i=1
 while [ $i -le $pods ]; do
-  SANDPOD_LOG=info "$dir/bin/sandpod" --root "$ROOT" --log "$work/burst.log" run --kill-after 2 \
+  # (Ten VMs at once on the test host's emulated CPUs: each may take longer than the default
+  # 60 s to answer, and a restore that times out falls back to a cold boot.)
+  SANDPOD_LOG=info "$dir/bin/sandpod" --root "$ROOT" --log "$work/burst.log" run --boot-timeout 300 --kill-after 2 \
     --bundle "$work/b$i" "b$i" </dev/null >"$work/b$i.out" 2>"$work/b$i.err" &
   i=$((i + 1))
 done
