@@ -153,7 +153,7 @@ mkdir -p "$work/tick"
 dr c1 -d --name c1 -m 128m -v "$work/tick:/data" "$IMG" sh -c 'trap "echo got-usr1" USR1
   trap "echo got-term; exit 0" TERM
   echo started; i=0
-  while :; do i=$((i+1)); echo $i >/data/tick; sleep 1 & wait $!; done'
+  while :; do i=$((i+1)); echo $i >/data/tick.new; mv /data/tick.new /data/tick; sleep 1 & wait $!; done'
 c1=$(cat "$work/c1.out")
 check run-d-prints-id eval 'rc_is 0 && [ ${#c1} = 64 ]'
 wait_for 60 sh -c "docker logs c1 2>&1 | grep -q started"

@@ -258,7 +258,13 @@ leaks() {
   # /run/docker/runtime-<name>/moby, ctr: /run/containerd/runc/<ns>, podman: /run/<name>).
   for r in /run/sandpod* /run/docker/runtime-*/* /run/containerd/runc/* /run/runc /run/kata; do
     [ -d "$r" ] && [ "$r" != "$ENG" ] || continue
-    for s in "$r"/*; do [ -d "$s" ] && echo "state dir $s"; done
+    for s in "$r"/*; do
+      [ -d "$s" ] || continue
+      # The shim's root per containerd namespace (/run/sandpod-shim/<ns>) keeps the VM template
+      # cache (.templates, by design) after its last container: not a container's state.
+      [ -d "$s/.templates" ] && [ -z "$(ls "$s")" ] && continue
+      echo "state dir $s"
+    done
   done
   for b in /run/containerd/io.containerd.runtime.v2.task/*/*; do [ -d "$b" ] && echo "bundle $b"; done
   # Networking: podman's container network namespaces and veths. (Not /run/docker/netns: dockerd
