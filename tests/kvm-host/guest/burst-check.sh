@@ -9,14 +9,6 @@
 . "$(dirname "$0")/containers-lib.sh"
 pods=${1:-10}  # (not n: containers-lib.sh's run sets n)
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
-pss() { # PIDS...: summed Pss in KiB
-  t=0
-  for p in "$@"; do
-    v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null)
-    t=$((t + ${v:-0}))
-  done
-  echo $t
-}
 # The template first: this start makes it.
 mkbundle warm "$(args '["true"]')"
 SANDPOD_LOG=info run warm

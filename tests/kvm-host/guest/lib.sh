@@ -46,6 +46,16 @@ wait_for() {
   done
 }
 
+# pss PID...: the processes' summed PSS in KiB (a process gone meanwhile counts 0).
+pss() {
+  t=0
+  for p in "$@"; do
+    v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null)
+    t=$((t + ${v:-0}))
+  done
+  echo $t
+}
+
 # has TEXT PATTERN / hasnt TEXT PATTERN: TEXT has (has no) line matching the grep PATTERN.
 has() { printf '%s\n' "$1" | grep -q -- "$2"; }
 hasnt() { ! printf '%s\n' "$1" | grep -q -- "$2"; }

@@ -36,14 +36,6 @@ done
 # (SANDPOD_LOG=info: the VMM, which inherits it, logs its set-up time, `VM ready in N ms`.)
 sed -n -e 's/.*boot phases ms: /phases /p' -e 's/.*VM ready in \([0-9]*\) ms.*/phases vmm: setup=\1/p' "$work/log" 2>/dev/null
 
-pss() { # PIDS...: summed Pss in KiB
-  t=0
-  for p in "$@"; do
-    v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null)
-    t=$((t + ${v:-0}))
-  done
-  echo $t
-}
 jq '.process.args = ["sleep","1000"]' "$dir/bundles/busybox/config.json" >"$work/bundle/config.json"
 "$dir/bin/sandpod" --root /run/sandpod-bench run --bundle "$work/bundle" idle </dev/null >/dev/null 2>"$work/err" &
 runner=$!

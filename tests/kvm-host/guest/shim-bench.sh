@@ -32,14 +32,6 @@ while [ "$i" -lt "$runs" ]; do
 done
 
 # pss PIDS...: their summed Pss in KiB.
-pss() {
-  t=0
-  for p in "$@"; do
-    v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null)
-    t=$((t + ${v:-0}))
-  done
-  echo $t
-}
 i=0
 while [ "$i" -lt "$pods" ]; do
   timeout -k 5 300 ctr run -d --runtime io.containerd.kata.v2 "$CTR_IMG" "idle-$i" sleep 100000 \
