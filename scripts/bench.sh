@@ -5,7 +5,10 @@ source "$(dirname "$0")/lib.sh"
 RUNS=${SANDPOD_BENCH_RUNS:-10}
 VSOCK_MIB=${SANDPOD_BENCH_VSOCK_MIB:-256}
 PODS=${SANDPOD_BENCH_PODS:-10}
+FS_RUNS=${SANDPOD_BENCH_FS_RUNS:-3}
 
+# median_f: the middle one of decimal values (the lower middle of an even count), as printed.
+median_f() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[int((NR+1)/2)]}'; }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else printf "%d\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 raw=$(mktemp)
@@ -16,7 +19,7 @@ SANDPOD_TESTHOST_TIMEOUT=${SANDPOD_TESTHOST_TIMEOUT:-5400} SANDPOD_TESTHOST_NOBU
    /sandpod/scripts/snapshot-check.sh 5 >/tmp/snapshot-check.out; grep '^bench restore_ms' /tmp/snapshot-check.out; \
    /sandpod/scripts/burst-check.sh 10 >/tmp/burst-check.out; grep '^bench ' /tmp/burst-check.out; \
    /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/run-bench.sh $RUNS; \
-   /sandpod/scripts/docker-bench.sh $RUNS; /sandpod/scripts/net-bench.sh 3 16; /sandpod/scripts/shim-bench.sh $RUNS $PODS; \
+   /sandpod/scripts/docker-bench.sh $RUNS; /sandpod/scripts/net-bench.sh 3 16; /sandpod/scripts/fs-bench.sh $FS_RUNS; /sandpod/scripts/shim-bench.sh $RUNS $PODS; \
    HANDLER=kata SCENARIOS=pod-start ROUNDS=$RUNS ARGV_LOG= CRI_TIMEOUT=3000 /sandpod/scripts/cri-check.sh" |
   tee "$raw" >&2
 
@@ -81,11 +84,19 @@ pair ctr_run ctr_run_ms
 pair pod_start pod_start_ms
 # Network: throughput container -> host (higher is better: ratio kata/runc) and request/response
 # latency host -> container (medians).
-k=$(awk '$1=="net_mbit" && $2=="kata" && $3!="fail" {print $3}' "$raw" | sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[int((NR+1)/2)]}')
-r=$(awk '$1=="net_mbit" && $2=="runc" && $3!="fail" {print $3}' "$raw" | sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[int((NR+1)/2)]}')
+k=$(awk '$1=="net_mbit" && $2=="kata" && $3!="fail" {print $3}' "$raw" | median_f)
+r=$(awk '$1=="net_mbit" && $2=="runc" && $3!="fail" {print $3}' "$raw" | median_f)
 f=$(awk '$1=="net_mbit" && $3=="fail"' "$raw" | wc -l)
 awk -v a="$k" -v b="$r" -v f="$f" 'BEGIN { printf "bench net_mbit kata=%s runc=%s ratio=%s failed=%d\n", a, b, (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "nan", f }'
 pair net_rr net_rr_us
+# The container's rootfs: kata (virtio-fs, the default cache mode) vs runc on the same files
+# (fs-bench.sh): a 64 MiB sequential read (MiB/s, higher is better) and 2000 small files
+# unpacked, found and read (ms).
+k=$(awk '$1=="fs_read" && $2=="kata" && $3!="fail" {print $3}' "$raw" | median_f)
+r=$(awk '$1=="fs_read" && $2=="runc" && $3!="fail" {print $3}' "$raw" | median_f)
+f=$(awk '$1=="fs_read" && $3=="fail"' "$raw" | wc -l)
+awk -v a="$k" -v b="$r" -v f="$f" -v n="$FS_RUNS" 'BEGIN { printf "bench fs_read_mib_s kata=%s runc=%s ratio=%s runs=%d failed=%d\n", a, b, (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "nan", n, f }'
+RUNS=$FS_RUNS pair fs_small fs_small_files_ms
 awk '$1=="density" && $2!="fail" {
   for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
   n = v["pods"]
