@@ -5,8 +5,11 @@ source "$(dirname "$0")/lib.sh"
 RUNS=${SANDPOD_BENCH_RUNS:-10}
 VSOCK_MIB=${SANDPOD_BENCH_VSOCK_MIB:-256}
 PODS=${SANDPOD_BENCH_PODS:-10}
+BLK_MIB=${SANDPOD_BENCH_BLK_MIB:-64}
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else printf "%d\n", (a[NR/2]+a[NR/2+1])/2}'; }
+# median [DECIMALS]: the median of stdin's numbers (nan if none), the mean of the middle two
+# printed with DECIMALS digits (default 0).
+median() { sort -n | awk -v d="${1:-0}" '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else printf "%." d "f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
@@ -15,7 +18,7 @@ SANDPOD_TESTHOST_TIMEOUT=${SANDPOD_TESTHOST_TIMEOUT:-5400} SANDPOD_TESTHOST_NOBU
   "/sandpod/scripts/boot-bench.sh $RUNS 1 128 sandpod qemu sandpod-noseccomp qemu; /sandpod/scripts/vmm-overhead.sh 5; \
    /sandpod/scripts/snapshot-check.sh 5 >/tmp/snapshot-check.out; grep '^bench restore_ms' /tmp/snapshot-check.out; \
    /sandpod/scripts/burst-check.sh 10 >/tmp/burst-check.out; grep '^bench ' /tmp/burst-check.out; \
-   /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/run-bench.sh $RUNS; \
+   /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/blk-bench.sh $RUNS $BLK_MIB; /sandpod/scripts/run-bench.sh $RUNS; \
    /sandpod/scripts/docker-bench.sh $RUNS; /sandpod/scripts/net-bench.sh 3 16; /sandpod/scripts/shim-bench.sh $RUNS $PODS; \
    HANDLER=kata SCENARIOS=pod-start ROUNDS=$RUNS ARGV_LOG= CRI_TIMEOUT=3000 /sandpod/scripts/cri-check.sh" |
   tee "$raw" >&2
@@ -45,6 +48,11 @@ bytes_ok=$(sed -n 's/^vsock .*bytes_ok=\(.*\)/\1/p' "$raw")
 awk -v mib="$VSOCK_MIB" -v g="${guest_ms:-0}" -v p="${pipe_ms:-0}" -v ok="${bytes_ok:-no}" 'BEGIN {
   if (g > 0 && p > 0) printf "bench vsock_mib_s sandpod=%.1f host_pipe=%.1f ratio=%.2f mib=%d intact=%s\n", mib * 1000 / g, mib * 1000 / p, p / g, mib, ok
   else print "bench vsock_mib_s sandpod=nan host_pipe=nan ratio=nan (vsock-bench failed)" }'
+# virtio-blk: sequential O_DIRECT read in the guest vs dd of the same image on the host (both
+# from the host page cache; higher is better: ratio kata/host).
+k=$(awk '$1=="blk_read" && $2=="kata" && $3!="fail" {print $3}' "$raw" | median 1)
+h=$(awk '$1=="blk_read" && $2=="host" && $3!="fail" {print $3}' "$raw" | median 1)
+awk -v a="$k" -v b="$h" -v n="$RUNS" -v m="$BLK_MIB" 'BEGIN { printf "bench blk_read_mib_s kata=%s host=%s ratio=%s runs=%d mib=%d\n", a, b, (a > 0 && b > 0) ? sprintf("%.3f", a / b) : "nan", n, m }'
 echo "bench exec_ms median=$(awk '$1=="exec" {print $2}' "$raw" | median) runs=$RUNS"
 
 ours=$(awk '$1=="run" && $2=="sandpod" && $3!="fail" {print $3}' "$raw" | median)

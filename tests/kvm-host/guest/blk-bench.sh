@@ -1,0 +1,75 @@
+#!/bin/sh
+# Runs inside the KVM test host. virtio-blk sequential read throughput:
+#   kata: `busybox dd if=/dev/vda of=/dev/null bs=1M iflag=direct` in a sandpod-vmm guest whose
+#         disk (`--disk IMG,ro`) is a MIB MiB raw image (with iflag=direct the guest's page
+#         cache is bypassed: every byte crosses the device; a busybox without it gets the
+#         guest's caches dropped before each run instead);
+#   host: `dd if=IMG of=/dev/null bs=1M` on the test host, reading the same image file.
+# The image is in the test host's page cache in both cases (read once before the runs), so the
+# comparison is the device path (guest driver, queue, VMM thread, copy from the host page cache
+# into guest memory) against a plain copy from the host page cache. Throughputs are dd's own
+# (bytes / its elapsed time), so the agentctl exec round trip is not counted.
+#   blk-bench.sh [RUNS] [MIB] [VMM...]
+# VMM: binary names in $SANDPOD_DIR/bin (default sandpod-vmm), one VM each, all booted before
+# the runs and read in turn (with the host) RUNS times, so that two VMMs compare in one run.
+# Prints `blk_read kata <mib_s>` (sandpod-vmm), `blk_read kata@<vmm> <mib_s>` (another binary),
+# `blk_read host <mib_s>` lines, `blk_read <label> fail` when a read fails.
+runs=${1:-5}
+mib=${2:-64}
+if [ $# -ge 2 ]; then shift 2; else shift $#; fi
+[ $# -gt 0 ] || set -- sandpod-vmm
+. "$(dirname "$0")/lib.sh"
+work=$(mktemp -d /tmp/blk-bench.XXXXXX)
+img=$work/bench.img
+dd if=/dev/urandom of="$img" bs=1M count="$mib" 2>/dev/null
+cat "$img" >/dev/null
+
+# MiB/s from dd's summary line (GNU: `N bytes (...) copied, S s, ...`; busybox: `N bytes (...)
+# copied, S seconds, ...`); empty if the line is missing.
+mib_s() {
+  sed -n 's/^\([0-9]*\) bytes .* copied, \([0-9.]*\) s.*/\1 \2/p' | tail -1 |
+    awk '$2 > 0 { printf "%.1f\n", $1 / 1048576 / $2 }'
+}
+
+vms=""
+n=0
+for bin in "$@"; do
+  n=$((n + 1))
+  uds=$work/v$n.sock
+  vmm_bin=$bin vmm_quiet=1 vmm_serve "$uds" none --disk "$img,ro" </dev/null 2>"$work/vmm$n.err" &
+  vms="$vms $!"
+  use_agent "$uds"
+  $ctl health >/dev/null 2>&1 || { echo "blk-bench: $bin: agent unreachable"; cat "$work/vmm$n.err"; }
+done
+# busybox dd with iflag=direct, or the guest's caches dropped before each run.
+use_agent "$work/v1.sock"
+if $ctl exec -- busybox dd if=/dev/vda of=/dev/null bs=1M count=1 iflag=direct >/dev/null 2>&1; then
+  direct="iflag=direct"; drop=""
+else
+  direct=""; drop="echo 3 > /proc/sys/vm/drop_caches; "
+  echo "blk-bench: busybox dd has no iflag=direct: dropping the guest's caches before each read"
+fi
+
+i=0
+while [ "$i" -lt "$runs" ]; do
+  n=0
+  for bin in "$@"; do
+    n=$((n + 1))
+    label=kata
+    [ "$bin" = sandpod-vmm ] || label=kata@$bin
+    use_agent "$work/v$n.sock"
+    v=$($ctl exec -- /bin/busybox sh -c "export PATH=/bin; ${drop}busybox dd if=/dev/vda of=/dev/null bs=1M $direct" 2>&1 | mib_s)
+    echo "blk_read $label ${v:-fail}"
+  done
+  v=$(dd if="$img" of=/dev/null bs=1M 2>&1 | mib_s)
+  echo "blk_read host ${v:-fail}"
+  i=$((i + 1))
+done
+for vm in $vms; do kill "$vm"; done
+for vm in $vms; do wait "$vm" 2>/dev/null; done
+n=0
+for bin in "$@"; do
+  n=$((n + 1))
+  if grep -qi "panicked\|error" "$work/vmm$n.err"; then echo "blk-bench: $bin stderr:"; cat "$work/vmm$n.err"; fi
+done
+rm -rf "$work"
