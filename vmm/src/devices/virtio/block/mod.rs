@@ -2,18 +2,22 @@
 //!
 //! One request queue; the image is opened and checked before the VM is built ([`disk`]),
 //! requests are parsed and validated in [`request`] and served on the device's own thread
-//! ([`worker`]), woken by the queue's ioeventfd. Features: VIRTIO_BLK_F_SEG_MAX,
+//! ([`worker`]), woken by the queue's ioeventfd, with data moved by [`iov`]. Features:
+//! VIRTIO_RING_F_EVENT_IDX, VIRTIO_BLK_F_SEG_MAX,
 //! VIRTIO_BLK_F_FLUSH (fdatasync; without it negotiated, every write is synced: write-through)
 //! and VIRTIO_BLK_F_RO for read-only disks (writes to them fail with IOERR whatever the
 //! driver negotiated). GET_ID answers the image's file name; other request types get UNSUPP.
 
 pub mod disk;
+pub mod iov;
 pub mod request;
 pub mod worker;
 
+use virtio_queue::QueueT;
+
 use super::device::{read_config_bytes, ActivateError, Activation, VirtioDevice};
 use super::epoll_helper::DeviceThread;
-use super::TYPE_BLOCK;
+use super::{TYPE_BLOCK, VIRTIO_RING_F_EVENT_IDX};
 use disk::DiskImage;
 use worker::{queue_epoll, Stats, Worker};
 
@@ -76,7 +80,10 @@ impl VirtioDevice for Block {
         } else {
             0
         };
-        (1 << VIRTIO_BLK_F_SEG_MAX) | (1 << VIRTIO_BLK_F_FLUSH) | ro
+        (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << VIRTIO_BLK_F_FLUSH)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | ro
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -89,7 +96,7 @@ impl VirtioDevice for Block {
 
     fn activate(&mut self, features: u64, a: Activation) -> Result<(), ActivateError> {
         self.reset();
-        let (Ok([queue]), Ok([queue_evt])) = (
+        let (Ok([mut queue]), Ok([queue_evt])) = (
             <[_; 1]>::try_from(a.queues),
             <[_; 1]>::try_from(a.queue_evts),
         ) else {
@@ -98,6 +105,7 @@ impl VirtioDevice for Block {
                 why: "virtio-blk has exactly 1 queue".into(),
             });
         };
+        queue.set_event_idx(features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0);
         let worker = Worker {
             mem: a.mem,
             queue,
