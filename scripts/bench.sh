@@ -5,7 +5,7 @@ source "$(dirname "$0")/lib.sh"
 RUNS=${SANDPOD_BENCH_RUNS:-10}
 VSOCK_MIB=${SANDPOD_BENCH_VSOCK_MIB:-256}
 PODS=${SANDPOD_BENCH_PODS:-10}
-BLK_MIB=${SANDPOD_BENCH_BLK_MIB:-64}
+BLK_MIB=${SANDPOD_BENCH_BLK_MIB:-256}
 
 # median [DECIMALS]: the median of stdin's numbers (nan if none), the mean of the middle two
 # printed with DECIMALS digits (default 0).

@@ -17,7 +17,7 @@
 # `blk_read host <mib_s>` lines, `blk_read <label> fail` when a read fails, and at the end one
 # `blk_stats <vmm> reads=N ...` line per VMM (the device's counters).
 runs=${1:-5}
-mib=${2:-64}
+mib=${2:-256}
 if [ $# -ge 2 ]; then shift 2; else shift $#; fi
 [ $# -gt 0 ] || set -- sandpod-vmm
 . "$(dirname "$0")/lib.sh"
