@@ -14,8 +14,10 @@
 # VMM: binary names in $SANDPOD_DIR/bin (default sandpod-vmm), one VM each, all booted before
 # the runs and read in turn (with the host) RUNS times, so that two VMMs compare in one run.
 # Prints `blk_read kata <mib_s>` (sandpod-vmm), `blk_read kata@<vmm> <mib_s>` (another binary),
-# `blk_read host <mib_s>` lines, `blk_read <label> fail` when a read fails, and at the end one
-# `blk_stats <vmm> reads=N ...` line per VMM (the device's counters).
+# `blk_read host <mib_s>` lines, `blk_read <label> fail` when a read fails, and at the end per
+# VMM `blk_cpu <vmm> read_ms=<guest dd wall time, all runs> blk_thread_ms=<its virtio-blk
+# thread's CPU time> vcpu_ms=<its vCPU threads'>` and `blk_stats <vmm> reads=N ...` (the
+# device's counters).
 runs=${1:-5}
 mib=${2:-256}
 if [ $# -ge 2 ]; then shift 2; else shift $#; fi
@@ -61,6 +63,18 @@ else
   echo "blk-bench: busybox date has no %N: timing with /proc/uptime (10 ms)"
 fi
 
+# CPU ticks (utime + stime) of the VMM's threads whose name matches the awk regex $2.
+ticks() {
+  for t in /proc/"$1"/task/*; do
+    awk -v re="$2" -v c="$(cat "$t/comm")" 'c ~ re { print $14 + $15 }' "$t/stat"
+  done | awk '{ s += $1 } END { print s + 0 }'
+}
+n=0
+for vm in $vms; do
+  n=$((n + 1))
+  echo "$(ticks "$vm" '^virtio-blk$') $(ticks "$vm" '^vcpu')" >"$work/ticks$n"
+done
+
 i=0
 while [ "$i" -lt "$runs" ]; do
   n=0
@@ -73,12 +87,24 @@ while [ "$i" -lt "$runs" ]; do
     v=$(awk -v b="$bytes" -v r="$mib+0 records in" '$0 == r { ok = 1 } /^elapsed_ns=/ { split($0, kv, "="); ns = kv[2] } END { if (ok && ns > 0) printf "%.1f\n", b / 1048576 / (ns / 1e9) }' "$work/dd.out")
     echo "blk_read $label ${v:-fail}"
     [ -n "$v" ] || sed "s/^/blk-bench: $label: /" "$work/dd.out"
+    sed -n 's/^elapsed_ns=//p' "$work/dd.out" >>"$work/ns$n"
   done
   dd if="$img" of=/dev/null bs=1M >"$work/dd.out" 2>&1
   v=$(mib_s <"$work/dd.out")
   echo "blk_read host ${v:-fail}"
   [ -n "$v" ] || sed "s/^/blk-bench: host: /" "$work/dd.out"
   i=$((i + 1))
+done
+# Where the guest's read time went: the VMM's device thread and vCPU threads (CPU time over all
+# the runs) against the runs' summed wall time.
+n=0
+for vm in $vms; do
+  n=$((n + 1))
+  hz=$(getconf CLK_TCK)
+  read -r b0 c0 <"$work/ticks$n"
+  awk -v bin="$(echo "$@" | cut -d' ' -f"$n")" -v b="$(( $(ticks "$vm" '^virtio-blk$') - b0 ))" \
+    -v c="$(( $(ticks "$vm" '^vcpu') - c0 ))" -v hz="$hz" \
+    '{ s += $1 } END { printf "blk_cpu %s read_ms=%d blk_thread_ms=%d vcpu_ms=%d\n", bin, s / 1e6, b * 1000 / hz, c * 1000 / hz }' "$work/ns$n"
 done
 for vm in $vms; do kill "$vm"; done
 for vm in $vms; do wait "$vm" 2>/dev/null; done
