@@ -1,6 +1,6 @@
 //! The block device's thread: woken (epoll, no timeout) by queue notifications, it serves
-//! every available request, notifications suppressed while it does. Guest-triggerable conditions log at debug; the first host I/O
-//! error logs a warning once.
+//! every available request, notifications suppressed while it does. Guest-triggerable
+//! conditions log at debug; the first host I/O error logs a warning once.
 
 use std::fmt;
 use std::io;
@@ -115,9 +115,8 @@ impl Worker {
     /// the device must be marked broken.
     pub fn process_queue(&mut self) -> Result<(), String> {
         loop {
-            let mem = &self.mem;
             self.queue
-                .disable_notification(mem)
+                .disable_notification(&self.mem)
                 .map_err(|e| e.to_string())?;
             let mut used = false;
             while let Some(chain) = pop_chain(&mut self.queue, &self.mem, INDIRECT_DESC)? {
