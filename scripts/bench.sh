@@ -6,10 +6,11 @@ RUNS=${SANDPOD_BENCH_RUNS:-10}
 VSOCK_MIB=${SANDPOD_BENCH_VSOCK_MIB:-256}
 PODS=${SANDPOD_BENCH_PODS:-10}
 FS_RUNS=${SANDPOD_BENCH_FS_RUNS:-3}
+BLK_MIB=${SANDPOD_BENCH_BLK_MIB:-256}
 
-# median_f: the middle one of decimal values (the lower middle of an even count), as printed.
-median_f() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[int((NR+1)/2)]}'; }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else printf "%d\n", (a[NR/2]+a[NR/2+1])/2}'; }
+# median [DECIMALS]: the median of stdin's numbers (nan if none), the mean of the middle two
+# printed with DECIMALS digits (default 0).
+median() { sort -n | awk -v d="${1:-0}" '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else printf "%." d "f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
@@ -18,7 +19,7 @@ SANDPOD_TESTHOST_TIMEOUT=${SANDPOD_TESTHOST_TIMEOUT:-5400} SANDPOD_TESTHOST_NOBU
   "/sandpod/scripts/boot-bench.sh $RUNS 1 128 sandpod qemu sandpod-noseccomp qemu; /sandpod/scripts/vmm-overhead.sh 5; \
    /sandpod/scripts/snapshot-check.sh 5 >/tmp/snapshot-check.out; grep '^bench restore_ms' /tmp/snapshot-check.out; \
    /sandpod/scripts/burst-check.sh 10 >/tmp/burst-check.out; grep '^bench ' /tmp/burst-check.out; \
-   /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/run-bench.sh $RUNS; \
+   /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/blk-bench.sh $RUNS $BLK_MIB; /sandpod/scripts/run-bench.sh $RUNS; \
    /sandpod/scripts/docker-bench.sh $RUNS; /sandpod/scripts/net-bench.sh 3 16; /sandpod/scripts/fs-bench.sh $FS_RUNS; /sandpod/scripts/shim-bench.sh $RUNS $PODS; \
    HANDLER=kata SCENARIOS=pod-start ROUNDS=$RUNS ARGV_LOG= CRI_TIMEOUT=3000 /sandpod/scripts/cri-check.sh" |
   tee "$raw" >&2
@@ -48,6 +49,11 @@ bytes_ok=$(sed -n 's/^vsock .*bytes_ok=\(.*\)/\1/p' "$raw")
 awk -v mib="$VSOCK_MIB" -v g="${guest_ms:-0}" -v p="${pipe_ms:-0}" -v ok="${bytes_ok:-no}" 'BEGIN {
   if (g > 0 && p > 0) printf "bench vsock_mib_s sandpod=%.1f host_pipe=%.1f ratio=%.2f mib=%d intact=%s\n", mib * 1000 / g, mib * 1000 / p, p / g, mib, ok
   else print "bench vsock_mib_s sandpod=nan host_pipe=nan ratio=nan (vsock-bench failed)" }'
+# virtio-blk: sequential O_DIRECT read in the guest vs dd of the same image on the host (both
+# from the host page cache; higher is better: ratio kata/host).
+k=$(awk '$1=="blk_read" && $2=="kata" && $3!="fail" {print $3}' "$raw" | median 1)
+h=$(awk '$1=="blk_read" && $2=="host" && $3!="fail" {print $3}' "$raw" | median 1)
+awk -v a="$k" -v b="$h" -v n="$RUNS" -v m="$BLK_MIB" 'BEGIN { printf "bench blk_read_mib_s kata=%s host=%s ratio=%s runs=%d mib=%d\n", a, b, (a > 0 && b > 0) ? sprintf("%.3f", a / b) : "nan", n, m }'
 echo "bench exec_ms median=$(awk '$1=="exec" {print $2}' "$raw" | median) runs=$RUNS"
 
 ours=$(awk '$1=="run" && $2=="sandpod" && $3!="fail" {print $3}' "$raw" | median)
@@ -84,16 +90,16 @@ pair ctr_run ctr_run_ms
 pair pod_start pod_start_ms
 # Network: throughput container -> host (higher is better: ratio kata/runc) and request/response
 # latency host -> container (medians).
-k=$(awk '$1=="net_mbit" && $2=="kata" && $3!="fail" {print $3}' "$raw" | median_f)
-r=$(awk '$1=="net_mbit" && $2=="runc" && $3!="fail" {print $3}' "$raw" | median_f)
+k=$(awk '$1=="net_mbit" && $2=="kata" && $3!="fail" {print $3}' "$raw" | median 1)
+r=$(awk '$1=="net_mbit" && $2=="runc" && $3!="fail" {print $3}' "$raw" | median 1)
 f=$(awk '$1=="net_mbit" && $3=="fail"' "$raw" | wc -l)
 awk -v a="$k" -v b="$r" -v f="$f" 'BEGIN { printf "bench net_mbit kata=%s runc=%s ratio=%s failed=%d\n", a, b, (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "nan", f }'
 pair net_rr net_rr_us
 # The container's rootfs: kata (virtio-fs, the default cache mode) vs runc on the same files
 # (fs-bench.sh): a 64 MiB sequential read (MiB/s, higher is better) and 2000 small files
 # unpacked, found and read (ms).
-k=$(awk '$1=="fs_read" && $2=="kata" && $3!="fail" {print $3}' "$raw" | median_f)
-r=$(awk '$1=="fs_read" && $2=="runc" && $3!="fail" {print $3}' "$raw" | median_f)
+k=$(awk '$1=="fs_read" && $2=="kata" && $3!="fail" {print $3}' "$raw" | median 1)
+r=$(awk '$1=="fs_read" && $2=="runc" && $3!="fail" {print $3}' "$raw" | median 1)
 f=$(awk '$1=="fs_read" && $3=="fail"' "$raw" | wc -l)
 awk -v a="$k" -v b="$r" -v f="$f" -v n="$FS_RUNS" 'BEGIN { printf "bench fs_read_mib_s kata=%s runc=%s ratio=%s runs=%d failed=%d\n", a, b, (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "nan", n, f }'
 RUNS=$FS_RUNS pair fs_small fs_small_files_ms

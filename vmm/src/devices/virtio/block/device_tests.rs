@@ -10,7 +10,7 @@ use super::request::*;
 use super::*;
 use crate::config::DiskConfig;
 use crate::devices::virtio::test_utils::{activation, eventfd, guest_mem, wait_until, DriverQueue};
-use crate::devices::virtio::Interrupt;
+use crate::devices::virtio::{Interrupt, VIRTIO_RING_F_EVENT_IDX};
 use crate::kvm::memory::GuestMem;
 
 const HDR: u64 = 0x1_0000;
@@ -24,6 +24,8 @@ struct Setup {
     mem: GuestMem,
     evt: EventFd,
     interrupt: Arc<Interrupt>,
+    /// The interrupt's eventfd (one count per used-buffer interrupt).
+    irq: EventFd,
     path: PathBuf,
 }
 
@@ -50,11 +52,13 @@ fn setup(name: &str, read_only: bool) -> Setup {
         read_only,
     })
     .unwrap();
+    let irq = eventfd();
     Setup {
         dev: Block::new(disk),
         mem: guest_mem(1 << 20),
         evt: eventfd(),
-        interrupt: Arc::new(Interrupt::new(eventfd())),
+        interrupt: Arc::new(Interrupt::new(irq.try_clone().unwrap())),
+        irq,
         path,
     }
 }
@@ -66,6 +70,11 @@ struct Driver<'a> {
 
 impl<'a> Driver<'a> {
     fn new(s: &'a mut Setup) -> Self {
+        Self::with_features(s, 1 << 32 | 1 << VIRTIO_BLK_F_FLUSH)
+    }
+
+    /// A driver that negotiated `features`.
+    fn with_features(s: &'a mut Setup, features: u64) -> Self {
         let q = DriverQueue::new(&s.mem, 0, QUEUE_SIZE, s.evt.try_clone().unwrap());
         let queue = q.config(QUEUE_SIZE).build(&s.mem).unwrap();
         let a = activation(
@@ -74,9 +83,7 @@ impl<'a> Driver<'a> {
             std::slice::from_ref(&s.evt),
             &s.interrupt,
         );
-        s.dev
-            .activate(1 << 32 | 1 << VIRTIO_BLK_F_FLUSH, a)
-            .unwrap();
+        s.dev.activate(features, a).unwrap();
         Driver { mem: &s.mem, q }
     }
 
@@ -130,6 +137,7 @@ fn config_space_and_features() {
     assert_eq!(f & (1 << VIRTIO_BLK_F_RO), 0);
     assert_ne!(f & (1 << VIRTIO_BLK_F_FLUSH), 0);
     assert_ne!(f & (1 << VIRTIO_BLK_F_SEG_MAX), 0);
+    assert_ne!(f & (1 << VIRTIO_RING_F_EVENT_IDX), 0);
     let ro = setup("cfg-ro", true);
     assert_ne!(ro.dev.device_features() & (1 << VIRTIO_BLK_F_RO), 0);
 }
@@ -274,6 +282,62 @@ fn read_only_disk_refuses_writes() {
     );
     assert!(d.data(512).iter().all(|&b| b == 3));
     assert_eq!(d.request(VIRTIO_BLK_T_FLUSH, 0, None).0, VIRTIO_BLK_S_OK);
+}
+
+/// Eight reads made available before one kick: all served in one pass with one interrupt; with
+/// EVENT_IDX and a used_event the batch does not reach, none, and once the queue is drained the
+/// device asks for the next kick (avail_event = the next request).
+#[test]
+fn a_batch_is_served_with_one_interrupt() {
+    const N: u16 = 8;
+    for event_idx in [false, true] {
+        let mut s = setup(if event_idx { "batch-ei" } else { "batch" }, false);
+        let irq = s.irq.try_clone().unwrap();
+        let mut features = 1 << 32 | 1 << VIRTIO_BLK_F_FLUSH;
+        if event_idx {
+            features |= 1 << VIRTIO_RING_F_EVENT_IDX;
+        }
+        let mut d = Driver::with_features(&mut s, features);
+        let used_event = GuestAddress(d.q.mq.avail_addr().0 + 4 + 2 * u64::from(QUEUE_SIZE));
+        let avail_event = GuestAddress(d.q.mq.used_addr().0 + 4 + 8 * u64::from(QUEUE_SIZE));
+        d.mem.write_obj(1000u16.to_le(), used_event).unwrap();
+        for i in 0..u64::from(N) {
+            let mut h = [0u8; 16];
+            h[8..].copy_from_slice(&(10 + i).to_le_bytes());
+            d.mem.write_slice(&h, GuestAddress(HDR + 16 * i)).unwrap();
+            d.mem.write_obj(0xffu8, GuestAddress(STATUS + i)).unwrap();
+            d.q.add(&[
+                (HDR + 16 * i, 16, false),
+                (DATA + 0x1000 * i, 512, true),
+                (STATUS + i, 1, true),
+            ]);
+        }
+        d.q.kick();
+        d.q.wait_all_used("batch not completed");
+        for i in 0..u64::from(N) {
+            let status: u8 = d.mem.read_obj(GuestAddress(STATUS + i)).unwrap();
+            assert_eq!(status, VIRTIO_BLK_S_OK);
+            let mut b = [0u8; 512];
+            d.mem
+                .read_slice(&mut b, GuestAddress(DATA + 0x1000 * i))
+                .unwrap();
+            assert!(b.iter().all(|&x| u64::from(x) == 10 + i), "request {i}");
+        }
+        if event_idx {
+            wait_until("avail_event not set", || {
+                d.mem.read_obj::<u16>(avail_event).unwrap() == N.to_le()
+            });
+            assert!(irq.read().is_err(), "an interrupt before used_event");
+        } else {
+            let mut n = 0;
+            wait_until("no interrupt", || {
+                n += irq.read().unwrap_or(0);
+                n > 0
+            });
+            assert_eq!(n, 1, "interrupts");
+            assert!(irq.read().is_err(), "more than one interrupt");
+        }
+    }
 }
 
 fn wait_broken(interrupt: &Interrupt) {

@@ -1,8 +1,8 @@
 //! The host side of a disk: a raw image file (or block device), opened and checked before the
 //! VM is built, and the I/O between it and guest memory.
 //!
-//! Data moves directly between the file and guest memory (`read(2)`/`write(2)` on the mapped
-//! guest pages through vm-memory's volatile I/O): no buffer sized by the guest.
+//! Data moves directly between the file and guest memory (one `preadv(2)`/`pwritev(2)` per
+//! request on the mapped guest pages, see [`super::iov`]): no buffer sized by the guest.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
@@ -10,8 +10,9 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
-use vm_memory::{Bytes, GuestMemoryError};
+use vm_memory::GuestMemoryError;
 
+use super::iov::{transfer, Direction};
 use super::request::{Segment, ID_BYTES, SECTOR_SIZE};
 use crate::config::DiskConfig;
 use crate::kvm::memory::GuestMem;
@@ -154,11 +155,7 @@ pub struct DiskIo {
 impl DiskIo {
     /// Reads from byte `offset` of the image into the guest buffers `data`.
     pub fn read(&mut self, mem: &GuestMem, offset: u64, data: &[Segment]) -> Result<(), IoError> {
-        self.file.seek(SeekFrom::Start(offset))?;
-        for s in data {
-            mem.read_exact_volatile_from(s.addr, &mut self.file, s.len as usize)?;
-        }
-        Ok(())
+        transfer(&self.file, mem, offset, data, Direction::Read)
     }
 
     /// Writes the guest buffers `data` at byte `offset` of the image.
@@ -166,11 +163,7 @@ impl DiskIo {
         if self.read_only {
             return Err(IoError::ReadOnly);
         }
-        self.file.seek(SeekFrom::Start(offset))?;
-        for s in data {
-            mem.write_all_volatile_to(s.addr, &mut self.file, s.len as usize)?;
-        }
-        Ok(())
+        transfer(&self.file, mem, offset, data, Direction::Write)
     }
 
     /// Makes completed writes durable (fdatasync). Nothing to do on a read-only disk.
