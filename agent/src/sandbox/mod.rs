@@ -3,6 +3,7 @@
 //! In the guest (PID 1) every part is applied. In host-side test mode (`--test-serve`, not PID 1,
 //! usually not root) the hostname and the mounts are validated and logged but NOT applied, and
 //! resolv.conf is written to the test directory instead of /etc.
+pub mod readahead;
 pub mod resolv;
 
 use std::path::{Path, PathBuf};
@@ -158,6 +159,16 @@ impl Sandbox {
                 for m in &spec.mounts {
                     mount_one(m)?;
                     state.mounted.push(m.target.clone());
+                    if m.fstype == "virtiofs" {
+                        let kb = readahead::VIRTIOFS_READ_AHEAD_KB;
+                        if let Err(e) = readahead::set_read_ahead(
+                            Path::new("/sys"),
+                            Path::new(&m.target),
+                            kb,
+                        ) {
+                            tracing::warn!("read-ahead of {} not set to {kb} KiB: {e}", m.target);
+                        }
+                    }
                 }
             }
             SandboxMode::Test { .. } => tracing::info!(
