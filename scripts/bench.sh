@@ -103,6 +103,8 @@ r=$(awk '$1=="fs_read" && $2=="runc" && $3!="fail" {print $3}' "$raw" | median 1
 f=$(awk '$1=="fs_read" && $3=="fail"' "$raw" | wc -l)
 awk -v a="$k" -v b="$r" -v f="$f" -v n="$FS_RUNS" 'BEGIN { printf "bench fs_read_mib_s kata=%s runc=%s ratio=%s runs=%d failed=%d\n", a, b, (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "nan", n, f }'
 RUNS=$FS_RUNS pair fs_small fs_small_files_ms
+# (What the small files cost under kata: the virtio-fs interrupts, about one per request.)
+echo "bench fs_small_files_irqs kata=$(awk '$1=="fs_irqs" && $2=="kata" {print $3}' "$raw" | median) runs=$FS_RUNS"
 awk '$1=="density" && $2!="fail" {
   for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
   n = v["pods"]

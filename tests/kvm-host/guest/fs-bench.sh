@@ -10,7 +10,8 @@
 # VARIANTS: space-separated sandpod configurations run in the same rounds, each `NAME` or
 # `NAME:TOML` (TOML lines of `[hypervisor]`, `;`-separated), e.g.
 #   "kata kata-always:virtiofs_cache=\"always\""
-# Prints `fs_read <variant>|runc <MiB/s>|fail`, `fs_small <variant>|runc <ms>|fail` per run.
+# Prints `fs_read <variant>|runc <MiB/s>|fail`, `fs_small <variant>|runc <ms>|fail` per run
+# and, under sandpod, `fs_irqs <variant> <n>`.
 set -u
 runs=${1:-3}
 variants=${2:-kata}
@@ -33,11 +34,15 @@ tar cf "$work/bundle/rootfs/files.tar" -C "$work/tree" .
 rm -rf "$work/tree"
 # In the container: the two timings (ms), the count of files found, the bytes `cat` read.
 # shellcheck disable=SC2016 # (expanded in the container)
+# Under sandpod also `fs_irqs`: the interrupts of the guest's virtio-fs device (0x1a) in the
+# small-files part, about one per request answered.
 script='u() { read a b </proc/uptime; echo "${a%.*}${a#*.}0"; }
-t0=$(u); dd if=/big of=/dev/null bs=1M 2>/dev/null || exit 3; t1=$(u)
+irqs() { for d in /sys/bus/virtio/devices/*; do [ "$(cat "$d/device" 2>/dev/null)" = 0x001a ] &&
+  awk -v n="${d##*/}" '"'"'$NF == n { s = 0; for (i = 2; $i ~ /^[0-9]+$/; i++) s += $i; print s }'"'"' /proc/interrupts; done; }
+t0=$(u); dd if=/big of=/dev/null bs=1M 2>/dev/null || exit 3; t1=$(u); i0=$(irqs)
 mkdir /x && tar xf /files.tar -C /x || exit 4
-n=$(find /x -type f | wc -l); c=$(find /x -type f | xargs cat | wc -c); t2=$(u)
-echo "fs $((t1 - t0)) $((t2 - t1)) $n $c"
+n=$(find /x -type f | wc -l); c=$(find /x -type f | xargs cat | wc -c); t2=$(u); i1=$(irqs)
+echo "fs $((t1 - t0)) $((t2 - t1)) $n $c"; [ -z "$i0" ] || echo "fs_irqs $((i1 - i0))"
 rm -rf /x 2>/dev/null; [ ! -e /x ] || echo "rm-left $(find /x | wc -l) $(ls /x/* | head -3)"'
 jq --arg s "$script" '.process.args = ["sh", "-c", $s] | .process.terminal = false' \
   "$dir/bundles/busybox/config.json" >"$work/bundle/config.json"
@@ -73,6 +78,7 @@ while [ "$i" -lt "$runs" ]; do
         run --bundle "$work/bundle" "f$i" </dev/null >"$work/out" 2>"$work/err"
     fi
     report "$name" "$work/out"
+    sed -n "s/^fs_irqs /fs_irqs $name /p" "$work/out"
     grep '^rm-left' "$work/out"
     rm -rf "$work/bundle/rootfs/x"
   done
