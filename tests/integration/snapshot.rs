@@ -4,7 +4,8 @@
 //! snapshot is refused with a clear error, and `bench restore_ms` compares a restore with a
 //! cold boot (tests/kvm-host/guest/snapshot-check.sh); then, in the same test host, ten
 //! `sandpod run`s at once all restored from the runtime's template, leaving nothing behind
-//! (burst-check.sh).
+//! (burst-check.sh); then a corrupt template (warned, booted cold, removed, made again) and a
+//! template of another initramfs (its own key).
 mod common;
 
 use common::{assert_checks, host, run};
@@ -18,7 +19,7 @@ fn template_snapshot_and_restore() {
             "sh",
             "-c",
             "timeout -k 5 400 /sandpod/scripts/snapshot-check.sh 3; \
-             timeout -k 5 400 /sandpod/scripts/burst-check.sh 10",
+             timeout -k 5 700 /sandpod/scripts/burst-check.sh 10",
         ],
     );
     let mut checks: Vec<String> = [
@@ -65,6 +66,17 @@ fn template_snapshot_and_restore() {
             "burst-all-running",
             "burst-all-restored",
             "nothing-left-after-burst",
+            "template-present",
+            "corrupt-template-run",
+            "corrupt-template-warned",
+            "corrupt-template-booted-cold",
+            "corrupt-template-removed",
+            "template-remade",
+            "template-remade-restored",
+            "other-initramfs-run",
+            "other-initramfs-new-template",
+            "other-initramfs-restored",
+            "nothing-left-after-templates",
         ],
     );
 }

@@ -3,7 +3,8 @@
 # container, N in the background together), after one start has made the template: all of them
 # run, all were restored (the boot-phase lines say start=restored), each answers an exec-free
 # check (`sandpod state` running); then the PSS of the N idle pods, and all are stopped with
-# nothing left. Prints `bench pod_burst n=N wall_ms=…` (the start of the N runs to the moment all
+# nothing left; then a corrupt template, its remaking and another initramfs's template (see
+# below). Prints `bench pod_burst n=N wall_ms=…` (the start of the N runs to the moment all
 # are running) and `bench idle_pod_pss_mib pods=N vmm=… virtiofsd=… monitor=… standin=… total=…
 # per_pod=…`, and ends with `burst-check: N failed`.
 . "$(dirname "$0")/containers-lib.sh"
@@ -66,4 +67,37 @@ wait
 i=1
 while [ $i -le $pods ]; do sandpod delete --force "b$i" 2>/dev/null; i=$((i + 1)); done
 check nothing-left-after-burst nothing_left
+
+# The template's inputs and its files, through `sandpod run`:
+# - a corrupt template (bytes of its state file overwritten, so its digest fails in the VMM):
+#   the start warns, boots the same sandbox cold and removes the template;
+# - the next start makes it again and is restored from it;
+# - another initramfs (a copy: another file, so another key): a template of its own, the first
+#   one kept.
+restored_count() { grep -c 'boot phases ms: .*start=restored' "$work/sandpod.log"; }
+made_count() { grep -c 'making the VM template' "$work/sandpod.log"; }
+templates() { ls "$ROOT"/.templates/*/state.bin 2>/dev/null | wc -l; }
+state=$(ls "$ROOT"/.templates/*/state.bin 2>/dev/null | head -1)
+check template-present test -n "$state" -a "$(templates)" = 1
+printf 'corrupt!' | dd of="$state" bs=1 seek=64 conv=notrunc 2>/dev/null
+mkbundle corrupt "$(args '["echo","hi"]')"
+SANDPOD_LOG=info run corrupt
+check corrupt-template-run sh -c "[ $rc = 0 ] && [ \"\$(cat '$work/corrupt.out')\" = hi ]"
+check corrupt-template-warned grep -q 'failed; booting it cold' "$work/sandpod.log"
+check corrupt-template-booted-cold grep -q 'start=cold_after_failed_restore' "$work/sandpod.log"
+check corrupt-template-removed test ! -e "$state"
+made=$(made_count); restored=$(restored_count)
+mkbundle remade "$(args '["echo","hi"]')"
+SANDPOD_LOG=info run remade
+check template-remade sh -c "[ $rc = 0 ] && [ $(made_count) = $((made + 1)) ] && [ -s '$state' ]"
+check template-remade-restored test "$(restored_count)" = $((restored + 1))
+cp "$dir/guest/initramfs.cpio" "$work/other-initramfs.cpio"
+printf '[hypervisor]\ninitrd = "%s"\n' "$work/other-initramfs.cpio" >"$work/other.toml"
+made=$(made_count); restored=$(restored_count)
+mkbundle other "$(args '["echo","hi"]')"
+SANDPOD_CONFIG=$work/other.toml SANDPOD_LOG=info run other
+check other-initramfs-run sh -c "[ $rc = 0 ] && [ \"\$(cat '$work/other.out')\" = hi ]"
+check other-initramfs-new-template test "$(made_count)" = $((made + 1)) -a "$(templates)" = 2
+check other-initramfs-restored test "$(restored_count)" = $((restored + 1))
+check nothing-left-after-templates nothing_left
 finish burst-check

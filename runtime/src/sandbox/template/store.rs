@@ -288,7 +288,8 @@ impl TemplateStore {
         }
         if let Some(why) = self.recently_failed(&key).filter(|_| !retry) {
             anyhow::bail!(
-                "the last build of the template {key} failed less than {FAILED_RETRY:?} ago                  (`sandpod template build` tries again): {why}"
+                "the last build of the template {key} failed less than {FAILED_RETRY:?} ago \
+                 (`sandpod template build` tries again): {why}"
             );
         }
         let tmp = self.tmp_dir(&key);
