@@ -161,11 +161,9 @@ impl Sandbox {
                     state.mounted.push(m.target.clone());
                     if m.fstype == "virtiofs" {
                         let kb = readahead::VIRTIOFS_READ_AHEAD_KB;
-                        if let Err(e) = readahead::set_read_ahead(
-                            Path::new("/sys"),
-                            Path::new(&m.target),
-                            kb,
-                        ) {
+                        if let Err(e) =
+                            readahead::set_read_ahead(Path::new("/sys"), Path::new(&m.target), kb)
+                        {
                             tracing::warn!("read-ahead of {} not set to {kb} KiB: {e}", m.target);
                         }
                     }
