@@ -175,8 +175,9 @@ impl Worker {
             q.disable_notification(mem).map_err(|e| e.to_string())?;
             while let Some(chain) = pop_chain(q, mem, INDIRECT_DESC)? {
                 let head = chain.head;
-                let (hdr, payload) = read_packet(&chain, mem).map_err(|e| format!("tx: {e}"))?;
-                muxer.on_guest_packet(&hdr, &payload);
+                let (hdr, mut payload) =
+                    read_packet(&chain, mem).map_err(|e| format!("tx: {e}"))?;
+                muxer.on_guest_packet(&hdr, &mut payload);
                 add_used(q, mem, head, 0)?;
                 used = true;
             }
@@ -207,10 +208,10 @@ impl Worker {
                 break;
             };
             let head = chain.head;
-            let rx = RxBuffer::new(&chain, mem).map_err(|e| format!("rx: {e}"))?;
-            match muxer.next_rx_packet(rx.payload_room()) {
-                Some((hdr, payload)) => {
-                    let len = rx.write(hdr, &payload).map_err(|e| format!("rx: {e}"))?;
+            let mut rx = RxBuffer::new(&chain, mem).map_err(|e| format!("rx: {e}"))?;
+            match muxer.next_rx(&mut rx) {
+                Some(hdr) => {
+                    let len = rx.finish(hdr).map_err(|e| format!("rx: {e}"))?;
                     add_used(q, mem, head, len)?;
                     used = true;
                 }
