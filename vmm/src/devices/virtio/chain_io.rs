@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use vm_memory::volatile_memory::PtrGuard;
+use vm_memory::volatile_memory::{PtrGuard, PtrGuardMut};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use super::ChainBytes;
@@ -14,20 +14,29 @@ use super::ChainBytes;
 /// Most iovecs in one call (a packet has a handful of buffers; more are left for the next call).
 const MAX_IOVECS: usize = 16;
 
+/// What keeps a slice's host pointer valid while the syscall uses it (a no-op for plain mmap
+/// regions).
+#[allow(dead_code)] // held for its drop, never read
+enum Guard {
+    Read(PtrGuard),
+    Write(PtrGuardMut),
+}
+
 /// Host mappings of the next bytes of a chain, as iovecs, with the guards that keep them valid.
 struct IoVecs {
     iov: [libc::iovec; MAX_IOVECS],
-    _guards: [Option<PtrGuard>; MAX_IOVECS],
+    _guards: [Option<Guard>; MAX_IOVECS],
     count: usize,
 }
 
 impl IoVecs {
     /// Maps up to `max` bytes of `segs` (each checked to be in guest memory when the chain was
-    /// mapped).
+    /// mapped), for the kernel to write to when `write`.
     fn new(
         mem: &crate::kvm::memory::GuestMem,
         segs: &VecDeque<(GuestAddress, usize)>,
         max: usize,
+        write: bool,
     ) -> io::Result<Self> {
         let mut v = IoVecs {
             iov: [libc::iovec {
@@ -48,10 +57,18 @@ impl IoVecs {
                     break 'segs;
                 }
                 let slice = slice.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                let guard = slice.ptr_guard();
+                let (guard, base) = if write {
+                    let g = slice.ptr_guard_mut();
+                    let base = g.as_ptr();
+                    (Guard::Write(g), base)
+                } else {
+                    let g = slice.ptr_guard();
+                    let base = g.as_ptr().cast_mut();
+                    (Guard::Read(g), base)
+                };
                 v.iov[v.count] = libc::iovec {
-                    iov_base: guard.as_ptr().cast_mut().cast(),
-                    iov_len: guard.len(),
+                    iov_base: base.cast(),
+                    iov_len: slice.len(),
                 };
                 v._guards[v.count] = Some(guard);
                 v.count += 1;
@@ -102,7 +119,7 @@ impl ChainBytes<'_> {
         if self.left == 0 {
             return Ok(0);
         }
-        let mut iov = IoVecs::new(self.mem, &self.segs, self.left)?;
+        let mut iov = IoVecs::new(self.mem, &self.segs, self.left, false)?;
         let msg = iov.msghdr();
         let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
         // SAFETY: `fd` is a valid descriptor (BorrowedFd); the iovecs point into guest memory
@@ -120,7 +137,7 @@ impl ChainBytes<'_> {
         if max == 0 {
             return Ok(0);
         }
-        let mut iov = IoVecs::new(self.mem, &self.segs, max)?;
+        let mut iov = IoVecs::new(self.mem, &self.segs, max, true)?;
         let mut msg = iov.msghdr();
         // SAFETY: `fd` is a valid descriptor (BorrowedFd); the iovecs point into writable guest
         // memory mapped for the lifetime of `self.mem` (checked ranges, guards held by `iov`),
