@@ -66,11 +66,16 @@ async fn copy_stdin(mut to: impl AsyncWrite + Unpin) {
     let _ = to.shutdown().await;
 }
 
+/// Read size for a process's output: one read and one write per 256 KiB the socket holds,
+/// instead of tokio::io::copy's 8 KiB (tokio's stdout hands every write to a blocking thread).
+const OUTPUT_CHUNK: usize = 256 * 1024;
+
 async fn copy_out(
-    mut from: impl AsyncRead + Unpin,
+    from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
 ) -> std::io::Result<u64> {
-    let r = tokio::io::copy(&mut from, &mut to).await;
+    let mut from = tokio::io::BufReader::with_capacity(OUTPUT_CHUNK, from);
+    let r = tokio::io::copy_buf(&mut from, &mut to).await;
     let _ = to.flush().await;
     r
 }

@@ -1,6 +1,6 @@
 #!/bin/sh
 # vsock throughput diagnostics (not a test; see docs/benchmarks.md): MIB MiB guest to host
-# (`busybox head`, then `dd bs=64k`), host to guest, 5 execs; after each, the guest's virtio and
+# (`busybox head`, then `dd bs=64k`), the same head into a guest-local pipe, host to guest, 5 execs; after each, the guest's virtio and
 # timer interrupt counts and the VMM threads' CPU ticks (utime+stime).
 #   tests/kvm-host/run -- /sandpod/scripts/vsock-prof.sh [MIB] [INITRAMFS in guest/] [VMM in bin/]
 . "$(dirname "$0")/lib.sh"
@@ -25,6 +25,10 @@ irqs; ticks
 t0=$(date +%s%N)
 got=$($ctl exec -- busybox dd if=/dev/zero bs=65536 count=$((mib * 16)) 2>/dev/null | wc -c)
 echo "guest->host dd 64k: $got bytes in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+irqs; ticks
+t0=$(date +%s%N)
+$ctl exec -- busybox sh -c "busybox head -c $bytes /dev/zero | busybox cat >/dev/null"
+echo "guest-local head | cat (no vsock): $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 irqs; ticks
 t0=$(date +%s%N)
 got=$(head -c "$bytes" /dev/zero | $ctl exec -- busybox wc -c)

@@ -165,7 +165,7 @@ impl Chain {
 }
 
 /// The bytes of a chain's readable (or writable) descriptors as one stream.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ChainBytes<'a> {
     mem: &'a GuestMem,
     /// (address, length) of the buffers not consumed yet; the first one partly.
@@ -256,6 +256,9 @@ impl<'a> ChainBytes<'a> {
         })
     }
 }
+
+#[path = "chain_io.rs"]
+mod io;
 
 #[cfg(test)]
 #[path = "chain_tests.rs"]

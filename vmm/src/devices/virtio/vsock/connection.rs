@@ -9,14 +9,12 @@
 //! (`peer_buf_alloc - (tx_cnt - peer_fwd_cnt)`).
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io;
 use std::net::Shutdown;
 use std::num::Wrapping;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
-
-use nix::sys::socket::{send, MsgFlags};
 
 use super::packet::*;
 
@@ -50,8 +48,8 @@ pub enum Action {
 /// Outcome of reading the host socket for the guest.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadOutcome {
-    /// Bytes to send as OP_RW.
-    Data(Vec<u8>),
+    /// This many bytes were received into the sink: send them as OP_RW.
+    Data(usize),
     /// Nothing to read now.
     WouldBlock,
     /// The guest has no credit left for us.
@@ -162,8 +160,9 @@ impl Connection {
         !self.to_host.is_empty()
     }
 
-    /// Handles a packet from the guest.
-    pub fn on_packet(&mut self, hdr: &Header, payload: &[u8]) -> Action {
+    /// Handles a packet from the guest; the payload of OP_RW goes straight to the host socket
+    /// when nothing is buffered before it, and what the socket does not take is buffered.
+    pub fn on_packet(&mut self, hdr: &Header, payload: &mut dyn TxPayload) -> Action {
         self.peer_buf_alloc = hdr.buf_alloc;
         self.peer_fwd_cnt = Wrapping(hdr.fwd_cnt);
         match (hdr.op, self.state) {
@@ -180,7 +179,7 @@ impl Connection {
                     return Action::Reset;
                 }
                 let buffered = self.to_host.len() - self.uncounted;
-                if buffered + payload.len() > CONN_BUF_SIZE as usize {
+                if buffered + payload.remaining() > CONN_BUF_SIZE as usize {
                     // Guest-triggerable, once per connection: debug, not warn.
                     tracing::debug!(
                         "vsock: guest port {} exceeded its credit; resetting",
@@ -188,8 +187,16 @@ impl Connection {
                     );
                     return Action::Reset;
                 }
-                self.to_host.extend(payload);
-                Action::None
+                match self.forward(payload) {
+                    Ok(()) => Action::None,
+                    Err(err) => {
+                        tracing::debug!(
+                            "vsock: host socket of guest port {} failed: {err}",
+                            self.peer_port
+                        );
+                        Action::Reset
+                    }
+                }
             }
             (OP_CREDIT_UPDATE, State::Established) => Action::None,
             (OP_CREDIT_REQUEST, State::Established) => Action::Send(OP_CREDIT_UPDATE, 0),
@@ -219,23 +226,42 @@ impl Connection {
         Action::None
     }
 
+    /// Counts `n` bytes written to the host socket (after the uncounted `OK` line).
+    fn count_forwarded(&mut self, n: usize) {
+        let counted = n.saturating_sub(self.uncounted);
+        self.uncounted -= n - counted;
+        // fwd_cnt counts modulo 2^32 (and one send is at most the buffer).
+        #[allow(clippy::cast_possible_truncation)]
+        let counted = Wrapping(counted as u32);
+        self.fwd_cnt += counted;
+    }
+
+    /// Sends guest data to the host socket while nothing is buffered before it, then buffers
+    /// the rest (bounded by the credit check of the caller).
+    fn forward(&mut self, payload: &mut dyn TxPayload) -> io::Result<()> {
+        while self.to_host.is_empty() && payload.remaining() > 0 {
+            match payload.send_to(self.stream.as_fd()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.count_forwarded(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        payload.append_to(&mut self.to_host)
+    }
+
     /// Writes buffered guest data to the host socket until it would block. An error means
     /// the host side is gone: reset.
     pub fn flush(&mut self) -> io::Result<Action> {
         while !self.to_host.is_empty() {
             let (front, _) = self.to_host.as_slices();
-            // MSG_NOSIGNAL: a closed host socket is an EPIPE error, never a SIGPIPE.
-            let sent = send(self.stream.as_raw_fd(), front, MsgFlags::MSG_NOSIGNAL);
-            match sent.map_err(io::Error::from) {
+            let mut front: &[u8] = front;
+            match front.send_to(self.stream.as_fd()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.to_host.drain(..n);
-                    let counted = n.saturating_sub(self.uncounted);
-                    self.uncounted -= n - counted;
-                    // fwd_cnt counts modulo 2^32 (and one send is at most the buffer).
-                    #[allow(clippy::cast_possible_truncation)]
-                    let counted = Wrapping(counted as u32);
-                    self.fwd_cnt += counted;
+                    self.count_forwarded(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -245,25 +271,23 @@ impl Connection {
         Ok(self.after_output())
     }
 
-    /// Reads up to `room` bytes (and the guest's credit) from the host socket.
-    pub fn read_for_guest(&mut self, room: usize) -> io::Result<ReadOutcome> {
-        let max = room
+    /// Reads up to the sink's room (and the guest's credit) from the host socket, straight
+    /// into the sink.
+    pub fn read_for_guest(&mut self, sink: &mut dyn RxSink) -> io::Result<ReadOutcome> {
+        let max = sink
+            .room()
             .min(self.peer_credit() as usize)
             .min(MAX_PKT_PAYLOAD as usize);
         if max == 0 {
             return Ok(ReadOutcome::NoCredit);
         }
-        let mut buf = vec![0u8; max];
         loop {
-            return match self.stream.read(&mut buf) {
+            return match sink.recv_from(self.stream.as_fd(), max) {
                 Ok(0) => {
                     self.host_eof = true;
                     Ok(ReadOutcome::Eof)
                 }
-                Ok(n) => {
-                    buf.truncate(n);
-                    Ok(ReadOutcome::Data(buf))
-                }
+                Ok(n) => Ok(ReadOutcome::Data(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Err(e),

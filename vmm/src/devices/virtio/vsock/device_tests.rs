@@ -418,3 +418,6 @@ fn a_driver_that_never_takes_the_reset_in_only_delays_rx() {
         t0.elapsed()
     );
 }
+
+#[path = "device_flow_tests.rs"]
+mod flow;

@@ -17,7 +17,7 @@ fn host_port(path: &std::path::Path) -> (UnixListener, PathBuf) {
 
 /// The guest connects from `guest_port` to host port 1025; returns the host's end.
 fn guest_connect(m: &mut Muxer, l: &UnixListener, guest_port: u32) -> UnixStream {
-    m.on_guest_packet(&g(OP_REQUEST, guest_port, 1025), &[]);
+    m.on_guest_packet(&g(OP_REQUEST, guest_port, 1025), &mut &[][..]);
     l.accept().unwrap().0
 }
 
@@ -45,7 +45,7 @@ fn removed_connections_leave_no_stale_rx_or_control_entries() {
         peer.write_all(b"x").unwrap();
         pump(&mut m);
         assert_eq!(m.rx_ready.len(), 1);
-        m.on_guest_packet(&g(OP_RST, 5000, 1025), &[]);
+        m.on_guest_packet(&g(OP_RST, 5000, 1025), &mut &[][..]);
         assert_eq!(
             m.rx_ready.len(),
             0,
@@ -97,7 +97,7 @@ fn credit_request_flood_does_not_starve_other_connections() {
     assert_eq!(m.next_rx_packet(4096).unwrap().0.op, OP_RESPONSE);
     // The guest floods CREDIT_REQUESTs without posting rx buffers...
     for _ in 0..10_000 {
-        m.on_guest_packet(&g(OP_CREDIT_REQUEST, 5000, 1025), &[]);
+        m.on_guest_packet(&g(OP_CREDIT_REQUEST, 5000, 1025), &mut &[][..]);
     }
     assert_eq!(m.control.len(), 1, "credit updates are coalesced");
     // ... and a host client connects meanwhile: its REQUEST still gets through.
@@ -110,7 +110,7 @@ fn credit_request_flood_does_not_starve_other_connections() {
         .collect();
     assert_eq!(ops, [(OP_CREDIT_UPDATE, 5000), (OP_REQUEST, 1024)]);
     // Once delivered, the next request gets its update again.
-    m.on_guest_packet(&g(OP_CREDIT_REQUEST, 5000, 1025), &[]);
+    m.on_guest_packet(&g(OP_CREDIT_REQUEST, 5000, 1025), &mut &[][..]);
     assert_eq!(m.next_rx_packet(4096).unwrap().0.op, OP_CREDIT_UPDATE);
     std::fs::remove_file(lp).unwrap();
 }

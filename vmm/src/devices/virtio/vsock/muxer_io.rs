@@ -141,7 +141,7 @@ impl Muxer {
     }
 
     /// Handles a packet the guest sent on its tx queue.
-    pub fn on_guest_packet(&mut self, hdr: &Header, payload: &[u8]) {
+    pub fn on_guest_packet(&mut self, hdr: &Header, payload: &mut dyn TxPayload) {
         if hdr.src_cid != self.guest_cid || hdr.dst_cid != HOST_CID {
             tracing::debug!(
                 "vsock: dropping packet from CID {} to CID {}",
@@ -194,7 +194,7 @@ impl Muxer {
                                 op: OP_CREDIT_UPDATE,
                                 ..*hdr
                             },
-                            &[],
+                            &mut &[][..],
                         );
                         self.insert(conn);
                         self.queue_control(key, OP_RESPONSE, 0);
@@ -213,28 +213,39 @@ impl Muxer {
         }
     }
 
-    /// The next packet for the guest, with at most `room` payload bytes: control packets
-    /// first, then RSTs, then data (or what a connection's socket has instead: EOF, a credit
-    /// request). A header-only buffer (`room` 0) carries control packets only: with nothing
-    /// else pending and data waiting, it gets a credit update of the connection first in
-    /// line (a header is all it holds), which stays in line for a buffer with room.
+    /// [`Self::next_rx`] into a vector (tests and fuzz targets): the header and payload.
     pub fn next_rx_packet(&mut self, room: usize) -> Option<(Header, Vec<u8>)> {
+        let mut sink = VecSink {
+            room,
+            data: Vec::new(),
+        };
+        let hdr = self.next_rx(&mut sink)?;
+        Some((hdr, sink.data))
+    }
+
+    /// The header of the next packet for the guest, whose payload (at most the sink's room)
+    /// went straight into `sink`: control packets first, then RSTs, then data (or what a
+    /// connection's socket has instead: EOF, a credit request). A header-only buffer (room 0)
+    /// carries control packets only: with nothing else pending and data waiting, it gets a
+    /// credit update of the connection first in line (a header is all it holds), which stays
+    /// in line for a buffer with room.
+    pub fn next_rx(&mut self, sink: &mut dyn RxSink) -> Option<Header> {
         while let Some((key, op, flags)) = self.control.pop_front() {
             if let Some(e) = self.conns.get_mut(&key) {
                 e.control_pending = e.control_pending.saturating_sub(1);
                 if op == OP_CREDIT_UPDATE {
                     e.credit_update_queued = false;
                 }
-                return Some((e.conn.header(op, flags, 0), Vec::new()));
+                return Some(e.conn.header(op, flags, 0));
             }
         }
         if let Some(key) = self.rsts.pop_front() {
-            return Some((self.rst_header(key), Vec::new()));
+            return Some(self.rst_header(key));
         }
-        if room == 0 {
+        if sink.room() == 0 {
             let key = self.next_rx_ready()?;
             let e = self.conns.get_mut(&key)?;
-            return Some((e.conn.header(OP_CREDIT_UPDATE, 0, 0), Vec::new()));
+            return Some(e.conn.header(OP_CREDIT_UPDATE, 0, 0));
         }
         while let Some(key) = self.next_rx_ready() {
             self.rx_ready.pop();
@@ -245,15 +256,14 @@ impl Muxer {
             if !e.conn.wants_read() {
                 continue;
             }
-            match e.conn.read_for_guest(room) {
-                Ok(ReadOutcome::Data(data)) => {
+            match e.conn.read_for_guest(sink) {
+                Ok(ReadOutcome::Data(n)) => {
                     // At most MAX_PKT_PAYLOAD bytes (read_for_guest).
                     #[allow(clippy::cast_possible_truncation)]
-                    let len = data.len() as u32;
-                    let hdr = e.conn.header(OP_RW, 0, len);
+                    let hdr = e.conn.header(OP_RW, 0, n as u32);
                     e.rx_pending = true;
                     self.rx_ready.push(key);
-                    return Some((hdr, data));
+                    return Some(hdr);
                 }
                 Ok(ReadOutcome::WouldBlock) => {
                     e.armed_in = true;
@@ -262,15 +272,15 @@ impl Muxer {
                 Ok(ReadOutcome::NoCredit) => {
                     // Ask once; the guest's answer (or its next update) re-arms us.
                     e.awaiting_credit = true;
-                    return Some((e.conn.header(OP_CREDIT_REQUEST, 0, 0), Vec::new()));
+                    return Some(e.conn.header(OP_CREDIT_REQUEST, 0, 0));
                 }
                 Ok(ReadOutcome::Eof) => {
-                    return Some((e.conn.header(OP_SHUTDOWN, SHUTDOWN_SEND, 0), Vec::new()));
+                    return Some(e.conn.header(OP_SHUTDOWN, SHUTDOWN_SEND, 0));
                 }
                 Err(err) => {
                     tracing::debug!("vsock: reading host socket of {key:?}: {err}");
                     self.remove(key);
-                    return Some((self.rst_header(key), Vec::new()));
+                    return Some(self.rst_header(key));
                 }
             }
         }

@@ -31,28 +31,28 @@ fn junk_from_the_guest_gets_rst_or_is_dropped() {
     // Wrong source CID or not for the host: dropped.
     let mut h = g(OP_RW, 1, 2);
     h.src_cid = 4;
-    m.on_guest_packet(&h, &[]);
+    m.on_guest_packet(&h, &mut &[][..]);
     let mut h = g(OP_RW, 1, 2);
     h.dst_cid = 5;
-    m.on_guest_packet(&h, &[]);
+    m.on_guest_packet(&h, &mut &[][..]);
     assert!(!m.has_rx_work());
     // Unknown connection: RST from the right ports.
-    m.on_guest_packet(&g(OP_RW, 1000, 2000), b"x");
+    m.on_guest_packet(&g(OP_RW, 1000, 2000), &mut &b"x"[..]);
     let (h, _) = m.next_rx_packet(4096).unwrap();
     assert_eq!(
         (h.op, h.src_port, h.dst_port, h.dst_cid),
         (OP_RST, 2000, 1000, 3)
     );
     // RST to unknown: ignored. Seqpacket: RST.
-    m.on_guest_packet(&g(OP_RST, 1000, 2000), &[]);
+    m.on_guest_packet(&g(OP_RST, 1000, 2000), &mut &[][..]);
     assert!(m.next_rx_packet(4096).is_none());
     let mut h = g(OP_REQUEST, 1, 2);
     h.type_ = 2;
-    m.on_guest_packet(&h, &[]);
+    m.on_guest_packet(&h, &mut &[][..]);
     assert_eq!(m.next_rx_packet(4096).unwrap().0.op, OP_RST);
     // The RST queue is bounded.
     for i in 0..(u32::try_from(MAX_RSTS).unwrap() + 100) {
-        m.on_guest_packet(&g(OP_RW, i, 2000), &[]);
+        m.on_guest_packet(&g(OP_RW, i, 2000), &mut &[][..]);
     }
     let mut n = 0;
     while m.next_rx_packet(4096).is_some() {
@@ -91,7 +91,7 @@ fn many_host_clients_and_handshake_timeouts() {
     // Accept half of them; the guest refuses the others.
     for (i, (host, guest)) in requests.iter().enumerate() {
         let op = if i % 2 == 0 { OP_RESPONSE } else { OP_RST };
-        m.on_guest_packet(&g(op, *guest, *host), &[]);
+        m.on_guest_packet(&g(op, *guest, *host), &mut &[][..]);
     }
     assert_eq!(m.connection_count(), 10);
     for (i, c) in clients.iter_mut().enumerate() {

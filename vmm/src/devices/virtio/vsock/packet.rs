@@ -1,6 +1,12 @@
 //! The virtio-vsock packet header (virtio spec 5.10.6), parsed and serialized explicitly in
 //! little endian, and moving packets in and out of descriptor chains.
 
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::sys::socket::{recv, send, MsgFlags};
+
 use crate::devices::virtio::chain::{Chain, ChainBytes};
 use crate::kvm::memory::GuestMem;
 
@@ -137,8 +143,12 @@ pub enum PacketError {
     TooLong(usize),
 }
 
-/// Reads a tx packet (header and payload, possibly spread over several descriptors).
-pub fn read_packet(chain: &Chain, mem: &GuestMem) -> Result<(Header, Vec<u8>), PacketError> {
+/// Reads a tx packet's header (possibly spread over several descriptors) and validates its
+/// length; the payload stays in guest memory, as a reader of exactly `len` bytes.
+pub fn read_packet<'a>(
+    chain: &Chain,
+    mem: &'a GuestMem,
+) -> Result<(Header, ChainBytes<'a>), PacketError> {
     let mut reader = chain
         .reader(mem)
         .map_err(|e| PacketError::Chain(e.to_string()))?;
@@ -158,48 +168,154 @@ pub fn read_packet(chain: &Chain, mem: &GuestMem) -> Result<(Header, Vec<u8>), P
             avail,
         });
     }
-    let mut payload = vec![0u8; header.len as usize];
-    reader
-        .read_exact(&mut payload)
-        .map_err(|e| PacketError::Chain(e.to_string()))?;
-    Ok((header, payload))
+    reader.truncate(header.len as usize);
+    Ok((header, reader))
 }
 
-/// Space for payload in an rx chain, and a writer to fill it.
+/// The payload of a guest packet, moved to a host socket or a buffer without an intermediate
+/// copy (in guest memory; a byte slice in tests and fuzz targets).
+pub trait TxPayload {
+    /// Bytes left.
+    fn remaining(&self) -> usize;
+    /// Sends what the socket takes (non-blocking, no SIGPIPE) and consumes it.
+    fn send_to(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize>;
+    /// Appends every byte left to `dst` and consumes them.
+    fn append_to(&mut self, dst: &mut VecDeque<u8>) -> io::Result<()>;
+}
+
+impl TxPayload for ChainBytes<'_> {
+    fn remaining(&self) -> usize {
+        self.available_bytes()
+    }
+
+    fn send_to(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        ChainBytes::send_to(self, fd)
+    }
+
+    fn append_to(&mut self, dst: &mut VecDeque<u8>) -> io::Result<()> {
+        ChainBytes::append_to(self, dst).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+impl TxPayload for &[u8] {
+    fn remaining(&self) -> usize {
+        self.len()
+    }
+
+    fn send_to(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+        let n = send(fd.as_raw_fd(), self, flags).map_err(io::Error::from)?;
+        *self = &self[n..];
+        Ok(n)
+    }
+
+    fn append_to(&mut self, dst: &mut VecDeque<u8>) -> io::Result<()> {
+        dst.extend(*self);
+        *self = &[];
+        Ok(())
+    }
+}
+
+/// Where host data for the guest goes: the payload space of an rx buffer (or a byte vector
+/// in tests and fuzz targets).
+pub trait RxSink {
+    /// How many payload bytes fit.
+    fn room(&self) -> usize;
+    /// Receives at most `max` bytes from the socket (non-blocking) into the payload space;
+    /// `Ok(0)` is the end of the stream.
+    fn recv_from(&mut self, fd: BorrowedFd<'_>, max: usize) -> io::Result<usize>;
+}
+
+/// An [`RxSink`] of `room` bytes collecting the payload in a vector.
+#[derive(Debug, Default)]
+pub struct VecSink {
+    /// Payload room.
+    pub room: usize,
+    /// What was received.
+    pub data: Vec<u8>,
+}
+
+impl RxSink for VecSink {
+    fn room(&self) -> usize {
+        self.room - self.data.len()
+    }
+
+    fn recv_from(&mut self, fd: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+        let start = self.data.len();
+        self.data.resize(start + max.min(self.room()), 0);
+        let got = recv(
+            fd.as_raw_fd(),
+            &mut self.data[start..],
+            MsgFlags::MSG_DONTWAIT,
+        );
+        self.data.truncate(start + *got.as_ref().unwrap_or(&0));
+        got.map_err(io::Error::from)
+    }
+}
+
+/// An rx chain: its header space and a writer to fill its payload space.
 pub struct RxBuffer<'a> {
-    writer: ChainBytes<'a>,
+    header: ChainBytes<'a>,
+    payload: ChainBytes<'a>,
+    len: usize,
 }
 
 impl<'a> RxBuffer<'a> {
     /// Maps the writable part of an rx chain.
     pub fn new(chain: &Chain, mem: &'a GuestMem) -> Result<Self, PacketError> {
-        let writer = chain
+        let mut payload = chain
             .writer(mem)
             .map_err(|e| PacketError::Chain(e.to_string()))?;
-        if writer.available_bytes() < HDR_SIZE {
-            return Err(PacketError::RxTooSmall(writer.available_bytes()));
+        if payload.available_bytes() < HDR_SIZE {
+            return Err(PacketError::RxTooSmall(payload.available_bytes()));
         }
-        Ok(RxBuffer { writer })
+        let mut header = payload.clone();
+        header.truncate(HDR_SIZE);
+        payload
+            .skip(HDR_SIZE)
+            .map_err(|e| PacketError::Chain(e.to_string()))?;
+        Ok(RxBuffer {
+            header,
+            payload,
+            len: 0,
+        })
     }
 
     /// How many payload bytes fit.
     pub fn payload_room(&self) -> usize {
-        self.writer.available_bytes() - HDR_SIZE
+        self.payload.available_bytes()
     }
 
-    /// Writes the packet; returns the bytes written (the used length). `header.len` is set
-    /// from `payload`, which must fit [`Self::payload_room`].
-    pub fn write(mut self, mut header: Header, payload: &[u8]) -> Result<u32, PacketError> {
-        if payload.len() > self.payload_room() {
-            return Err(PacketError::RxTooSmall(self.writer.available_bytes()));
-        }
-        let too_long = |_| PacketError::TooLong(payload.len());
-        header.len = u32::try_from(payload.len()).map_err(too_long)?;
-        let used = u32::try_from(HDR_SIZE + payload.len()).map_err(too_long)?;
+    /// Copies `data` into the payload space (after what is there); it must fit.
+    pub fn put(&mut self, data: &[u8]) -> Result<(), PacketError> {
+        let size = HDR_SIZE + self.len + self.payload_room();
+        let too_small = |_| PacketError::RxTooSmall(size);
+        self.payload.write_all(data).map_err(too_small)?;
+        self.len += data.len();
+        Ok(())
+    }
+
+    /// Writes the header, its `len` set to the payload bytes put or received; returns the
+    /// bytes written (the used length).
+    pub fn finish(mut self, mut header: Header) -> Result<u32, PacketError> {
+        let too_long = |_| PacketError::TooLong(self.len);
+        header.len = u32::try_from(self.len).map_err(too_long)?;
+        let used = u32::try_from(HDR_SIZE + self.len).map_err(too_long)?;
         let io = |e: crate::devices::virtio::chain::BadChain| PacketError::Chain(e.to_string());
-        self.writer.write_all(&header.to_bytes()).map_err(io)?;
-        self.writer.write_all(payload).map_err(io)?;
+        self.header.write_all(&header.to_bytes()).map_err(io)?;
         Ok(used)
+    }
+}
+
+impl RxSink for RxBuffer<'_> {
+    fn room(&self) -> usize {
+        self.payload_room()
+    }
+
+    fn recv_from(&mut self, fd: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+        let got = self.payload.recv_from(fd, max)?;
+        self.len += got;
+        Ok(got)
     }
 }
 

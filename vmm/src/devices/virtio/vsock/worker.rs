@@ -153,19 +153,34 @@ impl Worker {
     /// sent a malformed packet (the device must be marked broken). Public for the fuzz targets
     /// (vmm/fuzz), which drive it on guest memory made of fuzz input.
     pub fn process_queues(&mut self) -> Result<(), String> {
-        self.process_tx()?;
+        let tx_used = self.process_tx()?;
         self.release_when_guest_listens();
-        if self.rx_held() {
-            return Ok(());
-        }
-        self.process_rx()
+        let rx_used = !self.rx_held() && self.process_rx()?;
+        self.notify_used_queues([(TXQ, tx_used), (RXQ, rx_used)])
     }
 
-    /// Consumes every tx packet. Never stalls: a guest respecting our credit cannot overflow
+    /// One interrupt for the used buffers of both queues, if the driver wants one for either
+    /// (its handler looks at every queue of the device).
+    fn notify_used_queues(&mut self, used: [(usize, bool); 2]) -> Result<(), String> {
+        let mut signal = false;
+        for (index, _) in used.into_iter().filter(|(_, used)| *used) {
+            let q = self.queues.get_mut(index).ok_or("no queue")?;
+            // Asked of each queue: with EVENT_IDX it also records what was signalled.
+            signal |= q.needs_notification(&self.mem).map_err(|e| e.to_string())?;
+        }
+        if signal {
+            self.interrupt
+                .signal_used()
+                .map_err(|e| format!("interrupt: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Consumes every tx packet (true: some were used). Never stalls: a guest respecting our credit cannot overflow
     /// a connection's buffer, one that does not gets its connection reset. The driver's
     /// notifications are off while we drain the queue, and the queue is checked again after
     /// turning them back on (a chain added in between would otherwise wait for the next kick).
-    fn process_tx(&mut self) -> Result<(), String> {
+    fn process_tx(&mut self) -> Result<bool, String> {
         let Worker {
             mem, queues, muxer, ..
         } = self;
@@ -175,8 +190,9 @@ impl Worker {
             q.disable_notification(mem).map_err(|e| e.to_string())?;
             while let Some(chain) = pop_chain(q, mem, INDIRECT_DESC)? {
                 let head = chain.head;
-                let (hdr, payload) = read_packet(&chain, mem).map_err(|e| format!("tx: {e}"))?;
-                muxer.on_guest_packet(&hdr, &payload);
+                let (hdr, mut payload) =
+                    read_packet(&chain, mem).map_err(|e| format!("tx: {e}"))?;
+                muxer.on_guest_packet(&hdr, &mut payload);
                 add_used(q, mem, head, 0)?;
                 used = true;
             }
@@ -184,16 +200,14 @@ impl Worker {
                 break;
             }
         }
-        if used {
-            self.notify(TXQ)?;
-        }
-        Ok(())
+        Ok(used)
     }
 
-    /// Fills rx buffers while the muxer has packets and the guest has buffers. Out of buffers
+    /// Fills rx buffers while the muxer has packets and the guest has buffers (true: some were
+    /// used). Out of buffers
     /// with packets waiting, it asks the driver for a notification when it adds some (with
     /// EVENT_IDX that is the only rx notification we get: none while we need no buffers).
-    fn process_rx(&mut self) -> Result<(), String> {
+    fn process_rx(&mut self) -> Result<bool, String> {
         let Worker {
             mem, queues, muxer, ..
         } = self;
@@ -207,10 +221,10 @@ impl Worker {
                 break;
             };
             let head = chain.head;
-            let rx = RxBuffer::new(&chain, mem).map_err(|e| format!("rx: {e}"))?;
-            match muxer.next_rx_packet(rx.payload_room()) {
-                Some((hdr, payload)) => {
-                    let len = rx.write(hdr, &payload).map_err(|e| format!("rx: {e}"))?;
+            let mut rx = RxBuffer::new(&chain, mem).map_err(|e| format!("rx: {e}"))?;
+            match muxer.next_rx(&mut rx) {
+                Some(hdr) => {
+                    let len = rx.finish(hdr).map_err(|e| format!("rx: {e}"))?;
                     add_used(q, mem, head, len)?;
                     used = true;
                 }
@@ -220,10 +234,7 @@ impl Worker {
                 }
             }
         }
-        if used {
-            self.notify(RXQ)?;
-        }
-        Ok(())
+        Ok(used)
     }
 
     fn notify(&mut self, index: usize) -> Result<(), String> {
