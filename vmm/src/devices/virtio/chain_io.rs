@@ -6,89 +6,52 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use vm_memory::volatile_memory::{PtrGuard, PtrGuardMut};
-use vm_memory::{GuestAddress, GuestMemoryBackend};
+use vm_memory::GuestAddress;
 
 use super::ChainBytes;
+use crate::devices::virtio::guest_iovecs::{Access, GuestIovecs};
 
 /// Most iovecs in one call (a packet has a handful of buffers; more are left for the next call).
 const MAX_IOVECS: usize = 16;
 
-/// What keeps a slice's host pointer valid while the syscall uses it (a no-op for plain mmap
-/// regions).
-#[allow(dead_code)] // held for its drop, never read
-enum Guard {
-    Read(PtrGuard),
-    Write(PtrGuardMut),
+/// The iovecs of up to `max` bytes of `segs` (each checked to be in guest memory when the chain
+/// was mapped).
+fn iovecs(
+    mem: &crate::kvm::memory::GuestMem,
+    segs: &VecDeque<(GuestAddress, usize)>,
+    max: usize,
+    access: Access,
+) -> io::Result<GuestIovecs> {
+    let mut v = GuestIovecs::new(access, MAX_IOVECS);
+    let mut left = max;
+    for &(addr, len) in segs {
+        let len = len.min(left);
+        if len == 0 {
+            break;
+        }
+        let added = v
+            .push(mem, addr, len)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        left -= added;
+        if added < len {
+            break;
+        }
+    }
+    Ok(v)
 }
 
-/// Host mappings of the next bytes of a chain, as iovecs, with the guards that keep them valid.
-struct IoVecs {
-    iov: [libc::iovec; MAX_IOVECS],
-    _guards: [Option<Guard>; MAX_IOVECS],
-    count: usize,
-}
-
-impl IoVecs {
-    /// Maps up to `max` bytes of `segs` (each checked to be in guest memory when the chain was
-    /// mapped), for the kernel to write to when `write`.
-    fn new(
-        mem: &crate::kvm::memory::GuestMem,
-        segs: &VecDeque<(GuestAddress, usize)>,
-        max: usize,
-        write: bool,
-    ) -> io::Result<Self> {
-        let mut v = IoVecs {
-            iov: [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_IOVECS],
-            _guards: std::array::from_fn(|_| None),
-            count: 0,
-        };
-        let mut left = max;
-        'segs: for &(addr, len) in segs {
-            let len = len.min(left);
-            if len == 0 {
-                break;
-            }
-            for slice in GuestMemoryBackend::get_slices(mem, addr, len) {
-                if v.count == MAX_IOVECS {
-                    break 'segs;
-                }
-                let slice = slice.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                let (guard, base) = if write {
-                    let g = slice.ptr_guard_mut();
-                    let base = g.as_ptr();
-                    (Guard::Write(g), base)
-                } else {
-                    let g = slice.ptr_guard();
-                    let base = g.as_ptr().cast_mut();
-                    (Guard::Read(g), base)
-                };
-                v.iov[v.count] = libc::iovec {
-                    iov_base: base.cast(),
-                    iov_len: slice.len(),
-                };
-                v._guards[v.count] = Some(guard);
-                v.count += 1;
-                left -= slice.len();
-            }
-        }
-        Ok(v)
+/// A message header over `iov`'s iovecs (valid while `iov` lives and is not changed).
+fn msghdr(iov: &mut GuestIovecs) -> libc::msghdr {
+    let iovs = iov.iovecs();
+    // SAFETY: msghdr is plain old data; all-zero is a valid (empty) value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iovs.as_mut_ptr();
+    // At most MAX_IOVECS.
+    #[allow(clippy::cast_possible_truncation, clippy::useless_conversion)]
+    {
+        msg.msg_iovlen = iovs.len() as _;
     }
-
-    fn msghdr(&mut self) -> libc::msghdr {
-        // SAFETY: msghdr is plain old data; all-zero is a valid (empty) value.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = self.iov.as_mut_ptr();
-        // At most MAX_IOVECS.
-        #[allow(clippy::cast_possible_truncation, clippy::useless_conversion)]
-        {
-            msg.msg_iovlen = self.count as _;
-        }
-        msg
-    }
+    msg
 }
 
 /// A syscall's byte count, or its error.
@@ -119,8 +82,8 @@ impl ChainBytes<'_> {
         if self.left == 0 {
             return Ok(0);
         }
-        let mut iov = IoVecs::new(self.mem, &self.segs, self.left, false)?;
-        let msg = iov.msghdr();
+        let mut iov = iovecs(self.mem, &self.segs, self.left, Access::KernelReads)?;
+        let msg = msghdr(&mut iov);
         let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
         // SAFETY: `fd` is a valid descriptor (BorrowedFd); the iovecs point into guest memory
         // mapped for the lifetime of `self.mem` (checked ranges, guards held by `iov`), and the
@@ -137,8 +100,8 @@ impl ChainBytes<'_> {
         if max == 0 {
             return Ok(0);
         }
-        let mut iov = IoVecs::new(self.mem, &self.segs, max, true)?;
-        let mut msg = iov.msghdr();
+        let mut iov = iovecs(self.mem, &self.segs, max, Access::KernelWrites)?;
+        let mut msg = msghdr(&mut iov);
         // SAFETY: `fd` is a valid descriptor (BorrowedFd); the iovecs point into writable guest
         // memory mapped for the lifetime of `self.mem` (checked ranges, guards held by `iov`),
         // `max` bytes at most: the kernel writes only there.

@@ -11,6 +11,7 @@ pub mod chain;
 pub mod device;
 pub mod epoll_helper;
 pub mod fs;
+pub mod guest_iovecs;
 pub mod interrupt;
 pub mod mmio;
 pub mod net;

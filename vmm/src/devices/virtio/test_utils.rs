@@ -44,9 +44,10 @@ pub fn clone_evts(evts: &[EventFd]) -> Vec<EventFd> {
     evts.iter().map(|e| e.try_clone().unwrap()).collect()
 }
 
-/// Waits (5 s at most, then fails the test with `what`) until `done` holds.
+/// Waits (20 s at most, then fails the test with `what`: generous, as CI machines are loaded)
+/// until `done` holds.
 pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
         assert!(Instant::now() < deadline, "{what}");
         std::thread::sleep(Duration::from_millis(2));

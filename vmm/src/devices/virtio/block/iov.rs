@@ -8,11 +8,10 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
-use vm_memory::bitmap::BitmapSlice;
-use vm_memory::volatile_memory::{PtrGuard, PtrGuardMut};
-use vm_memory::{GuestMemory, GuestMemoryError, Permissions, VolatileSlice};
+use vm_memory::GuestMemoryError;
 
 use super::request::Segment;
+use crate::devices::virtio::guest_iovecs::{advance, Access, GuestIovecs};
 use crate::kvm::memory::GuestMem;
 
 /// Most iovecs one preadv/pwritev takes (Linux's UIO_MAXIOV).
@@ -27,88 +26,21 @@ pub enum Direction {
     Write,
 }
 
-/// What keeps a slice's host pointer valid while the syscall uses it (a no-op for plain mmap
-/// regions, a mapping for Xen-style ones).
-enum Guard {
-    Read(PtrGuard),
-    Write(PtrGuardMut),
-}
-
-impl Guard {
-    fn as_ptr(&self) -> *mut u8 {
-        match self {
-            Guard::Read(g) => g.as_ptr().cast_mut(),
-            Guard::Write(g) => g.as_ptr(),
-        }
-    }
-}
-
-/// The host iovecs of a request's buffers, with their guards.
-struct Iovecs {
-    iovs: Vec<libc::iovec>,
-    _guards: Vec<Guard>,
-    len: usize,
-}
-
-fn push<B: BitmapSlice>(iov: &mut Iovecs, slice: &VolatileSlice<'_, B>, dir: Direction) {
-    if slice.is_empty() {
-        return;
-    }
-    let guard = match dir {
-        // Guest memory is written: marked dirty (a no-op without a dirty bitmap).
-        Direction::Read => {
-            slice.bitmap().mark_dirty(0, slice.len());
-            Guard::Write(slice.ptr_guard_mut())
-        }
-        Direction::Write => Guard::Read(slice.ptr_guard()),
-    };
-    let base = guard.as_ptr();
-    iov.len += slice.len();
-    if let Some(last) = iov.iovs.last_mut() {
-        if last.iov_base.cast::<u8>().wrapping_add(last.iov_len) == base {
-            last.iov_len += slice.len();
-            iov._guards.push(guard);
-            return;
-        }
-    }
-    iov.iovs.push(libc::iovec {
-        iov_base: base.cast(),
-        iov_len: slice.len(),
-    });
-    iov._guards.push(guard);
-}
-
-fn iovecs(mem: &GuestMem, data: &[Segment], dir: Direction) -> Result<Iovecs, GuestMemoryError> {
-    let mut iov = Iovecs {
-        iovs: Vec::with_capacity(data.len()),
-        _guards: Vec::with_capacity(data.len()),
-        len: 0,
-    };
+/// The iovecs of a request's buffers (as many as it has: `transfer` passes IOV_MAX per call).
+fn iovecs(
+    mem: &GuestMem,
+    data: &[Segment],
+    dir: Direction,
+) -> Result<GuestIovecs, GuestMemoryError> {
     let access = match dir {
-        Direction::Read => Permissions::Write,
-        Direction::Write => Permissions::Read,
+        Direction::Read => Access::KernelWrites,
+        Direction::Write => Access::KernelReads,
     };
+    let mut iov = GuestIovecs::new(access, usize::MAX);
     for s in data {
-        for slice in mem.get_slices(s.addr, s.len as usize, access)? {
-            push(&mut iov, &slice?, dir);
-        }
+        iov.push(mem, s.addr, s.len as usize)?;
     }
     Ok(iov)
-}
-
-/// Drops the first `n` bytes of `iovs` (whole iovecs, then the front of the next one).
-fn advance(iovs: &mut [libc::iovec], mut n: usize) -> &mut [libc::iovec] {
-    let mut skip = 0;
-    while skip < iovs.len() && n >= iovs[skip].iov_len {
-        n -= iovs[skip].iov_len;
-        skip += 1;
-    }
-    let rest = &mut iovs[skip..];
-    if let Some(first) = rest.first_mut() {
-        first.iov_base = first.iov_base.cast::<u8>().wrapping_add(n).cast();
-        first.iov_len -= n;
-    }
-    rest
 }
 
 /// Moves `data` (guest buffers, checked to be in guest memory) from or to byte `offset` of
@@ -121,9 +53,9 @@ pub fn transfer(
     dir: Direction,
 ) -> Result<(), super::disk::IoError> {
     let mut iov = iovecs(mem, data, dir)?;
-    let mut left: &mut [libc::iovec] = &mut iov.iovs;
+    let mut todo = iov.len();
+    let mut left: &mut [libc::iovec] = iov.iovecs();
     let mut pos = offset;
-    let mut todo = iov.len;
     while todo > 0 && !left.is_empty() {
         let count = left.len().min(IOV_MAX);
         let off = libc::off_t::try_from(pos)

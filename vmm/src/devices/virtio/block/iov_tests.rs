@@ -57,7 +57,7 @@ fn reads_and_writes_scattered_buffers_across_regions() {
     let mem = two_regions();
     let segs = scattered();
     let total: usize = segs.iter().map(|s| s.len as usize).sum();
-    assert!(iovecs(&mem, &segs, Direction::Read).unwrap().iovs.len() > IOV_MAX);
+    assert!(iovecs(&mem, &segs, Direction::Read).unwrap().iovecs().len() > IOV_MAX);
     let image = pattern(total + 8192);
     let (path, file) = temp_file("rw", &image);
 
@@ -77,14 +77,14 @@ fn reads_and_writes_scattered_buffers_across_regions() {
 fn adjacent_buffers_are_merged_and_regions_split() {
     let mem = two_regions();
     let segs = [seg(0x2000, 512), seg(0x2200, 1024), seg(0x3000, 512)];
-    let iov = iovecs(&mem, &segs, Direction::Write).unwrap();
-    let lens: Vec<usize> = iov.iovs.iter().map(|v| v.iov_len).collect();
+    let mut iov = iovecs(&mem, &segs, Direction::Write).unwrap();
+    let lens: Vec<usize> = iov.iovecs().iter().map(|v| v.iov_len).collect();
     assert_eq!(lens, [1536, 512]);
-    assert_eq!(iov.len, 2048);
+    assert_eq!(iov.len(), 2048);
     // Across the boundary of two mappings: two iovecs (unless the host mapped them adjacent).
-    let iov = iovecs(&mem, &[seg((1 << 20) - 512, 1024)], Direction::Read).unwrap();
-    assert_eq!(iov.len, 1024);
-    assert!(!iov.iovs.is_empty() && iov.iovs.len() <= 2);
+    let mut iov = iovecs(&mem, &[seg((1 << 20) - 512, 1024)], Direction::Read).unwrap();
+    assert_eq!(iov.len(), 1024);
+    assert!(!iov.iovecs().is_empty() && iov.iovecs().len() <= 2);
 }
 
 #[test]
