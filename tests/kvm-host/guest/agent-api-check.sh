@@ -16,10 +16,11 @@ wait_for_line() { # file pattern: up to 30 s
   i=0; while [ $i -lt 300 ] && ! grep -q "$2" "$1" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
   grep -q "$2" "$1"
 }
-# Waits (up to 60 s) for the VMM to end, then reaps it: sets vmm_rc.
+# Waits (up to 60 s) for the VMM to end, then reaps it: sets vmm_rc. (Ended: a zombie, or gone
+# already, as the shell may reap it while it waits for a command substitution's child.)
 wait_vmm() {
   i=0
-  while [ $i -lt 600 ] && [ "$(awk '{print $3}' "/proc/$vmm/stat" 2>/dev/null)" != Z ]; do
+  while [ $i -lt 600 ] && [ -e "/proc/$vmm" ] && [ "$(awk '{print $3}' "/proc/$vmm/stat" 2>/dev/null)" != Z ]; do
     sleep 0.1; i=$((i + 1))
   done
   [ $i -lt 600 ] || { echo "VMM $vmm still running after 60 s: killing it"; kill -KILL "$vmm"; }
