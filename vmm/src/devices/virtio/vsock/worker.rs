@@ -176,8 +176,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Consumes every tx packet (true: some were used). Never stalls: a guest respecting our credit cannot overflow
-    /// a connection's buffer, one that does not gets its connection reset. The driver's
+    /// Consumes every tx packet (true: some were used). Never stalls: a guest respecting our
+    /// credit cannot overflow a connection's buffer, one that does not gets its connection
+    /// reset. The driver's
     /// notifications are off while we drain the queue, and the queue is checked again after
     /// turning them back on (a chain added in between would otherwise wait for the next kick).
     fn process_tx(&mut self) -> Result<bool, String> {
@@ -204,9 +205,9 @@ impl Worker {
     }
 
     /// Fills rx buffers while the muxer has packets and the guest has buffers (true: some were
-    /// used). Out of buffers
-    /// with packets waiting, it asks the driver for a notification when it adds some (with
-    /// EVENT_IDX that is the only rx notification we get: none while we need no buffers).
+    /// used). Out of buffers with packets waiting, it asks the driver for a notification when
+    /// it adds some (with EVENT_IDX that is the only rx notification we get: none while we
+    /// need no buffers).
     fn process_rx(&mut self) -> Result<bool, String> {
         let Worker {
             mem, queues, muxer, ..
