@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use sandpod_vmconfig::conventions::ErrorChain;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::Bytes;
 use vmm_sys_util::epoll::{Epoll, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -16,8 +16,9 @@ use vmm_sys_util::eventfd::EventFd;
 use super::disk::{DiskIo, IoError};
 use super::request::*;
 use super::SEG_MAX;
+use crate::devices::virtio::chain::Chain;
 use crate::devices::virtio::epoll_helper::{epoll_add, EpollHandler};
-use crate::devices::virtio::queue::{add_used, notify_used, pop_chain};
+use crate::devices::virtio::queue::{drain_queue, notify_used};
 use crate::devices::virtio::Interrupt;
 use crate::kvm::memory::GuestMem;
 
@@ -108,41 +109,59 @@ impl EpollHandler for Worker {
     }
 }
 
+/// What serving a request needs of the [`Worker`]: everything but the queue (which
+/// [`drain_queue`] holds meanwhile) and the thread's plumbing.
+struct Server<'a> {
+    mem: &'a GuestMem,
+    disk: &'a mut DiskIo,
+    capacity: u64,
+    serial: &'a [u8; ID_BYTES],
+    write_through: bool,
+    stats: &'a mut Stats,
+}
+
 impl Worker {
     /// Serves every available request, with the driver's notifications off meanwhile (it adds
     /// requests without kicking while the thread is at work) and one used-buffer interrupt per
     /// pass over the queue (EVENT_IDX may spare it). `Err`: the queue or a chain is unusable,
     /// the device must be marked broken.
     pub fn process_queue(&mut self) -> Result<(), String> {
-        loop {
-            self.queue
-                .disable_notification(&self.mem)
-                .map_err(|e| e.to_string())?;
-            let mut used = false;
-            while let Some(chain) = pop_chain(&mut self.queue, &self.mem, INDIRECT_DESC)? {
-                let head = chain.head;
-                let descs: Vec<Desc> = chain.descs.iter().map(Desc::from_queue).collect();
-                let len = self.serve(&descs)?;
-                add_used(&mut self.queue, &self.mem, head, len)?;
-                used = true;
-            }
-            if used {
-                notify_used(&mut self.queue, &self.mem, &self.interrupt)?;
-            }
-            // Requests added since the last pop, without a kick: another pass.
-            if !self
-                .queue
-                .enable_notification(&self.mem)
-                .map_err(|e| e.to_string())?
-            {
-                return Ok(());
-            }
-        }
+        let Worker {
+            mem,
+            queue,
+            interrupt,
+            disk,
+            capacity,
+            serial,
+            write_through,
+            stats,
+            ..
+        } = self;
+        let mut server = Server {
+            mem,
+            disk,
+            capacity: *capacity,
+            serial,
+            write_through: *write_through,
+            stats,
+        };
+        let serve = |chain: &Chain| {
+            let descs: Vec<Desc> = chain.descs.iter().map(Desc::from_queue).collect();
+            server.serve(&descs)
+        };
+        let after_pass = |q: &mut Queue, used: usize| match used {
+            0 => Ok(()),
+            _ => notify_used(q, mem, interrupt),
+        };
+        drain_queue(queue, mem, INDIRECT_DESC, None, serve, after_pass)?;
+        Ok(())
     }
+}
 
+impl Server<'_> {
     /// Serves one chain; returns the used length (bytes written to the guest, status included).
     fn serve(&mut self, descs: &[Desc]) -> Result<u32, String> {
-        let parsed = parse(descs, MAX_DESCS, &self.mem, self.capacity).map_err(|e| {
+        let parsed = parse(descs, MAX_DESCS, self.mem, self.capacity).map_err(|e| {
             tracing::debug!("virtio-blk: malformed chain: {e}");
             e.to_string()
         })?;
@@ -172,9 +191,9 @@ impl Worker {
         // raw value, which is never used (so never multiplied).
         let offset = || req.sector.saturating_mul(SECTOR_SIZE);
         let result = match req.kind {
-            RequestKind::In => self.disk.read(&self.mem, offset(), &req.data),
+            RequestKind::In => self.disk.read(self.mem, offset(), &req.data),
             RequestKind::Out => {
-                let written = self.disk.write(&self.mem, offset(), &req.data);
+                let written = self.disk.write(self.mem, offset(), &req.data);
                 match written {
                     Ok(()) if self.write_through => self.disk.flush(),
                     other => other,
@@ -233,7 +252,7 @@ impl Worker {
 
     /// Writes the serial (zero padded to 20 bytes, cut to the buffer) into `data`.
     fn write_id(&mut self, data: &[Segment]) -> u64 {
-        let mut id: &[u8] = &self.serial;
+        let mut id: &[u8] = self.serial;
         for s in data {
             if id.is_empty() {
                 break;

@@ -27,8 +27,9 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::frame::{read_tx, RxChain, TxOffloads, HDR_LEN, MAX_FRAME_LEN};
+use crate::devices::virtio::chain::Chain;
 use crate::devices::virtio::epoll_helper::{epoll_add, EpollHandler};
-use crate::devices::virtio::queue::{add_used, notify_used, pop_chain};
+use crate::devices::virtio::queue::{add_used, drain_queue, notify_used, pop_chain};
 use crate::devices::virtio::Interrupt;
 use crate::kvm::memory::GuestMem;
 
@@ -161,32 +162,24 @@ impl Worker {
             ..
         } = self;
         let q = queues.get_mut(TXQ).ok_or("no tx queue")?;
-        let mut used = 0usize;
-        'drain: loop {
-            q.disable_notification(mem).map_err(|e| e.to_string())?;
-            while let Some(chain) = pop_chain(q, mem, INDIRECT_DESC)? {
-                match read_tx(&chain, mem, *offloads, buf) {
-                    Ok(len) => write_frame(tap, &buf[..len], stats),
-                    Err(e) => {
-                        tracing::debug!("virtio-net: tx chain {} dropped: {e}", chain.head);
-                        stats.tx_bad_chains += 1;
-                    }
-                }
-                add_used(q, mem, chain.head, 0)?;
-                used += 1;
-                if used == TX_BATCH {
-                    // More may be waiting: come back after rx had its turn.
-                    queue_evts[TXQ]
-                        .write(1)
-                        .map_err(|e| format!("tx eventfd: {e}"))?;
-                    break 'drain;
+        let serve = |chain: &Chain| {
+            match read_tx(chain, mem, *offloads, buf) {
+                Ok(len) => write_frame(tap, &buf[..len], stats),
+                Err(e) => {
+                    tracing::debug!("virtio-net: tx chain {} dropped: {e}", chain.head);
+                    stats.tx_bad_chains += 1;
                 }
             }
-            if !q.enable_notification(mem).map_err(|e| e.to_string())? {
-                break;
-            }
+            Ok(0)
+        };
+        let drained = drain_queue(q, mem, INDIRECT_DESC, Some(TX_BATCH), serve, |_, _| Ok(()))?;
+        if drained.batch_full {
+            // More may be waiting: come back after rx had its turn.
+            queue_evts[TXQ]
+                .write(1)
+                .map_err(|e| format!("tx eventfd: {e}"))?;
         }
-        if used > 0 {
+        if drained.used > 0 {
             self.notify(TXQ)?;
         }
         Ok(())

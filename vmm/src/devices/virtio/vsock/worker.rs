@@ -13,8 +13,9 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::muxer::Muxer;
 use super::packet::{read_packet, RxBuffer};
+use crate::devices::virtio::chain::Chain;
 use crate::devices::virtio::epoll_helper::{epoll_add, EpollHandler};
-use crate::devices::virtio::queue::{add_used, notify_used, pop_chain};
+use crate::devices::virtio::queue::{add_used, drain_queue, notify_used, pop_chain};
 use crate::devices::virtio::Interrupt;
 use crate::kvm::memory::{discard, GuestMem, GuestRange};
 
@@ -178,30 +179,20 @@ impl Worker {
 
     /// Consumes every tx packet (true: some were used). Never stalls: a guest respecting our
     /// credit cannot overflow a connection's buffer, one that does not gets its connection
-    /// reset. The driver's
-    /// notifications are off while we drain the queue, and the queue is checked again after
-    /// turning them back on (a chain added in between would otherwise wait for the next kick).
+    /// reset. The driver's notifications are off while we drain the queue, and the queue is
+    /// checked again after turning them back on ([`drain_queue`]).
     fn process_tx(&mut self) -> Result<bool, String> {
         let Worker {
             mem, queues, muxer, ..
         } = self;
         let q = queues.get_mut(TXQ).ok_or("no tx queue")?;
-        let mut used = false;
-        loop {
-            q.disable_notification(mem).map_err(|e| e.to_string())?;
-            while let Some(chain) = pop_chain(q, mem, INDIRECT_DESC)? {
-                let head = chain.head;
-                let (hdr, mut payload) =
-                    read_packet(&chain, mem).map_err(|e| format!("tx: {e}"))?;
-                muxer.on_guest_packet(&hdr, &mut payload);
-                add_used(q, mem, head, 0)?;
-                used = true;
-            }
-            if !q.enable_notification(mem).map_err(|e| e.to_string())? {
-                break;
-            }
-        }
-        Ok(used)
+        let serve = |chain: &Chain| {
+            let (hdr, mut payload) = read_packet(chain, mem).map_err(|e| format!("tx: {e}"))?;
+            muxer.on_guest_packet(&hdr, &mut payload);
+            Ok(0)
+        };
+        let drained = drain_queue(q, mem, INDIRECT_DESC, None, serve, |_, _| Ok(()))?;
+        Ok(drained.used > 0)
     }
 
     /// Fills rx buffers while the muxer has packets and the guest has buffers (true: some were
