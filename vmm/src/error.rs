@@ -94,7 +94,7 @@ pub enum Error {
         /// Path.
         path: PathBuf,
         /// Error.
-        source: vm_memory::GuestMemoryError,
+        source: io::Error,
     },
     /// The kernel command line is too long.
     #[error("kernel command line is too long ({len} bytes; at most {max})")]

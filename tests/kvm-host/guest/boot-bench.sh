@@ -2,7 +2,9 @@
 # Runs inside the KVM test host. Boot benchmark: wall time from VMM process start to the agent's
 # ready line, for each VMM named, alternating VMMs run by run (a run right after another VMM's
 # was seen to be slower under TCG, so alternation spreads that evenly).
-#   boot-bench.sh RUNS VCPUS MEM_MIB VMM...     (VMM: qemu | sandpod | sandpod-noseccomp)
+#   boot-bench.sh RUNS VCPUS MEM_MIB VMM...
+# VMM: qemu | sandpod | sandpod-noseccomp | sandpod:PATH (another sandpod-vmm binary, e.g. the
+# previous build, to measure a change side by side).
 # sandpod-noseccomp: sandpod-vmm with its seccomp filters off (--no-seccomp), the control for
 # what the filters cost. A VMM may be named twice a round: `make bench` runs `sandpod qemu
 # sandpod-noseccomp qemu`, so that both sandpod variants follow a QEMU run (the position in
@@ -21,9 +23,11 @@ start_vmm() {
         -cpu host -smp "$vcpus" -m "${mem}M" -nodefaults -no-user-config -display none \
         -no-reboot -serial stdio -kernel "$dir/guest/vmlinux" \
         -initrd "$dir/guest/initramfs.cpio" -append "$cmdline" </dev/null 2>&1 ;;
-    sandpod | sandpod-noseccomp)
+    sandpod | sandpod-noseccomp | sandpod:*)
+      bin=$dir/bin/sandpod-vmm
+      case $1 in sandpod:*) bin=${1#sandpod:} ;; esac
       [ "$1" = sandpod-noseccomp ] && set -- "$1" --no-seccomp
-      exec "$dir/bin/sandpod-vmm" --kernel "$dir/guest/vmlinux" \
+      exec "$bin" --kernel "$dir/guest/vmlinux" \
         --initrd "$dir/guest/initramfs.cpio" --vcpus "$vcpus" --mem-mib "$mem" \
         --cmdline "$cmdline" ${2:-} </dev/null 2>&1 ;;
     *) echo "unknown VMM $1" >&2; exit 2 ;;

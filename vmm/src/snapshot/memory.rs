@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use nix::unistd::{lseek, Whence};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
-use crate::kvm::memory::GuestMem;
+use crate::kvm::memory::{copy_between_files, GuestMem};
 
 const PAGE: usize = 4096;
 /// Bytes copied per read.
@@ -106,10 +106,9 @@ pub fn save(mem: &GuestMem, out: &File) -> std::io::Result<Copied> {
 
 /// Restores `snapshot` (a memory file written by [`save`]) into `mem`, fresh from
 /// `create_guest_memory`. Its length must be exactly the guest's memory size. Each data extent
-/// is copied by the kernel (copy_file_range, else sendfile: `std::io::copy` between files),
-/// not through a buffer here: [`save`] already left out the zero pages.
+/// is copied by the kernel ([`copy_between_files`]), not through a buffer here: [`save`]
+/// already left out the zero pages.
 pub fn restore(mem: &GuestMem, snapshot: &File) -> std::io::Result<Copied> {
-    use std::io::{Read, Seek, SeekFrom};
     let (memfd, size) = memory_file(mem)?;
     let len = snapshot.metadata()?.len();
     if len != size {
@@ -118,7 +117,6 @@ pub fn restore(mem: &GuestMem, snapshot: &File) -> std::io::Result<Copied> {
         )));
     }
     let mut copied = Copied::default();
-    let (mut from, mut to) = (snapshot, memfd);
     let t0 = std::time::Instant::now();
     let extents = data_extents(snapshot, size)?;
     tracing::debug!(
@@ -127,13 +125,8 @@ pub fn restore(mem: &GuestMem, snapshot: &File) -> std::io::Result<Copied> {
         t0.elapsed().as_millis()
     );
     for (start, end) in extents {
-        from.seek(SeekFrom::Start(start))?;
-        to.seek(SeekFrom::Start(start))?;
-        let n = std::io::copy(&mut from.take(end - start), &mut to)?;
-        if n != end - start {
-            return Err(invalid("memory file shorter than its size"));
-        }
-        copied.bytes += n;
+        copy_between_files(snapshot, start, memfd, start, end - start)?;
+        copied.bytes += end - start;
     }
     Ok(copied)
 }
