@@ -20,7 +20,7 @@ SANDPOD_TESTHOST_TIMEOUT=${SANDPOD_TESTHOST_TIMEOUT:-5400} SANDPOD_TESTHOST_NOBU
    /sandpod/scripts/snapshot-check.sh 5 >/tmp/snapshot-check.out; grep '^bench restore_ms' /tmp/snapshot-check.out; \
    /sandpod/scripts/burst-check.sh 10 >/tmp/burst-check.out; grep '^bench ' /tmp/burst-check.out; \
    /sandpod/scripts/vsock-bench.sh $VSOCK_MIB $RUNS; /sandpod/scripts/blk-bench.sh $RUNS $BLK_MIB; /sandpod/scripts/run-bench.sh $RUNS; \
-   /sandpod/scripts/docker-bench.sh $RUNS; /sandpod/scripts/net-bench.sh 3 16; /sandpod/scripts/fs-bench.sh $FS_RUNS; /sandpod/scripts/shim-bench.sh $RUNS $PODS; \
+   /sandpod/scripts/docker-bench.sh $RUNS; /sandpod/scripts/net-bench.sh 3 16; /sandpod/scripts/fs-bench.sh $FS_RUNS; /sandpod/scripts/vmm-io-bench.sh $FS_RUNS sandpod qemu; /sandpod/scripts/shim-bench.sh $RUNS $PODS; \
    HANDLER=kata SCENARIOS=pod-start ROUNDS=$RUNS ARGV_LOG= CRI_TIMEOUT=3000 /sandpod/scripts/cri-check.sh" |
   tee "$raw" >&2
 
@@ -105,6 +105,24 @@ awk -v a="$k" -v b="$r" -v f="$f" -v n="$FS_RUNS" 'BEGIN { printf "bench fs_read
 RUNS=$FS_RUNS pair fs_small fs_small_files_ms
 # (What the small files cost under kata: the virtio-fs interrupts, about one per request.)
 echo "bench fs_small_files_irqs kata=$(awk '$1=="fs_irqs" && $2=="kata" {print $3}' "$raw" | median) runs=$FS_RUNS"
+# virtio-fs and virtio-blk through our VMM vs QEMU's (same guest kernel, workload, virtiofsd,
+# share and disk image): whether the VMM is what the figures against runc and the host wait on.
+vmmio() { # VMM FIELD: the median of the FIELD=N values of `vmmio VMM ...` lines
+  awk -v v="$1" -v f="$2=" '$1=="vmmio" && $2==v && $3!="fail" { for (i = 3; i <= NF; i++) if (index($i, f) == 1) print substr($i, length(f) + 1) }' "$raw" | median
+}
+f=$(awk '$1=="vmmio" && $3=="fail"' "$raw" | wc -l)
+# vmm_pair NAME FIELD MIB: `bench NAME sandpod=… qemu=… ratio=…`, in MiB/s (MIB read in FIELD
+# ms, ratio sandpod/qemu) or, without MIB, in ms (ratio sandpod/qemu: below 1 is faster).
+vmm_pair() {
+  awk -v name="$1" -v s="$(vmmio sandpod "$2")" -v q="$(vmmio qemu "$2")" -v mib="${3:-}" -v f="$f" -v n="$FS_RUNS" 'BEGIN {
+    if (mib != "") { s = (s > 0) ? mib * 1000 / s : 0; q = (q > 0) ? mib * 1000 / q : 0; fmt = "%.1f" } else fmt = "%d"
+    printf "bench %s sandpod=%s qemu=%s ratio=%s runs=%d failed=%d\n", name, (s > 0) ? sprintf(fmt, s) : "nan",
+      (q > 0) ? sprintf(fmt, q) : "nan", (s > 0 && q > 0) ? sprintf("%.2f", s / q) : "nan", n, f }'
+}
+vmm_pair fs_vmm_read_mib_s fs_read_ms 64
+vmm_pair fs_vmm_small_files_ms fs_small_ms
+vmm_pair blk_vmm_read_mib_s blk_read_ms 256
+echo "bench fs_vmm_small_files_irqs sandpod=$(vmmio sandpod fs_irqs) qemu=$(vmmio qemu fs_irqs) runs=$FS_RUNS"
 awk '$1=="density" && $2!="fail" {
   for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
   n = v["pods"]

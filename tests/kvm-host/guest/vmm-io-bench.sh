@@ -1,24 +1,29 @@
 #!/bin/sh
-# Runs inside the KVM test host: virtio-fs through sandpod-vmm vs through QEMU, everything else
-# the same — one guest kernel, one initramfs whose /init is the workload (no agent, no
-# container), one virtiofsd build and command line, one shared directory, 1 vCPU and 512 MiB.
-# What differs is only the VMM's side of virtio-fs: the virtio-mmio transport, the vhost-user
-# set-up, how a used-buffer signal becomes a guest interrupt. So this tells whether sandpod's
-# VMM is the bottleneck of the rootfs figures (fs-bench.sh), or what every VMM pays here.
-#   fs-vmm-bench.sh RUNS VMM...    VMM: qemu | sandpod | sandpod:PATH (another sandpod-vmm
+# Runs inside the KVM test host: virtio-fs and virtio-blk through sandpod-vmm vs through QEMU,
+# everything else the same — one guest kernel, one initramfs whose /init is the workload (no
+# agent, no container), one virtiofsd build and command line, one shared directory, one disk
+# image (warm in the host's page cache), 1 vCPU and 512 MiB. What differs is only the VMM's
+# side of the devices: the virtio-mmio transport, the vhost-user set-up, the block device's
+# I/O, how a used buffer becomes a guest interrupt. So this tells whether sandpod's VMM is the
+# bottleneck of the figures against runc and the host (fs-bench.sh, blk-bench.sh), or what
+# every VMM pays in this test host.
+#   vmm-io-bench.sh RUNS VMM...    VMM: qemu | sandpod | sandpod:PATH (another sandpod-vmm
 #                                  binary, e.g. the previous build, to compare side by side)
-# The guest times, on its own clock (/proc/uptime):
-#   read:  dd of a 64 MiB file (warm in the host's page cache) to /dev/null, bs=1M;
-#   small: tar x of 2000 files of 2.5 KiB into the share, then find, then cat of every file;
-# and counts the virtio-fs device's interrupts over both. VMMs alternate run by run.
-# Prints one line per run: `fsvmm <vmm> read_ms=… small_ms=… irqs=…` (or `fsvmm <vmm> fail`).
-# FSVMM_OPS=1: virtiofsd logs every request (which slows it) and each run also prints
-# `fsvmm-ops <vmm> OPCODE=COUNT …`, the FUSE requests the guest sent over the whole run.
+# The guest times, on its own clock (/proc/uptime, 10 ms steps):
+#   fs_read:  dd of a 64 MiB file on the share to /dev/null, bs=1M;
+#   fs_small: tar x of 2000 files of 2.5 KiB into the share, then find, then cat of every file
+#             (and counts the virtio interrupts over both fs parts);
+#   blk_read: dd of the whole 256 MiB disk to /dev/null, bs=1M, iflag=direct (every byte
+#             crosses the device, as in blk-bench.sh).
+# VMMs alternate run by run. Prints one line per run:
+#   `vmmio <vmm> fs_read_ms=… fs_small_ms=… fs_irqs=… blk_read_ms=…` (or `vmmio <vmm> fail …`).
+# VMMIO_OPS=1: virtiofsd logs every request (which slows it) and each run also prints
+# `vmmio-ops <vmm> OPCODE=COUNT …`, the FUSE requests the guest sent over the whole run.
 set -u
 runs=$1
 shift
 . "$(dirname "$0")/lib.sh"
-work=$(mktemp -d /tmp/fs-vmm-bench.XXXXXX)
+work=$(mktemp -d /tmp/vmm-io-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 shared=$work/shared
 mkdir -p "$shared" "$work/root/bin" "$work/root/proc" "$work/root/sys" "$work/root/dev" \
@@ -33,6 +38,8 @@ while [ $i -lt 2000 ]; do
 done
 tar -C "$work" -cf "$shared/small.tar" files
 rm -rf "$work/files"
+head -c 268435456 /dev/urandom >"$work/disk.img"
+cat "$work/disk.img" >/dev/null
 
 # The initramfs: busybox and the workload as /init; it reboots (exit) when done.
 cp "$(command -v busybox)" "$work/root/bin/busybox"
@@ -51,9 +58,12 @@ if mount -t virtiofs fs /mnt; then
   ok=$?
   c=$(now); i1=$(irqs)
   cd /; umount /mnt
-  [ $ok = 0 ] && echo "fsvmm-result read_ms=$((b - a)) small_ms=$((c - b)) irqs=$((i1 - i0))"
+  d=$(now)
+  dd if=/dev/vda of=/dev/null bs=1M iflag=direct 2>/dev/null || ok=1
+  e=$(now)
+  [ $ok = 0 ] && echo "vmmio-result fs_read_ms=$((b - a)) fs_small_ms=$((c - b)) fs_irqs=$((i1 - i0)) blk_read_ms=$((e - d))"
 else
-  echo "fsvmm-result mount-failed: $(cat /proc/cmdline) $(dmesg | grep -i -E 'virtio|fuse' | tail -4 | tr '\n' ' ')"
+  echo "vmmio-result mount-failed: $(cat /proc/cmdline) $(dmesg | grep -i -E 'virtio|fuse' | tail -4 | tr '\n' ' ')"
 fi
 reboot -f
 EOF
@@ -68,13 +78,16 @@ start_vmm() { # VMM SOCKET
         -M microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off,memory-backend=mem -enable-kvm \
         -cpu host -smp 1 -m 512M -object memory-backend-memfd,id=mem,size=512M,share=on \
         -chardev "socket,id=vfs,path=$2" -device vhost-user-fs-device,chardev=vfs,tag=fs \
+        -drive "id=d0,file=$work/disk.img,format=raw,if=none,readonly=on" \
+        -device virtio-blk-device,drive=d0 \
         -nodefaults -no-user-config -display none -no-reboot -serial stdio \
         -kernel "$dir/guest/vmlinux" -initrd "$work/init.cpio" -append "$cmdline" </dev/null 2>&1 ;;
     sandpod | sandpod:*)
       bin=$dir/bin/sandpod-vmm
       case $1 in sandpod:*) bin=${1#sandpod:} ;; esac
       exec "$bin" --kernel "$dir/guest/vmlinux" --initrd "$work/init.cpio" --vcpus 1 \
-        --mem-mib 512 --cmdline "$cmdline" --fs "tag=fs,socket=$2" </dev/null 2>&1 ;;
+        --mem-mib 512 --cmdline "$cmdline" --fs "tag=fs,socket=$2" \
+        --disk "$work/disk.img,ro" </dev/null 2>&1 ;;
     *) echo "unknown VMM $1" >&2; exit 2 ;;
   esac
 }
@@ -84,18 +97,18 @@ while [ "$n" -lt "$runs" ]; do
   for vmm in "$@"; do
     rm -rf "$shared/w" "$work/vfs.sock"
     "$dir/bin/virtiofsd" --socket-path="$work/vfs.sock" --shared-dir="$shared" --cache=auto \
-      --sandbox=namespace --log-level="$([ "${FSVMM_OPS:-0}" = 1 ] && echo debug || echo info)" \
+      --sandbox=namespace --log-level="$([ "${VMMIO_OPS:-0}" = 1 ] && echo debug || echo info)" \
       </dev/null 2>"$work/virtiofsd.err" &
     vfsd=$!
     wait_for 10 test -S "$work/vfs.sock"
-    out=$( (start_vmm "$vmm" "$work/vfs.sock") | tr -d '\r' | sed -n 's/^fsvmm-result //p')
+    out=$( (start_vmm "$vmm" "$work/vfs.sock") | tr -d '\r' | sed -n 's/^vmmio-result //p')
     reap "$vfsd" 30
     case $out in
-      read_ms=*)
-        echo "fsvmm $vmm $out"
-        [ "${FSVMM_OPS:-0}" = 1 ] && echo "fsvmm-ops $vmm $(sed -n 's/.*Received request: opcode=\([A-Za-z]*\).*/\1/p' \
+      fs_read_ms=*)
+        echo "vmmio $vmm $out"
+        [ "${VMMIO_OPS:-0}" = 1 ] && echo "vmmio-ops $vmm $(sed -n 's/.*Received request: opcode=\([A-Za-z]*\).*/\1/p' \
           "$work/virtiofsd.err" | sort | uniq -c | sort -rn | awk '{printf "%s=%s ", $2, $1}')" ;;
-      *) echo "fsvmm $vmm fail ${out:-no result} $(tail -2 "$work/virtiofsd.err" | tr '\n' ' ')" ;;
+      *) echo "vmmio $vmm fail ${out:-no result} $(tail -2 "$work/virtiofsd.err" | tr '\n' ' ')" ;;
     esac
   done
   n=$((n + 1))
