@@ -18,7 +18,7 @@ fn template_snapshot_and_restore() {
         &[
             "sh",
             "-c",
-            "timeout -k 5 400 /sandpod/scripts/snapshot-check.sh 3; \
+            "timeout -k 5 400 /sandpod/scripts/snapshot-check.sh 3 alternating; \
              timeout -k 5 700 /sandpod/scripts/burst-check.sh 10",
         ],
     );
