@@ -28,8 +28,9 @@ run() {
 }
 
 # nothing_left: no VMM, virtiofsd or monitor process, no mount, socket or state dir of ours.
-# The VM template cache ($ROOT/.templates: templates and their lock files) stays by design; a
-# template build's state directory (b-*) or an unfinished template (*.tmp) in it does not.
+# The VM template cache ($ROOT/.templates: templates and their lock files) and the jails' shared
+# exec-only VMM binary ($ROOT/.vmm/<key>/sandpod-vmm) stay by design; a template build's state
+# directory (b-*), an unfinished template (*.tmp) or a copy still staged (.vmm/.tmp-*) does not.
 nothing_left() {
   ok=0
   # The monitor, the VMM and virtiofsd all have a path under $ROOT/ on their command line.
@@ -39,11 +40,14 @@ nothing_left() {
   if grep -q " $ROOT" /proc/self/mountinfo; then
     echo "leftover mounts:"; grep " $ROOT" /proc/self/mountinfo; ok=1
   fi
-  if [ -n "$(ls -A "$ROOT" 2>/dev/null | grep -vx '.templates')" ]; then
+  if [ -n "$(ls -A "$ROOT" 2>/dev/null | grep -vx -e '.templates' -e '.vmm')" ]; then
     echo "leftover state: $(ls -A "$ROOT")"; find "$ROOT" -maxdepth 2; ok=1
   fi
   if [ -n "$(find "$ROOT/.templates" -mindepth 1 -maxdepth 1 \( -name 'b-*' -o -name '*.tmp' \) 2>/dev/null)" ]; then
     echo "leftover template build:"; find "$ROOT/.templates" -maxdepth 2; ok=1
+  fi
+  if [ -n "$(find "$ROOT/.vmm" -mindepth 1 -maxdepth 1 -name '.tmp-*' 2>/dev/null)" ]; then
+    echo "leftover staged VMM copy:"; find "$ROOT/.vmm" -maxdepth 2; ok=1
   fi
   return $ok
 }

@@ -71,6 +71,15 @@ jail_root() {
     [ ! -e "/proc/$vmm/root/vm/../shared" ] && [ ! -e "/proc/$vmm/root/etc" ]
 }
 check jail-root-only-the-jails-entries jail_root
+# The VMM binary in the jail: the state root's one exec-only copy (root's, mode 0111, so the
+# jail's uid can neither read nor write it), bound read-only (jail-read-only-but-vm-dir); that it
+# is unreadable is what makes the VMM non-dumpable (vmm-not-dumpable).
+shared_binary() {
+  copy=$(ls "$ROOT"/.vmm/*/sandpod-vmm)
+  echo "in the jail: $(stat -Lc '%a %u %i' "/proc/$vmm/root/sandpod-vmm"); shared: $(stat -c '%a %u %i' $copy)"
+  [ "$(stat -Lc '%a %u %i' "/proc/$vmm/root/sandpod-vmm")" = "$(stat -c '111 0 %i' $copy)" ]
+}
+check jail-vmm-binary-shared-exec-only shared_binary
 only_vm_dir_writable() {
   awk '{ print $5, $6 }' "/proc/$vmm/mountinfo"
   awk '$5 != "/vm" && $6 !~ /^ro(,|$)/ { bad = 1 } END { exit bad }' "/proc/$vmm/mountinfo" &&

@@ -227,12 +227,34 @@ fn build_root(plan: &JailPlan) -> anyhow::Result<()> {
         std::os::unix::fs::symlink(&l.target, &path)
             .with_context(|| format!("symlink {}", path.display()))?;
     }
-    // An exec-only copy (root's, mode 0111): the jail's uid cannot read it, so the kernel makes
-    // the VMM non-dumpable at exec (no ptrace, no /proc/<pid>/mem by its own uid, no core).
+    // The shared exec-only copy (root's, mode 0111, see `program_copy`), bound read-only: the
+    // jail's uid cannot read it, so the kernel makes the VMM non-dumpable at exec (no ptrace,
+    // no /proc/<pid>/mem by its own uid, no core).
+    let size = std::fs::metadata(&plan.program)
+        .with_context(|| format!("stat {}", plan.program.display()))?
+        .len();
+    if !super::program_copy::is_sound_copy(&plan.program, size) {
+        bail!(
+            "{} is not an exec-only copy made by the runtime (root's, mode 0111)",
+            plan.program.display()
+        );
+    }
     let program = in_root(root, &plan.program_in_jail())?;
-    std::fs::copy(&plan.program, &program)
-        .with_context(|| format!("copying {} into the jail", plan.program.display()))?;
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o111))?;
+    std::fs::File::create(&program).with_context(|| format!("creating {}", program.display()))?;
+    mount(Some(&plan.program), &program, none, MsFlags::MS_BIND, none).with_context(|| {
+        format!(
+            "binding {} at {}",
+            plan.program.display(),
+            program.display()
+        )
+    })?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV;
+    mount(none, &program, none, flags, none)
+        .with_context(|| format!("restricting {}", program.display()))?;
     let config = in_root(root, Path::new(JAIL_CONFIG))?;
     std::fs::write(&config, serde_json::to_vec_pretty(&plan.vm_config)?)
         .with_context(|| format!("writing {}", config.display()))?;

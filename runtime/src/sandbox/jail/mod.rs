@@ -8,6 +8,7 @@
 //! VMM's jail".
 pub mod exec;
 pub mod plan;
+pub mod program_copy;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -78,6 +79,12 @@ pub fn prepare(
     vm: &sandpod_vmconfig::VmConfig,
 ) -> anyhow::Result<JailPlan> {
     let libs = host_libs(program)?;
+    // The jail runs the shared exec-only copy (see [`program_copy`]), bound read-only.
+    let state_root = layout
+        .dir
+        .parent()
+        .context("the sandbox's state directory has no parent")?;
+    let program = &program_copy::exec_only_copy(state_root, program)?;
     let plan = JailPlan::new(&PlanInputs {
         ids,
         vm,
