@@ -31,7 +31,7 @@ fn run_prints_and_exits_with_the_containers_status() {
 
 #[test]
 fn templates_on_with_a_vmm_that_saves_no_snapshot_boot_cold_and_leave_nothing() {
-    // sandpod-fake-vmm saves no snapshot: the template's build gives up at the boot timeout,
+    // sandpod-fake-vmm saves no snapshot: the template's build gives up after three boot timeouts,
     // is recorded as failed, and the sandbox boots cold; the next start does not try again.
     let env = Env::new();
     let b = env.bundle("b", &["sh", "-c", "echo hi"], |_| {});

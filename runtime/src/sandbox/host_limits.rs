@@ -10,8 +10,7 @@ use oci_spec::runtime::Spec;
 
 use crate::hypervisor::VmSize;
 
-/// Host memory beyond the guest's RAM, MiB: the monitor (~3 MiB), sandpod-vmm (~4 MiB, plus the
-/// 3 MiB exec-only copy of its binary in the jail's tmpfs), virtiofsd (~4 MiB), the stand-ins
+/// Host memory beyond the guest's RAM, MiB: the monitor (~3 MiB), sandpod-vmm (~4 MiB), virtiofsd (~4 MiB), the stand-ins
 /// (~2 MiB each), and the kernel's memory charged to the sandbox (KVM's page tables and vCPU
 /// state, socket buffers, virtiofsd's open files and the page cache of the files it reads, which
 /// is reclaimed before anything is killed).

@@ -34,8 +34,8 @@ const FORWARDED: [Signal; 6] = [
 ];
 /// The environment the VMM keeps: its log filter.
 const KEPT_ENV: [&str; 2] = [sandpod_protocol::LOG_ENV, "RUST_LOG"];
-/// The jail's tmpfs: small (it holds an exec-only copy of the VMM binary and vm.json).
-const TMPFS_OPTIONS: &str = "mode=0755,size=64m,nr_inodes=1024";
+/// The jail's tmpfs: small (it holds vm.json and the mount points of the binds).
+const TMPFS_OPTIONS: &str = "mode=0755,size=4m,nr_inodes=1024";
 
 /// Reads a plan written by the runtime.
 pub fn load(path: &Path) -> anyhow::Result<JailPlan> {

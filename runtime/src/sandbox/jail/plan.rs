@@ -82,7 +82,8 @@ impl Rlimits {
 }
 
 /// Everything `sandpod jail` does, in order: a tmpfs at `root` (the jail's own mount
-/// namespace), `devices`, `binds`, `symlinks`, an exec-only copy of `program`, `vm_config` as
+/// namespace), `devices`, `binds`, `symlinks`, `program` bound read-only (the state root's exec-only
+/// copy of the VMM binary, [`super::program_copy`]), `vm_config` as
 /// `/vm.json`; the tmpfs made read-only; pivot_root; `rlimits`; `groups`, `gid`, `uid`; every
 /// capability dropped, no_new_privs; exec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +94,7 @@ pub struct JailPlan {
     pub groups: Vec<u32>,
     /// The host directory the jail's tmpfs is mounted on (in the jail's mount namespace only).
     pub root: PathBuf,
-    /// The VMM binary on the host.
+    /// The VMM binary on the host: the state root's exec-only copy of it.
     pub program: PathBuf,
     /// Its arguments (`--config /vm.json`).
     pub args: Vec<String>,

@@ -53,18 +53,17 @@ pub fn exec_only_copy(root: &Path, program: &Path) -> anyhow::Result<PathBuf> {
     // Staged in a directory of this process's own, removed whatever fails.
     let staging = dir.join(format!(".tmp-{}-{}", std::process::id(), nanos()));
     make_private_dir_new(&staging)?;
-    let staged =
-        stage(program, &staging.join(name), &before).and_then(|()| {
-            match std::fs::rename(&staging, &final_dir) {
-                Ok(()) => Ok(()),
-                // Another start renamed its copy into place first.
-                Err(e) if final_dir.is_dir() => {
-                    tracing::debug!("{} made by another start ({e})", final_dir.display());
-                    Ok(())
-                }
-                Err(e) => Err(e).with_context(|| format!("renaming into {}", final_dir.display())),
+    let staged = stage(program, &staging.join(name), &before).and_then(|()| {
+        match std::fs::rename(&staging, &final_dir) {
+            Ok(()) => Ok(()),
+            // Another start renamed its copy into place first.
+            Err(e) if final_dir.is_dir() => {
+                tracing::debug!("{} made by another start ({e})", final_dir.display());
+                Ok(())
             }
-        });
+            Err(e) => Err(e).with_context(|| format!("renaming into {}", final_dir.display())),
+        }
+    });
     let _ = std::fs::remove_dir_all(&staging);
     staged?;
     if !is_sound_copy(&copy, before.size) {

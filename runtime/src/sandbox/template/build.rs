@@ -23,6 +23,10 @@ use crate::sandbox::share::prepare_share;
 use crate::sandbox::state::{now_rfc3339, SandboxState};
 use crate::sandbox::vm_start::{sandbox_vm, start_monitor, VmMode};
 
+/// A template build gets this many boot timeouts: booting, zeroing the guest's free memory,
+/// writing the snapshot.
+const TEMPLATE_BUILD_BOOT_TIMEOUTS: u32 = 3;
+
 /// The template a sandbox (`cfg`, whose VM is `vm` in host paths) starts from: the one there
 /// is, else one made now. None (the sandbox boots cold) when its VM cannot use one (debug), when
 /// the last build of its key failed within [`FAILED_RETRY`](super::store::FAILED_RETRY)
@@ -182,14 +186,14 @@ async fn build_steps(
     state.monitor = child.id().and_then(ProcessIdent::of);
     let child = monitor.insert(child);
     state.save(&layout.state())?;
-    if tokio::time::timeout(cfg.boot_timeout, child.wait())
-        .await
-        .is_err()
-    {
+    // A boot, then the guest zeroes its free memory and the VMM writes the snapshot: in the
+    // test host each can take about as long as the boot.
+    let deadline = cfg.boot_timeout * TEMPLATE_BUILD_BOOT_TIMEOUTS;
+    if tokio::time::timeout(deadline, child.wait()).await.is_err() {
         bail!(
             "the template VM did not save its snapshot within {:?} (does this sandpod-vmm and \
              agent support templates?){}",
-            cfg.boot_timeout,
+            deadline,
             console_suffix(layout)
         );
     }
