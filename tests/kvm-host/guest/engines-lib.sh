@@ -261,8 +261,10 @@ leaks() {
     for s in "$r"/*; do
       [ -d "$s" ] || continue
       # The shim's root per containerd namespace (/run/sandpod-shim/<ns>) keeps the VM template
-      # cache (.templates, by design) after its last container: not a container's state.
-      [ -d "$s/.templates" ] && [ -z "$(ls "$s")" ] && continue
+      # cache (.templates) and the jails' exec-only VMM binary (.vmm), by design, after its last
+      # container: not a container's state.
+      { [ -d "$s/.templates" ] || [ -d "$s/.vmm" ]; } &&
+        [ -z "$(ls -A "$s" | grep -vx -e .templates -e .vmm)" ] && continue
       echo "state dir $s"
     done
   done
