@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cli_env::{mounts_under, repo, sandpod_bin};
+use sandpod_runtime::sandbox::jail::program_copy::exec_only_copy;
 use sandpod_runtime::sandbox::jail::{JailIds, JailPlan, PlanInputs};
 use sandpod_vmm::{ConsoleConfig, VmConfig};
 
@@ -63,10 +64,12 @@ impl Jail {
         };
         let libs = sandpod_runtime::sandbox::jail::host_libs(&busybox).unwrap();
         assert!(libs.is_empty(), "busybox is static: no library in its jail");
+        // As the runtime does: the jail runs the state root's exec-only copy.
+        let program = exec_only_copy(self.dir.path(), &busybox).unwrap();
         let mut plan = JailPlan::new(&PlanInputs {
             ids: JailIds { uid: UID, gid: GID },
             vm: &vm,
-            program: &busybox,
+            program: &program,
             vm_dir: &self.path("j"),
             root: &self.path("jail"),
             kvm_group: None,
@@ -242,6 +245,21 @@ fn a_bad_plan_leaves_nothing() {
         err.contains("sandpod jail: stat") && err.contains("missing-kernel"),
         "{err}"
     );
+    j.no_mounts_on_the_host();
+    assert!(std::fs::read_dir(j.path("jail")).unwrap().next().is_none());
+    // A program the jail's uid could read (so the VMM would be dumpable) is refused.
+    let plan = j.plan(&j.path("kernel"), "exit 0");
+    let mut readable: JailPlan = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    readable.program = repo().join("build/bundles/busybox/rootfs/bin/busybox");
+    std::fs::write(&plan, serde_json::to_vec(&readable).unwrap()).unwrap();
+    let out = Command::new(sandpod_bin())
+        .arg("jail")
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not an exec-only copy"), "{err}");
     j.no_mounts_on_the_host();
     assert!(std::fs::read_dir(j.path("jail")).unwrap().next().is_none());
     let out = Command::new(sandpod_bin())
