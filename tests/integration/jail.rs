@@ -230,15 +230,20 @@ fn the_exit_status_is_the_programs() {
     j.no_mounts_on_the_host();
 }
 
+/// `sandpod jail PLAN`, to its end.
+fn run_jail(plan: &Path) -> std::process::Output {
+    Command::new(sandpod_bin())
+        .arg("jail")
+        .arg(plan)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_bad_plan_leaves_nothing() {
     let j = Jail::new();
     let plan = j.plan(&j.path("missing-kernel"), "exit 0");
-    let out = Command::new(sandpod_bin())
-        .arg("jail")
-        .arg(&plan)
-        .output()
-        .unwrap();
+    let out = run_jail(&plan);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -252,20 +257,12 @@ fn a_bad_plan_leaves_nothing() {
     let mut readable: JailPlan = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
     readable.program = repo().join("build/bundles/busybox/rootfs/bin/busybox");
     std::fs::write(&plan, serde_json::to_vec(&readable).unwrap()).unwrap();
-    let out = Command::new(sandpod_bin())
-        .arg("jail")
-        .arg(&plan)
-        .output()
-        .unwrap();
+    let out = run_jail(&plan);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not an exec-only copy"), "{err}");
     j.no_mounts_on_the_host();
     assert!(std::fs::read_dir(j.path("jail")).unwrap().next().is_none());
-    let out = Command::new(sandpod_bin())
-        .arg("jail")
-        .arg(j.path("no-plan.json"))
-        .output()
-        .unwrap();
+    let out = run_jail(&j.path("no-plan.json"));
     assert_eq!(out.status.code(), Some(1));
 }
