@@ -177,11 +177,12 @@ fn build_root(plan: &JailPlan) -> anyhow::Result<()> {
     )
     .with_context(|| format!("mounting the jail's tmpfs on {}", root.display()))?;
     for dev in &plan.devices {
-        let meta = std::fs::metadata(dev).with_context(|| format!("stat {}", dev.display()))?;
+        let host = &dev.host;
+        let meta = std::fs::metadata(host).with_context(|| format!("stat {}", host.display()))?;
         if !meta.file_type().is_char_device() {
-            bail!("{} is not a character device", dev.display());
+            bail!("{} is not a character device", host.display());
         }
-        let target = in_root(root, dev)?;
+        let target = in_root(root, &dev.path)?;
         mkdirs(target.parent().unwrap_or(root))?;
         mknod(
             &target,

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-pub use plan::{HostLibDir, JailIds, JailPlan, PlanInputs, Rlimits, KVM_DEVICE, LIBRARY_DIRS};
+pub use plan::{
+    Device, HostLibDir, JailIds, JailPlan, PlanInputs, Rlimits, KVM_DEVICE, LIBRARY_DIRS,
+};
 
 use super::layout::Layout;
 

@@ -45,6 +45,16 @@ pub struct Bind {
     pub exec: bool,
 }
 
+/// A character device made again in the jail: a node with `host`'s device number at `path`,
+/// owned by the jail's uid and gid, mode 0600.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The node on the host whose device number is copied.
+    pub host: PathBuf,
+    /// Absolute path in the jail.
+    pub path: PathBuf,
+}
+
 /// A symbolic link in the jail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Symlink {
@@ -98,8 +108,8 @@ pub struct JailPlan {
     pub program: PathBuf,
     /// Its arguments (`--config /vm.json`).
     pub args: Vec<String>,
-    /// Device nodes made again in the jail at the same path, owned by the jail's uid and gid.
-    pub devices: Vec<PathBuf>,
+    /// Device nodes made again in the jail (the host's /dev/kvm at /dev/kvm).
+    pub devices: Vec<Device>,
     pub binds: Vec<Bind>,
     pub symlinks: Vec<Symlink>,
     pub vm_config: VmConfig,
@@ -223,7 +233,10 @@ impl JailPlan {
             root: inputs.root.to_path_buf(),
             program: inputs.program.to_path_buf(),
             args: vec!["--config".into(), JAIL_CONFIG.into()],
-            devices: vec![KVM_DEVICE.into()],
+            devices: vec![Device {
+                host: KVM_DEVICE.into(),
+                path: KVM_DEVICE.into(),
+            }],
             binds,
             symlinks,
             rlimits: Rlimits::for_vm(host),
@@ -348,7 +361,13 @@ mod tests {
         );
         // Nothing of the state directory but the VMM's own directory and virtiofsd's socket.
         assert!(!p.binds.iter().any(|b| b.source.ends_with("shared")));
-        assert_eq!(p.devices, vec![PathBuf::from("/dev/kvm")]);
+        assert_eq!(
+            p.devices,
+            vec![Device {
+                host: "/dev/kvm".into(),
+                path: "/dev/kvm".into()
+            }]
+        );
         assert_eq!(
             (p.uid, p.gid, p.groups.as_slice()),
             (65534, 65534, &[993][..])
