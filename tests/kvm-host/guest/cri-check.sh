@@ -45,6 +45,7 @@ case $HANDLER in
 esac
 echo "cri-check: HANDLER=$HANDLER, scenarios: $SCENARIOS"
 rm -rf "$CRI" && mkdir -p "$CRI/net.d" "$CRI/ipam"
+test_host_config
 
 # --- shim command lines -------------------------------------------------------------------------
 # With ARGV_LOG: a wrapper per shim, first on containerd's PATH, that logs its command line (and

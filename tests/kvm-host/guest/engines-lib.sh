@@ -35,6 +35,7 @@ ARGV_LOG=${ARGV_LOG:-}
 T=${T:-240}
 ENG=/run/sandpod-engines
 mkdir -p "$ENG"
+test_host_config
 work=$(mktemp -d /tmp/engines.XXXXXX)
 script_start=$(date +%s)
 

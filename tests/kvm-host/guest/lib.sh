@@ -46,6 +46,18 @@ wait_for() {
   done
 }
 
+# test_host_config: /etc/sandpod/config.toml (unless there is one), read by every sandpod and
+# shim the engines start, with boot_timeout_secs = BOOT_TIMEOUT (default 300) instead of the
+# default 60. Engines start several sandboxes at once (the CRI's five pods, docker's groups) on
+# the test host's one emulated CPU, ~100x slower than hardware, while another test host shares
+# the machine: five cold boots at once took 41 s each on a quiet machine, over 60 s in a loaded
+# CI run. burst-check.sh passes --boot-timeout 300 for the same reason.
+test_host_config() {
+  [ -e /etc/sandpod/config.toml ] && return 0
+  mkdir -p /etc/sandpod
+  printf '[hypervisor]\nboot_timeout_secs = %s\n' "${BOOT_TIMEOUT:-300}" >/etc/sandpod/config.toml
+}
+
 # pss PID...: the processes' summed PSS in KiB (a process gone meanwhile counts 0).
 pss() {
   t=0
