@@ -145,7 +145,7 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs root: the copy must be root's"]
+    #[ignore = "needs root (the copy must be root's): run by `make unit` as root (--include-ignored), as in CI"]
     fn one_exec_only_copy_per_binary_reused_and_replaced_when_tampered_with() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("root");
