@@ -105,7 +105,9 @@ pub struct VmConfig {
     pub snapshot_to: Option<PathBuf>,
     /// Restore the VM saved in this directory instead of booting `kernel`/`initrd`: the same
     /// vCPUs, memory and device kinds in the same order; the devices' host sides (sockets,
-    /// virtiofsd, taps, console) are this configuration's.
+    /// virtiofsd, taps, console) are this configuration's. If the directory also holds
+    /// [`SNAPSHOT_READY_MEMORY_FILE`], that file becomes the guest's memory as it is (nothing
+    /// copied).
     #[serde(default)]
     pub restore_from: Option<PathBuf>,
 }
@@ -118,6 +120,12 @@ pub const EXIT_SNAPSHOT_SAVED: i32 = 4;
 pub const SNAPSHOT_STATE_FILE: &str = "state.bin";
 /// The snapshot's guest memory (a sparse file: holes where the guest never wrote).
 pub const SNAPSHOT_MEMORY_FILE: &str = "memory.bin";
+/// Optional, in a `restore_from` directory: [`SNAPSHOT_MEMORY_FILE`] already copied into a file
+/// of its own, as long as the VM's memory, that the restored VM takes as its guest memory
+/// (mapped shared, written by the guest) instead of copying the snapshot's. The runtime prepares
+/// it ahead of time for one VM only (a template's spare, see the runtime's
+/// `sandbox::template::spare`).
+pub const SNAPSHOT_READY_MEMORY_FILE: &str = "memory.ready";
 
 fn default_cmdline() -> String {
     DEFAULT_CMDLINE.to_string()

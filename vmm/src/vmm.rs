@@ -82,9 +82,12 @@ impl Vmm {
         config.validate()?;
         dump::set_not_dumpable().map_err(Error::Dumpable)?;
         let seccomp = seccomp_filters(&config)?;
-        let snapshot = match &config.restore_from {
-            Some(dir) => Some(restore::open(dir)?),
-            None => None,
+        let (snapshot, restore_memory) = match &config.restore_from {
+            Some(dir) => {
+                let (snap, memory) = restore::open(dir)?;
+                (Some(snap), Some(memory))
+            }
+            None => (None, None),
         };
         let files = match snapshot {
             None => Some(open_boot_files(&config)?),
@@ -93,7 +96,7 @@ impl Vmm {
         let release = files.as_ref().and_then(|f| retained_initrd(&config, f));
         let virtio = VirtioDevices::open(&config, release)?;
         virtio.announce(&mut config.cmdline);
-        if let Some((snap, _)) = &snapshot {
+        if let Some(snap) = &snapshot {
             snap.check_fits(config.vcpus, config.mem_bytes(), virtio.slots().count())
                 .map_err(crate::snapshot::SnapshotError::Mismatch)?;
         }
@@ -114,20 +117,20 @@ impl Vmm {
 
         let kvm = crate::kvm::open_kvm()?;
         let vm = create_vm(&kvm, config.vcpus)?;
-        let mem = create_guest_memory(config.mem_bytes())?;
+        let mem = match restore_memory {
+            Some(memory) => restore::guest_memory(memory, config.mem_bytes())?,
+            None => create_guest_memory(config.mem_bytes())?,
+        };
         register_guest_memory(&vm.fd, &mem)?;
         let boot = match (&snapshot, files) {
-            (Some((_, memory)), _) => {
-                restore::memory(&mem, memory)?;
-                None
-            }
+            (Some(_), _) => None,
             (None, Some(files)) => Some(load_guest(&config, files, &mem)?),
             (None, None) => None,
         };
 
         let exit = Arc::new(ExitState::new());
         let legacy = LegacyOptions {
-            serial: snapshot.as_ref().map(|(s, _)| &s.serial),
+            serial: snapshot.as_ref().map(|s| &s.serial),
             snapshots: target.is_some(),
         };
         let (pio, serial) = create_legacy_devices(&vm, console, exit.clone(), legacy)?;
@@ -150,7 +153,7 @@ impl Vmm {
             )?;
             vcpus.push(vcpu);
         }
-        if let Some((snap, _)) = &snapshot {
+        if let Some(snap) = &snapshot {
             restore::kvm_state(&kvm, &vm, &vcpus, snap)?;
         }
         let snapshot_plan = match target {
@@ -182,7 +185,7 @@ impl Vmm {
             pio: Arc::new(pio),
             mmio: Arc::new(registered.mmio),
             transports: registered.transports,
-            restore: snapshot.map(|(s, _)| s.devices),
+            restore: snapshot.map(|s| s.devices),
             snapshot: snapshot_plan,
             _uds: registered.uds,
             exit,

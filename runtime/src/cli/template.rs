@@ -7,7 +7,7 @@ use crate::container::RuntimeOptions;
 use crate::hypervisor::VmSize;
 use crate::paths::RuntimePaths;
 use crate::sandbox::jail::JailIds;
-use crate::sandbox::template::{build, TemplateStore};
+use crate::sandbox::template::{build, spare, TemplateKey, TemplateStore};
 use crate::sandbox::SandboxConfig;
 
 #[derive(Subcommand, Debug)]
@@ -19,6 +19,13 @@ pub enum TemplateCommand {
     Rm(TemplateArgs),
     /// Remove every template under the state root.
     Clear,
+    /// Make the spare memory of the template KEY, if it has none (started in the background
+    /// after each restore; at the idle scheduling class).
+    #[command(hide = true)]
+    Refill {
+        /// The template's key (its directory's name).
+        key: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -92,6 +99,20 @@ pub async fn run(rt: &RuntimeOptions, cmd: &TemplateCommand) -> anyhow::Result<u
         TemplateCommand::Clear => {
             let n = store.clear()?;
             eprintln!("{n} template(s) removed");
+        }
+        TemplateCommand::Refill { key } => {
+            if let Err(e) = spare::schedule_idle() {
+                tracing::debug!("staying at the normal scheduling class: {e}");
+            }
+            let key = TemplateKey::parse(key)
+                .ok_or_else(|| anyhow::anyhow!("{key:?} is not a template key"))?;
+            let started = std::time::Instant::now();
+            let t = spare::template_of(&store, &key)?;
+            let done = spare::refill(&store, &t)?;
+            tracing::info!(
+                "template {key}: spare memory {done:?} in {} ms",
+                started.elapsed().as_millis()
+            );
         }
     }
     Ok(0)

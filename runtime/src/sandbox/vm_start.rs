@@ -200,7 +200,20 @@ pub(crate) fn start_monitor(
             let placed = t
                 .place_into(&dir)
                 .context("placing the template's files in the VM's directory")?;
-            tracing::debug!(template = %t.dir.display(), ?placed, "restoring the VM");
+            // Its spare memory, if ready, becomes the VM's (no copy); a new one is made in the
+            // background for the next sandbox.
+            let spare = super::template::spare::claim(t, &dir, opts.jail.map(|j| (j.uid, j.gid)))
+                .unwrap_or_else(|e| {
+                    tracing::warn!("taking the template's spare memory: {e}");
+                    false
+                });
+            super::template::spare::spawn_refill(
+                &opts.self_exe,
+                &opts.root,
+                opts.log.as_deref(),
+                t,
+            );
+            tracing::debug!(template = %t.dir.display(), ?placed, spare, "restoring the VM");
             vm.restore_from = Some(dir);
         }
     }

@@ -28,6 +28,14 @@ pub enum MemoryError {
         /// Error.
         source: std::io::Error,
     },
+    /// A prepared memory file of another length than the VM's memory.
+    #[error("a guest memory file of {len} bytes, the VM has {want}")]
+    Size {
+        /// The file's length.
+        len: u64,
+        /// The VM's memory size.
+        want: u64,
+    },
     /// mmap failed.
     #[error("cannot map guest memory")]
     Mmap(#[from] vm_memory::mmap::FromRangesError),
@@ -47,12 +55,33 @@ pub enum MemoryError {
 pub fn create_guest_memory(mem_size: u64) -> Result<GuestMem, MemoryError> {
     let fd =
         memfd_create(c"sandpod-guest-ram", MFdFlags::MFD_CLOEXEC).map_err(MemoryError::Memfd)?;
-    let file = Arc::new(File::from(fd));
+    let file = File::from(fd);
     file.set_len(mem_size)
         .map_err(|source| MemoryError::Truncate {
             size: mem_size,
             source,
         })?;
+    map_guest_memory(file, mem_size)
+}
+
+/// Maps `file` (exactly `mem_size` bytes long, open for reading and writing) shared as guest
+/// RAM, as [`create_guest_memory`] maps its memfd: a file prepared with the guest's memory in
+/// it, which becomes this VM's own.
+pub fn map_guest_memory(file: File, mem_size: u64) -> Result<GuestMem, MemoryError> {
+    let len = file
+        .metadata()
+        .map(|m| m.len())
+        .map_err(|source| MemoryError::Truncate {
+            size: mem_size,
+            source,
+        })?;
+    if len != mem_size {
+        return Err(MemoryError::Size {
+            len,
+            want: mem_size,
+        });
+    }
+    let file = Arc::new(file);
     let ranges = ram_regions(mem_size)
         .into_iter()
         .map(|r| {

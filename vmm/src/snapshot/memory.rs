@@ -183,6 +183,31 @@ mod tests {
     }
 
     #[test]
+    fn a_prepared_memory_file_becomes_the_guest_memory_as_it_is() {
+        use crate::kvm::memory::map_guest_memory;
+        use crate::snapshot::restore::{guest_memory, RestoreMemory};
+        let f = temp();
+        f.set_len(16 << 20).unwrap();
+        f.write_all_at(&0x5566_7788u32.to_le_bytes(), 0x2000)
+            .unwrap();
+        let mem = guest_memory(RestoreMemory::Ready(f.try_clone().unwrap()), 16 << 20).unwrap();
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(0x2000)).unwrap(),
+            0x5566_7788
+        );
+        // Shared: what the guest writes is in the file (virtiofsd maps the same).
+        mem.write_obj(0xabu8, GuestAddress(0x3000)).unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, 0x3000).unwrap();
+        assert_eq!(b[0], 0xab);
+        for len in [0, 8 << 20, (16 << 20) + 4096] {
+            let g = temp();
+            g.set_len(len).unwrap();
+            assert!(map_guest_memory(g, 16 << 20).is_err(), "{len}");
+        }
+    }
+
+    #[test]
     fn a_memory_file_of_another_size_is_refused() {
         let mem = create_guest_memory(16 << 20).unwrap();
         for len in [0, 8 << 20, (16 << 20) + 1, 1 << 40] {

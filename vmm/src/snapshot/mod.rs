@@ -25,7 +25,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use sandpod_vmconfig::{REQUEST_SNAPSHOT, SNAPSHOT_MEMORY_FILE, SNAPSHOT_STATE_FILE};
+pub use sandpod_vmconfig::{
+    REQUEST_SNAPSHOT, SNAPSHOT_MEMORY_FILE, SNAPSHOT_READY_MEMORY_FILE, SNAPSHOT_STATE_FILE,
+};
 
 use crate::devices::legacy::serial::SavedSerial;
 use crate::devices::virtio::mmio::TransportState;

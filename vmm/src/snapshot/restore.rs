@@ -1,5 +1,5 @@
 //! Restoring a snapshot into a VM set up from its configuration: the state file is read and
-//! checked, memory copied into the new memfd, the KVM state put back into the vCPUs and the
+//! checked, memory copied into the new memfd (or a prepared file mapped), the KVM state put back into the vCPUs and the
 //! VM, and (in `Vmm::run`, from the spawner) each device restarted where the guest left it.
 
 use std::fs::File;
@@ -8,39 +8,74 @@ use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::{Cap, Kvm, VcpuFd};
 
-use super::{memory, read_state, Snapshot, SnapshotError, SNAPSHOT_MEMORY_FILE};
+use super::{
+    memory, read_state, Snapshot, SnapshotError, SNAPSHOT_MEMORY_FILE, SNAPSHOT_READY_MEMORY_FILE,
+};
 use crate::devices::bus::lock;
 use crate::devices::virtio::mmio::TransportState;
 use crate::devices::virtio::MmioTransport;
 use crate::error::{Error, Result};
-use crate::kvm::memory::GuestMem;
+use crate::kvm::memory::{create_guest_memory, map_guest_memory, GuestMem};
 use crate::kvm::vcpu_state::restore_vcpu;
 use crate::kvm::vm::Vm;
 use crate::kvm::vm_state::restore_vm;
 
-/// Reads and checks the snapshot in `dir` and opens its memory file.
-pub fn open(dir: &Path) -> Result<(Snapshot, File)> {
-    let snap = read_state(dir)?;
-    let path = dir.join(SNAPSHOT_MEMORY_FILE);
-    let memory = File::open(&path).map_err(|source| SnapshotError::Io {
-        what: "opening",
-        path: path.display().to_string(),
-        source,
-    })?;
-    Ok((snap, memory))
+/// Where a restored VM's guest memory comes from.
+#[derive(Debug)]
+pub enum RestoreMemory {
+    /// The snapshot's sparse memory file, copied into a new memfd.
+    Copy(File),
+    /// A file prepared with the snapshot's memory ([`SNAPSHOT_READY_MEMORY_FILE`]), taken as the
+    /// guest's memory as it is.
+    Ready(File),
 }
 
-/// Copies the snapshot's memory into the VM's.
-pub fn memory(mem: &GuestMem, file: &File) -> Result<()> {
+/// Reads and checks the snapshot in `dir` and opens its memory: the prepared
+/// [`SNAPSHOT_READY_MEMORY_FILE`] (read-write) if the directory holds one, else
+/// [`SNAPSHOT_MEMORY_FILE`].
+pub fn open(dir: &Path) -> Result<(Snapshot, RestoreMemory)> {
+    let snap = read_state(dir)?;
+    let opening = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| SnapshotError::Io {
+            what: "opening",
+            path,
+            source,
+        }
+    };
+    let ready = dir.join(SNAPSHOT_READY_MEMORY_FILE);
+    match File::options().read(true).write(true).open(&ready) {
+        Ok(f) => return Ok((snap, RestoreMemory::Ready(f))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(opening(&ready)(e).into()),
+    }
+    let path = dir.join(SNAPSHOT_MEMORY_FILE);
+    let memory = File::open(&path).map_err(opening(&path))?;
+    Ok((snap, RestoreMemory::Copy(memory)))
+}
+
+/// The restored VM's guest memory, `size` bytes: the prepared file mapped, or a new memfd with
+/// the snapshot's memory copied in.
+pub fn guest_memory(memory: RestoreMemory, size: u64) -> Result<GuestMem> {
     let started = std::time::Instant::now();
-    let copied = memory::restore(mem, file)
-        .map_err(|e| Error::Snapshot(format!("restoring guest memory: {e}")))?;
-    tracing::info!(
-        "guest memory restored: {} KiB in {} ms",
-        copied.bytes >> 10,
-        started.elapsed().as_millis()
-    );
-    Ok(())
+    match memory {
+        RestoreMemory::Ready(file) => {
+            let mem = map_guest_memory(file, size)?;
+            tracing::info!("guest memory restored: the prepared file mapped, nothing copied");
+            Ok(mem)
+        }
+        RestoreMemory::Copy(file) => {
+            let mem = create_guest_memory(size)?;
+            let copied = memory::restore(&mem, &file)
+                .map_err(|e| Error::Snapshot(format!("restoring guest memory: {e}")))?;
+            tracing::info!(
+                "guest memory restored: {} KiB in {} ms",
+                copied.bytes >> 10,
+                started.elapsed().as_millis()
+            );
+            Ok(mem)
+        }
+    }
 }
 
 /// Puts the vCPUs' and the VM's KVM state back (vCPUs first, as Firecracker does).

@@ -6,6 +6,9 @@
 //! probes it).
 pub mod build;
 pub mod key;
+pub mod spare;
+#[cfg(test)]
+mod spare_tests;
 pub mod start;
 pub mod store;
 #[cfg(test)]

@@ -175,6 +175,19 @@ impl TemplateStore {
 
     /// Takes the lock of `key`, waiting for another holder (blocking).
     pub fn lock(&self, key: &TemplateKey) -> Result<KeyLock, TemplateError> {
+        self.take_lock(key, true)?.ok_or_else(|| TemplateError::Io {
+            what: "locking",
+            path: self.lock_path(key),
+            source: std::io::ErrorKind::WouldBlock.into(),
+        })
+    }
+
+    /// The key's lock if nobody holds it, else None (no wait).
+    pub fn try_lock(&self, key: &TemplateKey) -> Result<Option<KeyLock>, TemplateError> {
+        self.take_lock(key, false)
+    }
+
+    fn take_lock(&self, key: &TemplateKey, wait: bool) -> Result<Option<KeyLock>, TemplateError> {
         self.create_dir()?;
         let path = self.lock_path(key);
         let file = std::fs::OpenOptions::new()
@@ -184,9 +197,16 @@ impl TemplateStore {
             .mode(0o600)
             .open(&path)
             .map_err(io("opening", &path))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io("locking", &path)(e.into()))?;
-        Ok(KeyLock { _file: file })
+        let op = if wait {
+            rustix::fs::FlockOperation::LockExclusive
+        } else {
+            rustix::fs::FlockOperation::NonBlockingLockExclusive
+        };
+        match rustix::fs::flock(&file, op) {
+            Ok(()) => Ok(Some(KeyLock { _file: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) if !wait => Ok(None),
+            Err(e) => Err(io("locking", &path)(e.into())),
+        }
     }
 
     async fn lock_async(&self, key: &TemplateKey) -> Result<KeyLock, TemplateError> {

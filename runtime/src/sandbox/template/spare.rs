@@ -1,0 +1,187 @@
+//! A template's spare memory: its `memory.bin` already copied into a file as long as the VM's
+//! memory, kept in the template's directory as [`SPARE_FILE`]. The next sandbox restored from
+//! the template takes it (a rename, so one sandbox only) into its restore directory as
+//! [`SNAPSHOT_READY_MEMORY_FILE`], and its VMM maps it as the guest's memory instead of copying
+//! the template's: the copy, most of a restore in the nested test host, is then off the start's
+//! path. A new spare is made in the background after each restore ([`spawn_refill`]: `sandpod
+//! template refill`, at the idle scheduling class, so it takes only CPU time nothing else
+//! wants).
+//!
+//! The spare lives inside the template's directory: removing or rebuilding the template removes
+//! it too, so a spare is never another build's memory. It is written under the key's lock (as
+//! builds and removals are) into [`SPARE_TMP`], then renamed into place; what holds the lock
+//! sees either no spare or a complete one. It is root's, mode 0600, until claimed; then it is
+//! the claiming sandbox's VM's memory (given to the jail's ids) and goes with the sandbox's
+//! state directory.
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use rustix::fs::SeekFrom as RSeek;
+use sandpod_vmconfig::SNAPSHOT_READY_MEMORY_FILE;
+
+use super::key::TemplateKey;
+use super::store::{Template, TemplateError, TemplateInfo, TemplateStore, TEMPLATE_INFO};
+
+/// The spare, in a template's directory.
+pub const SPARE_FILE: &str = "memory.spare";
+/// A spare being written, in a template's directory.
+pub const SPARE_TMP: &str = "memory.spare.tmp";
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TemplateError {
+    let path = path.to_path_buf();
+    move |source| TemplateError::Io { what, path, source }
+}
+
+/// Moves `t`'s spare, if it has one, into the directory `dest` as
+/// [`SNAPSHOT_READY_MEMORY_FILE`], owned by `owner` (the jail's uid and gid; None: root's).
+/// Returns whether there was one.
+pub fn claim(t: &Template, dest: &Path, owner: Option<(u32, u32)>) -> Result<bool, TemplateError> {
+    let (spare, ready) = (
+        t.dir.join(SPARE_FILE),
+        dest.join(SNAPSHOT_READY_MEMORY_FILE),
+    );
+    match std::fs::rename(&spare, &ready) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io("claiming", &spare)(e)),
+    }
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&ready, Some(uid), Some(gid)).map_err(io("chown", &ready))?;
+    }
+    Ok(true)
+}
+
+/// The complete template of `key` (as [`TemplateStore::check`] finds it for the inputs its
+/// `template.json` names).
+pub fn template_of(store: &TemplateStore, key: &TemplateKey) -> Result<Template, TemplateError> {
+    let dir = store.template_dir(key);
+    let info_path = dir.join(TEMPLATE_INFO);
+    let info: TemplateInfo = std::fs::read(&info_path)
+        .map_err(io("reading", &info_path))
+        .and_then(|b| {
+            serde_json::from_slice(&b).map_err(|e| TemplateError::Unusable {
+                dir: dir.clone(),
+                why: format!("{TEMPLATE_INFO}: {e}"),
+            })
+        })?;
+    store.check(&info.inputs)
+}
+
+/// What [`refill`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refill {
+    /// Made a spare.
+    Made,
+    /// The template already has one.
+    Present,
+    /// Another process holds the key's lock (a refill, a build or a removal): nothing done.
+    Busy,
+    /// The template is gone or was made again since `t` was read: nothing done.
+    Stale,
+}
+
+/// Makes `t`'s spare if it has none, under the key's lock (not waiting for it).
+pub fn refill(store: &TemplateStore, t: &Template) -> Result<Refill, TemplateError> {
+    let Some(_lock) = store.try_lock(&t.key)? else {
+        return Ok(Refill::Busy);
+    };
+    match store.check(&t.info.inputs) {
+        Ok(now) if now == *t => {}
+        _ => return Ok(Refill::Stale),
+    }
+    let spare = t.dir.join(SPARE_FILE);
+    if spare.exists() {
+        return Ok(Refill::Present);
+    }
+    let tmp = t.dir.join(SPARE_TMP);
+    // Left by a refill that died (this process holds the lock: nobody else writes it).
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("removing", &tmp)(e)),
+        _ => {}
+    }
+    let written = (|| {
+        let from = File::open(t.memory_file()).map_err(io("opening", &t.memory_file()))?;
+        let to = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("creating", &tmp))?;
+        copy_data(&from, &to).map_err(io("copying the template's memory into", &tmp))?;
+        std::fs::rename(&tmp, &spare).map_err(io("renaming into place", &spare))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map(|()| Refill::Made)
+}
+
+/// Copies `from` into the empty file `to`, as long as `from` and with the same holes: its data
+/// extents (SEEK_DATA / SEEK_HOLE) copied by the kernel (copy_file_range, else sendfile).
+fn copy_data(from: &File, to: &File) -> std::io::Result<()> {
+    let len = from.metadata()?.len();
+    to.set_len(len)?;
+    let mut pos = 0u64;
+    while pos < len {
+        let start = match rustix::fs::seek(from.as_fd(), RSeek::Data(pos)) {
+            Ok(s) => s,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        if start >= len {
+            break;
+        }
+        let end = rustix::fs::seek(from.as_fd(), RSeek::Hole(start))?.min(len);
+        (&*from).seek(SeekFrom::Start(start))?;
+        (&*to).seek(SeekFrom::Start(start))?;
+        let n = std::io::copy(&mut std::io::Read::take(from, end - start), &mut &*to)?;
+        if n != end - start {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the template's memory file shrank while copied",
+            ));
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+/// Starts `sandpod template refill <key>` for `t` in the background (its own process group,
+/// logging to `log`, the runtime's log if it has one: never a sandbox's), not waited for: it
+/// outlives a `sandpod run` that started it.
+pub fn spawn_refill(self_exe: &Path, root: &Path, log: Option<&Path>, t: &Template) {
+    let mut cmd = tokio::process::Command::new(self_exe);
+    cmd.arg("--root").arg(root);
+    if let Some(log) = log {
+        cmd.arg("--log").arg(log);
+    }
+    cmd.args(["template", "refill"])
+        .arg(t.key.as_str())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd.process_group(0);
+    match cmd.spawn() {
+        // Not waited for: tokio reaps it once it exits (or init does, after this process).
+        Ok(child) => drop(child),
+        Err(e) => tracing::warn!("starting the refill of {}'s spare: {e}", t.dir.display()),
+    }
+}
+
+/// Puts the calling process in the idle scheduling class (SCHED_IDLE): it runs only when no
+/// other task wants the CPU.
+pub fn schedule_idle() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads the sched_param it is given (a live local) and changes
+    // only this process's scheduling policy.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
