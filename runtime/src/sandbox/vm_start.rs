@@ -72,9 +72,16 @@ impl VmStarter for VmSteps<'_> {
         {
             self.boot.monitor(&c);
         }
-        if from.is_some() {
+        if let Some(t) = from {
             resume_clone(&client).await?;
             self.boot.mark("resume_clone");
+            // The next sandbox's spare memory, made in the background.
+            super::template::spare::spawn_refill(
+                &self.cfg.self_exe,
+                &self.cfg.root,
+                self.cfg.log.as_deref(),
+                t,
+            );
         }
         Ok(client)
     }
@@ -200,19 +207,13 @@ pub(crate) fn start_monitor(
             let placed = t
                 .place_into(&dir)
                 .context("placing the template's files in the VM's directory")?;
-            // Its spare memory, if ready, becomes the VM's (no copy); a new one is made in the
-            // background for the next sandbox.
+            // Its spare memory, if ready, becomes the VM's (no copy; a new one is made once the
+            // restore succeeded, see VmSteps::start).
             let spare = super::template::spare::claim(t, &dir, opts.jail.map(|j| (j.uid, j.gid)))
                 .unwrap_or_else(|e| {
                     tracing::warn!("taking the template's spare memory: {e}");
                     false
                 });
-            super::template::spare::spawn_refill(
-                &opts.self_exe,
-                &opts.root,
-                opts.log.as_deref(),
-                t,
-            );
             tracing::debug!(template = %t.dir.display(), ?placed, spare, "restoring the VM");
             vm.restore_from = Some(dir);
         }

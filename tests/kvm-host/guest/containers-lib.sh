@@ -33,6 +33,7 @@ run() {
 # directory (b-*), an unfinished template (*.tmp) or a copy still staged (.vmm/.tmp-*) does not.
 nothing_left() {
   ok=0
+  wait_refills
   # The monitor, the VMM and virtiofsd all have a path under $ROOT/ on their command line.
   if pgrep -f "$ROOT/" >/dev/null; then
     echo "leftover processes:"; pgrep -af "$ROOT/"; ok=1

@@ -160,6 +160,7 @@ cri_leaks() {
 }
 # nothing_left: no leaks (waits up to 30 s for shims and the like to finish exiting).
 nothing_left() {
+  wait_refills
   nl_end=$(( $(date +%s) + 30 ))
   while [ -n "$(cri_leaks)" ]; do
     if [ "$(date +%s)" -ge "$nl_end" ]; then echo "left behind:"; cri_leaks; return 1; fi

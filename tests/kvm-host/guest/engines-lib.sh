@@ -284,6 +284,7 @@ leaks() {
 }
 # nothing_left: no leaks (waits up to 20 s for shims and the like to finish exiting).
 nothing_left() {
+  wait_refills
   nl_end=$(( $(date +%s) + 20 ))
   while [ -n "$(leaks)" ]; do
     if [ "$(date +%s)" -ge "$nl_end" ]; then echo "left behind:"; leaks; return 1; fi

@@ -58,6 +58,15 @@ test_host_config() {
   printf '[hypervisor]\nboot_timeout_secs = %s\n' "${BOOT_TIMEOUT:-300}" >/etc/sandpod/config.toml
 }
 
+# wait_refills: waits (up to 60 s) for the background refills of the templates' spare memory
+# (`sandpod template refill`, started after each restore, at the idle scheduling class) to end:
+# bounded work by design, not a leak. One still running after that is reported by the caller's
+# leak check.
+wait_refills() {
+  wr=0
+  while pgrep -f "sandpod .*template refill" >/dev/null && [ $wr -lt 600 ]; do sleep 0.1; wr=$((wr + 1)); done
+}
+
 # pss PID...: the processes' summed PSS in KiB (a process gone meanwhile counts 0).
 pss() {
   t=0

@@ -182,13 +182,18 @@ impl TemplateStore {
         })
     }
 
-    /// The key's lock if nobody holds it, else None (no wait).
+    /// The key's lock if nobody holds it, else None (no wait). Creates neither the templates'
+    /// directory nor, if that is gone, the lock file.
     pub fn try_lock(&self, key: &TemplateKey) -> Result<Option<KeyLock>, TemplateError> {
         self.take_lock(key, false)
     }
 
+    /// (Only a waiting caller creates the templates' directory: one that does not wait is never
+    /// the first there.)
     fn take_lock(&self, key: &TemplateKey, wait: bool) -> Result<Option<KeyLock>, TemplateError> {
-        self.create_dir()?;
+        if wait {
+            self.create_dir()?;
+        }
         let path = self.lock_path(key);
         let file = std::fs::OpenOptions::new()
             .create(true)
