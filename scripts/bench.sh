@@ -72,6 +72,11 @@ awk '$1=="phases" { p = ""; for (i = 2; i <= NF; i++) { if ($i ~ /:$/) { p = sub
 off=$(awk '$1=="run" && $2=="sandpod-nojail" && $3!="fail" {print $3}' "$raw" | median)
 cost=$(awk -v a="$ours" -v b="$off" 'BEGIN { if (b > 0 && a > 0) printf "%.3f", a / b; else print "nan" }')
 echo "bench run_true_jail_ms jailed=$ours no_jail=$off ratio=$cost runs=$RUNS"
+# What the template's spare memory saves: the jailed run with the spare removed first (the
+# restore copies the template's memory), in the same rounds.
+copy=$(awk '$1=="run" && $2=="sandpod-copy" && $3!="fail" {print $3}' "$raw" | median)
+gain=$(awk -v a="$ours" -v b="$copy" 'BEGIN { if (b > 0 && a > 0) printf "%.2f", a / b; else print "nan" }')
+echo "bench run_true_spare_ms spare=$ours copy=$copy ratio=$gain runs=$RUNS"
 awk '$1=="idle" {
   for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
   printf "bench idle_pod_pss_mib vmm=%.1f virtiofsd=%.1f monitor=%.1f standin=%.1f total=%.1f\n", v["vmm_kib"]/1024, v["virtiofsd_kib"]/1024, v["monitor_kib"]/1024, v["standin_kib"]/1024, (v["vmm_kib"]+v["virtiofsd_kib"]+v["monitor_kib"]+v["standin_kib"])/1024 }' "$raw"

@@ -73,6 +73,10 @@ impl VmStarter for VmSteps<'_> {
             self.boot.monitor(&c);
         }
         if let Some(t) = from {
+            // The VMM has its spare memory open (if it took one) and answered: unlinked, the
+            // guest's memory is reachable through the VMM's and virtiofsd's descriptors only,
+            // as a memfd is, not by a path another process of the jail's uid could open.
+            super::template::spare::unlink_claimed(&self.layout.restore_dir());
             resume_clone(&client).await?;
             self.boot.mark("resume_clone");
             // The next sandbox's spare memory, made in the background.

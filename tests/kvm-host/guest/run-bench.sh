@@ -4,8 +4,11 @@
 # PSS of its processes (VMM incl. the guest memory it touched, virtiofsd, the monitor).
 #   run-bench.sh [RUNS]
 # Also `sandpod --no-jail` (the VMM unjailed, its seccomp filters still on) in the same rounds:
-# what the jail costs.
-# Prints `phases <key>=<ms> ...` per jailed run (`--log`: the boot-phase line), `run sandpod <ms>|fail`, `run runc <ms>|fail`, `run sandpod-nojail <ms>|fail` and
+# what the jail costs; and `sandpod-copy`, the jailed run with the template's spare memory
+# removed first: the restore copies the template's memory itself, as it did before spares.
+# Every start waits first for the background refill of the spare (`wait_refills`): the test host
+# has one CPU, where a host with more would refill on another while the next start runs.
+# Prints `phases <key>=<ms> ...` per jailed run (`--log`: the boot-phase line), `run sandpod <ms>|fail`, `run runc <ms>|fail`, `run sandpod-nojail <ms>|fail`, `run sandpod-copy <ms>|fail` and
 # `idle vmm_kib=<n> virtiofsd_kib=<n> monitor_kib=<n>`.
 set -u
 runs=${1:-10}
@@ -17,12 +20,16 @@ ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 i=0
 while [ "$i" -lt "$runs" ]; do
-  for rt in sandpod runc sandpod-nojail; do
+  for rt in sandpod runc sandpod-nojail sandpod-copy; do
+    wait_refills
+    [ $rt = sandpod-copy ] && rm -f /run/sandpod-bench/.templates/*/memory.spare
     t0=$(ms)
     if [ $rt = sandpod ]; then
       SANDPOD_LOG=info "$dir/bin/sandpod" --root /run/sandpod-bench --log "$work/log" run --bundle "$work/bundle" "b$i" </dev/null >/dev/null 2>"$work/err"
     elif [ $rt = sandpod-nojail ]; then
       "$dir/bin/sandpod" --root /run/sandpod-bench --no-jail run --bundle "$work/bundle" "n$i" </dev/null >/dev/null 2>"$work/err"
+    elif [ $rt = sandpod-copy ]; then
+      "$dir/bin/sandpod" --root /run/sandpod-bench run --bundle "$work/bundle" "c$i" </dev/null >/dev/null 2>"$work/err"
     else
       runc --root /run/runc-bench run --bundle "$work/bundle" "b$i" </dev/null >/dev/null 2>"$work/err"
     fi

@@ -70,6 +70,17 @@ pub fn template_of(store: &TemplateStore, key: &TemplateKey) -> Result<Template,
     store.check(&info.inputs)
 }
 
+/// Removes the name of a spare claimed into `restore_dir` (once its VMM has it open).
+pub fn unlink_claimed(restore_dir: &Path) {
+    let p = restore_dir.join(SNAPSHOT_READY_MEMORY_FILE);
+    match std::fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!("removing {}: {e}", p.display());
+        }
+        _ => {}
+    }
+}
+
 /// What [`refill`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refill {
