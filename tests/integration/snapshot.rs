@@ -4,7 +4,8 @@
 //! snapshot is refused with a clear error, and `bench restore_ms` compares a restore with a
 //! cold boot (tests/kvm-host/guest/snapshot-check.sh); then, in the same test host, ten
 //! `sandpod run`s at once all restored from the runtime's template, leaving nothing behind
-//! (burst-check.sh); then a corrupt template (warned, booted cold, removed, made again) and a
+//! (burst-check.sh), the template's spare memory made again, mapped by the next start and made
+//! again; then a corrupt template (warned, booted cold, removed, made again) and a
 //! template of another initramfs (its own key).
 mod common;
 
@@ -66,6 +67,11 @@ fn template_snapshot_and_restore() {
             "burst-all-running",
             "burst-all-restored",
             "nothing-left-after-burst",
+            "spare-ready",
+            "spare-run",
+            "spare-mapped",
+            "spare-made-again",
+            "spare-no-name-left",
             "template-present",
             "corrupt-template-run",
             "corrupt-template-warned",

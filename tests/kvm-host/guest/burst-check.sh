@@ -68,6 +68,21 @@ i=1
 while [ $i -le $pods ]; do sandpod delete --force "b$i" 2>/dev/null; i=$((i + 1)); done
 check nothing-left-after-burst nothing_left
 
+# The template's spare memory: made again after the burst (nothing_left waited for the refills),
+# taken by the next start, whose VMM maps it instead of copying the template's memory, and made
+# again after that start.
+mapped_count() { grep -c 'the prepared file mapped' "$work/sandpod.log"; }
+spare=$(ls "$ROOT"/.templates/*/memory.spare 2>/dev/null | head -1)
+check spare-ready test -n "$spare"
+mapped=$(mapped_count)
+mkbundle spare "$(args '["echo","hi"]')"
+SANDPOD_LOG=info run spare
+check spare-run sh -c "[ $rc = 0 ] && [ \"\$(cat '$work/spare.out')\" = hi ]"
+check spare-mapped test "$(mapped_count)" = $((mapped + 1))
+wait_refills
+check spare-made-again test -f "$spare"
+check spare-no-name-left sh -c "! find '$ROOT' -name memory.ready | grep -q ."
+
 # The template's inputs and its files, through `sandpod run`:
 # - a corrupt template (bytes of its state file overwritten, so its digest fails in the VMM):
 #   the start warns, boots the same sandbox cold and removes the template;
