@@ -6,6 +6,7 @@
 # Also `sandpod --no-jail` (the VMM unjailed, its seccomp filters still on) in the same rounds:
 # what the jail costs; and `sandpod-copy`, the jailed run with the template's spare memory
 # removed first: the restore copies the template's memory itself, as it did before spares.
+# All three log at the same level (info, each to its own file: the phases are the jailed runs').
 # Every start waits first for the background refill of the spare (`wait_refills`): the test host
 # has one CPU, where a host with more would refill on another while the next start runs.
 # Prints `phases <key>=<ms> ...` per jailed run (`--log`: the boot-phase line), `run sandpod <ms>|fail`, `run runc <ms>|fail`, `run sandpod-nojail <ms>|fail`, `run sandpod-copy <ms>|fail` and
@@ -27,9 +28,9 @@ while [ "$i" -lt "$runs" ]; do
     if [ $rt = sandpod ]; then
       SANDPOD_LOG=info "$dir/bin/sandpod" --root /run/sandpod-bench --log "$work/log" run --bundle "$work/bundle" "b$i" </dev/null >/dev/null 2>"$work/err"
     elif [ $rt = sandpod-nojail ]; then
-      "$dir/bin/sandpod" --root /run/sandpod-bench --no-jail run --bundle "$work/bundle" "n$i" </dev/null >/dev/null 2>"$work/err"
+      SANDPOD_LOG=info "$dir/bin/sandpod" --root /run/sandpod-bench --log "$work/log.nojail" --no-jail run --bundle "$work/bundle" "n$i" </dev/null >/dev/null 2>"$work/err"
     elif [ $rt = sandpod-copy ]; then
-      "$dir/bin/sandpod" --root /run/sandpod-bench run --bundle "$work/bundle" "c$i" </dev/null >/dev/null 2>"$work/err"
+      SANDPOD_LOG=info "$dir/bin/sandpod" --root /run/sandpod-bench --log "$work/log.copy" run --bundle "$work/bundle" "c$i" </dev/null >/dev/null 2>"$work/err"
     else
       runc --root /run/runc-bench run --bundle "$work/bundle" "b$i" </dev/null >/dev/null 2>"$work/err"
     fi
