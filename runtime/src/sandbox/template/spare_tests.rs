@@ -5,15 +5,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use sandpod_vmconfig::SNAPSHOT_READY_MEMORY_FILE;
 
 use super::spare::{claim, refill, template_of, Refill, SPARE_FILE, SPARE_TMP};
-use super::store::{Template, TemplateStore};
-use super::store_tests::{fake_build, inputs};
-
-async fn template(store: &TemplateStore, i: &super::KeyInputs) -> Template {
-    store
-        .ensure(i, false, |tmp| fake_build(tmp, i.vm.mem_mib))
-        .await
-        .unwrap()
-}
+use super::store::TemplateStore;
+use super::store_tests::{inputs, template};
 
 #[tokio::test]
 async fn a_spare_is_the_templates_memory_and_goes_to_one_sandbox() {

@@ -133,8 +133,7 @@ pub async fn resume_clone(client: &AgentClient) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::template::key::KeyInputs;
-    use crate::sandbox::template::store_tests::{fake_build, inputs};
+    use crate::sandbox::template::store_tests::{inputs, template};
 
     /// Fails to restore; records each step.
     struct FakeSteps {
@@ -164,13 +163,6 @@ mod tests {
             self.calls.push("stop".into());
             Ok(())
         }
-    }
-
-    async fn template(store: &TemplateStore, i: &KeyInputs) -> Template {
-        store
-            .ensure(i, false, |tmp| fake_build(tmp, i.vm.mem_mib))
-            .await
-            .unwrap()
     }
 
     #[tokio::test]

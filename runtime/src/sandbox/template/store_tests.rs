@@ -47,6 +47,14 @@ pub(crate) async fn fake_build(dir: PathBuf, mem_mib: u32) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The template of `i` in `store`, made by [`fake_build`] if there is none.
+pub(crate) async fn template(store: &TemplateStore, i: &KeyInputs) -> Template {
+    store
+        .ensure(i, false, |tmp| fake_build(tmp, i.vm.mem_mib))
+        .await
+        .unwrap()
+}
+
 fn store(d: &Path) -> TemplateStore {
     TemplateStore::new(&d.join("root"))
 }
