@@ -20,7 +20,7 @@ pub enum TemplateCommand {
     /// Remove every template under the state root.
     Clear,
     /// Make the spare memory of the template KEY, if it has none (started in the background
-    /// after each restore; at the idle scheduling class).
+    /// after each restore, at the idle scheduling class).
     #[command(hide = true)]
     Refill {
         /// The template's key (its directory's name).
@@ -101,13 +101,10 @@ pub async fn run(rt: &RuntimeOptions, cmd: &TemplateCommand) -> anyhow::Result<u
             eprintln!("{n} template(s) removed");
         }
         TemplateCommand::Refill { key } => {
-            if let Err(e) = spare::schedule_idle() {
-                tracing::debug!("staying at the normal scheduling class: {e}");
-            }
             let key = TemplateKey::parse(key)
                 .ok_or_else(|| anyhow::anyhow!("{key:?} is not a template key"))?;
             let started = std::time::Instant::now();
-            let t = spare::template_of(&store, &key)?;
+            let t = store.check_key(&key)?;
             let done = spare::refill(&store, &t)?;
             tracing::info!(
                 "template {key}: spare memory {done:?} in {} ms",

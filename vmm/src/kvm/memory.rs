@@ -28,6 +28,9 @@ pub enum MemoryError {
         /// Error.
         source: std::io::Error,
     },
+    /// fstat of a prepared memory file failed.
+    #[error("cannot read the guest memory file's length: {0}")]
+    Stat(std::io::Error),
     /// A prepared memory file of another length than the VM's memory.
     #[error("a guest memory file of {len} bytes, the VM has {want}")]
     Size {
@@ -68,13 +71,7 @@ pub fn create_guest_memory(mem_size: u64) -> Result<GuestMem, MemoryError> {
 /// RAM, as [`create_guest_memory`] maps its memfd: a file prepared with the guest's memory in
 /// it, which becomes this VM's own.
 pub fn map_guest_memory(file: File, mem_size: u64) -> Result<GuestMem, MemoryError> {
-    let len = file
-        .metadata()
-        .map(|m| m.len())
-        .map_err(|source| MemoryError::Truncate {
-            size: mem_size,
-            source,
-        })?;
+    let len = file.metadata().map_err(MemoryError::Stat)?.len();
     if len != mem_size {
         return Err(MemoryError::Size {
             len,

@@ -1,8 +1,10 @@
 //! Restoring a snapshot into a VM set up from its configuration: the state file is read and
-//! checked, memory copied into the new memfd (or a prepared file mapped), the KVM state put back into the vCPUs and the
-//! VM, and (in `Vmm::run`, from the spawner) each device restarted where the guest left it.
+//! checked, memory copied into the new memfd (or a prepared file mapped), the KVM state put
+//! back into the vCPUs and the VM, and (in `Vmm::run`, from the spawner) each device restarted
+//! where the guest left it.
 
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -44,7 +46,12 @@ pub fn open(dir: &Path) -> Result<(Snapshot, RestoreMemory)> {
         }
     };
     let ready = dir.join(SNAPSHOT_READY_MEMORY_FILE);
-    match File::options().read(true).write(true).open(&ready) {
+    let opened = File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&ready);
+    match opened {
         Ok(f) => return Ok((snap, RestoreMemory::Ready(f))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(opening(&ready)(e).into()),

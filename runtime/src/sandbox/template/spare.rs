@@ -13,27 +13,16 @@
 //! sees either no spare or a complete one. It is root's, mode 0600, until claimed; then it is
 //! the claiming sandbox's VM's memory (given to the jail's ids) and goes with the sandbox's
 //! state directory.
-use std::fs::File;
-use std::io::{Seek, SeekFrom};
-use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use rustix::fs::SeekFrom as RSeek;
 use sandpod_vmconfig::SNAPSHOT_READY_MEMORY_FILE;
 
-use super::key::TemplateKey;
-use super::store::{Template, TemplateError, TemplateInfo, TemplateStore, TEMPLATE_INFO};
+use super::store::{io, sparse_copy, Template, TemplateError, TemplateStore};
 
 /// The spare, in a template's directory.
 pub const SPARE_FILE: &str = "memory.spare";
 /// A spare being written, in a template's directory.
 pub const SPARE_TMP: &str = "memory.spare.tmp";
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TemplateError {
-    let path = path.to_path_buf();
-    move |source| TemplateError::Io { what, path, source }
-}
 
 /// Moves `t`'s spare, if it has one, into the directory `dest` as
 /// [`SNAPSHOT_READY_MEMORY_FILE`], owned by `owner` (the jail's uid and gid; None: root's).
@@ -49,25 +38,13 @@ pub fn claim(t: &Template, dest: &Path, owner: Option<(u32, u32)>) -> Result<boo
         Err(e) => return Err(io("claiming", &spare)(e)),
     }
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&ready, Some(uid), Some(gid)).map_err(io("chown", &ready))?;
+        if let Err(e) = std::os::unix::fs::chown(&ready, Some(uid), Some(gid)) {
+            // Left root's, the jailed VMM could not open it: it copies the template's instead.
+            let _ = std::fs::remove_file(&ready);
+            return Err(io("chown", &ready)(e));
+        }
     }
     Ok(true)
-}
-
-/// The complete template of `key` (as [`TemplateStore::check`] finds it for the inputs its
-/// `template.json` names).
-pub fn template_of(store: &TemplateStore, key: &TemplateKey) -> Result<Template, TemplateError> {
-    let dir = store.template_dir(key);
-    let info_path = dir.join(TEMPLATE_INFO);
-    let info: TemplateInfo = std::fs::read(&info_path)
-        .map_err(io("reading", &info_path))
-        .and_then(|b| {
-            serde_json::from_slice(&b).map_err(|e| TemplateError::Unusable {
-                dir: dir.clone(),
-                why: format!("{TEMPLATE_INFO}: {e}"),
-            })
-        })?;
-    store.check(&info.inputs)
 }
 
 /// Removes the name of a spare claimed into `restore_dir` (once its VMM has it open).
@@ -113,52 +90,12 @@ pub fn refill(store: &TemplateStore, t: &Template) -> Result<Refill, TemplateErr
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("removing", &tmp)(e)),
         _ => {}
     }
-    let written = (|| {
-        let from = File::open(t.memory_file()).map_err(io("opening", &t.memory_file()))?;
-        let to = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("creating", &tmp))?;
-        copy_data(&from, &to).map_err(io("copying the template's memory into", &tmp))?;
-        std::fs::rename(&tmp, &spare).map_err(io("renaming into place", &spare))
-    })();
+    let written = sparse_copy(&t.memory_file(), &tmp, 0o600)
+        .and_then(|()| std::fs::rename(&tmp, &spare).map_err(io("renaming into place", &spare)));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     written.map(|()| Refill::Made)
-}
-
-/// Copies `from` into the empty file `to`, as long as `from` and with the same holes: its data
-/// extents (SEEK_DATA / SEEK_HOLE) copied by the kernel (copy_file_range, else sendfile).
-fn copy_data(from: &File, to: &File) -> std::io::Result<()> {
-    let len = from.metadata()?.len();
-    to.set_len(len)?;
-    let mut pos = 0u64;
-    while pos < len {
-        let start = match rustix::fs::seek(from.as_fd(), RSeek::Data(pos)) {
-            Ok(s) => s,
-            Err(rustix::io::Errno::NXIO) => break,
-            Err(e) => return Err(e.into()),
-        };
-        if start >= len {
-            break;
-        }
-        let end = rustix::fs::seek(from.as_fd(), RSeek::Hole(start))?.min(len);
-        (&*from).seek(SeekFrom::Start(start))?;
-        (&*to).seek(SeekFrom::Start(start))?;
-        let n = std::io::copy(&mut std::io::Read::take(from, end - start), &mut &*to)?;
-        if n != end - start {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the template's memory file shrank while copied",
-            ));
-        }
-        pos = end;
-    }
-    Ok(())
 }
 
 /// Starts `sandpod template refill <key>` for `t` in the background (its own process group,
@@ -176,6 +113,16 @@ pub fn spawn_refill(self_exe: &Path, root: &Path, log: Option<&Path>, t: &Templa
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     cmd.process_group(0);
+    // SAFETY: the closure runs in the child between fork and exec and makes one syscall
+    // (sched_setscheduler, async-signal-safe), allocating nothing: the refill is at the idle
+    // class from its exec on, never competing with the start that spawned it.
+    unsafe {
+        // (Refused, it stays at the normal class rather than not starting.)
+        cmd.pre_exec(|| {
+            let _ = schedule_idle();
+            Ok(())
+        });
+    }
     match cmd.spawn() {
         // Not waited for: tokio reaps it once it exits (or init does, after this process).
         Ok(child) => drop(child),
@@ -185,7 +132,7 @@ pub fn spawn_refill(self_exe: &Path, root: &Path, log: Option<&Path>, t: &Templa
 
 /// Puts the calling process in the idle scheduling class (SCHED_IDLE): it runs only when no
 /// other task wants the CPU.
-pub fn schedule_idle() -> std::io::Result<()> {
+fn schedule_idle() -> std::io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: sched_setscheduler reads the sched_param it is given (a live local) and changes
     // only this process's scheduling policy.

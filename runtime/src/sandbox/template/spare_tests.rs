@@ -4,7 +4,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 
 use sandpod_vmconfig::SNAPSHOT_READY_MEMORY_FILE;
 
-use super::spare::{claim, refill, template_of, Refill, SPARE_FILE, SPARE_TMP};
+use super::spare::{claim, refill, Refill, SPARE_FILE, SPARE_TMP};
 use super::store::TemplateStore;
 use super::store_tests::{inputs, template};
 
@@ -14,7 +14,7 @@ async fn a_spare_is_the_templates_memory_and_goes_to_one_sandbox() {
     let (_f, i) = inputs(d.path());
     let store = TemplateStore::new(&d.path().join("root"));
     let t = template(&store, &i).await;
-    assert_eq!(template_of(&store, &t.key).unwrap(), t);
+    assert_eq!(store.check_key(&t.key).unwrap(), t);
 
     let sandbox = d.path().join("sandbox");
     std::fs::create_dir(&sandbox).unwrap();

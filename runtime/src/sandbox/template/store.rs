@@ -10,7 +10,7 @@
 //!   (`sandpod template build` does);
 //! - `b-<short key>/`: the state directory of the VM a build boots.
 use std::future::Future;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,7 +46,7 @@ pub enum TemplateError {
     Unusable { dir: PathBuf, why: String },
 }
 
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TemplateError {
+pub(super) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TemplateError {
     let path = path.to_path_buf();
     move |source| TemplateError::Io { what, path, source }
 }
@@ -94,7 +94,7 @@ impl Template {
             let (src, dst) = (self.dir.join(name), dest.join(name));
             if let Err(e) = std::fs::hard_link(&src, &dst) {
                 tracing::debug!("linking {} failed ({e}); copying it", src.display());
-                sparse_copy(&src, &dst)?;
+                sparse_copy(&src, &dst, 0o444)?;
                 placed = Placed::Copied;
             }
         }
@@ -102,30 +102,42 @@ impl Template {
     }
 }
 
-/// Copies `src` to a new read-only `dst`, leaving holes where `src` reads as zeroes.
-pub fn sparse_copy(src: &Path, dst: &Path) -> Result<(), TemplateError> {
-    let mut from = std::fs::File::open(src).map_err(io("opening", src))?;
-    let mut to = std::fs::OpenOptions::new()
+/// Copies `src` to a new file `dst` of mode `mode`, as long as `src` and with the same holes:
+/// `src`'s data extents (SEEK_DATA / SEEK_HOLE) copied by the kernel (copy_file_range, else
+/// sendfile). A template's `memory.bin` is sparse (only the pages the guest wrote).
+pub fn sparse_copy(src: &Path, dst: &Path, mode: u32) -> Result<(), TemplateError> {
+    let from = std::fs::File::open(src).map_err(io("opening", src))?;
+    let to = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o444)
+        .mode(mode)
         .open(dst)
         .map_err(io("creating", dst))?;
-    let len = from.metadata().map_err(io("reading", src))?.len();
-    let mut buf = vec![0u8; 1 << 20];
+    copy_extents(&from, &to).map_err(io("copying into", dst))
+}
+
+fn copy_extents(from: &std::fs::File, to: &std::fs::File) -> std::io::Result<()> {
+    use rustix::fs::SeekFrom as At;
+    let len = from.metadata()?.len();
+    to.set_len(len)?;
     let mut pos = 0u64;
-    loop {
-        let n = from.read(&mut buf).map_err(io("reading", src))?;
-        if n == 0 {
-            break;
+    while pos < len {
+        let start = match rustix::fs::seek(from, At::Data(pos)) {
+            Ok(s) if s < len => s,
+            Ok(_) | Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let end = rustix::fs::seek(from, At::Hole(start))?.min(len);
+        (&*from).seek(SeekFrom::Start(start))?;
+        (&*to).seek(SeekFrom::Start(start))?;
+        if std::io::copy(&mut from.take(end - start), &mut &*to)? != end - start {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file shrank while copied",
+            ));
         }
-        if buf[..n].iter().any(|&b| b != 0) {
-            to.seek(SeekFrom::Start(pos)).map_err(io("seeking", dst))?;
-            to.write_all(&buf[..n]).map_err(io("writing", dst))?;
-        }
-        pos += n as u64;
+        pos = end;
     }
-    to.set_len(len).map_err(io("sizing", dst))?;
     Ok(())
 }
 
@@ -231,7 +243,20 @@ impl TemplateStore {
     /// sane sizes (`memory.bin` exactly the VM's memory, `state.bin` not empty and at most
     /// [`STATE_MAX`]) and its `template.json` naming these inputs.
     pub fn check(&self, inputs: &KeyInputs) -> Result<Template, TemplateError> {
-        let key = inputs.key();
+        self.load(inputs.key(), Some(inputs))
+    }
+
+    /// The complete template of `key`, as [`Self::check`] finds it for the inputs its
+    /// `template.json` names (they must hash to `key`).
+    pub fn check_key(&self, key: &TemplateKey) -> Result<Template, TemplateError> {
+        self.load(key.clone(), None)
+    }
+
+    fn load(
+        &self,
+        key: TemplateKey,
+        inputs: Option<&KeyInputs>,
+    ) -> Result<Template, TemplateError> {
         let dir = self.template_dir(&key);
         let unusable = |why: String| TemplateError::Unusable {
             dir: dir.clone(),
@@ -242,7 +267,11 @@ impl TemplateStore {
             std::fs::read(&info_path).map_err(|e| unusable(format!("{TEMPLATE_INFO}: {e}")))?;
         let info: TemplateInfo = serde_json::from_slice(&bytes)
             .map_err(|e| unusable(format!("{TEMPLATE_INFO}: {e}")))?;
-        if info.key != key.as_str() || info.inputs != *inputs {
+        let theirs = match inputs {
+            Some(i) => info.inputs != *i,
+            None => info.inputs.key() != key,
+        };
+        if info.key != key.as_str() || theirs {
             return Err(unusable(format!("{TEMPLATE_INFO} is another template's")));
         }
         let size = |name: &str| -> Result<u64, TemplateError> {
@@ -254,7 +283,7 @@ impl TemplateStore {
             Ok(m.size())
         };
         let mem = size(SNAPSHOT_MEMORY_FILE)?;
-        let want = u64::from(inputs.vm.mem_mib) << 20;
+        let want = u64::from(info.inputs.vm.mem_mib) << 20;
         if mem != want {
             return Err(unusable(format!(
                 "{SNAPSHOT_MEMORY_FILE} has {mem} bytes, the VM's memory {want}"

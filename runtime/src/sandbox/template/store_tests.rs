@@ -259,7 +259,7 @@ async fn placed_by_hard_link_or_sparse_copy() {
 
     // The copy another file system gets: same bytes, holes kept, read-only.
     let copy = d.path().join("memory.copy");
-    sparse_copy(&t.memory_file(), &copy).unwrap();
+    sparse_copy(&t.memory_file(), &copy, 0o444).unwrap();
     let m = std::fs::metadata(&copy).unwrap();
     assert_eq!(m.len(), 8 << 20);
     assert!(m.blocks() * 512 <= 2 << 20, "{} blocks", m.blocks());
@@ -269,7 +269,26 @@ async fn placed_by_hard_link_or_sparse_copy() {
         std::fs::read(t.memory_file()).unwrap()
     );
     assert!(
-        sparse_copy(&t.memory_file(), &copy).is_err(),
+        sparse_copy(&t.memory_file(), &copy, 0o444).is_err(),
         "never over a file"
     );
+}
+
+#[tokio::test]
+async fn found_by_key_only_when_its_inputs_hash_to_it() {
+    let d = tempfile::tempdir().unwrap();
+    let (_f, i) = inputs(d.path());
+    let s = store(d.path());
+    let t = template(&s, &i).await;
+    assert_eq!(s.check_key(&t.key).unwrap(), t);
+    // A template.json naming other inputs under this key (the key field kept) is refused.
+    let mut info = t.info.clone();
+    info.inputs.runtime = "another runtime".into();
+    let p = t.dir.join(TEMPLATE_INFO);
+    std::fs::remove_file(&p).unwrap();
+    std::fs::write(&p, serde_json::to_vec(&info).unwrap()).unwrap();
+    assert!(matches!(
+        s.check_key(&t.key),
+        Err(TemplateError::Unusable { .. })
+    ));
 }
