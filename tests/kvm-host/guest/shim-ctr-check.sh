@@ -25,11 +25,12 @@ c() { n=$1; shift; x "$n" ctr "$@"; }
 # `script`); its output without carriage returns in $work/NAME.out. ctr, unlike docker without
 # -i, always copies its stdin to the task: script, its stdin at EOF (/dev/null), types a NUL on
 # the raw pty, which the container's terminal echoes as "^@" (under runc too: see the control
-# below); a leading "^@" is dropped.
+# below). That echo is dropped wherever it lands: it is timed by the terminal, not the program,
+# and comes before or after the program's first line.
 in_pty() {
   n=$1; r=$2; cl=$3; shift 3
   x "$n" script -qefc "stty rows $r cols $cl; $*" /dev/null
-  tr -d '\r\000' <"$work/$n.out" | sed '1s/^\^@//' >"$work/$n.out.tmp" && mv "$work/$n.out.tmp" "$work/$n.out"
+  tr -d '\r\000' <"$work/$n.out" | sed 's/\^@//g' >"$work/$n.out.tmp" && mv "$work/$n.out.tmp" "$work/$n.out"
 }
 # task_is ID STATUS: `ctr task ls` shows task ID in STATUS.
 task_is() { ctr tasks ls | grep -Eq "^$1 +[0-9]+ +$2"; }
