@@ -10,12 +10,16 @@ use tokio::net::UnixStream;
 
 use super::bounds::{bound_processes, bound_stats};
 use super::connector::HybridVsockConnector;
-use super::error::AgentError;
+use super::error::{AgentError, ConnectError};
 use super::stdio::open_stream;
 
-/// Longest pause between connection attempts: the agent answers within milliseconds of
-/// listening, and an attempt while the guest boots costs the VMM one refused connection.
-const MAX_CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between connection attempts the VMM forwards to the guest: the agent answers
+/// within milliseconds of listening, and an attempt while the guest boots costs the VMM and the
+/// guest one refused connection.
+const MAX_CONNECT_BACKOFF: Duration = Duration::from_millis(50);
+/// Pause between attempts while the VMM's socket is not there yet (the VMM is starting): such
+/// an attempt costs a failed connect(2) on the host only.
+const SOCKET_POLL: Duration = Duration::from_millis(5);
 
 /// Timeouts of an [`AgentClient`].
 #[derive(Debug, Clone, Copy)]
@@ -84,11 +88,20 @@ impl AgentClient {
     ) -> Result<AgentClient, AgentError> {
         let start = tokio::time::Instant::now();
         let deadline = start + config.connect_deadline;
-        let mut backoff = Duration::from_millis(20);
+        let mut backoff = Duration::from_millis(10);
+        // (Each kind of failure is logged once in a row, not at every poll.)
+        let mut logged = String::new();
         loop {
-            let last = match Self::connect_once(&connector, config).await {
+            let (last, pause) = match Self::connect_once(&connector, config).await {
                 Ok(client) => return Ok(client),
-                Err(e) => ErrorChain(&e).to_string(),
+                Err(e @ AgentError::Connect(ConnectError::Socket { .. })) => {
+                    (ErrorChain(&e).to_string(), SOCKET_POLL)
+                }
+                Err(e) => {
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
+                    (ErrorChain(&e).to_string(), pause)
+                }
             };
             let now = tokio::time::Instant::now();
             if now >= deadline {
@@ -97,9 +110,11 @@ impl AgentClient {
                     last,
                 });
             }
-            tracing::debug!("agent not reachable yet: {last}");
-            tokio::time::sleep(backoff.min(deadline - now)).await;
-            backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
+            if last != logged {
+                tracing::debug!("agent not reachable yet: {last}");
+                logged = last;
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
         }
     }
 

@@ -1,6 +1,7 @@
 //! The virtiofsd command line of a sandbox's shared directory.
 use std::ffi::OsString;
 use std::fmt;
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -51,7 +52,9 @@ pub const DROPPED_CAPS: &str = "-mknod:-setfcap";
 pub struct VirtiofsdCommand {
     /// The virtiofsd binary.
     pub virtiofsd: PathBuf,
-    /// The vhost-user socket it creates (the VMM's `FsConfig::socket`).
+    /// The vhost-user socket (the VMM's `FsConfig::socket`): the monitor binds it and hands
+    /// virtiofsd the listening descriptor (`--fd`), so the VMM may connect before virtiofsd
+    /// has started; the handshake waits in the socket's backlog.
     pub socket: PathBuf,
     /// The directory it shares.
     pub shared_dir: PathBuf,
@@ -69,10 +72,11 @@ impl VirtiofsdCommand {
     /// Capabilities it does not need to serve a container's rootfs are dropped: CAP_MKNOD (the
     /// guest cannot plant device nodes on the host; containers' own /dev is a guest tmpfs) and
     /// CAP_SETFCAP (no file capabilities set for the guest).
-    pub fn args(&self) -> Vec<OsString> {
+    /// `listen_fd`: the listening socket bound at [`Self::socket`], open in virtiofsd at that
+    /// number.
+    pub fn args(&self, listen_fd: RawFd) -> Vec<OsString> {
         vec![
-            "--socket-path".into(),
-            self.socket.clone().into(),
+            format!("--fd={listen_fd}").into(),
             "--shared-dir".into(),
             self.shared_dir.clone().into(),
             "--cache".into(),
@@ -87,9 +91,9 @@ impl VirtiofsdCommand {
     }
 
     /// The whole command line: the program, then [`Self::args`].
-    pub fn argv(&self) -> Vec<PathBuf> {
+    pub fn argv(&self, listen_fd: RawFd) -> Vec<PathBuf> {
         std::iter::once(self.virtiofsd.clone())
-            .chain(self.args().into_iter().map(PathBuf::from))
+            .chain(self.args(listen_fd).into_iter().map(PathBuf::from))
             .collect()
     }
 }
@@ -116,11 +120,13 @@ mod tests {
             debug: false,
         };
         let a: Vec<String> = c
-            .args()
+            .args(7)
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect();
         let j = a.join(" ");
+        assert!(j.starts_with("--fd=7 "), "{j}");
+        assert!(!j.contains("--socket-path"), "{j}");
         assert!(j.contains("--sandbox namespace"), "{j}");
         assert!(j.contains("--cache never"), "{j}");
         assert!(j.contains("--shared-dir /s/shared"), "{j}");
@@ -128,7 +134,7 @@ mod tests {
         assert!(j.contains("--log-level warn"), "{j}");
         let debug = VirtiofsdCommand { debug: true, ..c };
         let a: Vec<String> = debug
-            .args()
+            .args(7)
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect();

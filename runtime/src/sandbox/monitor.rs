@@ -8,6 +8,7 @@
 //! shim can run it in-process; signal handling is the host binary's.
 use std::collections::VecDeque;
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -33,8 +34,6 @@ const VMM_STDERR_TAIL: usize = 5;
 /// Longest line of a child's output logged (bytes).
 const VMM_LINE_MAX: usize = 400;
 
-/// How long virtiofsd may take to create its socket.
-const VIRTIOFSD_SOCKET_WAIT: Duration = Duration::from_secs(10);
 /// How long the VMM and virtiofsd get after SIGTERM before SIGKILL.
 const CHILD_GRACE: Duration = Duration::from_secs(5);
 
@@ -43,7 +42,7 @@ const CHILD_GRACE: Duration = Duration::from_secs(5);
 pub struct MonitorPlan {
     /// sandpod-vmm and its configuration file (`vm.json`, written beside `monitor.json`).
     pub vmm: VmmCommand,
-    /// virtiofsd (started first; the VMM connects to its socket).
+    /// virtiofsd (started first, on the socket the monitor binds; the VMM connects to it).
     pub virtiofsd: Option<VirtiofsdCommand>,
     /// Where the VMM forwards the guest's log connections (`<vsock uds>_1025`).
     pub guest_log_socket: PathBuf,
@@ -75,7 +74,8 @@ pub struct MonitorPlan {
 pub struct Children {
     pub vmm: Option<ProcessIdent>,
     pub virtiofsd: Option<ProcessIdent>,
-    /// Since the monitor started (ms): virtiofsd's socket ready, the VMM process started.
+    /// Since the monitor started (ms): virtiofsd started on its bound socket, the VMM process
+    /// started.
     #[serde(default)]
     pub virtiofsd_ready_ms: Option<u64>,
     #[serde(default)]
@@ -166,21 +166,23 @@ fn spawn(argv: &[PathBuf], keep_fd: Option<i32>) -> anyhow::Result<(Child, Proce
     Ok((child, ident))
 }
 
-async fn wait_for_socket(child: &mut Child, socket: &Path) -> anyhow::Result<()> {
-    let end = Instant::now() + VIRTIOFSD_SOCKET_WAIT;
-    while !socket.exists() {
-        if let Some(st) = child.try_wait()? {
-            bail!("virtiofsd exited before creating its socket ({st})");
+/// Binds virtiofsd's vhost-user socket: 0600, the jail's if the VMM runs jailed (it connects as
+/// the jail's uid).
+fn bind_vhost_user_socket(
+    socket: &Path,
+    jail: Option<&JailLaunch>,
+) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    let listener = std::os::unix::net::UnixListener::bind(socket)
+        .with_context(|| format!("binding virtiofsd's socket {}", socket.display()))?;
+    match jail {
+        Some(j) => super::jail::hand_socket(socket, j.ids)?,
+        None => {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("chmod {}", socket.display()))?
         }
-        if Instant::now() >= end {
-            bail!(
-                "virtiofsd did not create {} within {VIRTIOFSD_SOCKET_WAIT:?}",
-                socket.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Ok(())
+    Ok(listener)
 }
 
 async fn stop_child(child: &mut Child, name: &str) -> Option<std::process::ExitStatus> {
@@ -316,22 +318,17 @@ pub async fn run_monitor(
     let mut children = Children::default();
     let mut fsd = None;
     if let Some(virtiofsd) = &plan.virtiofsd {
-        let (mut child, ident) = spawn(&virtiofsd.argv(), None)?;
+        // The socket is bound here and virtiofsd gets the listening descriptor: the VMM, started
+        // right after, may connect before virtiofsd serves (its handshake waits in the backlog),
+        // so the two start side by side.
+        let listener = bind_vhost_user_socket(&virtiofsd.socket, plan.jail.as_ref())?;
+        let fd = listener.as_raw_fd();
+        let (mut child, ident) = spawn(&virtiofsd.argv(fd), Some(fd))?;
+        // Only virtiofsd accepts on it.
+        drop(listener);
         relay_output(&mut child, "virtiofsd");
         children.virtiofsd = Some(ident);
         write_json_atomic(&layout.children(), &children)?;
-        let ready = match wait_for_socket(&mut child, &virtiofsd.socket).await {
-            // The jailed VMM connects to it as the jail's uid.
-            Ok(()) => match &plan.jail {
-                Some(j) => super::jail::hand_socket(&virtiofsd.socket, j.ids),
-                None => Ok(()),
-            },
-            Err(e) => Err(e),
-        };
-        if let Err(e) = ready {
-            stop_child(&mut child, "virtiofsd").await;
-            return Err(e);
-        }
         fsd = Some(child);
         children.virtiofsd_ready_ms = Some(started.elapsed().as_millis() as u64);
     }

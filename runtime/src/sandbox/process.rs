@@ -1,7 +1,9 @@
 //! Processes the runtime left running (monitor, VMM, virtiofsd), recorded by pid *and* start
 //! time so that a recycled pid is never signalled by mistake.
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -51,18 +53,40 @@ impl ProcessIdent {
         self.alive() && kill(Pid::from_raw(self.pid), sig).is_ok()
     }
 
-    /// Waits until it is gone, at most `timeout`. True if it is gone.
+    /// Waits until it is gone, at most `timeout`. True if it is gone. Woken by the process's
+    /// pidfd as it ends (polling /proc only where there is no pidfd).
     pub fn wait_gone(&self, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;
+        let mut pidfd = self.pidfd();
         loop {
             if !self.alive() {
                 return true;
             }
-            if Instant::now() >= end {
+            let now = Instant::now();
+            if now >= end {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            match &pidfd {
+                Some(fd) => {
+                    // Readable once the process has ended (zombie or reaped); after that (or
+                    // an error) /proc decides, polled.
+                    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                    let left = PollTimeout::try_from(end - now).unwrap_or(PollTimeout::MAX);
+                    if poll(&mut fds, left) != Ok(0) {
+                        pidfd = None;
+                    }
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
         }
+    }
+
+    /// A pidfd of the recorded process: none if the pid now names another process (checked
+    /// after the open, so the descriptor cannot be a recycled pid's).
+    fn pidfd(&self) -> Option<OwnedFd> {
+        let pid = rustix::process::Pid::from_raw(self.pid)?;
+        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+        (start_time(self.pid) == Some(self.start_time)).then_some(fd)
     }
 
     /// SIGTERM, up to `grace` to go, then SIGKILL (and a last wait). True if it is gone.
