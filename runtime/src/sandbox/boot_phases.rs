@@ -14,8 +14,8 @@
 //! The host's phases are measured here, one after the other from the sandbox's creation on;
 //! `vm_to_agent` runs from the monitor's start (VMM and virtiofsd set-up, the guest kernel, the
 //! agent) to the first answer on vsock; within it, the monitor's own figures (children.json:
-//! virtiofsd started on its bound socket and the VMM process started, since the monitor started). The
-//! guest's figures are the agent's own
+//! virtiofsd started on its bound socket and the VMM process started, since the monitor
+//! started). The guest's figures are the agent's own
 //! (CreateSandboxResponse, the guest's boot clock): `init` is when the kernel started PID 1,
 //! `switch_root` the agent's copy of the initramfs, `init_to_serving` PID 1's start to the API
 //! served. They come from the guest, so they are only printed (as numbers, bounded), never used.
