@@ -62,12 +62,13 @@ jail_root() {
   for e in dev kernel initrd vm vm.json sandpod-vmm fs0.sock; do
     case " $entries " in *" $e "*) ;; *) echo "missing $e"; return 1 ;; esac
   done
+  # (The VMM is static-pie (make build): no host library directory is bound for it.)
   for e in $entries; do
-    case $e in dev|kernel|initrd|vm|vm.json|sandpod-vmm|fs0.sock|lib|lib64|usr) ;;
+    case $e in dev|kernel|initrd|vm|vm.json|sandpod-vmm|fs0.sock) ;;
       *) echo "unexpected $e"; return 1 ;;
     esac
   done
-  [ "$(ls -A "/proc/$vmm/root/dev")" = kvm ] && [ "$(ls -A "/proc/$vmm/root/usr")" != "" ] &&
+  [ "$(ls -A "/proc/$vmm/root/dev")" = kvm ] &&
     [ ! -e "/proc/$vmm/root/vm/../shared" ] && [ ! -e "/proc/$vmm/root/etc" ]
 }
 check jail-root-only-the-jails-entries jail_root
