@@ -163,20 +163,12 @@ impl LogForwarder {
         loop {
             let mut conn = match transport.connect_host(LOG_PORT).await {
                 Ok(c) => {
-                    backoff = Duration::from_millis(100);
                     tracing::debug!("forwarding logs to the host");
                     c
                 }
                 Err(e) => {
                     tracing::debug!("no log listener on the host ({e}); retrying");
-                    // A new token cuts the wait short (once: it is marked seen here).
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = token_rx.changed() => {
-                            token_rx.borrow_and_update();
-                        }
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    retry_wait(&mut backoff, &mut token_rx).await;
                     continue;
                 }
             };
@@ -191,6 +183,7 @@ impl LogForwarder {
                     continue;
                 }
                 state.replay.clear();
+                backoff = Duration::from_millis(100);
             }
             state.presented = token;
             if self
@@ -199,6 +192,12 @@ impl LogForwarder {
                 .is_none()
             {
                 return;
+            }
+            // Lost without a token while none is set: a host that checks tokens dropped it (a
+            // VM restored from a template, before CreateSandbox). Reconnecting at once would
+            // only be dropped again: wait for the token, or back off.
+            if state.presented.is_none() && token_rx.borrow().is_none() {
+                retry_wait(&mut backoff, &mut token_rx).await;
             }
         }
     }
@@ -238,6 +237,18 @@ impl LogForwarder {
             }
         }
     }
+}
+
+/// Waits `backoff` (then doubles it, up to 5 s) before the next connection; a new token cuts
+/// the wait short (once: it is marked seen here).
+async fn retry_wait(backoff: &mut Duration, token_rx: &mut watch::Receiver<Option<LogToken>>) {
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        _ = token_rx.changed() => {
+            token_rx.borrow_and_update();
+        }
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! use sandpod_vmm::{Vmm, VmConfig};
 //! let mut config = VmConfig::new("/path/to/vmlinux");
 //! config.initrd = Some("/path/to/initramfs.cpio".into());
-//! let vmm = Vmm::new(config)?;
+//! let mut vmm = Vmm::new(config)?;
 //! let reason = vmm.run()?;
 //! std::process::exit(reason.exit_code());
 //! # Ok::<(), sandpod_vmm::Error>(())

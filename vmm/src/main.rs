@@ -67,7 +67,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitReason> {
         .recv()
         .context("the signal thread died at start")?
         .context("signal thread")?;
-    Ok(vmm.run()?)
+    let reason = vmm.run()?;
+    // The process ends now: no orderly device teardown (see `Vmm::abandon`).
+    vmm.abandon();
+    Ok(reason)
 }
 
 fn main() -> ExitCode {

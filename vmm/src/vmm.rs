@@ -47,7 +47,7 @@ pub struct Vmm {
     restore: Option<Vec<TransportState>>,
     /// Template mode (`snapshot_to`).
     snapshot: Option<SnapshotPlan>,
-    _uds: Option<UdsCleanup>,
+    uds: Option<UdsCleanup>,
     exit: Arc<ExitState>,
     seccomp: Arc<SeccompFilters>,
     vm: Vm,
@@ -82,6 +82,7 @@ impl Vmm {
         config.validate()?;
         dump::set_not_dumpable().map_err(Error::Dumpable)?;
         let seccomp = seccomp_filters(&config)?;
+        let compiled = started.elapsed();
         let (snapshot, restore_memory) = match &config.restore_from {
             Some(dir) => {
                 let (snap, memory) = restore::open(dir)?;
@@ -94,7 +95,14 @@ impl Vmm {
             Some(_) => None,
         };
         let release = files.as_ref().and_then(|f| retained_initrd(&config, f));
+        let opened = started.elapsed();
         let virtio = VirtioDevices::open(&config, release)?;
+        tracing::debug!(
+            seccomp_ms = compiled.as_millis(),
+            inputs_ms = (opened - compiled).as_millis(),
+            devices_ms = (started.elapsed() - opened).as_millis(),
+            "filters compiled, inputs and devices opened"
+        );
         virtio.announce(&mut config.cmdline);
         if let Some(snap) = &snapshot {
             snap.check_fits(config.vcpus, config.mem_bytes(), virtio.slots().count())
@@ -187,7 +195,7 @@ impl Vmm {
             transports: registered.transports,
             restore: snapshot.map(|s| s.devices),
             snapshot: snapshot_plan,
-            _uds: registered.uds,
+            uds: registered.uds,
             exit,
             seccomp: Arc::new(seccomp),
             vm,
@@ -224,7 +232,7 @@ impl Vmm {
     /// have; then the vCPUs are let into the guest. The calling thread keeps its filter
     /// (and the process stays non-dumpable) after this returns: the VMM is meant to be a
     /// process of its own, as `sandpod-vmm` is.
-    pub fn run(mut self) -> Result<ExitReason> {
+    pub fn run(&mut self) -> Result<ExitReason> {
         install_kick_handler()?;
         let spawner = spawner::start(self.seccomp.clone())?;
         if let Some(states) = self.restore.take() {
@@ -306,6 +314,17 @@ impl Vmm {
 }
 
 impl Vmm {
+    /// For a process that exits right after [`Vmm::run`]: removes the vsock socket file and
+    /// leaves the rest to the process's exit. The devices' orderly reset (joining their
+    /// threads, taking the rings back from each vhost-user back end, which costs round trips
+    /// to virtiofsd) is skipped: the kernel closes every descriptor and unmaps the memory, and
+    /// a back end ends when its socket closes. Dropping the Vmm instead does all of that in
+    /// order (for an embedder that goes on).
+    pub fn abandon(mut self) {
+        drop(self.uds.take());
+        std::mem::forget(self);
+    }
+
     /// Template mode: saves the VM the guest asked to be saved (every vCPU has stopped).
     fn save_snapshot(&self, ends: Vec<VcpuEnd>) -> ExitReason {
         let Some(plan) = &self.snapshot else {

@@ -123,6 +123,7 @@ impl ContainerCgroup {
             })?,
             None => Vec::new(),
         };
+        let began = std::time::Instant::now();
         let wanted: Vec<&str> = CONTROLLERS
             .iter()
             .copied()
@@ -136,8 +137,10 @@ impl ContainerCgroup {
             Err(e) => return Err(e).with_context(|| format!("mkdir {}", parent.display())),
         }
         enable_controllers(&parent, &wanted);
+        let enabled = began.elapsed();
         let path = parent.join(container_id);
         fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        let made = began.elapsed();
         let cgroup = Self { path };
         let applied = apply_writes(&cgroup.path, &writes)
             .context("cgroup limits")
@@ -151,7 +154,14 @@ impl ContainerCgroup {
             }
             return Err(e.context(format!("container {container_id}")));
         }
-        debug!(path = %cgroup.path.display(), writes = writes.len(), "container cgroup created");
+        debug!(
+            path = %cgroup.path.display(),
+            writes = writes.len(),
+            controllers_ms = enabled.as_millis(),
+            mkdir_ms = (made - enabled).as_millis(),
+            limits_devices_ms = (began.elapsed() - made).as_millis(),
+            "container cgroup created"
+        );
         Ok(cgroup)
     }
 
@@ -323,10 +333,16 @@ fn read_controllers(root: &Path) -> Result<Vec<String>> {
     Ok(text.split_whitespace().map(str::to_owned).collect())
 }
 
-/// Enables each controller in `dir`'s subtree_control, one by one so that one the kernel refuses
-/// does not stop the others (a limit that needs it then fails with a clear error).
+/// Enables each controller in `dir`'s subtree_control that is not enabled yet, one by one so
+/// that one the kernel refuses does not stop the others (a limit that needs it then fails with a
+/// clear error). Enabled ones are not written again: every write to subtree_control makes the
+/// kernel re-check the whole subtree's css sets, under its global cgroup locks.
 fn enable_controllers(dir: &Path, controllers: &[&str]) {
+    let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
     for c in controllers {
+        if enabled.split_whitespace().any(|e| e == *c) {
+            continue;
+        }
         if let Err(e) = write_file(dir, "cgroup.subtree_control", &format!("+{c}")) {
             warn!(dir = %dir.display(), controller = c, error = %e, "cannot enable controller");
         }

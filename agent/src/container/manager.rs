@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use sandpod_protocol::stream::validate_exec_id;
@@ -168,8 +168,10 @@ fn run_helper(
         stdio: stdio.child,
         sync: helper_end,
     };
+    let began = Instant::now();
     let (pid, exit) =
         spawn_helper(reaper, launch).map_err(|e| internal("starting the container helper", &e))?;
+    let spawned = began.elapsed();
     // Joined first, so that a failure after it removes the cgroup again.
     let mut cgroup = None;
     let setup = || -> Result<_, ProcessError> {
@@ -180,13 +182,21 @@ fn run_helper(
             pid,
         )
         .map_err(|e| internal("cgroup", &format!("{e:#}")))?;
+        let joined = began.elapsed();
         agent_end
             .set_timeout(Some(SETUP_TIMEOUT))
             .map_err(|e| internal("sync socket", &e))?;
         agent_end
             .send(&Msg::Config(config), None)
             .map_err(|e| internal("sending the config", &e))?;
-        await_helper(id, &agent_end, until_eof)
+        let pty = await_helper(id, &agent_end, until_eof)?;
+        tracing::debug!(
+            spawn_ms = spawned.as_millis(),
+            cgroup_ms = (joined - spawned).as_millis(),
+            setup_ms = (began.elapsed() - joined).as_millis(),
+            "{id}: the container helper is ready"
+        );
+        Ok(pty)
     };
     match setup() {
         Ok(pty) => Ok((

@@ -60,7 +60,13 @@ pub fn join_cgroup(
         return Ok(None);
     }
     let cg = ContainerCgroup::create(container_id, resources)?;
-    if let Err(e) = cg.add_process(pid) {
+    let began = std::time::Instant::now();
+    let added = cg.add_process(pid);
+    tracing::debug!(
+        ms = began.elapsed().as_millis(),
+        "container {container_id}: its init moved into the cgroup"
+    );
+    if let Err(e) = added {
         if let Err(rm) = cg.remove() {
             tracing::warn!("container {container_id}: removing its cgroup: {rm:#}");
         }

@@ -149,6 +149,7 @@ impl ProcessManager {
             .table
             .reserve(&spec.exec_id)
             .map_err(|_| ProcessError::AlreadyExists(spec.exec_id.clone()))?;
+        let began = std::time::Instant::now();
         let streams = match &token {
             None => Vec::new(),
             Some(token) => self
@@ -166,6 +167,11 @@ impl ProcessManager {
                     secs: self.attach_timeout.as_secs(),
                 })?,
         };
+        tracing::debug!(
+            streams_ms = began.elapsed().as_millis(),
+            "exec {}: its streams are here",
+            spec.exec_id
+        );
         let (spec, started) = tokio::task::spawn_blocking(move || {
             let started = start(&spec);
             (spec, started)

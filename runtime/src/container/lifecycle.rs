@@ -232,12 +232,19 @@ async fn create_steps(
         template: rt.config.template(),
     };
     let sb = sandbox.insert(Sandbox::create(&cfg, layout.clone()).await?);
+    let step = std::time::Instant::now();
     let (guest_spec, guest_rootfs) =
         sb.share_container(&opts.id, &opts.bundle, &guest_spec(spec))?;
+    let shared = step.elapsed();
 
     let s = standin.as_mut().context("no stand-in")?;
     let token = crate::agent_client::StreamToken::generate().context("drawing a stream token")?;
     s.attach(&token).await?;
+    tracing::debug!(
+        share_ms = shared.as_millis(),
+        attach_ms = (step.elapsed() - shared).as_millis(),
+        "rootfs shared, stdio attached"
+    );
     let streams = crate::agent_client::StreamSet::for_stdio(terminal);
     let guest_pid = sb
         .client

@@ -14,6 +14,9 @@ use super::sizing::VmSize;
 /// in guest RAM, not two), the agent serving its API.
 pub const SANDBOX_CMDLINE: &str =
     "console=ttyS0 reboot=k panic=-1 quiet retain_initrd sandpod.after_ready=serve";
+/// Appended to the command line with `--debug`: the kernel hands it to the agent (PID 1) as an
+/// environment variable, its log filter.
+pub const GUEST_DEBUG_CMDLINE: &str = "SANDPOD_LOG=debug";
 /// Appended to the command line of a VM that makes a template: the agent asks the VMM for a
 /// snapshot once it listens, before any host connection.
 pub const TEMPLATE_CMDLINE_FLAG: &str = "sandpod.template=1";
@@ -36,6 +39,9 @@ pub struct SandboxVm {
     pub fs: Vec<FsConfig>,
     /// The guest's NIC (the tap mirroring the pod's network namespace), if any.
     pub net: Option<NetConfig>,
+    /// The agent logs at debug level (`--debug`): [`GUEST_DEBUG_CMDLINE`] on its command line,
+    /// so a template made with it is another template.
+    pub guest_debug: bool,
 }
 
 impl SandboxVm {
@@ -43,7 +49,11 @@ impl SandboxVm {
     pub fn vm_config(&self) -> VmConfig {
         VmConfig {
             initrd: Some(self.initrd.clone()),
-            cmdline: SANDBOX_CMDLINE.to_string(),
+            cmdline: if self.guest_debug {
+                format!("{SANDBOX_CMDLINE} {GUEST_DEBUG_CMDLINE}")
+            } else {
+                SANDBOX_CMDLINE.to_string()
+            },
             mem_mib: self.size.mem_mib,
             vcpus: self.size.vcpus,
             console: ConsoleConfig::File(self.console_log.clone()),
@@ -97,6 +107,7 @@ mod tests {
             console_log: "/run/s/console.log".into(),
             fs: vec![FsConfig::new("sandpod", "/run/s/fs.sock")],
             net: None,
+            guest_debug: false,
         }
     }
 
@@ -108,6 +119,14 @@ mod tests {
         assert_eq!(c.kernel, PathBuf::from("/g/vmlinux"));
         assert_eq!(c.initrd, Some(PathBuf::from("/g/initramfs.cpio")));
         assert_eq!(c.cmdline, SANDBOX_CMDLINE);
+        let debug = SandboxVm {
+            guest_debug: true,
+            ..vm()
+        };
+        assert_eq!(
+            debug.vm_config().cmdline,
+            format!("{SANDBOX_CMDLINE} {}=debug", sandpod_protocol::LOG_ENV)
+        );
         assert_eq!(c.console, ConsoleConfig::File("/run/s/console.log".into()));
         assert_eq!(
             c.vsock,

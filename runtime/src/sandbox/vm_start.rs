@@ -164,6 +164,7 @@ pub(crate) fn sandbox_vm(
         console_log: layout.console_log(),
         fs: vec![FsConfig::new(VIRTIOFS_TAG, layout.virtiofsd_socket())],
         net: net.and_then(|n| n.net_config()),
+        guest_debug: opts.debug,
     }
 }
 
