@@ -3,7 +3,8 @@
 //! Each event becomes `{"level":"info","msg":"...","target":"..."}\n` on a connection to the
 //! host's [`LOG_PORT`] (vsock CID 2; in test mode `<base>_1025`). Forwarding never blocks the
 //! agent: events go through a bounded queue and are dropped when it is full; while nobody
-//! listens, the forwarder retries with backoff and the console still gets every event.
+//! listens, the forwarder retries with backoff (the console, in the guest, has warnings and
+//! errors only: see [`init`]).
 //!
 //! The log token: any guest process allowed AF_VSOCK (guest processes the host runs; containers
 //! only with the `io.sandpod.allow-vsock` annotation, see `container::vsock_guard`) can connect
@@ -20,6 +21,7 @@ use sandpod_protocol::{LogToken, LOG_PORT};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -61,7 +63,7 @@ impl<S: Subscriber> Layer<S> for ForwardLayer {
             return;
         }
         let text = sandpod_protocol::log_text::event_text(event);
-        // Full queue: drop the event rather than block (the console still has it).
+        // Full queue: drop the event rather than block (in test mode the console still has it).
         let _ = self
             .tx
             .try_send(json_line(meta.level().as_str(), &text, meta.target()));
@@ -108,16 +110,21 @@ impl LogAuth {
     }
 }
 
-/// Installs the global subscriber: console (stderr) plus the host queue. Call once, early (no
-/// runtime needed); events are queued until the forwarder runs.
-pub fn init() -> LogForwarder {
+/// Installs the global subscriber: console (stderr, events up to `console_max` only) plus the
+/// host queue. Call once, early (no runtime needed); events are queued until the forwarder runs.
+///
+/// In the guest the console is a serial port, where every byte is a VM exit (two, with the
+/// driver's status read): the guest's console gets warnings and errors only, the host gets
+/// every event through the forwarder.
+pub fn init(console_max: LevelFilter) -> LogForwarder {
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
     let filter = sandpod_protocol::conventions::log_filter_from_env()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(false);
+        .with_ansi(false)
+        .with_filter(console_max);
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(console)

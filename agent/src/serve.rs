@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sandpod_protocol::agent_ttrpc::create_agent;
 use sandpod_protocol::{AGENT_PORT, STDIO_PORT};
+use tracing_subscriber::filter::LevelFilter;
 
 use crate::clone::kernel::KernelOps;
 use crate::clone::CloneGate;
@@ -91,6 +92,7 @@ pub async fn serve(transport: Transport, logs: LogForwarder, boot: Boot) -> anyh
             if std::env::var_os(cgroups::TEST_ROOT_ENV).is_some() {
                 tracing::warn!("{} is for test mode only: ignored", cgroups::TEST_ROOT_ENV);
             }
+            crate::container::cgroup_parent::prepare();
             SandboxMode::Guest
         }
         Transport::Unix { base } => {
@@ -158,7 +160,11 @@ pub async fn serve(transport: Transport, logs: LogForwarder, boot: Boot) -> anyh
 /// Builds the runtime and serves. PID 1 in the guest (vsock), or `--test-serve` (Unix, always
 /// [`Boot::Fresh`]).
 pub fn run(transport: Transport, boot: Boot) -> anyhow::Result<()> {
-    let logs = crate::logging::init();
+    let console_max = match transport {
+        Transport::Vsock => LevelFilter::WARN,
+        Transport::Unix { .. } => LevelFilter::TRACE,
+    };
+    let logs = crate::logging::init(console_max);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sandpod-agent")

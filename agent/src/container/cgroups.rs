@@ -16,6 +16,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
 use tracing::{debug, warn};
 
+use super::cgroup_parent;
 use super::cgroup_stats::{self, CgroupStats};
 use super::device_filter;
 use super::device_rules::DeviceRules;
@@ -27,7 +28,7 @@ pub const TEST_ROOT_ENV: &str = "SANDPOD_AGENT_CGROUP_ROOT";
 /// The parent of all container cgroups, under the root.
 pub const SANDPOD_GROUP: &str = "sandpod";
 /// Controllers enabled for the containers, when the kernel has them.
-const CONTROLLERS: [&str; 5] = ["cpuset", "cpu", "io", "memory", "pids"];
+pub(super) const CONTROLLERS: [&str; 5] = ["cpuset", "cpu", "io", "memory", "pids"];
 /// How long `remove` waits for the cgroup to empty.
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -124,19 +125,7 @@ impl ContainerCgroup {
             None => Vec::new(),
         };
         let began = std::time::Instant::now();
-        let wanted: Vec<&str> = CONTROLLERS
-            .iter()
-            .copied()
-            .filter(|c| available.iter().any(|a| a == c))
-            .collect();
-        enable_controllers(root, &wanted);
-        let parent = root.join(SANDPOD_GROUP);
-        match fs::create_dir(&parent) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).with_context(|| format!("mkdir {}", parent.display())),
-        }
-        enable_controllers(&parent, &wanted);
+        let parent = cgroup_parent::ensure(root, &available)?;
         let enabled = began.elapsed();
         let path = parent.join(container_id);
         fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
@@ -326,32 +315,16 @@ fn controller_list(available: &[String]) -> String {
     }
 }
 
-fn read_controllers(root: &Path) -> Result<Vec<String>> {
+pub(super) fn read_controllers(root: &Path) -> Result<Vec<String>> {
     let file = root.join("cgroup.controllers");
     let text = fs::read_to_string(&file)
         .with_context(|| format!("read {} (is cgroup2 mounted?)", file.display()))?;
     Ok(text.split_whitespace().map(str::to_owned).collect())
 }
 
-/// Enables each controller in `dir`'s subtree_control that is not enabled yet, one by one so
-/// that one the kernel refuses does not stop the others (a limit that needs it then fails with a
-/// clear error). Enabled ones are not written again: every write to subtree_control makes the
-/// kernel re-check the whole subtree's css sets, under its global cgroup locks.
-fn enable_controllers(dir: &Path, controllers: &[&str]) {
-    let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
-    for c in controllers {
-        if enabled.split_whitespace().any(|e| e == *c) {
-            continue;
-        }
-        if let Err(e) = write_file(dir, "cgroup.subtree_control", &format!("+{c}")) {
-            warn!(dir = %dir.display(), controller = c, error = %e, "cannot enable controller");
-        }
-    }
-}
-
 /// Writes `value` to an existing interface file (a missing one is an error naming it, not a
 /// new file).
-fn write_file(dir: &Path, name: &str, value: &str) -> Result<()> {
+pub(super) fn write_file(dir: &Path, name: &str, value: &str) -> Result<()> {
     let file = dir.join(name);
     let mut f = fs::OpenOptions::new()
         .write(true)

@@ -24,6 +24,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 
@@ -226,10 +227,39 @@ pub(super) fn load(insns: &[Insn]) -> Result<OwnedFd> {
     }
 }
 
-/// Loads the program of `rules` and attaches it to the cgroup directory `cgroup`.
+/// Programs loaded so far, by their instructions: most containers have the same rules, and a
+/// program is immutable once loaded, so one program serves every cgroup with those rules (the
+/// verifier runs once). Bounded: past [`MAX_CACHED`] distinct programs the oldest is dropped
+/// (the cgroups it is attached to keep their own reference).
+static PROGRAMS: Mutex<Vec<(Vec<Insn>, Arc<OwnedFd>)>> = Mutex::new(Vec::new());
+const MAX_CACHED: usize = 8;
+
+/// The loaded program of `insns`, from [`PROGRAMS`] or loaded now.
+fn loaded(insns: Vec<Insn>) -> Result<Arc<OwnedFd>> {
+    let mut cache = PROGRAMS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, fd)) = cache.iter().find(|(i, _)| *i == insns) {
+        return Ok(fd.clone());
+    }
+    let fd = Arc::new(load(&insns)?);
+    if cache.len() >= MAX_CACHED {
+        cache.remove(0);
+    }
+    cache.push((insns, fd.clone()));
+    Ok(fd)
+}
+
+/// Loads the program of `rules` ahead of its first use (at boot, before a template's snapshot,
+/// so that containers with the default rules find it loaded).
+pub fn preload(rules: &DeviceRules) -> Result<()> {
+    loaded(program(rules)).map(drop)
+}
+
+/// Attaches the program of `rules` (loaded once, see [`PROGRAMS`]) to the cgroup directory
+/// `cgroup`.
 pub fn attach(cgroup: &Path, rules: &DeviceRules) -> Result<()> {
     let insns = program(rules);
-    let prog = load(&insns)?;
+    let count = insns.len();
+    let prog = loaded(insns)?;
     let dir = File::open(cgroup).with_context(|| format!("open {}", cgroup.display()))?;
     let mut attr = ProgAttachAttr {
         target_fd: u32::try_from(dir.as_raw_fd()).context("cgroup descriptor")?,
@@ -244,7 +274,7 @@ pub fn attach(cgroup: &Path, rules: &DeviceRules) -> Result<()> {
         .with_context(|| format!("attaching the device program to {}", cgroup.display()))?;
     tracing::debug!(
         cgroup = %cgroup.display(),
-        instructions = insns.len(),
+        instructions = count,
         exceptions = rules.exceptions.len(),
         "device program attached"
     );

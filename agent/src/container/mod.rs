@@ -12,6 +12,7 @@
 //! `manager` keeps the containers; the init process itself is a process of the agent's process
 //! table (exec id = container id).
 pub mod capabilities;
+pub mod cgroup_parent;
 pub mod cgroup_stats;
 pub mod cgroups;
 pub mod config;

@@ -64,9 +64,15 @@ const BASIC_MOUNTS: &[BasicMount] = &[
         target: "/sys/fs/cgroup",
         fstype: "cgroup2",
         flags: NOSUID_NODEV_NOEXEC,
-        data: Some("nsdelegate"),
+        data: Some(CGROUP2_OPTIONS),
     },
 ];
+
+/// cgroup2's options. `favordynmods` (Linux ≥ 6.0) trades a little fork/exit speed for fast
+/// cgroup moves: without it every move of a process (a container's helper into its cgroup)
+/// waits for an RCU grace period. A kernel without it refuses it (EINVAL): then without.
+const CGROUP2_OPTIONS: &str = "nsdelegate,favordynmods";
+const CGROUP2_FALLBACK: &str = "nsdelegate";
 
 /// Mounts /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /run, /tmp and cgroup2.
 /// A file system that is already mounted (EBUSY) is left as it is.
@@ -81,6 +87,17 @@ pub fn mount_basics() -> anyhow::Result<()> {
             m.data,
         ) {
             Ok(()) | Err(Errno::EBUSY) => {}
+            Err(Errno::EINVAL) if m.data == Some(CGROUP2_OPTIONS) => {
+                eprintln!("sandpod-agent: cgroup2 without favordynmods");
+                mount(
+                    Some(m.fstype),
+                    Path::new(m.target),
+                    Some(m.fstype),
+                    m.flags,
+                    Some(CGROUP2_FALLBACK),
+                )
+                .with_context(|| format!("mount {} on {}", m.fstype, m.target))?;
+            }
             Err(e) => return Err(e).with_context(|| format!("mount {} on {}", m.fstype, m.target)),
         }
     }
