@@ -15,7 +15,7 @@ use crate::devices::legacy::serial::console_output;
 use crate::devices::legacy::SerialDevice;
 use crate::devices::virtio::mmio::TransportState;
 use crate::devices::virtio::vsock::unix::UdsCleanup;
-use crate::devices::virtio::MmioTransport;
+use crate::devices::virtio::{MmioTransport, TYPE_BLOCK};
 use crate::devices::Bus;
 use crate::error::{Error, Result};
 use crate::exit::{ExitReason, ExitState};
@@ -314,14 +314,21 @@ impl Vmm {
 }
 
 impl Vmm {
-    /// For a process that exits right after [`Vmm::run`]: removes the vsock socket file and
-    /// leaves the rest to the process's exit. The devices' orderly reset (joining their
-    /// threads, taking the rings back from each vhost-user back end, which costs round trips
-    /// to virtiofsd) is skipped: the kernel closes every descriptor and unmaps the memory, and
-    /// a back end ends when its socket closes. Dropping the Vmm instead does all of that in
-    /// order (for an embedder that goes on).
+    /// For a process that exits right after [`Vmm::run`]: removes the vsock socket file,
+    /// stops the block devices in order (their threads finish the requests they hold and
+    /// report what they served) and leaves the rest to the process's exit. The other devices'
+    /// orderly reset (joining their threads, taking the rings back from each vhost-user back
+    /// end, which costs round trips to virtiofsd) is skipped: the kernel closes every
+    /// descriptor and unmaps the memory, and a back end ends when its socket closes. Dropping
+    /// the Vmm instead does all of that in order (for an embedder that goes on).
     pub fn abandon(mut self) {
         drop(self.uds.take());
+        for t in &self.transports {
+            let mut t = lock(t);
+            if t.device_type() == TYPE_BLOCK {
+                t.reset_device();
+            }
+        }
         std::mem::forget(self);
     }
 

@@ -380,6 +380,16 @@ impl MmioTransport {
     }
 
     /// Whether the device was activated (DRIVER_OK accepted).
+    /// The device's virtio type (`TYPE_*`).
+    pub fn device_type(&self) -> u32 {
+        self.device.device_type()
+    }
+
+    /// Resets the device (as a driver's reset does; [`Vmm::abandon`](crate::Vmm::abandon)).
+    pub fn reset_device(&mut self) {
+        self.reset();
+    }
+
     pub fn is_activated(&self) -> bool {
         self.activated
     }
