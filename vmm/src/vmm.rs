@@ -326,7 +326,7 @@ impl Vmm {
         for t in &self.transports {
             let mut t = lock(t);
             if t.device_type() == TYPE_BLOCK {
-                t.reset_device();
+                t.reset();
             }
         }
         std::mem::forget(self);

@@ -3,9 +3,10 @@
 //! clone finds it ready) and otherwise by the first container ([`ensure`]).
 //!
 //! At boot the parent also gets an allow-all device program and the default rules' program is
-//! loaded (once: see `device_filter`). The kernel switches its cgroup device hook on and off (a code patch on every CPU,
-//! slow in a VM) as the number of attached device programs leaves or reaches zero: with one
-//! program always attached, a container's create and remove no longer flip it. An allow-all
+//! loaded (once: see `device_filter`). The kernel switches its cgroup device hook on and off (a
+//! code patch on every CPU, slow in a VM) as the number of attached device programs leaves or
+//! reaches zero: with one program always attached, a container's create and remove no longer
+//! flip it. An allow-all
 //! program restricts nothing: an access must be allowed by every program on the cgroup's path,
 //! and the container's own program decides.
 use std::fs;

@@ -79,27 +79,28 @@ const CGROUP2_FALLBACK: &str = "nsdelegate";
 pub fn mount_basics() -> anyhow::Result<()> {
     for m in BASIC_MOUNTS {
         std::fs::create_dir_all(m.target).with_context(|| format!("mkdir {}", m.target))?;
-        match mount(
-            Some(m.fstype),
-            Path::new(m.target),
-            Some(m.fstype),
-            m.flags,
-            m.data,
-        ) {
-            Ok(()) | Err(Errno::EBUSY) => {}
+        let mounted = match mount_with(m, m.data) {
             Err(Errno::EINVAL) if m.data == Some(CGROUP2_OPTIONS) => {
                 eprintln!("sandpod-agent: cgroup2 without favordynmods");
-                mount(
-                    Some(m.fstype),
-                    Path::new(m.target),
-                    Some(m.fstype),
-                    m.flags,
-                    Some(CGROUP2_FALLBACK),
-                )
-                .with_context(|| format!("mount {} on {}", m.fstype, m.target))?;
+                mount_with(m, Some(CGROUP2_FALLBACK))
             }
+            other => other,
+        };
+        match mounted {
+            Ok(()) | Err(Errno::EBUSY) => {}
             Err(e) => return Err(e).with_context(|| format!("mount {} on {}", m.fstype, m.target)),
         }
     }
     Ok(())
+}
+
+/// Mounts `m` with the options `data`.
+fn mount_with(m: &BasicMount, data: Option<&str>) -> nix::Result<()> {
+    mount(
+        Some(m.fstype),
+        Path::new(m.target),
+        Some(m.fstype),
+        m.flags,
+        data,
+    )
 }

@@ -120,7 +120,9 @@ impl MmioTransport {
         self.status & STATUS_FEATURES_OK != 0 && self.status & STATUS_DRIVER_OK == 0
     }
 
-    fn reset(&mut self) {
+    /// Resets the device and the transport, as a driver's reset does (also
+    /// [`Vmm::abandon`](crate::Vmm::abandon)).
+    pub fn reset(&mut self) {
         self.device.reset();
         self.activated = false;
         self.status = 0;
@@ -379,17 +381,12 @@ impl MmioTransport {
         self.activate_at(&positions)
     }
 
-    /// Whether the device was activated (DRIVER_OK accepted).
     /// The device's virtio type (`TYPE_*`).
     pub fn device_type(&self) -> u32 {
         self.device.device_type()
     }
 
-    /// Resets the device (as a driver's reset does; [`Vmm::abandon`](crate::Vmm::abandon)).
-    pub fn reset_device(&mut self) {
-        self.reset();
-    }
-
+    /// Whether the device was activated (DRIVER_OK accepted).
     pub fn is_activated(&self) -> bool {
         self.activated
     }
