@@ -25,6 +25,7 @@ use super::layout::Layout;
 use super::process::ProcessIdent;
 use super::standin_watch::StandinWatch;
 use super::state::write_json_atomic;
+use super::template::hot_pages::RecordPlan;
 use crate::agent_client::logs::emit;
 use crate::agent_client::{shell_code, ExitStatus, HybridVsockConnector, LogReceiver, LogToken};
 use crate::hypervisor::{VirtiofsdCommand, VmmCommand};
@@ -67,6 +68,10 @@ pub struct MonitorPlan {
     /// refused).
     #[serde(default)]
     pub dns_relay: Option<PathBuf>,
+    /// Record the template's hot pages from the VM's memory once it ends (a restore from a
+    /// spare of a template without a list; see [`super::template::hot_pages`]).
+    #[serde(default)]
+    pub hot_pages: Option<RecordPlan>,
 }
 
 /// The VM's processes, as started (`children.json`).
@@ -336,6 +341,12 @@ pub async fn run_monitor(
         Some(j) => j.argv(),
         None => plan.vmm.argv(),
     };
+    // Before the VMM starts: the creator unlinks the VM's memory once the VMM has it open.
+    let hot_pages = plan.hot_pages.as_ref().and_then(|p| {
+        p.open()
+            .map_err(|e| tracing::warn!("no hot pages recorded: {e}"))
+            .ok()
+    });
     let keep = tap.as_ref().map(|_| super::network::TAP_FD);
     let (mut vmm, ident) = match spawn(&vmm_argv, keep) {
         Ok(v) => v,
@@ -392,6 +403,9 @@ pub async fn run_monitor(
     };
     tracing::info!(code = ?exit.code, signal = ?exit.signal, "VM ended");
     write_json_atomic(&layout.vm_exit(), &exit)?;
+    if let Some(r) = hot_pages {
+        r.finish();
+    }
     Ok(exit)
 }
 
@@ -419,6 +433,10 @@ mod plan_tests {
             log_token: None,
             tap_fd: Some(3),
             dns_relay: Some("/proc/42/ns/net".into()),
+            hot_pages: Some(RecordPlan {
+                vm_memory: "/run/sandpod/c/vm/r/memory.ready".into(),
+                template_dir: "/run/sandpod/.templates/k".into(),
+            }),
             jail: Some(JailLaunch {
                 helper: "/b/sandpod".into(),
                 plan: "/run/sandpod/c/jail.json".into(),
@@ -435,6 +453,10 @@ mod plan_tests {
         assert_eq!(json["virtiofsd"]["cache"], "auto");
         assert_eq!(json["jail"]["plan"], "/run/sandpod/c/jail.json");
         assert_eq!(json["dns_relay"], "/proc/42/ns/net");
+        assert_eq!(
+            json["hot_pages"]["template_dir"],
+            "/run/sandpod/.templates/k"
+        );
         assert_eq!(
             plan.jail.as_ref().unwrap().argv(),
             ["/b/sandpod", "jail", "/run/sandpod/c/jail.json"].map(PathBuf::from)

@@ -18,6 +18,7 @@ use super::monitor::{Children, MonitorPlan, VmExit};
 use super::process::ProcessIdent;
 use super::share::mounts_under;
 use super::state::{write_json_atomic, SandboxState};
+use super::template::hot_pages::{RecordPlan, HOT_PAGES_FILE};
 use super::template::start::{restore_timeout, resume_clone, VmStarter};
 use super::template::Template;
 use crate::agent_client::{AgentClient, ClientConfig, HybridVsockConnector, LogToken};
@@ -189,6 +190,7 @@ pub(crate) fn start_monitor(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&vm_dir, std::fs::Permissions::from_mode(0o700))?;
     }
+    let mut hot_pages = None;
     match mode {
         VmMode::Boot => {}
         VmMode::Snapshot => {
@@ -220,6 +222,14 @@ pub(crate) fn start_monitor(
                     false
                 });
             tracing::debug!(template = %t.dir.display(), ?placed, spare, "restoring the VM");
+            // The first clone of a spare records which pages its guest allocates, for the
+            // next spares (see template::hot_pages).
+            if spare && !t.dir.join(HOT_PAGES_FILE).exists() {
+                hot_pages = Some(RecordPlan {
+                    vm_memory: dir.join(sandpod_vmconfig::SNAPSHOT_READY_MEMORY_FILE),
+                    template_dir: t.dir.clone(),
+                });
+            }
             vm.restore_from = Some(dir);
         }
     }
@@ -267,6 +277,7 @@ pub(crate) fn start_monitor(
         jail,
         tap_fd: net.and_then(|n| n.tap_fd()).map(|_| super::network::TAP_FD),
         dns_relay: opts.netns.clone().filter(|_| opts.dns_relay),
+        hot_pages,
     };
     write_json_atomic(&layout.monitor_plan(), &plan)?;
     let log_path = opts.log.clone().unwrap_or_else(|| layout.default_log());

@@ -5,7 +5,7 @@
 //! the template's: the copy, most of a restore in the nested test host, is then off the start's
 //! path. A new spare is made in the background after each restore ([`spawn_refill`]: `sandpod
 //! template refill`, at the idle scheduling class, so it takes only CPU time nothing else
-//! wants).
+//! wants), with the template's [`hot_pages`](super::hot_pages) allocated in it.
 //!
 //! The spare lives inside the template's directory: removing or rebuilding the template removes
 //! it too, so a spare is never another build's memory. It is written under the key's lock (as
@@ -17,6 +17,7 @@ use std::path::Path;
 
 use sandpod_vmconfig::SNAPSHOT_READY_MEMORY_FILE;
 
+use super::hot_pages;
 use super::store::{io, sparse_copy, Template, TemplateError, TemplateStore};
 
 /// The spare, in a template's directory.
@@ -90,12 +91,35 @@ pub fn refill(store: &TemplateStore, t: &Template) -> Result<Refill, TemplateErr
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("removing", &tmp)(e)),
         _ => {}
     }
-    let written = sparse_copy(&t.memory_file(), &tmp, 0o600)
-        .and_then(|()| std::fs::rename(&tmp, &spare).map_err(io("renaming into place", &spare)));
+    let written = sparse_copy(&t.memory_file(), &tmp, 0o600).and_then(|()| {
+        preallocate_hot_pages(t, &tmp);
+        std::fs::rename(&tmp, &spare).map_err(io("renaming into place", &spare))
+    });
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     written.map(|()| Refill::Made)
+}
+
+/// Allocates the template's hot pages (if it has a valid list) in the new spare `tmp`. Only an
+/// optimisation: what fails is logged and the spare stays as it is.
+fn preallocate_hot_pages(t: &Template, tmp: &Path) {
+    let allocated = std::fs::OpenOptions::new()
+        .write(true)
+        .open(tmp)
+        .and_then(|f| Ok((f.metadata()?.len(), f)))
+        .map_err(|e| e.to_string())
+        .and_then(|(len, f)| match hot_pages::load(&t.dir, len)? {
+            Some(hot) => hot_pages::preallocate(&f, &hot)
+                .map(|()| Some(hot.bytes()))
+                .map_err(|e| format!("allocating them: {e}")),
+            None => Ok(None),
+        });
+    match allocated {
+        Ok(Some(bytes)) => tracing::debug!(bytes, "the spare's hot pages allocated"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("{}: the hot pages are left out: {e}", t.dir.display()),
+    }
 }
 
 /// Starts `sandpod template refill <key>` for `t` in the background (its own process group,

@@ -117,17 +117,9 @@ pub fn sparse_copy(src: &Path, dst: &Path, mode: u32) -> Result<(), TemplateErro
 }
 
 fn copy_extents(from: &std::fs::File, to: &std::fs::File) -> std::io::Result<()> {
-    use rustix::fs::SeekFrom as At;
     let len = from.metadata()?.len();
     to.set_len(len)?;
-    let mut pos = 0u64;
-    while pos < len {
-        let start = match rustix::fs::seek(from, At::Data(pos)) {
-            Ok(s) if s < len => s,
-            Ok(_) | Err(rustix::io::Errno::NXIO) => break,
-            Err(e) => return Err(e.into()),
-        };
-        let end = rustix::fs::seek(from, At::Hole(start))?.min(len);
+    for (start, end) in super::extents::data_extents(from, len)? {
         (&*from).seek(SeekFrom::Start(start))?;
         (&*to).seek(SeekFrom::Start(start))?;
         if std::io::copy(&mut from.take(end - start), &mut &*to)? != end - start {
@@ -136,7 +128,6 @@ fn copy_extents(from: &std::fs::File, to: &std::fs::File) -> std::io::Result<()>
                 "the file shrank while copied",
             ));
         }
-        pos = end;
     }
     Ok(())
 }
