@@ -252,7 +252,7 @@ async fn create_steps(
         .await
         .context("creating the container")?;
     sb.boot.mark("create_container");
-    sb.boot.log();
+    sb.started_up();
     let cs = ContainerState {
         id: opts.id.clone(),
         sandbox_id: opts.id.clone(),

@@ -14,6 +14,7 @@ use super::layout::{validate_id, Layout};
 use super::monitor::Children;
 use super::share::{add_container, mounts_under, prepare_share, unmount_all, ContainerFiles};
 use super::state::{now_rfc3339, SandboxState};
+use super::template::spare::PendingRefill;
 use super::template::start::start_vm;
 use super::template::TemplateStore;
 use super::vm_start::{sandbox_vm, VmSteps};
@@ -74,6 +75,8 @@ pub struct Sandbox {
     pub boot: super::boot_phases::BootPhases,
     /// The monitor, when this process started it (reaped by [`Sandbox::destroy`]).
     monitor: Option<Child>,
+    /// The template's spare refill this sandbox's restore owes ([`Sandbox::started_up`]).
+    refill: Option<PendingRefill>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -145,13 +148,24 @@ impl Sandbox {
         };
         let mut monitor = None;
         let mut boot = super::boot_phases::BootPhases::new();
-        match create_steps(cfg, &layout, &mut state, &mut monitor, &mut boot).await {
+        let mut refill = None;
+        let created = create_steps(
+            cfg,
+            &layout,
+            &mut state,
+            &mut monitor,
+            &mut boot,
+            &mut refill,
+        )
+        .await;
+        match created {
             Ok(client) => Ok(Sandbox {
                 layout,
                 state,
                 client,
                 boot,
                 monitor,
+                refill,
             }),
             Err(e) => {
                 if let Err(ce) = teardown(&layout, &state) {
@@ -168,6 +182,17 @@ impl Sandbox {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// The sandbox is up (its first container created): logs the start's phases and starts the
+    /// refill of the template's spare its restore took, if it owes one. The refill runs at the
+    /// idle class, but during the start it would still fill each of the start's pauses and be
+    /// preempted at each wake-up: after it, the start has the CPU to itself.
+    pub fn started_up(&mut self) {
+        self.boot.log();
+        if let Some(r) = self.refill.take() {
+            r.spawn();
         }
     }
 
@@ -194,6 +219,7 @@ impl Sandbox {
             client,
             boot: super::boot_phases::BootPhases::new(),
             monitor: None,
+            refill: None,
         })
     }
 
@@ -236,6 +262,7 @@ async fn create_steps(
     state: &mut SandboxState,
     monitor: &mut Option<Child>,
     boot: &mut super::boot_phases::BootPhases,
+    refill: &mut Option<PendingRefill>,
 ) -> anyhow::Result<AgentClient> {
     state.save(&layout.state())?;
     // Record every mount as soon as it exists, so teardown finds it whatever fails next.
@@ -266,6 +293,7 @@ async fn create_steps(
         log_token: &log_token,
         net: &mut net,
         boot,
+        refill,
     };
     let (client, kind) = start_vm(&mut steps, &store, template).await?;
     boot.start_kind(kind);

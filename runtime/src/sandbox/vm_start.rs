@@ -34,6 +34,9 @@ pub(crate) struct VmSteps<'a> {
     pub(crate) log_token: &'a LogToken,
     pub(crate) net: &'a mut Option<super::network::SandboxNetwork>,
     pub(crate) boot: &'a mut super::boot_phases::BootPhases,
+    /// The refill of the template's spare a successful restore owes (started once the sandbox
+    /// is up: [`super::lifecycle::Sandbox::started_up`]).
+    pub(crate) refill: &'a mut Option<super::template::spare::PendingRefill>,
 }
 
 impl VmStarter for VmSteps<'_> {
@@ -80,13 +83,13 @@ impl VmStarter for VmSteps<'_> {
             super::template::spare::unlink_claimed(&self.layout.restore_dir());
             resume_clone(&client).await?;
             self.boot.mark("resume_clone");
-            // The next sandbox's spare memory, made in the background.
-            super::template::spare::spawn_refill(
+            // The next sandbox's spare memory, made in the background once this one is up.
+            *self.refill = Some(super::template::spare::PendingRefill::new(
                 &self.cfg.self_exe,
                 &self.cfg.root,
                 self.cfg.log.as_deref(),
                 t,
-            );
+            ));
         }
         Ok(client)
     }

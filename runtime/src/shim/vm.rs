@@ -65,8 +65,8 @@ pub async fn boot(
     };
     tracing::info!(sandbox = id, "booting the pod's VM");
     // A failed create removes the host cgroup with the rest.
-    let sb = Sandbox::create(&cfg, layout).await?;
-    sb.boot.log();
+    let mut sb = Sandbox::create(&cfg, layout).await?;
+    sb.started_up();
     Ok(sb)
 }
 

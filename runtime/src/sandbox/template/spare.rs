@@ -13,7 +13,7 @@
 //! sees either no spare or a complete one. It is root's, mode 0600, until claimed; then it is
 //! the claiming sandbox's VM's memory (given to the jail's ids) and goes with the sandbox's
 //! state directory.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sandpod_vmconfig::SNAPSHOT_READY_MEMORY_FILE;
 
@@ -119,6 +119,38 @@ fn preallocate_hot_pages(t: &Template, tmp: &Path) {
         Ok(Some(bytes)) => tracing::debug!(bytes, "the spare's hot pages allocated"),
         Ok(None) => {}
         Err(e) => tracing::warn!("{}: the hot pages are left out: {e}", t.dir.display()),
+    }
+}
+
+/// The refill of a template's spare, owed by the sandbox that took it: started by
+/// [`PendingRefill::spawn`] once that sandbox is up (its first container created).
+#[derive(Debug)]
+pub struct PendingRefill {
+    self_exe: PathBuf,
+    root: PathBuf,
+    log: Option<PathBuf>,
+    template: Template,
+}
+
+impl PendingRefill {
+    /// The refill of `t`'s spare, by `self_exe` in the state root `root`, logging to `log`.
+    pub fn new(self_exe: &Path, root: &Path, log: Option<&Path>, t: &Template) -> PendingRefill {
+        PendingRefill {
+            self_exe: self_exe.to_path_buf(),
+            root: root.to_path_buf(),
+            log: log.map(Path::to_path_buf),
+            template: t.clone(),
+        }
+    }
+
+    /// Starts it ([`spawn_refill`]).
+    pub fn spawn(self) {
+        spawn_refill(
+            &self.self_exe,
+            &self.root,
+            self.log.as_deref(),
+            &self.template,
+        );
     }
 }
 
