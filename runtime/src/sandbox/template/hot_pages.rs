@@ -130,11 +130,9 @@ pub fn record(template: &File, clone: &File, dir: &Path) -> std::io::Result<Opti
     if hot.ranges.is_empty() {
         return Ok(None);
     }
-    if hot.bytes() > HOT_PAGES_MAX || hot.ranges.len() > RANGES_MAX {
-        tracing::debug!(
-            bytes = hot.bytes(),
-            "hot pages not recorded: the clone allocated more than {HOT_PAGES_MAX} bytes"
-        );
+    // The list the refills would refuse (too many bytes or ranges) is not written.
+    if let Err(why) = hot.validate(len) {
+        tracing::debug!("hot pages not recorded: {why}");
         return Ok(None);
     }
     let tmp = dir.join(format!("{HOT_PAGES_FILE}.{}.tmp", std::process::id()));

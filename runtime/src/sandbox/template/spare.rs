@@ -3,9 +3,10 @@
 //! the template takes it (a rename, so one sandbox only) into its restore directory as
 //! [`SNAPSHOT_READY_MEMORY_FILE`], and its VMM maps it as the guest's memory instead of copying
 //! the template's: the copy, most of a restore in the nested test host, is then off the start's
-//! path. A new spare is made in the background after each restore ([`spawn_refill`]: `sandpod
-//! template refill`, at the idle scheduling class, so it takes only CPU time nothing else
-//! wants), with the template's [`hot_pages`](super::hot_pages) allocated in it.
+//! path. A new spare is made in the background once the sandbox a restore started is up
+//! ([`PendingRefill`], [`spawn_refill`]: `sandpod template refill`, at the idle scheduling
+//! class, so it takes only CPU time nothing else wants), with the template's
+//! [`hot_pages`](super::hot_pages) allocated in it.
 //!
 //! The spare lives inside the template's directory: removing or rebuilding the template removes
 //! it too, so a spare is never another build's memory. It is written under the key's lock (as
