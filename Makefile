@@ -89,7 +89,7 @@ lint:
 ## The host tests of tests/ (tests/Cargo.toml): the agent client and the sandpod CLI against
 ## sandpod-fake-vmm (the agent on the host, no KVM; root and the busybox bundle). It runs the
 ## sandpod-agent beside it, built here first.
-HOST_TESTS := fake_vmm cli_lifecycle jail
+HOST_TESTS := fake_vmm cli_lifecycle cli_stdio jail
 ## Unit tests that need root are `#[ignore = "needs root"]`: run (`--include-ignored`) only as
 ## root, so that elsewhere they show as ignored, never as passed.
 ROOT_ONLY := $(if $(filter 0,$(shell id -u)),-- --include-ignored)

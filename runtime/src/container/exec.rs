@@ -97,13 +97,16 @@ pub async fn exec(rt: &RuntimeOptions, opts: ExecOptions) -> anyhow::Result<u8> 
     } else {
         Some(Signals::new()?)
     };
+    let streams = opts.io.streams(terminal);
+    (req.stdin, req.stdout, req.stderr) = (streams.stdin, streams.stdout, streams.stderr);
     let args = StandinArgs {
         sandbox: state.sandbox_id.clone(),
         container: opts.id.clone(),
         exec_id: exec_id.clone(),
         tty: terminal,
-        new_netns: false,
-    };
+        ..StandinArgs::default()
+    }
+    .with_streams(streams);
     let mut standin = Standin::spawn(rt, &layout, &args, stdio)?;
     let started = async {
         standin.attach(&token).await?;

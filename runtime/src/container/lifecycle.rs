@@ -191,13 +191,16 @@ async fn create_steps(
         }
         (IoConfig::Inherit, _) => StandinStdio::Inherit,
     };
+    let streams = opts.io.streams(terminal);
     let args = StandinArgs {
         sandbox: opts.id.clone(),
         container: opts.id.clone(),
         exec_id: opts.id.clone(),
         tty: terminal,
         new_netns: wants_new_netns(spec),
-    };
+        ..StandinArgs::default()
+    }
+    .with_streams(streams);
     let s = standin.insert(Standin::spawn(rt, layout, &args, stdio)?);
     s.ready().await?;
     let pid = s.ident.pid;
@@ -245,7 +248,6 @@ async fn create_steps(
         attach_ms = (step.elapsed() - shared).as_millis(),
         "rootfs shared, stdio attached"
     );
-    let streams = crate::agent_client::StreamSet::for_stdio(terminal);
     let guest_pid = sb
         .client
         .create_container(&opts.id, guest_spec, &guest_rootfs, streams, &token)

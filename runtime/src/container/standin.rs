@@ -23,7 +23,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use super::foreground::Signals;
 use super::state::{ContainerState, ExitRecord};
 use super::RuntimeOptions;
-use crate::agent_client::{AgentClient, ClientConfig, HybridVsockConnector, StreamToken};
+use crate::agent_client::{
+    AgentClient, ClientConfig, HybridVsockConnector, StreamSet, StreamToken,
+};
 use crate::io::relay::attach;
 use crate::io::StandinStdio;
 use crate::sandbox::process::ProcessIdent;
@@ -49,7 +51,7 @@ pub const FORWARDED: [i32; 7] = [
 ];
 
 /// What a stand-in stands for (its command line).
-#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq, Default)]
 pub struct StandinArgs {
     /// The sandbox the process runs in.
     #[arg(long)]
@@ -66,6 +68,37 @@ pub struct StandinArgs {
     /// Make a new network namespace for the sandbox, held by this process.
     #[arg(long)]
     pub new_netns: bool,
+    /// No stdin stream: the guest process reads /dev/null (the creator's, so the stand-in's,
+    /// stdin is the null device: [`crate::io::IoConfig::streams`]).
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// No stdout stream: the guest process writes to /dev/null.
+    #[arg(long)]
+    pub no_stdout: bool,
+    /// No stderr stream: the guest process writes to /dev/null.
+    #[arg(long)]
+    pub no_stderr: bool,
+}
+
+impl StandinArgs {
+    /// The streams the stand-in opens (the process's request asked for the same).
+    pub fn streams(&self) -> StreamSet {
+        StreamSet {
+            stdin: !self.no_stdin,
+            stdout: !self.no_stdout,
+            stderr: !self.no_stderr,
+        }
+    }
+
+    /// Records `streams` (what the process's request asks for) in the stand-in's arguments.
+    pub fn with_streams(self, streams: StreamSet) -> StandinArgs {
+        StandinArgs {
+            no_stdin: !streams.stdin,
+            no_stdout: !streams.stdout,
+            no_stderr: !streams.stderr,
+            ..self
+        }
+    }
 }
 
 /// A spawned stand-in, seen from its creator.
@@ -106,6 +139,15 @@ impl Standin {
         }
         if args.new_netns {
             cmd.arg("--new-netns");
+        }
+        for (off, flag) in [
+            (args.no_stdin, "--no-stdin"),
+            (args.no_stdout, "--no-stdout"),
+            (args.no_stderr, "--no-stderr"),
+        ] {
+            if off {
+                cmd.arg(flag);
+            }
         }
         if let StandinStdio::Pty(slave) = &stdio {
             cmd.stdin(Stdio::from(slave.try_clone()?))
@@ -247,7 +289,7 @@ pub async fn run(rt: &RuntimeOptions, args: &StandinArgs) -> anyhow::Result<u8> 
             .await
             .context("reaching the agent")?;
         let reg = Registered::register(&layout, &args.exec_id).await?;
-        let streams = attach(&client, &args.exec_id, args.tty, &token).await?;
+        let streams = attach(&client, &args.exec_id, args.tty, args.streams(), &token).await?;
         anyhow::Ok((client, reg, streams))
     }
     .await;
@@ -351,4 +393,47 @@ pub fn exec_standins(layout: &Layout, id: &str) -> Vec<ProcessIdent> {
         .filter_map(|b| serde_json::from_slice::<ProcessIdent>(&b).ok())
         .filter(|p| p.alive())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: StandinArgs,
+    }
+
+    #[test]
+    fn the_streams_go_on_the_command_line_and_back() {
+        let base = StandinArgs {
+            sandbox: "s".into(),
+            container: "c".into(),
+            exec_id: "c".into(),
+            ..StandinArgs::default()
+        };
+        assert_eq!(base.streams(), StreamSet::ALL);
+        let some = StreamSet {
+            stdin: false,
+            stdout: true,
+            stderr: false,
+        };
+        let args = base.with_streams(some);
+        assert_eq!(args.streams(), some);
+        let parsed = Cli::try_parse_from([
+            "standin",
+            "--sandbox",
+            "s",
+            "--container",
+            "c",
+            "--exec-id",
+            "c",
+            "--no-stdin",
+            "--no-stderr",
+        ])
+        .unwrap();
+        assert_eq!(parsed.args, args);
+    }
 }

@@ -17,15 +17,15 @@ pub struct Attached {
     pub _raw_mode: Option<RawMode>,
 }
 
-/// Opens the streams of `id`, presenting `token`, and starts copying ([`attach_stdio`]); in
-/// terminal mode the terminal goes raw and its size is followed.
+/// Opens the `streams` of `id` (those its request asked for), presenting `token`, and starts
+/// copying ([`attach_stdio`]); in terminal mode the terminal goes raw and its size is followed.
 pub async fn attach(
     client: &AgentClient,
     id: &str,
     terminal: bool,
+    streams: StreamSet,
     token: &StreamToken,
 ) -> Result<Attached, AgentError> {
-    let streams = StreamSet::for_stdio(terminal);
     let outputs = attach_stdio(client, id, streams, terminal, token).await?;
     let raw = if terminal { RawMode::enable() } else { None };
     if raw.is_some() {
