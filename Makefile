@@ -124,31 +124,32 @@ TESTHOST_JOBS ?= 2
 integration:
 	$(if $(INTEGRATION_TESTS),,$(error no test-host tests found in tests/Cargo.toml))
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  set -x; SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-900} $(CARGO) nextest run --release \
+	  set -x; SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-900} $(CARGO) nextest run \
 	    -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -j $(TESTHOST_JOBS) \
 	    --no-fail-fast --success-output final --failure-output final --status-level pass; \
 	else \
-	  set -x; SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-900} $(CARGO) test --release \
+	  set -x; SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-900} $(CARGO) test \
 	    -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -- --test-threads=1 --nocapture; \
 	fi
 
-## Docker / Podman / ctr scenarios (tests/kvm-host/guest/docker-check.sh, podman-ctr-check.sh)
-## against runc in one test host run: the control that proves the checks of
-## tests/integration/docker.rs (the same scripts against kata, in INTEGRATION_TESTS) right. Prints every check, the time per scenario group and the
+## Docker / Podman / ctr and CRI scenarios (tests/kvm-host/guest/docker-check.sh,
+## podman-ctr-check.sh, cri-check.sh) against runc in one test host run: the control that proves
+## the checks of tests/integration/docker.rs and cri.rs (the same scripts against kata, in
+## INTEGRATION_TESTS) right; CRI in a test host of its own. Prints every check, the time per scenario group and the
 ## distinct runtime command lines each engine used (`argv ...` lines, through a logging wrapper).
 engines-control:
 	@SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-1700} tests/kvm-host/run -- sh -c \
 	  'RUNTIME=runc ARGV_LOG=/tmp/docker-argv.log timeout -k 10 1200 /sandpod/scripts/docker-check.sh; a=$$?; \
 	   RUNTIME=runc ARGV_LOG=/tmp/podman-ctr-argv.log timeout -k 10 400 /sandpod/scripts/podman-ctr-check.sh; b=$$?; \
-	   [ $$a = 0 ] && [ $$b = 0 ]'
+	   [ $$a = 0 ] && [ $$b = 0 ]'; a=$$?; \
+	SANDPOD_TESTHOST_NOBUILD=1 SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-1100} tests/kvm-host/run -- sh -c \
+	  'HANDLER=runc CRI_TIMEOUT=700 timeout -k 10 900 /sandpod/scripts/cri-check.sh'; b=$$?; \
+	[ $$a = 0 ] && [ $$b = 0 ]
 
+## Each stage in order with its duration; the guest kernel and the test host image are built in
+## the background from the start (scripts/test.sh).
 test: deps
-	@$(STAGE) lint $(MAKE) -s lint
-	@$(STAGE) unit-tests $(MAKE) -s unit
-	@$(STAGE) fuzz $(MAKE) -s fuzz
-	@$(STAGE) artifacts $(MAKE) -s artifacts
-	@$(STAGE) testhost-image $(MAKE) -s testhost
-	@$(STAGE) testhost-tests $(MAKE) -s integration
+	@scripts/test.sh
 
 bench: deps artifacts testhost
 	@scripts/bench.sh
