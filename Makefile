@@ -146,8 +146,9 @@ engines-control:
 	  'HANDLER=runc CRI_TIMEOUT=700 timeout -k 10 900 /sandpod/scripts/cri-check.sh'; b=$$?; \
 	[ $$a = 0 ] && [ $$b = 0 ]
 
-## Each stage in order with its duration; the guest kernel and the test host image are built in
-## the background from the start (scripts/test.sh).
+## Each stage with its duration; the guest kernel and the test host image are built in the
+## background from the start, and fuzzing runs beside the test-host tests at idle priority
+## (scripts/test.sh).
 test: deps
 	@scripts/test.sh
 
