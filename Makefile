@@ -132,11 +132,11 @@ integration:
 	    -p sandpod-tests $(patsubst %,--test %,$(INTEGRATION_TESTS)) -- --test-threads=1 --nocapture; \
 	fi
 
-## Docker / Podman / ctr and CRI scenarios (tests/kvm-host/guest/docker-check.sh,
-## podman-ctr-check.sh, cri-check.sh) against runc in one test host run: the control that proves
-## the checks of tests/integration/docker.rs and cri.rs (the same scripts against kata, in
-## INTEGRATION_TESTS) right; CRI in a test host of its own. Prints every check, the time per scenario group and the
-## distinct runtime command lines each engine used (`argv ...` lines, through a logging wrapper).
+## Docker / Podman / ctr scenarios (tests/kvm-host/guest/docker-check.sh, podman-ctr-check.sh)
+## in one test host run, then the CRI scenarios (cri-check.sh) in a second, all against runc: the
+## control that proves the checks of tests/integration/docker.rs and cri.rs (the same scripts
+## against kata, in INTEGRATION_TESTS) right. Prints every check, the time per scenario group
+## and the distinct runtime command lines each engine used (`argv ...`, through a logging wrapper).
 engines-control:
 	@SANDPOD_TESTHOST_TIMEOUT=$${SANDPOD_TESTHOST_TIMEOUT:-1700} tests/kvm-host/run -- sh -c \
 	  'RUNTIME=runc ARGV_LOG=/tmp/docker-argv.log timeout -k 10 1200 /sandpod/scripts/docker-check.sh; a=$$?; \

@@ -90,7 +90,7 @@ fn run_checks(handler: &str, secs: u64) {
     assert_checks(&out, "cri-check.sh", CHECKS);
 }
 
-/// The same scenarios through Sandpod's containerd-shim-kata-v2: one VM per pod, the pod's
+/// The scenarios through Sandpod's containerd-shim-kata-v2: one VM per pod, the pod's
 /// containers in it sharing their pid namespace and a volume.
 #[test]
 fn cri_scenarios_with_kata_runtime() {
